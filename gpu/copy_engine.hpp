@@ -1,0 +1,46 @@
+// The copy-engine contract: submit a gather/scatter copy, learn when it is done. No CAF here.
+//
+// Used for staging: device memory <-> registered host staging buffers (this UCX build has no
+// CUDA transports), or host layouts that need gathering. The CPU implementation runs memcpy on
+// a worker thread; the CUDA implementation (when the build found CUDA) uses streams and events.
+#pragma once
+
+#include "transport/errc.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace kvferry::gpu {
+
+struct copy_segment {
+  void* dst = nullptr;
+  const void* src = nullptr;
+  std::size_t bytes = 0;
+};
+
+// Called exactly once per submitted copy, on the engine's own thread, after every segment was
+// copied (errc::none) or the copy failed. Must not block.
+using copy_done_fn = std::function<void(errc code, const std::string& detail)>;
+
+class copy_engine {
+ public:
+  virtual ~copy_engine() = default;  // waits for submitted copies to finish; then no callbacks
+  // Queues a copy of all segments, in order. Returns a ticket (> 0). Invalid segments (null
+  // pointer with non-zero size) fail that copy through `done` with errc::invalid_argument.
+  virtual std::uint64_t submit(std::vector<copy_segment> segments, copy_done_fn done) = 0;
+  // Copies submitted and not yet completed.
+  virtual std::size_t pending() const = 0;
+  virtual std::string name() const = 0;  // "cpu" or "cuda:<device>"
+};
+
+// memcpy on one worker thread.
+std::unique_ptr<copy_engine> make_cpu_copy_engine();
+
+// Number of usable CUDA devices: 0 when the build has no CUDA or no driver/device is present.
+int cuda_device_count() noexcept;
+
+}  // namespace kvferry::gpu

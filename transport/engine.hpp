@@ -1,0 +1,120 @@
+// transport::engine — the only code that talks to UCX. No CAF here.
+//
+// One engine owns a UCP context, one worker, and a progress thread running a Boost.Asio loop on
+// the worker's event fd (progress, arm, progress again on UCS_ERR_BUSY, wait). Every UCX call
+// that touches the worker or an endpoint runs on that thread; the public calls below post work
+// to it and return at once (except the few marked "blocking", which wait on the progress thread
+// for a bounded time and are meant for set-up, not the hot path).
+//
+// Completion contract: the callback of put() is invoked exactly once, on the progress thread,
+// after every UCX request of the batch (puts and the final flush) has completed — with success,
+// an error, or UCS_ERR_CANCELED after cancel(). Only then may the local and remote memory of the
+// batch be reused: that callback is the transport's proof of quiescence.
+#pragma once
+
+#include "transport/errc.hpp"
+#include "transport/result.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace kvferry::transport {
+
+struct engine_options {
+  // Which UCX transports to use: "shm" (shared memory: posix/sysv/cma + self), "tcp" (tcp + self),
+  // or "" / "auto" for UCX's own choice. Applied with ucp_config_modify, so users never need to
+  // export UCX_* variables (an explicit UCX_TLS in the environment still wins).
+  std::string tls = "auto";
+  // UCX 1.13 drops shared memory when endpoints use UCP_ERR_HANDLING_MODE_PEER unless these are
+  // switched on (see DESIGN.md, platform facts). Always on in kvferry; a switch for tests only.
+  bool shm_error_handling = true;
+  // UCX keepalive interval; 0 keeps UCX's default (20 s).
+  unsigned keepalive_interval_ms = 0;
+};
+
+// A registered memory range (ucp_mem_map). Destroying it unmaps the memory; keep it alive for
+// as long as any operation may touch the range.
+class memory_registration {
+ public:
+  virtual ~memory_registration() = default;
+  virtual void* base() const noexcept = 0;
+  virtual std::size_t bytes() const noexcept = 0;
+  // The packed remote key (ucp_rkey_pack), for a peer to write into this range.
+  virtual const std::vector<std::uint8_t>& packed_rkey() const noexcept = 0;
+  // True when UCX allocated the memory (allocate_memory), false for registered user memory.
+  virtual bool ucx_allocated() const noexcept = 0;
+};
+
+// One contiguous put: `bytes` from local address `local` to `remote_addr` in the remote region
+// whose packed rkey is `rkeys[rkey_index]` of the batch.
+struct put_op {
+  const void* local = nullptr;
+  std::size_t bytes = 0;
+  std::uint64_t remote_addr = 0;
+  std::uint32_t rkey_index = 0;
+};
+
+struct put_batch {
+  std::uint64_t peer = 0;                         // a key given to connect()
+  std::vector<std::vector<std::uint8_t>> rkeys;  // packed remote keys used by ops
+  std::vector<put_op> ops;
+};
+
+// Exactly-once completion of a put batch: errc::none when every byte was written and flushed.
+using completion_fn = std::function<void(errc code, const std::string& detail)>;
+// An endpoint error reported by UCX (peer died, connection reset). Called on the progress thread.
+using peer_error_fn = std::function<void(std::uint64_t peer, errc code, const std::string& detail)>;
+
+struct engine_stats {
+  std::uint64_t ops_started = 0;
+  std::uint64_t ops_completed = 0;   // completion callbacks delivered (any outcome)
+  std::uint64_t ops_in_flight = 0;
+  std::uint64_t bytes_put = 0;       // bytes of puts that completed successfully
+  std::uint64_t peers = 0;           // live endpoints
+};
+
+class engine {
+ public:
+  virtual ~engine() = default;
+
+  // Creates context + worker + progress thread. Errors name the UCX call that failed.
+  static result<std::unique_ptr<engine>> start(const engine_options& options,
+                                                peer_error_fn on_peer_error);
+
+  // This worker's address (ucp_worker_get_address), for peers to connect().
+  virtual const std::vector<std::uint8_t>& worker_address() const noexcept = 0;
+
+  // Registers user memory [ptr, ptr+bytes) for local and remote access. Thread-safe.
+  virtual result<std::shared_ptr<memory_registration>> register_memory(void* ptr,
+                                                                        std::size_t bytes) = 0;
+  // Lets UCX allocate and register `bytes` (peers on the same host can then map it directly,
+  // the fast shared-memory path). Thread-safe.
+  virtual result<std::shared_ptr<memory_registration>> allocate_memory(std::size_t bytes) = 0;
+
+  // Creates (or keeps) an endpoint to a peer worker, in PEER error mode. Non-blocking; an
+  // unusable address or a later failure is reported through on_peer_error and fails that
+  // peer's in-flight and future operations until connect() is called again with a new address.
+  virtual void connect(std::uint64_t peer, std::vector<std::uint8_t> worker_address) = 0;
+  // Closes the endpoint to a peer (in-flight operations complete with an error first).
+  virtual void disconnect(std::uint64_t peer) = 0;
+
+  // Posts every put of the batch, then a flush of the endpoint; `done` is called exactly once
+  // (see the completion contract above). Returns an operation id for cancel(). Non-blocking.
+  virtual std::uint64_t put(put_batch batch, completion_fn done) = 0;
+  // Asks UCX to cancel the operation's outstanding requests. Non-blocking; the completion
+  // callback still fires exactly once (errc::cancelled, or the real outcome if it won the race).
+  // Unknown or finished ids are ignored.
+  virtual void cancel(std::uint64_t op_id) = 0;
+
+  // Blocking (bounded, set-up/diagnostics only): the UCX transports the endpoint to `peer`
+  // really uses for RMA, e.g. "posix", "sysv", "cma", "tcp"; empty when there is no endpoint.
+  virtual std::vector<std::string> endpoint_transports(std::uint64_t peer) = 0;
+
+  virtual engine_stats stats() const = 0;
+};
+
+}  // namespace kvferry::transport
