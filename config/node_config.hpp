@@ -4,6 +4,14 @@
 // variables < command-line overrides. Every key has the same name in all three:
 //   TOML `listen_port = 7000`, environment `KVFERRY_LISTEN_PORT=7000`, CLI `--set listen_port=7000`.
 // An invalid value is refused with an error naming the key and the reason.
+//
+// Environment: only names starting with KVFERRY_ are looked at (the map may hold the whole
+// environment). KVFERRY_CONFIG is the one exception to "every KVFERRY_* name is a key": it names
+// the TOML file, and callers (the CLI, an embedding engine) read it and put it into
+// config_sources::file themselves; load_node_config skips it. Any other unknown KVFERRY_* name
+// is an error, like an unknown key in the file or on the command line.
+// Values from the environment and the CLI are strings, parsed strictly: integers are decimal,
+// the whole string, within the field's range; no sign, no spaces, no suffixes.
 #pragma once
 
 #include "transport/result.hpp"
@@ -26,6 +34,7 @@ struct node_config {
   std::uint32_t staging_slots = 4;         // staging buffers in the buffer pool; >= 1
   std::uint64_t staging_slot_bytes = 4u << 20;  // bytes per staging buffer; 4 KiB .. 1 GiB
   std::uint32_t max_blocks_per_request = 65536; // larger requests are refused; >= 1
+  std::uint32_t max_fetches_in_flight = 256;  // receives fetching at once; more wait queued; >= 1
   std::uint32_t connect_timeout_ms = 5000; // bound on connect(); 1 .. 600000
   std::uint32_t cancel_timeout_ms = 1000;  // bound on cancel()'s answer; 1 .. 60000
   std::string log_level = "warn";          // trace, debug, info, warn, error, critical, off
@@ -35,8 +44,14 @@ struct node_config {
 struct config_error {
   std::string key;     // e.g. "listen_port"
   std::string reason;  // e.g. "must be between 0 and 65535, got 70000"
-  std::string source;  // "file:<path>", "env:KVFERRY_LISTEN_PORT", "cli" or "" (validation)
-  std::string message() const;  // "<key>: <reason> (<source>)"
+  // "file:<path>:<line>" (a key in the file), "file:<path>" (the file could not be read or
+  // parsed; the reason names line and column), "env:KVFERRY_LISTEN_PORT", "cli", or "" for
+  // validate(). load_node_config fills a validation error's source with the source that set
+  // the refused value last.
+  std::string source;
+  // "<key>: <reason> (<source>)"; an empty key (a TOML syntax error) drops "<key>: ", an empty
+  // source drops " (<source>)".
+  std::string message() const;
 };
 
 struct config_sources {
@@ -44,6 +59,9 @@ struct config_sources {
   std::map<std::string, std::string> environment;   // name -> value; usually from environ
   std::vector<std::pair<std::string, std::string>> overrides;  // key -> value, from the CLI
 };
+
+// Every key, in documentation order (the names used in the file and with --set).
+std::vector<std::string> node_config_keys();
 
 // Reads the KVFERRY_* variables of the process environment into a map (name -> value).
 std::map<std::string, std::string> kvferry_environment();

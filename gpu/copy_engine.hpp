@@ -23,16 +23,20 @@ struct copy_segment {
 };
 
 // Called exactly once per submitted copy, on the engine's own thread, after every segment was
-// copied (errc::none) or the copy failed. Must not block.
+// copied (errc::none) or the copy failed. Must not block, must not throw (an exception is caught
+// and dropped by the engine, which keeps serving later copies), and must not destroy the engine.
+// `detail` is empty on success, otherwise says what failed. An empty function is allowed.
 using copy_done_fn = std::function<void(errc code, const std::string& detail)>;
 
 class copy_engine {
  public:
   virtual ~copy_engine() = default;  // waits for submitted copies to finish; then no callbacks
-  // Queues a copy of all segments, in order. Returns a ticket (> 0). Invalid segments (null
-  // pointer with non-zero size) fail that copy through `done` with errc::invalid_argument.
+  // Queues a copy of all segments, in order. Returns a ticket (> 0, increasing). Invalid
+  // segments (null pointer with non-zero size; for the CPU engine also overlapping source and
+  // destination) fail that copy through `done` with errc::invalid_argument, before any byte of
+  // it is written. Thread-safe; may be called from a `done` callback.
   virtual std::uint64_t submit(std::vector<copy_segment> segments, copy_done_fn done) = 0;
-  // Copies submitted and not yet completed.
+  // Copies submitted and not yet completed (a copy completes when its `done` has returned).
   virtual std::size_t pending() const = 0;
   virtual std::string name() const = 0;  // "cpu" or "cuda:<device>"
 };

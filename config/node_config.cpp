@@ -1,0 +1,329 @@
+// node_config loading: defaults < TOML file < KVFERRY_* environment < CLI overrides, then
+// validate(). Every key is described once, in `keys` below (name, setter from a string, setter
+// from a TOML node); the file, the environment and the command line all go through that table,
+// so a new key is one line in the struct, one line in the table and one check in validate().
+#include "config/node_config.hpp"
+
+#include <toml++/toml.h>
+
+#include <cctype>
+#include <charconv>
+#include <initializer_list>
+#include <limits>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include <unistd.h>  // environ
+
+namespace kvferry {
+
+namespace {
+
+constexpr std::string_view env_prefix = "KVFERRY_";
+constexpr std::string_view env_config_file = "KVFERRY_CONFIG";  // handled by callers
+
+// A setter returns nullopt on success, otherwise the reason the value was refused.
+using reason = std::optional<std::string>;
+using string_setter = reason (*)(node_config&, std::string_view);
+using toml_setter = reason (*)(node_config&, const toml::node&);
+
+struct key_entry {
+  std::string_view name;
+  string_setter from_string;
+  toml_setter from_toml;
+};
+
+std::string quoted(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 2);
+  out += '"';
+  out += s;
+  out += '"';
+  return out;
+}
+
+const char* toml_type_name(toml::node_type type) {
+  switch (type) {
+    case toml::node_type::string: return "a string";
+    case toml::node_type::integer: return "an integer";
+    case toml::node_type::floating_point: return "a floating-point number";
+    case toml::node_type::boolean: return "a boolean";
+    case toml::node_type::date: return "a date";
+    case toml::node_type::time: return "a time";
+    case toml::node_type::date_time: return "a date-time";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::table: return "a table";
+    default: return "nothing";
+  }
+}
+
+template <class T>
+std::string range_reason(const std::string& got) {
+  return "must be between 0 and " + std::to_string(std::numeric_limits<T>::max()) +
+         ", got " + got;
+}
+
+// Setters, generated per member. Strings take any value (validate() judges them); unsigned
+// integers are parsed strictly: the whole string, decimal digits only, within T's range.
+template <auto Member>
+reason set_string(node_config& c, std::string_view text) {
+  c.*Member = std::string(text);
+  return std::nullopt;
+}
+
+template <auto Member>
+reason set_string_toml(node_config& c, const toml::node& node) {
+  const auto* value = node.as_string();
+  if (value == nullptr) {
+    return std::string("expected a string, got ") + toml_type_name(node.type());
+  }
+  c.*Member = value->get();
+  return std::nullopt;
+}
+
+template <auto Member>
+reason set_unsigned(node_config& c, std::string_view text) {
+  using T = std::remove_reference_t<decltype(c.*Member)>;
+  static_assert(std::is_unsigned_v<T>);
+  if (text.empty()) return std::string("expected an integer, got an empty value");
+  if (text.front() == '-') {
+    const auto digits = text.substr(1);
+    const bool number = !digits.empty() && digits.find_first_not_of("0123456789") ==
+                                               std::string_view::npos;
+    if (number) return range_reason<T>(std::string(text));
+    return "expected an integer, got " + quoted(text);
+  }
+  unsigned long long parsed = 0;
+  const char* first = text.data();
+  const char* last = text.data() + text.size();
+  auto [end, ec] = std::from_chars(first, last, parsed, 10);
+  if (ec == std::errc::result_out_of_range) return range_reason<T>(std::string(text));
+  if (ec != std::errc() || end != last) {
+    return "expected an integer, got " + quoted(text);
+  }
+  if (parsed > std::numeric_limits<T>::max()) return range_reason<T>(std::string(text));
+  c.*Member = static_cast<T>(parsed);
+  return std::nullopt;
+}
+
+template <auto Member>
+reason set_unsigned_toml(node_config& c, const toml::node& node) {
+  using T = std::remove_reference_t<decltype(c.*Member)>;
+  const auto* value = node.as_integer();
+  if (value == nullptr) {
+    return std::string("expected an integer, got ") + toml_type_name(node.type());
+  }
+  const std::int64_t v = value->get();
+  if (v < 0 || static_cast<std::uint64_t>(v) > std::numeric_limits<T>::max()) {
+    return range_reason<T>(std::to_string(v));
+  }
+  c.*Member = static_cast<T>(v);
+  return std::nullopt;
+}
+
+template <auto Member>
+constexpr key_entry string_key(std::string_view name) {
+  return {name, &set_string<Member>, &set_string_toml<Member>};
+}
+
+template <auto Member>
+constexpr key_entry unsigned_key(std::string_view name) {
+  return {name, &set_unsigned<Member>, &set_unsigned_toml<Member>};
+}
+
+// The one table of keys. Order is the documentation order (kvferry.example.toml follows it).
+constexpr key_entry keys[] = {
+    string_key<&node_config::node_name>("node_name"),
+    string_key<&node_config::role>("role"),
+    string_key<&node_config::listen_host>("listen_host"),
+    unsigned_key<&node_config::listen_port>("listen_port"),
+    string_key<&node_config::transport>("transport"),
+    unsigned_key<&node_config::keepalive_interval_ms>("keepalive_interval_ms"),
+    unsigned_key<&node_config::staging_slots>("staging_slots"),
+    unsigned_key<&node_config::staging_slot_bytes>("staging_slot_bytes"),
+    unsigned_key<&node_config::max_blocks_per_request>("max_blocks_per_request"),
+    unsigned_key<&node_config::connect_timeout_ms>("connect_timeout_ms"),
+    unsigned_key<&node_config::cancel_timeout_ms>("cancel_timeout_ms"),
+    string_key<&node_config::log_level>("log_level"),
+};
+
+const key_entry* find_key(std::string_view name) {
+  for (const auto& k : keys) {
+    if (k.name == name) return &k;
+  }
+  return nullptr;
+}
+
+std::string env_name_of(std::string_view key) {
+  std::string out(env_prefix);
+  for (char ch : key) out += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  return out;
+}
+
+// KVFERRY_LISTEN_PORT -> the entry for listen_port; nullptr for an unknown name.
+const key_entry* find_env_key(std::string_view env_name) {
+  for (const auto& k : keys) {
+    if (env_name_of(k.name) == env_name) return &k;
+  }
+  return nullptr;
+}
+
+// Remembers, per key, which source set it last, so that a validation error can say where the
+// offending value came from.
+using origin_map = std::map<std::string_view, std::string>;
+
+std::optional<config_error> apply_file(node_config& c, origin_map& origin,
+                                       const std::string& path) {
+  const std::string file_source = "file:" + path;
+  toml::table table;
+  try {
+    table = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    const auto& where = e.source().begin;
+    std::string why = "TOML syntax error at line " + std::to_string(where.line) + ", column " +
+                      std::to_string(where.column) + ": " + std::string(e.description());
+    if (where.line == 0) why = "cannot read TOML file: " + std::string(e.description());
+    return config_error{"", std::move(why), file_source};
+  }
+  for (const auto& [name, node] : table) {
+    const std::string_view key = name.str();
+    const std::string source = file_source + ":" + std::to_string(node.source().begin.line);
+    const key_entry* entry = find_key(key);
+    if (entry == nullptr) return config_error{std::string(key), "unknown key", source};
+    if (auto why = entry->from_toml(c, node)) {
+      return config_error{std::string(key), std::move(*why), source};
+    }
+    origin[entry->name] = source;
+  }
+  return std::nullopt;
+}
+
+std::optional<config_error> apply_environment(node_config& c, origin_map& origin,
+                                              const std::map<std::string, std::string>& env) {
+  for (const auto& [name, value] : env) {
+    if (name.compare(0, env_prefix.size(), env_prefix) != 0) continue;  // not ours
+    if (name == env_config_file) continue;  // names the file; callers handle it
+    const std::string source = "env:" + name;
+    const key_entry* entry = find_env_key(name);
+    if (entry == nullptr) {
+      return config_error{name, "unknown KVFERRY_* environment variable", source};
+    }
+    if (auto why = entry->from_string(c, value)) {
+      return config_error{std::string(entry->name), std::move(*why), source};
+    }
+    origin[entry->name] = source;
+  }
+  return std::nullopt;
+}
+
+std::optional<config_error> apply_overrides(
+    node_config& c, origin_map& origin,
+    const std::vector<std::pair<std::string, std::string>>& overrides) {
+  for (const auto& [key, value] : overrides) {
+    const key_entry* entry = find_key(key);
+    if (entry == nullptr) return config_error{key, "unknown key", "cli"};
+    if (auto why = entry->from_string(c, value)) {
+      return config_error{key, std::move(*why), "cli"};
+    }
+    origin[entry->name] = "cli";
+  }
+  return std::nullopt;
+}
+
+std::optional<config_error> one_of(std::string_view key, const std::string& value,
+                                   std::initializer_list<std::string_view> allowed) {
+  std::string list;
+  for (auto a : allowed) {
+    if (a == value) return std::nullopt;
+    if (!list.empty()) list += ", ";
+    list += a;
+  }
+  return config_error{std::string(key), "must be one of " + list + ", got " + quoted(value), ""};
+}
+
+std::optional<config_error> between(std::string_view key, std::uint64_t value, std::uint64_t lo,
+                                    std::uint64_t hi) {
+  if (value >= lo && value <= hi) return std::nullopt;
+  return config_error{std::string(key),
+                      "must be between " + std::to_string(lo) + " and " + std::to_string(hi) +
+                          ", got " + std::to_string(value),
+                      ""};
+}
+
+std::optional<config_error> not_empty(std::string_view key, const std::string& value) {
+  if (!value.empty()) return std::nullopt;
+  return config_error{std::string(key), "must not be empty", ""};
+}
+
+}  // namespace
+
+std::string config_error::message() const {
+  std::string out;
+  if (!key.empty()) out += key + ": ";
+  out += reason;
+  if (!source.empty()) out += " (" + source + ")";
+  return out;
+}
+
+std::vector<std::string> node_config_keys() {
+  std::vector<std::string> out;
+  for (const auto& k : keys) out.emplace_back(k.name);
+  return out;
+}
+
+std::map<std::string, std::string> kvferry_environment() {
+  std::map<std::string, std::string> out;
+  if (environ == nullptr) return out;
+  for (char** entry = environ; *entry != nullptr; ++entry) {
+    std::string_view item(*entry);
+    if (item.compare(0, env_prefix.size(), env_prefix) != 0) continue;
+    const auto eq = item.find('=');
+    if (eq == std::string_view::npos) continue;
+    out.emplace(std::string(item.substr(0, eq)), std::string(item.substr(eq + 1)));
+  }
+  return out;
+}
+
+std::optional<config_error> validate(const node_config& c) {
+  using std::uint64_t;
+  std::optional<config_error> e;
+  if ((e = not_empty("node_name", c.node_name))) return e;
+  if ((e = one_of("role", c.role, {"prefill", "decode", "both"}))) return e;
+  if ((e = not_empty("listen_host", c.listen_host))) return e;
+  if ((e = one_of("transport", c.transport, {"auto", "shm", "tcp"}))) return e;
+  if ((e = between("staging_slots", c.staging_slots, 1, 4096))) return e;
+  if ((e = between("staging_slot_bytes", c.staging_slot_bytes, 4096, uint64_t{1} << 30))) return e;
+  if ((e = between("max_blocks_per_request", c.max_blocks_per_request, 1,
+                   std::numeric_limits<std::uint32_t>::max()))) {
+    return e;
+  }
+  if ((e = between("connect_timeout_ms", c.connect_timeout_ms, 1, 600000))) return e;
+  if ((e = between("cancel_timeout_ms", c.cancel_timeout_ms, 1, 60000))) return e;
+  if ((e = one_of("log_level", c.log_level,
+                  {"trace", "debug", "info", "warn", "error", "critical", "off"}))) {
+    return e;
+  }
+  return std::nullopt;
+}
+
+result<node_config> load_node_config(const config_sources& sources, config_error* error) {
+  node_config config;
+  origin_map origin;
+  std::optional<config_error> problem;
+  if (sources.file) problem = apply_file(config, origin, *sources.file);
+  if (!problem) problem = apply_environment(config, origin, sources.environment);
+  if (!problem) problem = apply_overrides(config, origin, sources.overrides);
+  if (!problem) {
+    problem = validate(config);
+    if (problem) {
+      // Say which source supplied the refused value (defaults are always valid).
+      if (auto it = origin.find(problem->key); it != origin.end()) problem->source = it->second;
+    }
+  }
+  if (!problem) return config;
+  if (error != nullptr) *error = *problem;
+  return result<node_config>(errc::invalid_argument, problem->message());
+}
+
+}  // namespace kvferry

@@ -1,0 +1,358 @@
+// node_config: defaults, precedence file < environment < CLI, strict parsing, validation.
+#include "config/node_config.hpp"
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <cctype>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <unistd.h>
+
+namespace {
+
+using kvferry::config_error;
+using kvferry::config_sources;
+using kvferry::errc;
+using kvferry::load_node_config;
+using kvferry::node_config;
+
+// A TOML file in the temp directory, removed when the test ends.
+class temp_toml {
+ public:
+  explicit temp_toml(const std::string& text) {
+    static std::atomic<int> counter{0};
+    path_ = (std::filesystem::temp_directory_path() /
+             ("kvferry_config_test_" + std::to_string(::getpid()) + "_" +
+              std::to_string(counter++) + ".toml"))
+                .string();
+    std::ofstream(path_) << text;
+  }
+  ~temp_toml() {
+    std::error_code ignored;
+    std::filesystem::remove(path_, ignored);
+  }
+  temp_toml(const temp_toml&) = delete;
+  temp_toml& operator=(const temp_toml&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+// Loads and expects a refusal; returns the error.
+config_error refused(const config_sources& sources) {
+  config_error error;
+  auto loaded = load_node_config(sources, &error);
+  REQUIRE_FALSE(loaded.has_value());
+  CHECK(loaded.error().code == errc::invalid_argument);
+  CHECK(loaded.error().message == error.message());
+  return error;
+}
+
+config_sources cli(const std::string& key, const std::string& value) {
+  config_sources s;
+  s.overrides.emplace_back(key, value);
+  return s;
+}
+
+config_sources env(const std::string& name, const std::string& value) {
+  config_sources s;
+  s.environment[name] = value;
+  return s;
+}
+
+void check_same(const node_config& a, const node_config& b) {
+  CHECK(a.node_name == b.node_name);
+  CHECK(a.role == b.role);
+  CHECK(a.listen_host == b.listen_host);
+  CHECK(a.listen_port == b.listen_port);
+  CHECK(a.transport == b.transport);
+  CHECK(a.keepalive_interval_ms == b.keepalive_interval_ms);
+  CHECK(a.staging_slots == b.staging_slots);
+  CHECK(a.staging_slot_bytes == b.staging_slot_bytes);
+  CHECK(a.max_blocks_per_request == b.max_blocks_per_request);
+  CHECK(a.connect_timeout_ms == b.connect_timeout_ms);
+  CHECK(a.cancel_timeout_ms == b.cancel_timeout_ms);
+  CHECK(a.log_level == b.log_level);
+}
+
+}  // namespace
+
+TEST_CASE("the built-in defaults are valid") {
+  CHECK_FALSE(kvferry::validate(node_config{}).has_value());
+  auto loaded = load_node_config(config_sources{});
+  REQUIRE(loaded.has_value());
+  check_same(*loaded, node_config{});
+}
+
+TEST_CASE("the file overrides the defaults, the environment the file, and the CLI both") {
+  temp_toml file(
+      "node_name = \"from-file\"\n"
+      "listen_port = 7001\n"
+      "staging_slots = 8\n"
+      "log_level = \"info\"\n");
+  config_sources s;
+  s.file = file.path();
+  s.environment["KVFERRY_LISTEN_PORT"] = "7002";
+  s.environment["KVFERRY_STAGING_SLOTS"] = "16";
+  s.overrides.emplace_back("staging_slots", "32");
+
+  auto loaded = load_node_config(s);
+  REQUIRE(loaded.has_value());
+  CHECK(loaded->node_name == "from-file");  // file only
+  CHECK(loaded->log_level == "info");       // file only
+  CHECK(loaded->listen_port == 7002);       // environment beats file
+  CHECK(loaded->staging_slots == 32);       // CLI beats environment and file
+  CHECK(loaded->role == "both");            // untouched default
+}
+
+TEST_CASE("a later CLI override of the same key wins") {
+  config_sources s;
+  s.overrides = {{"listen_port", "1"}, {"listen_port", "2"}};
+  auto loaded = load_node_config(s);
+  REQUIRE(loaded.has_value());
+  CHECK(loaded->listen_port == 2);
+}
+
+TEST_CASE("port 70000 is refused naming listen_port from every source") {
+  auto e = refused(cli("listen_port", "70000"));
+  CHECK(e.key == "listen_port");
+  CHECK(e.source == "cli");
+  CHECK(contains(e.reason, "65535"));
+  CHECK(e.message() == "listen_port: must be between 0 and 65535, got 70000 (cli)");
+
+  e = refused(env("KVFERRY_LISTEN_PORT", "70000"));
+  CHECK(e.key == "listen_port");
+  CHECK(e.source == "env:KVFERRY_LISTEN_PORT");
+
+  temp_toml file("listen_port = 70000\n");
+  config_sources s;
+  s.file = file.path();
+  e = refused(s);
+  CHECK(e.key == "listen_port");
+  CHECK(e.source == "file:" + file.path() + ":1");
+}
+
+TEST_CASE("role banana is refused naming role and the source that set it") {
+  auto e = refused(cli("role", "banana"));
+  CHECK(e.key == "role");
+  CHECK(contains(e.reason, "banana"));
+  CHECK(contains(e.reason, "prefill"));
+  CHECK(e.source == "cli");
+}
+
+TEST_CASE("zero staging slots are refused naming staging_slots") {
+  auto e = refused(env("KVFERRY_STAGING_SLOTS", "0"));
+  CHECK(e.key == "staging_slots");
+  CHECK(e.source == "env:KVFERRY_STAGING_SLOTS");
+  CHECK(contains(e.message(), "staging_slots: "));
+}
+
+TEST_CASE("a number with trailing junk is refused naming the key") {
+  auto e = refused(cli("connect_timeout_ms", "12x"));
+  CHECK(e.key == "connect_timeout_ms");
+  CHECK(contains(e.reason, "12x"));
+}
+
+TEST_CASE("integers from strings are parsed strictly") {
+  for (const char* bad : {"", " 12", "12 ", "+12", "-1", "-", "0x10", "1e3", "1.5", "twelve"}) {
+    CAPTURE(bad);
+    auto e = refused(cli("staging_slots", bad));
+    CHECK(e.key == "staging_slots");
+  }
+  auto e = refused(cli("staging_slot_bytes", "99999999999999999999999"));
+  CHECK(e.key == "staging_slot_bytes");
+  e = refused(cli("staging_slots", "4294967296"));  // one past uint32
+  CHECK(contains(e.reason, "4294967295"));
+  auto ok = load_node_config(cli("staging_slots", "0012"));
+  REQUIRE(ok.has_value());
+  CHECK(ok->staging_slots == 12);
+}
+
+TEST_CASE("a negative TOML integer is refused for an unsigned key") {
+  temp_toml file("cancel_timeout_ms = -5\n");
+  config_sources s;
+  s.file = file.path();
+  auto e = refused(s);
+  CHECK(e.key == "cancel_timeout_ms");
+  CHECK(contains(e.reason, "-5"));
+}
+
+TEST_CASE("validation refuses every out-of-range value naming its key") {
+  struct bad_case {
+    const char* key;
+    const char* value;
+  };
+  const bad_case cases[] = {
+      {"node_name", ""},
+      {"role", "PREFILL"},
+      {"listen_host", ""},
+      {"transport", "rdma"},
+      {"staging_slots", "4097"},
+      {"staging_slot_bytes", "4095"},
+      {"staging_slot_bytes", "1073741825"},
+      {"max_blocks_per_request", "0"},
+      {"connect_timeout_ms", "0"},
+      {"connect_timeout_ms", "600001"},
+      {"cancel_timeout_ms", "0"},
+      {"cancel_timeout_ms", "60001"},
+      {"log_level", "verbose"},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.key);
+    CAPTURE(c.value);
+    auto e = refused(cli(c.key, c.value));
+    CHECK(e.key == c.key);
+    CHECK(e.source == "cli");
+  }
+}
+
+TEST_CASE("the edges of every range are accepted") {
+  config_sources s;
+  s.overrides = {{"staging_slots", "1"},           {"staging_slot_bytes", "1073741824"},
+                 {"max_blocks_per_request", "1"},  {"connect_timeout_ms", "600000"},
+                 {"cancel_timeout_ms", "60000"},   {"listen_port", "65535"},
+                 {"keepalive_interval_ms", "0"},   {"log_level", "off"},
+                 {"transport", "tcp"},             {"role", "decode"}};
+  auto loaded = load_node_config(s);
+  REQUIRE(loaded.has_value());
+  CHECK(loaded->staging_slot_bytes == (std::uint64_t{1} << 30));
+  s.overrides = {{"staging_slots", "4096"}, {"staging_slot_bytes", "4096"},
+                 {"connect_timeout_ms", "1"}, {"cancel_timeout_ms", "1"}};
+  CHECK(load_node_config(s).has_value());
+}
+
+TEST_CASE("validate alone reports no source") {
+  node_config c;
+  c.role = "banana";
+  auto e = kvferry::validate(c);
+  REQUIRE(e.has_value());
+  CHECK(e->key == "role");
+  CHECK(e->source.empty());
+  CHECK(e->message() == "role: must be one of prefill, decode, both, got \"banana\"");
+}
+
+TEST_CASE("an unknown key in the file is refused naming it") {
+  temp_toml file("listen_port = 1\nlisten_prot = 7000\n");
+  config_sources s;
+  s.file = file.path();
+  auto e = refused(s);
+  CHECK(e.key == "listen_prot");
+  CHECK(e.source == "file:" + file.path() + ":2");
+  CHECK(contains(e.message(), "listen_prot"));
+}
+
+TEST_CASE("a TOML table is an unknown key, not a namespace") {
+  temp_toml file("[node]\nlisten_port = 1\n");
+  config_sources s;
+  s.file = file.path();
+  CHECK(refused(s).key == "node");
+}
+
+TEST_CASE("an unknown KVFERRY_ environment variable is refused naming it") {
+  auto e = refused(env("KVFERRY_LISTEN_PROT", "7000"));
+  CHECK(e.key == "KVFERRY_LISTEN_PROT");
+  CHECK(e.source == "env:KVFERRY_LISTEN_PROT");
+}
+
+TEST_CASE("KVFERRY_CONFIG and variables without the prefix are left to others") {
+  config_sources s;
+  s.environment["KVFERRY_CONFIG"] = "/nonexistent/kvferry.toml";
+  s.environment["PATH"] = "/usr/bin";
+  s.environment["kvferry_listen_port"] = "banana";  // case matters: not ours
+  auto loaded = load_node_config(s);
+  REQUIRE(loaded.has_value());
+  check_same(*loaded, node_config{});
+}
+
+TEST_CASE("an unknown key on the command line is refused naming it") {
+  auto e = refused(cli("stagingslots", "3"));
+  CHECK(e.key == "stagingslots");
+  CHECK(e.source == "cli");
+  CHECK(e.message() == "stagingslots: unknown key (cli)");
+  CHECK(refused(cli("LISTEN_PORT", "3")).key == "LISTEN_PORT");  // keys are lower case
+}
+
+TEST_CASE("a TOML syntax error names the file and the line") {
+  temp_toml file("node_name = \"a\"\nrole = \"decode\"\nlisten_port = = 3\n");
+  config_sources s;
+  s.file = file.path();
+  auto e = refused(s);
+  CHECK(e.key.empty());
+  CHECK(e.source == "file:" + file.path());
+  CHECK(contains(e.reason, "line 3"));
+  CHECK(contains(e.message(), file.path()));
+  CHECK(contains(e.message(), "line 3"));
+}
+
+TEST_CASE("a missing config file is refused naming the file") {
+  config_sources s;
+  s.file = "/nonexistent/dir/kvferry.toml";
+  auto e = refused(s);
+  CHECK(contains(e.message(), "/nonexistent/dir/kvferry.toml"));
+}
+
+TEST_CASE("a value of the wrong TOML type names the key and the expected type") {
+  temp_toml file("listen_port = \"7000\"\nnode_name = 5\n");
+  config_sources s;
+  s.file = file.path();
+  auto e = refused(s);  // keys are visited in name order: listen_port first
+  CHECK(e.key == "listen_port");
+  CHECK(contains(e.reason, "expected an integer"));
+  CHECK(contains(e.reason, "string"));
+
+  temp_toml file2("node_name = 5\n");
+  s.file = file2.path();
+  e = refused(s);
+  CHECK(e.key == "node_name");
+  CHECK(contains(e.reason, "expected a string"));
+
+  temp_toml file3("staging_slots = 4.0\n");
+  s.file = file3.path();
+  CHECK(contains(refused(s).reason, "floating-point"));
+}
+
+TEST_CASE("the example file documents every key and loads to the defaults") {
+  std::ifstream in(KVFERRY_EXAMPLE_TOML);
+  REQUIRE(in.good());
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (const auto& key : kvferry::node_config_keys()) {
+    CAPTURE(key);
+    CHECK(contains(text, "\n" + key + " = "));
+  }
+  config_sources s;
+  s.file = KVFERRY_EXAMPLE_TOML;
+  auto loaded = load_node_config(s);
+  REQUIRE(loaded.has_value());
+  check_same(*loaded, node_config{});
+}
+
+TEST_CASE("every key can be set from the environment by its upper-case name") {
+  config_sources s;
+  for (const auto& key : kvferry::node_config_keys()) {
+    std::string name = "KVFERRY_";
+    for (char ch : key) name += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    s.environment[name] = "";  // refused for every key: unparsable or invalid when empty
+    CAPTURE(name);
+    auto e = refused(s);
+    CHECK(e.key == key);
+    CHECK(e.source == "env:" + name);
+    s.environment.erase(name);
+  }
+}
+
+TEST_CASE("kvferry_environment reads only KVFERRY_ variables of the process") {
+  ::setenv("KVFERRY_TEST_ONLY_VARIABLE", "a=b", 1);
+  auto vars = kvferry::kvferry_environment();
+  ::unsetenv("KVFERRY_TEST_ONLY_VARIABLE");
+  CHECK(vars.at("KVFERRY_TEST_ONLY_VARIABLE") == "a=b");
+  for (const auto& [name, value] : vars) CHECK(name.rfind("KVFERRY_", 0) == 0);
+}
