@@ -200,6 +200,8 @@ TEST_CASE("validation refuses every out-of-range value naming its key") {
       {"staging_slot_bytes", "4095"},
       {"staging_slot_bytes", "1073741825"},
       {"max_blocks_per_request", "0"},
+      {"max_fetches_in_flight", "0"},
+      {"max_fetches_in_flight", "1048577"},
       {"connect_timeout_ms", "0"},
       {"connect_timeout_ms", "600001"},
       {"cancel_timeout_ms", "0"},

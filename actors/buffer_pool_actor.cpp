@@ -1,0 +1,135 @@
+// buffer pool actor
+//
+//   acquire(wait_ms) ──free slot──> lease (holder monitored)
+//        │ none free
+//        v
+//   [waiting, FIFO] ──slot freed──> lease
+//        │ wait_ms elapsed
+//        v
+//   errc::timed_out (the wait is bounded; a waiter that dies leaves the queue)
+//
+//   release(slot) from its holder, or the holder terminates ──> slot free again
+//
+// Every wait is bounded by the requester's wait_ms; nothing here waits without a limit.
+
+#include "actors/buffer_pool_actor.hpp"
+
+#include "actors/node_core.hpp"
+
+#include <chrono>
+#include <deque>
+
+namespace kvferry {
+
+namespace {
+
+struct waiter {
+  std::uint64_t id = 0;
+  caf::actor_addr holder;
+  caf::typed_response_promise<lease> promise;
+};
+
+struct pool_state {
+  std::vector<lease> slots;
+  std::vector<caf::actor_addr> holders;  // per slot; invalid when free
+  std::deque<waiter> waiting;
+  std::uint64_t next_waiter = 1;
+  static inline const char* name = "kvferry.buffer_pool";
+
+  std::uint32_t leased() const {
+    std::uint32_t n = 0;
+    for (auto& h : holders)
+      n += h ? 1 : 0;
+    return n;
+  }
+
+  // Hands free slots to waiters, first come first served.
+  void serve_waiters() {
+    for (std::size_t i = 0; i < slots.size() && !waiting.empty(); ++i) {
+      if (holders[i])
+        continue;
+      auto w = std::move(waiting.front());
+      waiting.pop_front();
+      holders[i] = w.holder;
+      w.promise.deliver(slots[i]);
+    }
+  }
+
+  bool is_waiting(std::uint64_t id) const {
+    for (auto& w : waiting)
+      if (w.id == id)
+        return true;
+    return false;
+  }
+
+  // The holder terminated: its slots come back, its waits end.
+  void forget(const caf::actor_addr& holder) {
+    for (auto& h : holders)
+      if (h == holder)
+        h = caf::actor_addr{};
+    for (auto it = waiting.begin(); it != waiting.end();)
+      it = it->holder == holder ? waiting.erase(it) : std::next(it);
+    serve_waiters();
+  }
+};
+
+}  // namespace
+
+buffer_pool_actor spawn_buffer_pool_actor(caf::actor_system& sys, std::shared_ptr<node_core> core) {
+  std::vector<lease> slots;
+  for (auto& r : core->staging)
+    slots.push_back(lease{static_cast<std::uint32_t>(slots.size()),
+                          reinterpret_cast<std::uint64_t>(r->base()), r->bytes()});
+  auto impl = [slots](buffer_pool_actor::stateful_pointer<pool_state> self)
+    -> buffer_pool_actor::behavior_type {
+    self->state.slots = slots;
+    self->state.holders.resize(slots.size());
+    self->set_down_handler([=](caf::down_msg& dm) { self->state.forget(dm.source); });
+    return {
+      [=](acquire_atom, std::uint32_t wait_ms) -> caf::typed_response_promise<lease> {
+        auto rp = self->make_response_promise<lease>();
+        auto holder = caf::actor_cast<caf::actor_addr>(self->current_sender());
+        if (!holder) {
+          rp.deliver(caf::make_error(errc::invalid_argument, "anonymous lease request"));
+          return rp;
+        }
+        auto& st = self->state;
+        self->monitor(holder);
+        auto id = st.next_waiter++;
+        st.waiting.push_back(waiter{id, holder, rp});
+        st.serve_waiters();
+        if (st.is_waiting(id))
+          self->delayed_send(self, std::chrono::milliseconds{wait_ms},
+                             wait_expired_atom::value, id);
+        return rp;
+      },
+      [=](wait_expired_atom, std::uint64_t id) {
+        auto& st = self->state;
+        for (auto it = st.waiting.begin(); it != st.waiting.end(); ++it) {
+          if (it->id == id) {
+            it->promise.deliver(
+              caf::make_error(errc::timed_out, "no staging slot became free within the wait"));
+            st.waiting.erase(it);
+            return;
+          }
+        }
+      },
+      [=](release_atom, std::uint32_t slot) {
+        auto& st = self->state;
+        auto sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
+        if (slot < st.holders.size() && st.holders[slot] == sender) {
+          st.holders[slot] = caf::actor_addr{};
+          st.serve_waiters();
+        }
+      },
+      [=](stats_atom) {
+        auto& st = self->state;
+        return pool_stats{static_cast<std::uint32_t>(st.slots.size()), st.leased(),
+                          static_cast<std::uint32_t>(st.waiting.size())};
+      },
+    };
+  };
+  return sys.spawn(impl);
+}
+
+}  // namespace kvferry

@@ -1,0 +1,218 @@
+// Every message type and every actor interface of a kvferry node, in one place.
+//
+// Types that cross the network (fetch_msg, transfer_done, remote_block, errc) are registered
+// with CAF at start-up through the `kvferry` type-id block below (node.cpp calls
+// add_message_types<caf::id_block::kvferry>()); a type missing here compiles and works locally,
+// then fails only across the network with `unexpected_message`.
+//
+// This header includes CAF: include it only from actor .cpp files and tests, never from the
+// engine-facing headers (node.hpp, transfer_handle.hpp).
+#pragma once
+
+#include "transport/errc.hpp"
+
+#include <caf/all.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kvferry {
+
+// -- data that crosses the network -------------------------------------------------------------
+
+// One destination block of a fetch: `bytes` at `addr` inside the remote region whose packed
+// rkey is `rkeys[rkey_index]` of the same fetch.
+struct remote_block {
+  std::uint32_t rkey_index = 0;
+  std::uint64_t addr = 0;
+  std::uint64_t bytes = 0;
+};
+
+// decode (recv-request actor) -> prefill (sender actor, request/response): "write the blocks of
+// `request_id` into these destination blocks". Answered with transfer_done once every put
+// completed and was flushed, or with an error (the sender's memory is quiescent either way).
+struct fetch_msg {
+  std::string request_id;
+  std::string node_name;                      // the decode node's name, for logs and errors
+  std::uint64_t epoch = 0;                    // the decode node's incarnation (new per start)
+  std::vector<std::uint8_t> worker_address;   // the decode node's UCX worker address
+  std::vector<std::vector<std::uint8_t>> rkeys;  // packed rkeys of the destination regions
+  std::vector<remote_block> blocks;           // destination blocks, in source-block order
+};
+
+// prefill -> decode: the answer to a fetch_msg that succeeded.
+struct transfer_done {
+  std::string request_id;
+  std::uint64_t bytes = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, remote_block& x) {
+  return f(caf::meta::type_name("remote_block"), x.rkey_index, x.addr, x.bytes);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, fetch_msg& x) {
+  return f(caf::meta::type_name("fetch_msg"), x.request_id, x.node_name, x.epoch,
+           x.worker_address, x.rkeys, x.blocks);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, transfer_done& x) {
+  return f(caf::meta::type_name("transfer_done"), x.request_id, x.bytes);
+}
+
+// -- local data (between the actors of one node) ----------------------------------------------
+
+// One contiguous local->remote copy (addresses are local pointers as integers).
+struct put_item {
+  std::uint64_t local_addr = 0;
+  std::uint64_t bytes = 0;
+  std::uint64_t remote_addr = 0;
+  std::uint32_t rkey_index = 0;
+};
+
+// send-request -> transport: post these puts to the peer `peer_epoch`, flush, answer when every
+// UCX request completed. `token` names the operation for cancel (the requester's actor id).
+struct put_request {
+  std::uint64_t token = 0;
+  std::uint64_t peer_epoch = 0;
+  std::vector<std::uint8_t> peer_address;
+  std::vector<std::vector<std::uint8_t>> rkeys;
+  std::vector<put_item> items;
+};
+
+// A leased staging buffer of the buffer pool.
+struct lease {
+  std::uint32_t slot = 0;
+  std::uint64_t addr = 0;
+  std::uint64_t bytes = 0;
+};
+
+struct pool_stats {
+  std::uint32_t slots = 0;
+  std::uint32_t leased = 0;
+  std::uint32_t waiting = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, put_item& x) {
+  return f(caf::meta::type_name("put_item"), x.local_addr, x.bytes, x.remote_addr, x.rkey_index);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, put_request& x) {
+  return f(caf::meta::type_name("put_request"), x.token, x.peer_epoch, x.peer_address, x.rkeys,
+           x.items);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, lease& x) {
+  return f(caf::meta::type_name("lease"), x.slot, x.addr, x.bytes);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, pool_stats& x) {
+  return f(caf::meta::type_name("pool_stats"), x.slots, x.leased, x.waiting);
+}
+
+// -- atoms ---------------------------------------------------------------------------------------
+
+using put_atom = caf::atom_constant<caf::atom("put")>;
+using op_done_atom = caf::atom_constant<caf::atom("op_done")>;
+using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
+using cancel_fetch_atom = caf::atom_constant<caf::atom("cancel_f")>;
+using announce_atom = caf::atom_constant<caf::atom("announce")>;
+using admit_atom = caf::atom_constant<caf::atom("admit")>;
+using acquire_atom = caf::atom_constant<caf::atom("acquire")>;
+using wait_expired_atom = caf::atom_constant<caf::atom("wait_exp")>;
+using release_atom = caf::atom_constant<caf::atom("release")>;
+using stats_atom = caf::atom_constant<caf::atom("stats")>;
+using peer_down_atom = caf::atom_constant<caf::atom("peer_down")>;
+using crash_atom = caf::atom_constant<caf::atom("crash")>;
+
+// The phase a request actor reports in answer to cancel (what the cancel found).
+enum class cancel_answer : std::uint8_t {
+  not_found,
+  already_complete,
+  cancelled_before_advertise,
+  cancel_requested_in_flight,
+  backend_unhealthy,
+  not_cancellable,
+};
+
+// -- actor interfaces ------------------------------------------------------------------------------
+
+// transport: the only actor that talks to UCX (through transport::engine).
+using transport_actor = caf::typed_actor<
+  // Post the puts, flush, answer with the bytes written once every UCX request completed.
+  caf::replies_to<put_atom, put_request>::with<std::uint64_t>,
+  // Ask UCX to cancel the operation `token`; its put answer still comes, exactly once.
+  caf::reacts_to<cancel_atom, std::uint64_t>,
+  // From the engine's progress thread: operation `token` completed (empty error: success).
+  caf::reacts_to<op_done_atom, std::uint64_t, caf::error>,
+  // From the engine's progress thread: the endpoint to peer `epoch` failed.
+  caf::reacts_to<peer_down_atom, std::uint64_t, caf::error>>;
+
+// buffer pool: staging buffers handed out as leases, with bounded waits.
+using buffer_pool_actor = caf::typed_actor<
+  // Lease a slot, waiting at most `wait_ms`; errc::timed_out when none came free in time.
+  caf::replies_to<acquire_atom, std::uint32_t>::with<lease>,
+  // Give slot back (only its holder may).
+  caf::reacts_to<release_atom, std::uint32_t>,
+  // Internal (from the pool itself): the bounded wait of waiter `id` is over.
+  caf::reacts_to<wait_expired_atom, std::uint64_t>,
+  // Current counts.
+  caf::replies_to<stats_atom>::with<pool_stats>>;
+
+// send-request (prefill side, one per transfer): owns the source blocks until released.
+using send_request_actor = caf::typed_actor<
+  // The peer's fetch (routed by the sender): validate, put, flush, answer.
+  caf::replies_to<fetch_msg>::with<transfer_done>,
+  // The engine cancels: answers what the cancel found.
+  caf::replies_to<cancel_atom>::with<cancel_answer>,
+  // The fetching peer (epoch) gave up.
+  caf::reacts_to<cancel_fetch_atom, std::string, std::uint64_t>>;
+
+// recv-request (decode side, one per transfer): owns the destination blocks until released.
+using recv_request_actor = caf::typed_actor<
+  // The engine cancels: answers what the cancel found.
+  caf::replies_to<cancel_atom>::with<cancel_answer>>;
+
+// sender (prefill side, published): matches fetches with send-request actors.
+using sender_actor = caf::typed_actor<
+  // A send-request actor announces the request id it owns (the sender monitors it).
+  caf::reacts_to<announce_atom, std::string, send_request_actor>,
+  // A remote fetch: routed to the owner of the request id, or parked until it is announced.
+  caf::replies_to<fetch_msg>::with<transfer_done>,
+  // The remote receiver gave up on request id (epoch): stop its transfer, drop a parked fetch.
+  caf::reacts_to<cancel_fetch_atom, std::string, std::uint64_t>>;
+
+// receiver (decode side): admits recv-request actors, bounding fetches in flight.
+using receiver_actor = caf::typed_actor<
+  // Answers when the requesting recv-request may send its fetch (FIFO; the receiver monitors
+  // the requester and frees its place when it terminates).
+  caf::replies_to<admit_atom>::with<bool>>;
+
+// health supervisor: spawns, monitors and restarts the children above.
+using supervisor_actor = caf::typed_actor<
+  // Test hook: make the named child ("transport", "pool", "sender", "receiver") crash.
+  caf::reacts_to<crash_atom, std::string>>;
+
+}  // namespace kvferry
+
+CAF_BEGIN_TYPE_ID_BLOCK(kvferry, caf::first_custom_type_id)
+  CAF_ADD_TYPE_ID(kvferry, (kvferry::remote_block))
+  CAF_ADD_TYPE_ID(kvferry, (kvferry::fetch_msg))
+  CAF_ADD_TYPE_ID(kvferry, (kvferry::transfer_done))
+  CAF_ADD_TYPE_ID(kvferry, (kvferry::errc))
+  CAF_ADD_TYPE_ID(kvferry, (kvferry::cancel_answer))
+  CAF_ADD_TYPE_ID(kvferry, (kvferry::put_item))
+  CAF_ADD_TYPE_ID(kvferry, (kvferry::put_request))
+  CAF_ADD_TYPE_ID(kvferry, (kvferry::lease))
+  CAF_ADD_TYPE_ID(kvferry, (kvferry::pool_stats))
+  CAF_ADD_TYPE_ID(kvferry, (kvferry::sender_actor))
+CAF_END_TYPE_ID_BLOCK(kvferry)
+
+CAF_ERROR_CODE_ENUM(kvferry::errc, "kvferry")

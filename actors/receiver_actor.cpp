@@ -1,0 +1,77 @@
+// receiver actor
+//
+//   admit ──below the limit──> admitted (requester monitored) ──requester DOWN──> place freed,
+//     └──at the limit──> queued (FIFO) ──a place frees──> admitted          next queued admitted
+//                          └──requester DOWN (e.g. cancelled while queued)──> leaves the queue
+//
+// A place is held from admission until the recv-request actor terminates, so cleanup has one
+// path (DOWN) whatever way the request ended.
+
+#include "actors/receiver_actor.hpp"
+
+#include <deque>
+#include <unordered_set>
+
+namespace kvferry {
+
+namespace {
+
+struct queued_admission {
+  caf::actor_addr requester;
+  caf::typed_response_promise<bool> promise;
+};
+
+struct receiver_state {
+  std::uint32_t limit = 1;
+  std::unordered_set<caf::actor_addr> admitted;
+  std::deque<queued_admission> queue;
+  static inline const char* name = "kvferry.receiver";
+
+  void admit_queued() {
+    while (admitted.size() < limit && !queue.empty()) {
+      auto q = std::move(queue.front());
+      queue.pop_front();
+      admitted.insert(q.requester);
+      q.promise.deliver(true);
+    }
+  }
+};
+
+receiver_actor::behavior_type receiver_impl(receiver_actor::stateful_pointer<receiver_state> self,
+                                            std::uint32_t limit) {
+  self->state.limit = limit == 0 ? 1 : limit;
+  self->set_down_handler([=](caf::down_msg& dm) {
+    auto& st = self->state;
+    if (st.admitted.erase(dm.source) == 0) {
+      for (auto it = st.queue.begin(); it != st.queue.end(); ++it) {
+        if (it->requester == dm.source) {
+          st.queue.erase(it);
+          break;
+        }
+      }
+    }
+    st.admit_queued();
+  });
+  return {
+    [=](admit_atom) -> caf::typed_response_promise<bool> {
+      auto rp = self->make_response_promise<bool>();
+      auto requester = caf::actor_cast<caf::actor_addr>(self->current_sender());
+      if (!requester) {
+        rp.deliver(caf::make_error(errc::invalid_argument, "anonymous admission request"));
+        return rp;
+      }
+      self->monitor(requester);
+      self->state.queue.push_back(queued_admission{requester, rp});
+      self->state.admit_queued();
+      return rp;
+    },
+  };
+}
+
+}  // namespace
+
+receiver_actor spawn_receiver_actor(caf::actor_system& sys, std::uint32_t max_fetches_in_flight) {
+  return sys.spawn(receiver_impl, max_fetches_in_flight);
+}
+
+}  // namespace kvferry

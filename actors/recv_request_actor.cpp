@@ -1,0 +1,125 @@
+// recv-request actor (one per decode-side transfer)
+//
+//   queued ──admitted by the receiver──> fetching ──transfer_done──> done: succeeded, release
+//     │ engine cancel                      │  └──error answer from the sender──> done: failed or
+//     v                                    │     cancelled, release (the sender answers only
+//   done: cancelled_before_advertise       │     after its puts completed: quiescent)
+//   (nothing exposed, release now)         │ engine cancel
+//                                          v
+//                                 cancel_fetch sent to the sender; its answer ends the request
+//
+//   peer entry DOWN / undeliverable fetch ──> done: failed now, destination NOT released (the
+//   peer may still write; no proof of quiescence)
+
+#include "actors/recv_request_actor.hpp"
+
+#include "actors/node_core.hpp"
+
+namespace kvferry {
+
+namespace {
+
+enum class recv_phase { queued, fetching, done };
+
+struct recv_request_state {
+  std::unique_ptr<request_owner> owner;
+  recv_phase phase = recv_phase::queued;
+  bool cancel_requested = false;
+  sender_actor peer;
+  fetch_msg fetch;
+  static inline const char* name = "kvferry.recv_request";
+};
+
+using self_ptr = recv_request_actor::stateful_pointer<recv_request_state>;
+
+void end_request(self_ptr self, transfer_result r, bool quiescent) {
+  auto& st = self->state;
+  st.phase = recv_phase::done;
+  st.owner->finish(std::move(r));
+  if (quiescent)
+    st.owner->release();
+  self->quit();
+}
+
+void send_fetch(self_ptr self) {
+  auto& st = self->state;
+  if (st.phase != recv_phase::queued)
+    return;
+  st.phase = recv_phase::fetching;
+  st.owner->set_in_flight();
+  self->monitor(st.peer);
+  self->request(st.peer, caf::infinite, std::move(st.fetch))
+    .then(
+      [=](transfer_done& done) {
+        end_request(self, make_result(transfer_status::succeeded, errc::none, {}, done.bytes),
+                    true);
+      },
+      [=](caf::error& err) {
+        auto r = result_from_error(err);
+        // Our own codes come from the sender after its puts completed; CAF's own errors mean
+        // the answer never came (peer gone): the destination may still be written.
+        bool from_sender = err.category() == caf::atom("kvferry");
+        if (self->state.cancel_requested && r.code == errc::cancelled)
+          r.status = transfer_status::cancelled;
+        end_request(self, std::move(r), from_sender);
+      });
+}
+
+recv_request_actor::behavior_type recv_request_impl(self_ptr self, recv_spec spec) {
+  auto& st = self->state;
+  st.owner = std::make_unique<request_owner>(spec.core, spec.handle, request_side::receive);
+  st.peer = std::move(spec.peer);
+  st.fetch = std::move(spec.fetch);
+  self->set_exit_handler([=](caf::exit_msg& em) {
+    // The node is stopping (or a supervisor kills us): the terminal event says so; the memory
+    // is released only by the engine's teardown, after which nothing touches it.
+    end_request(self,
+                make_result(transfer_status::failed, errc::stopped,
+                            "the node stopped before the transfer finished: " +
+                              caf::to_string(em.reason)),
+                false);
+  });
+  self->set_down_handler([=](caf::down_msg& dm) {
+    if (dm.source == self->state.peer.address() && self->state.phase == recv_phase::fetching)
+      end_request(self,
+                  make_result(transfer_status::failed, errc::peer_failed,
+                              "the prefill node went away during the transfer: " +
+                                caf::to_string(dm.reason)),
+                  false);
+  });
+  self->request(spec.core->children().receiver, caf::infinite, admit_atom::value)
+    .then([=](bool) { send_fetch(self); },
+          [=](caf::error& err) {
+            if (self->state.phase == recv_phase::queued)
+              end_request(self, result_from_error(err), true);
+          });
+  return {
+    [=](cancel_atom) -> cancel_answer {
+      auto& st = self->state;
+      switch (st.phase) {
+        case recv_phase::queued:
+          end_request(self,
+                      make_result(transfer_status::cancelled, errc::cancelled,
+                                  "cancelled by the engine before the fetch was sent"),
+                      true);
+          return cancel_answer::cancelled_before_advertise;
+        case recv_phase::fetching:
+          if (!st.cancel_requested) {
+            st.cancel_requested = true;
+            self->send(st.peer, cancel_fetch_atom::value, st.owner->id(), st.owner->core().epoch);
+          }
+          return cancel_answer::cancel_requested_in_flight;
+        default:
+          return cancel_answer::already_complete;
+      }
+    },
+  };
+}
+
+}  // namespace
+
+recv_request_actor spawn_recv_request_actor(caf::actor_system& sys, recv_spec spec) {
+  return sys.spawn(recv_request_impl, std::move(spec));
+}
+
+}  // namespace kvferry

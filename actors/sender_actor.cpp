@@ -1,0 +1,95 @@
+// sender actor
+//
+//   announce(id, owner) ──> owners[id] = owner (monitored) ──parked fetch for id?──> route it
+//   fetch(id)  ──owner known──> delegated to the owner (the owner answers the fetcher)
+//        └─────owner unknown──> parked (the engine has not called send() yet)
+//   cancel_fetch(id, epoch) ──> to the owner, or the parked fetch answered `cancelled`
+//   owner DOWN ──> owners[id] erased
+//
+// The sender never owns a transfer: it only matches fetches with their owners.
+
+#include "actors/sender_actor.hpp"
+
+#include "actors/node_core.hpp"
+
+#include <unordered_map>
+
+namespace kvferry {
+
+namespace {
+
+struct parked_fetch {
+  fetch_msg fetch;
+  caf::typed_response_promise<transfer_done> promise;
+};
+
+struct sender_state {
+  std::unordered_map<std::string, send_request_actor> owners;
+  std::unordered_map<std::string, parked_fetch> parked;
+  static inline const char* name = "kvferry.sender";
+};
+
+sender_actor::behavior_type sender_impl(sender_actor::stateful_pointer<sender_state> self) {
+  self->set_down_handler([=](caf::down_msg& dm) {
+    auto& owners = self->state.owners;
+    for (auto it = owners.begin(); it != owners.end(); ++it) {
+      if (it->second.address() == dm.source) {
+        owners.erase(it);
+        return;
+      }
+    }
+  });
+  return {
+    [=](announce_atom, const std::string& id, send_request_actor& owner) {
+      self->monitor(owner);
+      auto& st = self->state;
+      st.owners[id] = owner;
+      auto it = st.parked.find(id);
+      if (it != st.parked.end()) {
+        auto p = std::move(it->second);
+        st.parked.erase(it);
+        p.promise.delegate(owner, std::move(p.fetch));
+      }
+    },
+    [=](fetch_msg& fetch) -> caf::typed_response_promise<transfer_done> {
+      auto rp = self->make_response_promise<transfer_done>();
+      auto& st = self->state;
+      auto it = st.owners.find(fetch.request_id);
+      if (it != st.owners.end()) {
+        rp.delegate(it->second, std::move(fetch));
+        return rp;
+      }
+      if (st.parked.count(fetch.request_id) > 0) {
+        rp.deliver(caf::make_error(errc::duplicate_request_id,
+                                   "a fetch for request '" + fetch.request_id +
+                                     "' is already waiting"));
+        return rp;
+      }
+      auto id = fetch.request_id;
+      st.parked.emplace(id, parked_fetch{std::move(fetch), rp});
+      return rp;
+    },
+    [=](cancel_fetch_atom, const std::string& id, std::uint64_t epoch) {
+      auto& st = self->state;
+      auto it = st.owners.find(id);
+      if (it != st.owners.end()) {
+        self->send(it->second, cancel_fetch_atom::value, id, epoch);
+        return;
+      }
+      auto p = st.parked.find(id);
+      if (p != st.parked.end() && p->second.fetch.epoch == epoch) {
+        p->second.promise.deliver(caf::make_error(
+          errc::cancelled, "request '" + id + "' cancelled by the receiver before it was sent"));
+        st.parked.erase(p);
+      }
+    },
+  };
+}
+
+}  // namespace
+
+sender_actor spawn_sender_actor(caf::actor_system& sys) {
+  return sys.spawn(sender_impl);
+}
+
+}  // namespace kvferry

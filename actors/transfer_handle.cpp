@@ -1,0 +1,138 @@
+#include "actors/transfer_handle.hpp"
+
+#include "actors/event_sink.hpp"
+
+#include <stdexcept>
+
+namespace kvferry {
+
+const char* to_string(transfer_status s) noexcept {
+  switch (s) {
+    case transfer_status::pending: return "pending";
+    case transfer_status::in_flight: return "in_flight";
+    case transfer_status::succeeded: return "succeeded";
+    case transfer_status::failed: return "failed";
+    case transfer_status::cancelled: return "cancelled";
+  }
+  return "unknown";
+}
+
+namespace detail {
+
+namespace {
+std::atomic<std::uint64_t> violation_count{0};
+}
+
+handle_state::handle_state(std::string request_id, std::weak_ptr<event_sink> sink)
+    : request_id_(std::move(request_id)), sink_(std::move(sink)) {}
+
+void handle_state::set_in_flight() noexcept {
+  auto expected = transfer_status::pending;
+  status_.compare_exchange_strong(expected, transfer_status::in_flight,
+                                  std::memory_order_acq_rel);
+}
+
+bool handle_state::resolve(transfer_result r) {
+  std::vector<std::function<void(const transfer_result&)>> callbacks;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (result_) {
+      violation_count.fetch_add(1);
+      return false;
+    }
+    result_ = r;
+    status_.store(r.status, std::memory_order_release);
+    callbacks.swap(callbacks_);
+  }
+  cv_.notify_all();
+  if (auto sink = sink_.lock())
+    sink->push(transfer_event{request_id_, event_kind::completed, r});
+  for (auto& cb : callbacks) {
+    try {
+      cb(r);
+    } catch (...) {
+      // an engine callback that throws must not take the owning actor down
+    }
+  }
+  return true;
+}
+
+bool handle_state::release() {
+  if (released_.exchange(true, std::memory_order_acq_rel)) {
+    violation_count.fetch_add(1);
+    return false;
+  }
+  if (auto sink = sink_.lock()) {
+    transfer_event ev{request_id_, event_kind::released, {}};
+    if (auto r = result())
+      ev.result = *r;
+    sink->push(std::move(ev));
+  }
+  return true;
+}
+
+std::optional<transfer_result> handle_state::result() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return result_;
+}
+
+std::optional<transfer_result> handle_state::wait_for(std::chrono::milliseconds timeout) const {
+  std::unique_lock<std::mutex> guard{mtx_};
+  cv_.wait_for(guard, timeout, [this] { return result_.has_value(); });
+  return result_;
+}
+
+void handle_state::on_done(std::function<void(const transfer_result&)> callback) {
+  std::unique_lock<std::mutex> guard{mtx_};
+  if (!result_) {
+    callbacks_.push_back(std::move(callback));
+    return;
+  }
+  auto r = *result_;
+  guard.unlock();
+  callback(r);
+}
+
+std::uint64_t handle_state::violations() noexcept {
+  return violation_count.load();
+}
+
+}  // namespace detail
+
+namespace {
+const std::string empty_id;
+}
+
+const std::string& transfer_handle::request_id() const {
+  return st_ ? st_->request_id() : empty_id;
+}
+
+transfer_status transfer_handle::status() const noexcept {
+  return st_ ? st_->status() : transfer_status::failed;
+}
+
+bool transfer_handle::released() const noexcept {
+  return st_ && st_->released();
+}
+
+std::optional<transfer_result> transfer_handle::result() const {
+  if (!st_)
+    return transfer_result{transfer_status::failed, errc::invalid_argument, "empty handle", 0};
+  return st_->result();
+}
+
+std::optional<transfer_result> transfer_handle::wait_for(std::chrono::milliseconds timeout) const {
+  if (!st_)
+    return result();
+  return st_->wait_for(timeout);
+}
+
+void transfer_handle::on_done(std::function<void(const transfer_result&)> callback) const {
+  if (!st_) {
+    callback(*result());
+    return;
+  }
+  st_->on_done(std::move(callback));
+}
+
+}  // namespace kvferry

@@ -1,0 +1,48 @@
+// A child process with pipes to its stdin and stdout: the demo starts its prefill node with it,
+// the integration tests their nodes. No CAF here.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+namespace kvferry::cli {
+
+class child_process {
+ public:
+  // Starts `argv[0]` with `argv` (stderr is inherited). Check running() afterwards.
+  explicit child_process(const std::vector<std::string>& argv);
+  ~child_process();  // closes stdin, waits briefly, then kills
+  child_process(const child_process&) = delete;
+  child_process& operator=(const child_process&) = delete;
+
+  bool running() const noexcept { return pid_ > 0; }
+  pid_t pid() const noexcept { return pid_; }
+  // Reads one line from the child's stdout, waiting at most `timeout`.
+  std::optional<std::string> read_line(std::chrono::milliseconds timeout);
+  // Reads lines until one starts with `prefix`; returns it (or nothing on timeout / EOF).
+  std::optional<std::string> wait_for_line(const std::string& prefix,
+                                           std::chrono::milliseconds timeout);
+  bool write_line(const std::string& line);
+  void close_stdin();
+  // Waits at most `timeout` for the exit; the exit status, or nothing if still running.
+  std::optional<int> wait(std::chrono::milliseconds timeout);
+  void kill_now(int sig = 9);
+
+ private:
+  pid_t pid_ = -1;
+  int in_fd_ = -1;   // our end of the child's stdin
+  int out_fd_ = -1;  // our end of the child's stdout
+  std::string buffer_;
+  std::optional<int> status_;
+};
+
+// The running executable's own path (/proc/self/exe).
+std::string self_executable();
+
+// Extracts `key=value` from a line of space-separated pairs.
+std::optional<std::string> field(const std::string& line, const std::string& key);
+
+}  // namespace kvferry::cli

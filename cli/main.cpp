@@ -1,0 +1,381 @@
+// kvferry — command-line tool.
+//
+//   kvferry demo [--transport shm|tcp] [--requests N] [--layers L] [--block-bytes B] [--json]
+//       a prefill node (child process) and a decode node (this process) on loopback transfer
+//       the workload; every byte is verified. Exit 0 only if all bytes were verified.
+//   kvferry node --role prefill|decode [--listen H:P] [--peer H:P] [--config F] [--set k=v]...
+//       one standalone node serving (prefill) or fetching (decode) the same workload; talks
+//       KVFERRY_* lines on stdout, reads commands ("report", "quit") on stdin.
+//
+// No CAF here: the tool uses the engine-facing facade only.
+
+#include "actors/node.hpp"
+#include "cli/child_process.hpp"
+#include "cli/workload.hpp"
+#include "config/node_config.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+using namespace kvferry;
+using namespace std::chrono_literals;
+
+namespace {
+
+using steady = std::chrono::steady_clock;
+
+struct node_args {
+  std::string role = "both";
+  std::string listen;
+  std::string peer;
+  std::string config_file;
+  std::string transport;
+  std::vector<std::string> sets;
+  std::string pool = "ucx";
+  cli::workload load;
+};
+
+void add_workload_flags(CLI::App* app, node_args& a) {
+  app->add_option("--requests", a.load.requests, "requests to transfer")->check(CLI::Range(1u, 1000000u));
+  app->add_option("--layers", a.load.layers, "blocks (layers) per request")->check(CLI::Range(1u, 65536u));
+  app->add_option("--block-bytes", a.load.block_bytes, "bytes per block")
+    ->check(CLI::Range(std::uint64_t{8}, std::uint64_t{1} << 30));
+  app->add_option("--seed", a.load.seed, "workload seed (request ids and contents)");
+  app->add_option("--pool", a.pool, "KV pool memory: ucx (allocated by UCX) or engine (malloc + register)")
+    ->check(CLI::IsMember({"ucx", "engine"}));
+}
+
+// Builds the node configuration: defaults < file (--config or KVFERRY_CONFIG) < KVFERRY_* env
+// < --set key=value < the dedicated flags.
+result<node_config> make_config(const node_args& a) {
+  config_sources src;
+  src.environment = kvferry_environment();
+  if (!a.config_file.empty())
+    src.file = a.config_file;
+  else if (auto it = src.environment.find("KVFERRY_CONFIG"); it != src.environment.end())
+    src.file = it->second;
+  for (auto& kv : a.sets) {
+    auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0)
+      return result<node_config>{errc::invalid_argument,
+                                 "--set needs key=value, got '" + kv + "'"};
+    src.overrides.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+  }
+  src.overrides.emplace_back("role", a.role);
+  if (!a.transport.empty())
+    src.overrides.emplace_back("transport", a.transport);
+  if (!a.listen.empty()) {
+    std::string host;
+    std::uint16_t port = 0;
+    if (!cli::parse_endpoint(a.listen, host, port))
+      return result<node_config>{errc::invalid_argument,
+                                 "--listen needs host:port, got '" + a.listen + "'"};
+    src.overrides.emplace_back("listen_host", host);
+    src.overrides.emplace_back("listen_port", std::to_string(port));
+  }
+  return load_node_config(src);
+}
+
+struct pool_memory {
+  region_id region = 0;
+  void* base = nullptr;
+  std::vector<unsigned char> owned;  // engine-owned memory when --pool engine
+};
+
+result<pool_memory> make_pool(node& n, const node_args& a) {
+  pool_memory p;
+  if (a.pool == "engine") {
+    p.owned.resize(a.load.pool_bytes());
+    p.base = p.owned.data();
+    auto r = n.register_region(p.base, p.owned.size());
+    if (!r)
+      return result<pool_memory>{r.error()};
+    p.region = r.value();
+  } else {
+    auto r = n.allocate_region(a.load.pool_bytes());
+    if (!r)
+      return result<pool_memory>{r.error()};
+    p.region = r.value();
+    p.base = n.region_base(p.region);
+  }
+  return p;
+}
+
+struct decode_stats {
+  std::uint64_t requests = 0, succeeded = 0, failed = 0, bytes = 0, verified_bytes = 0;
+  double seconds = 0, p50_ms = 0, p99_ms = 0;
+  std::vector<std::string> errors;  // the first few failure messages
+};
+
+// Receives every request of the workload from `peer`, waits, verifies every byte.
+decode_stats run_decode(node& n, peer_id peer, const pool_memory& pool, const cli::workload& w) {
+  decode_stats s;
+  s.requests = w.requests;
+  std::vector<transfer_handle> handles;
+  std::vector<steady::time_point> started(w.requests);
+  std::vector<double> latency_ms(w.requests, 0.0);
+  auto t0 = steady::now();
+  for (std::uint32_t i = 0; i < w.requests; ++i) {
+    started[i] = steady::now();
+    handles.push_back(n.receive(w.request_id(i), peer, w.destination_spans(pool.region, i)));
+    handles.back().on_done([&latency_ms, &started, i](const transfer_result&) {
+      latency_ms[i] = std::chrono::duration<double, std::milli>(steady::now() - started[i]).count();
+    });
+  }
+  auto deadline = t0 + 120s;
+  for (std::uint32_t i = 0; i < w.requests; ++i) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - steady::now());
+    auto r = handles[i].wait_for(std::max(left, 0ms));
+    if (!r || r->status != transfer_status::succeeded) {
+      ++s.failed;
+      if (s.errors.size() < 5)
+        s.errors.push_back(w.request_id(i) + ": " +
+                           (r ? std::string{to_string(r->status)} + " " + r->message
+                              : std::string{"no result within 120 s"}));
+      continue;
+    }
+    ++s.succeeded;
+    s.bytes += r->bytes;
+  }
+  s.seconds = std::chrono::duration<double>(steady::now() - t0).count();
+  for (std::uint32_t i = 0; i < w.requests; ++i)
+    if (handles[i].status() == transfer_status::succeeded)
+      s.verified_bytes += w.verify_destination(pool.base, i);
+  std::vector<double> lat;
+  for (std::uint32_t i = 0; i < w.requests; ++i)
+    if (handles[i].status() == transfer_status::succeeded)
+      lat.push_back(latency_ms[i]);
+  std::sort(lat.begin(), lat.end());
+  auto pct = [&](double q) {
+    if (lat.empty())
+      return 0.0;
+    return lat[std::min(lat.size() - 1, static_cast<std::size_t>(q * (lat.size() - 1) + 0.5))];
+  };
+  s.p50_ms = pct(0.50);
+  s.p99_ms = pct(0.99);
+  return s;
+}
+
+std::string join(const std::vector<std::string>& v, const char* sep) {
+  std::string out;
+  for (auto& x : v)
+    out += (out.empty() ? "" : sep) + x;
+  return out;
+}
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\')
+      out += '\\';
+    if (static_cast<unsigned char>(c) < 0x20)
+      continue;
+    out += c;
+  }
+  return out + "\"";
+}
+
+// -- kvferry node -------------------------------------------------------------------------------
+
+int run_node(const node_args& a) {
+  auto cfg = make_config(a);
+  if (!cfg) {
+    std::cerr << "kvferry node: invalid configuration: " << cfg.error().message << "\n";
+    return 2;
+  }
+  auto started = node::start(cfg.value());
+  if (!started) {
+    std::cerr << "kvferry node: cannot start: " << started.error().message << "\n";
+    return 1;
+  }
+  auto& n = *started.value();
+  auto pool = make_pool(n, a);
+  if (!pool) {
+    std::cerr << "kvferry node: KV pool: " << pool.error().message << "\n";
+    return 1;
+  }
+  std::vector<transfer_handle> sends;
+  if (a.role == "prefill" || a.role == "both") {
+    a.load.fill_source(pool->base);
+    for (std::uint32_t i = 0; i < a.load.requests; ++i)
+      sends.push_back(n.send(a.load.request_id(i), a.load.source_spans(pool->region, i)));
+  }
+  std::cout << "KVFERRY_READY port=" << n.port() << " epoch=" << n.epoch() << " role=" << a.role
+            << std::endl;
+  if (a.role == "decode") {
+    std::string host;
+    std::uint16_t port = 0;
+    if (!cli::parse_endpoint(a.peer, host, port)) {
+      std::cerr << "kvferry node: --peer needs host:port, got '" << a.peer << "'\n";
+      return 2;
+    }
+    auto peer = n.connect(host, port);
+    if (!peer) {
+      std::cerr << "kvferry node: " << peer.error().message << "\n";
+      return 1;
+    }
+    auto s = run_decode(n, peer.value(), pool.value(), a.load);
+    std::cout << "KVFERRY_RESULT requests=" << s.requests << " succeeded=" << s.succeeded
+              << " failed=" << s.failed << " bytes=" << s.bytes
+              << " verified_bytes=" << s.verified_bytes << std::endl;
+    for (auto& e : s.errors)
+      std::cerr << "kvferry node: " << e << "\n";
+    n.stop(1000ms);
+    return s.failed == 0 && s.verified_bytes == a.load.pool_bytes() ? 0 : 1;
+  }
+  // Serve until stdin closes; answer "report" with counts and the transports used.
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    if (line == "quit")
+      break;
+    if (line == "report") {
+      auto h = n.health();
+      std::vector<std::string> tls;
+      for (auto peer : n.sent_to_peers())
+        for (auto& t : n.transports_to(peer))
+          if (std::find(tls.begin(), tls.end(), t) == tls.end())
+            tls.push_back(t);
+      std::cout << "KVFERRY_REPORT succeeded=" << h.succeeded << " failed=" << h.failed
+                << " cancelled=" << h.cancelled << " in_flight=" << h.in_flight
+                << " unreleased=" << h.unreleased << " transports=" << join(tls, ",")
+                << " healthy=" << (h.healthy ? 1 : 0) << std::endl;
+    }
+  }
+  n.stop(1000ms);
+  return 0;
+}
+
+// -- kvferry demo -------------------------------------------------------------------------------
+
+int run_demo(node_args a, bool json) {
+  a.role = "decode";
+  auto cfg = make_config(a);
+  if (!cfg) {
+    std::cerr << "kvferry demo: invalid configuration: " << cfg.error().message << "\n";
+    return 2;
+  }
+  std::vector<std::string> argv{cli::self_executable(),  "node",
+                                "--role",                "prefill",
+                                "--listen",              cfg->listen_host + ":0",
+                                "--transport",           cfg->transport,
+                                "--requests",            std::to_string(a.load.requests),
+                                "--layers",              std::to_string(a.load.layers),
+                                "--block-bytes",         std::to_string(a.load.block_bytes),
+                                "--seed",                std::to_string(a.load.seed),
+                                "--pool",                a.pool};
+  for (auto& s : a.sets)
+    argv.insert(argv.end(), {"--set", s});
+  if (!a.config_file.empty())
+    argv.insert(argv.end(), {"--config", a.config_file});
+  cli::child_process prefill{argv};
+  if (!prefill.running()) {
+    std::cerr << "kvferry demo: cannot start the prefill node process\n";
+    return 1;
+  }
+  auto ready = prefill.wait_for_line("KVFERRY_READY", 60s);
+  if (!ready) {
+    std::cerr << "kvferry demo: the prefill node did not become ready\n";
+    return 1;
+  }
+  auto port = static_cast<std::uint16_t>(std::stoul(cli::field(*ready, "port").value_or("0")));
+  auto started = node::start(cfg.value());
+  if (!started) {
+    std::cerr << "kvferry demo: cannot start the decode node: " << started.error().message << "\n";
+    return 1;
+  }
+  auto& n = *started.value();
+  auto pool = make_pool(n, a);
+  if (!pool) {
+    std::cerr << "kvferry demo: KV pool: " << pool.error().message << "\n";
+    return 1;
+  }
+  auto peer = n.connect(cfg->listen_host, port);
+  if (!peer) {
+    std::cerr << "kvferry demo: " << peer.error().message << "\n";
+    return 1;
+  }
+  auto s = run_decode(n, peer.value(), pool.value(), a.load);
+  prefill.write_line("report");
+  auto report = prefill.wait_for_line("KVFERRY_REPORT", 10s).value_or("");
+  prefill.close_stdin();
+  auto decode_health = n.health();
+  n.stop(1000ms);
+  auto child_status = prefill.wait(10s);
+  auto transports = cli::field(report, "transports").value_or("");
+  bool ok = s.failed == 0 && s.verified_bytes == a.load.pool_bytes() && child_status &&
+            *child_status == 0;
+  double gbps = s.seconds > 0 ? static_cast<double>(s.bytes) / s.seconds / 1e9 : 0.0;
+  if (json) {
+    std::cout << "{\"requests\":" << s.requests << ",\"succeeded\":" << s.succeeded
+              << ",\"failed\":" << s.failed << ",\"bytes\":" << s.bytes
+              << ",\"verified_bytes\":" << s.verified_bytes << ",\"expected_bytes\":"
+              << a.load.pool_bytes() << ",\"seconds\":" << s.seconds << ",\"gb_per_s\":" << gbps
+              << ",\"p50_ms\":" << s.p50_ms << ",\"p99_ms\":" << s.p99_ms
+              << ",\"transport\":" << json_string(cfg->transport)
+              << ",\"rma_transports\":" << json_string(transports)
+              << ",\"decode_health\":" << json_string(decode_health.to_string())
+              << ",\"prefill_report\":" << json_string(report) << ",\"ok\":"
+              << (ok ? "true" : "false") << "}" << std::endl;
+  } else {
+    std::printf("kvferry demo: %llu requests x %u layers x %llu B blocks, transport %s (UCX: %s)\n",
+                static_cast<unsigned long long>(s.requests), a.load.layers,
+                static_cast<unsigned long long>(a.load.block_bytes), cfg->transport.c_str(),
+                transports.empty() ? "?" : transports.c_str());
+    std::printf("  %llu/%llu succeeded, %llu failed; %llu bytes, %llu verified\n",
+                static_cast<unsigned long long>(s.succeeded),
+                static_cast<unsigned long long>(s.requests),
+                static_cast<unsigned long long>(s.failed),
+                static_cast<unsigned long long>(s.bytes),
+                static_cast<unsigned long long>(s.verified_bytes));
+    std::printf("  %.3f s, %.2f GB/s, request latency p50 %.2f ms, p99 %.2f ms\n", s.seconds, gbps,
+                s.p50_ms, s.p99_ms);
+    std::printf("  decode health: %s\n  prefill: %s\n", decode_health.to_string().c_str(),
+                report.c_str());
+    std::printf("%s\n", ok ? "OK: every byte verified" : "FAILED");
+  }
+  for (auto& e : s.errors)
+    std::cerr << "kvferry demo: " << e << "\n";
+  return ok ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"kvferry: moves KV-cache blocks between prefill and decode workers"};
+  app.require_subcommand(1);
+
+  node_args demo_args;
+  demo_args.transport = "shm";
+  bool json = false;
+  auto* demo = app.add_subcommand("demo", "prefill + decode processes on loopback, verified transfer");
+  demo->add_option("--transport", demo_args.transport, "UCX transports: shm, tcp or auto")
+    ->check(CLI::IsMember({"shm", "tcp", "auto"}));
+  demo->add_flag("--json", json, "print the summary as one JSON object");
+  demo->add_option("--config", demo_args.config_file, "TOML configuration file");
+  demo->add_option("--set", demo_args.sets, "configuration override key=value (repeatable)");
+  add_workload_flags(demo, demo_args);
+
+  node_args node_a;
+  auto* nodecmd = app.add_subcommand("node", "run one standalone node");
+  nodecmd->add_option("--role", node_a.role, "prefill, decode or both")
+    ->check(CLI::IsMember({"prefill", "decode", "both"}));
+  nodecmd->add_option("--listen", node_a.listen, "host:port to publish on (port 0: any)");
+  nodecmd->add_option("--peer", node_a.peer, "host:port of the prefill node (decode role)");
+  nodecmd->add_option("--config", node_a.config_file, "TOML configuration file");
+  nodecmd->add_option("--set", node_a.sets, "configuration override key=value (repeatable)");
+  nodecmd->add_option("--transport", node_a.transport, "UCX transports: shm, tcp or auto");
+  add_workload_flags(nodecmd, node_a);
+
+  CLI11_PARSE(app, argc, argv);
+  if (demo->parsed())
+    return run_demo(demo_args, json);
+  return run_node(node_a);
+}

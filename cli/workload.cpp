@@ -1,0 +1,103 @@
+#include "cli/workload.hpp"
+
+#include <cstring>
+#include <numeric>
+
+namespace kvferry::cli {
+
+namespace {
+
+std::uint64_t mix(std::uint64_t x) {  // splitmix64 finaliser
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+// A multiplier coprime with n, derived from salt: i -> (i * m + salt) mod n is a permutation.
+std::uint64_t permute(std::uint64_t i, std::uint64_t n, std::uint64_t salt) {
+  std::uint64_t m = (mix(salt) % n) | 1;
+  while (std::gcd(m, n) != 1)
+    m += 2;
+  return (i * m + mix(salt + 1)) % n;
+}
+
+// The 8-byte word `w` of (request, layer).
+std::uint64_t word(std::uint64_t seed, std::uint32_t request, std::uint32_t layer, std::uint64_t w) {
+  return mix(seed ^ (std::uint64_t{request} << 40) ^ (std::uint64_t{layer} << 24) ^ w);
+}
+
+}  // namespace
+
+std::string workload::request_id(std::uint32_t i) const {
+  return "req-" + std::to_string(seed) + "-" + std::to_string(i);
+}
+
+std::uint64_t workload::source_block(std::uint32_t request, std::uint32_t layer) const {
+  return permute(std::uint64_t{request} * layers + layer, blocks(), seed * 2 + 11);
+}
+
+std::uint64_t workload::destination_block(std::uint32_t request, std::uint32_t layer) const {
+  return permute(std::uint64_t{request} * layers + layer, blocks(), seed * 2 + 12);
+}
+
+std::vector<block_span> workload::source_spans(region_id r, std::uint32_t request) const {
+  std::vector<block_span> out;
+  for (std::uint32_t l = 0; l < layers; ++l)
+    out.push_back(block_span{r, source_block(request, l) * block_bytes, block_bytes});
+  return out;
+}
+
+std::vector<block_span> workload::destination_spans(region_id r, std::uint32_t request) const {
+  std::vector<block_span> out;
+  for (std::uint32_t l = 0; l < layers; ++l)
+    out.push_back(block_span{r, destination_block(request, l) * block_bytes, block_bytes});
+  return out;
+}
+
+void workload::fill_source(void* pool) const {
+  auto* base = static_cast<unsigned char*>(pool);
+  for (std::uint32_t i = 0; i < requests; ++i) {
+    for (std::uint32_t l = 0; l < layers; ++l) {
+      auto* blk = base + source_block(i, l) * block_bytes;
+      for (std::uint64_t off = 0; off < block_bytes; off += 8) {
+        auto v = word(seed, i, l, off / 8);
+        std::memcpy(blk + off, &v, std::min<std::uint64_t>(8, block_bytes - off));
+      }
+    }
+  }
+}
+
+std::uint64_t workload::verify_destination(const void* pool, std::uint32_t request) const {
+  auto* base = static_cast<const unsigned char*>(pool);
+  std::uint64_t good = 0;
+  for (std::uint32_t l = 0; l < layers; ++l) {
+    auto* blk = base + destination_block(request, l) * block_bytes;
+    for (std::uint64_t off = 0; off < block_bytes; off += 8) {
+      auto v = word(seed, request, l, off / 8);
+      auto n = std::min<std::uint64_t>(8, block_bytes - off);
+      if (std::memcmp(blk + off, &v, n) == 0)
+        good += n;
+    }
+  }
+  return good;
+}
+
+bool parse_endpoint(const std::string& text, std::string& host, std::uint16_t& port) {
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size())
+    return false;
+  unsigned long p = 0;
+  for (auto c : text.substr(colon + 1)) {
+    if (c < '0' || c > '9')
+      return false;
+    p = p * 10 + static_cast<unsigned long>(c - '0');
+    if (p > 65535)
+      return false;
+  }
+  host = text.substr(0, colon);
+  port = static_cast<std::uint16_t>(p);
+  return true;
+}
+
+}  // namespace kvferry::cli

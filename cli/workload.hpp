@@ -1,0 +1,40 @@
+// The demo/test workload: a KV pool of `requests * layers` blocks per node; request i owns one
+// block per layer, scattered through the pool, at different block ids on the two sides. Every
+// byte has a known value, so the decode side can verify all of them. No CAF here.
+#pragma once
+
+#include "actors/node.hpp"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kvferry::cli {
+
+struct workload {
+  std::uint32_t requests = 64;
+  std::uint32_t layers = 32;
+  std::uint64_t block_bytes = 64 * 1024;
+  std::uint64_t seed = 1;
+
+  std::uint64_t blocks() const { return std::uint64_t{requests} * layers; }
+  std::uint64_t pool_bytes() const { return blocks() * block_bytes; }
+  std::uint64_t request_bytes() const { return std::uint64_t{layers} * block_bytes; }
+  std::string request_id(std::uint32_t i) const;
+  // Pool block index of (request, layer) on the prefill (source) and decode (destination) side:
+  // two different permutations of the pool, so ids differ and blocks are scattered.
+  std::uint64_t source_block(std::uint32_t request, std::uint32_t layer) const;
+  std::uint64_t destination_block(std::uint32_t request, std::uint32_t layer) const;
+  // The spans of one request in a pool region.
+  std::vector<block_span> source_spans(region_id r, std::uint32_t request) const;
+  std::vector<block_span> destination_spans(region_id r, std::uint32_t request) const;
+  // Writes the expected content of every source block into the prefill pool.
+  void fill_source(void* pool) const;
+  // Counts the bytes of request `request` that hold their expected value in the decode pool.
+  std::uint64_t verify_destination(const void* pool, std::uint32_t request) const;
+};
+
+// Parses "host:port".
+bool parse_endpoint(const std::string& text, std::string& host, std::uint16_t& port);
+
+}  // namespace kvferry::cli

@@ -1,0 +1,116 @@
+// Message serialization round trips (what crosses the network) and the put planner.
+#include "actors/messages.hpp"
+#include "actors/send_request_actor.hpp"
+
+#include <doctest/doctest.h>
+
+using namespace kvferry;
+
+namespace {
+
+struct registered_config : caf::actor_system_config {
+  registered_config() { add_message_types<caf::id_block::kvferry>(); }
+};
+
+template <class T>
+T round_trip(caf::actor_system& sys, const T& in) {
+  std::vector<char> buf;
+  caf::binary_serializer sink{sys, buf};
+  auto x = in;
+  REQUIRE(!sink(x));
+  caf::binary_deserializer source{sys, buf};
+  T out;
+  REQUIRE(!source(out));
+  return out;
+}
+
+fetch_msg sample_fetch() {
+  fetch_msg f;
+  f.request_id = "req-7";
+  f.node_name = "decode-0";
+  f.epoch = 0xfeedfacecafebeefull;
+  f.worker_address = {1, 2, 3, 250};
+  f.rkeys = {{9, 8, 7}, {6}};
+  f.blocks = {{0, 0x1000, 4096}, {1, 0x90000, 65536}};
+  return f;
+}
+
+}  // namespace
+
+TEST_CASE("a fetch message survives serialization field by field") {
+  registered_config cfg;
+  caf::actor_system sys{cfg};
+  auto in = sample_fetch();
+  auto out = round_trip(sys, in);
+  CHECK(out.request_id == in.request_id);
+  CHECK(out.node_name == in.node_name);
+  CHECK(out.epoch == in.epoch);
+  CHECK(out.worker_address == in.worker_address);
+  CHECK(out.rkeys == in.rkeys);
+  REQUIRE(out.blocks.size() == 2);
+  CHECK(out.blocks[1].rkey_index == 1);
+  CHECK(out.blocks[1].addr == 0x90000);
+  CHECK(out.blocks[1].bytes == 65536);
+}
+
+TEST_CASE("a transfer_done and a kvferry error survive serialization inside a message") {
+  registered_config cfg;
+  caf::actor_system sys{cfg};
+  auto msg = caf::make_message(transfer_done{"req-9", 12345},
+                               caf::make_error(errc::size_mismatch, "block 3 differs"));
+  auto out = round_trip(sys, msg);
+  REQUIRE(out.match_elements<transfer_done, caf::error>());
+  CHECK(out.get_as<transfer_done>(0).request_id == "req-9");
+  CHECK(out.get_as<transfer_done>(0).bytes == 12345);
+  auto& err = out.get_as<caf::error>(1);
+  CHECK(err.category() == caf::atom("kvferry"));
+  CHECK(static_cast<errc>(err.code()) == errc::size_mismatch);
+  CHECK(err.context().get_as<std::string>(0) == "block 3 differs");
+}
+
+TEST_CASE("every network message type is registered under its name") {
+  registered_config cfg;
+  caf::actor_system sys{cfg};
+  // A message holding a fetch_msg can only be serialized when the type is registered.
+  auto msg = caf::make_message(sample_fetch());
+  auto out = round_trip(sys, msg);
+  REQUIRE(out.match_elements<fetch_msg>());
+  CHECK(out.get_as<fetch_msg>(0).blocks.size() == 2);
+}
+
+TEST_CASE("the put planner coalesces runs contiguous on both sides and keeps the rest apart") {
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> src{
+    {1000, 100}, {1100, 100}, {5000, 100}, {5100, 50}};
+  fetch_msg f;
+  f.request_id = "r";
+  f.rkeys = {{1}, {2}};
+  f.blocks = {{0, 9000, 100}, {0, 9100, 100}, {0, 9300, 100}, {1, 9400, 50}};
+  auto plan = plan_puts(src, f);
+  REQUIRE(plan);
+  REQUIRE(plan->size() == 3);
+  CHECK((*plan)[0].local_addr == 1000);
+  CHECK((*plan)[0].bytes == 200);
+  CHECK((*plan)[0].remote_addr == 9000);
+  CHECK((*plan)[1].bytes == 100);
+  CHECK((*plan)[2].rkey_index == 1);
+}
+
+TEST_CASE("the put planner refuses a count or size mismatch and a bad rkey index, naming it") {
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> src{{1000, 100}, {2000, 100}};
+  fetch_msg f;
+  f.request_id = "r";
+  f.rkeys = {{1}};
+  f.blocks = {{0, 9000, 100}};
+  auto e1 = plan_puts(src, f);
+  REQUIRE(!e1);
+  CHECK(static_cast<errc>(e1.error().code()) == errc::size_mismatch);
+  f.blocks = {{0, 9000, 100}, {0, 9500, 64}};
+  auto e2 = plan_puts(src, f);
+  REQUIRE(!e2);
+  CHECK(static_cast<errc>(e2.error().code()) == errc::size_mismatch);
+  CHECK(e2.error().context().get_as<std::string>(0).find("block 1") != std::string::npos);
+  f.blocks = {{0, 9000, 100}, {3, 9500, 100}};
+  auto e3 = plan_puts(src, f);
+  REQUIRE(!e3);
+  CHECK(static_cast<errc>(e3.error().code()) == errc::malformed_message);
+}

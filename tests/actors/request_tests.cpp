@@ -1,0 +1,327 @@
+// The request state machines, end to end between two nodes over real UCX and real CAF
+// networking on loopback (both nodes in this test process; the two-process runs are in
+// tests/integration). Failure-mode tests are named after their row in FAILURE-MODES.md.
+#include "actors/node.hpp"
+#include "actors/transfer_handle.hpp"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <thread>
+
+using namespace kvferry;
+using namespace std::chrono_literals;
+
+namespace {
+
+using steady = std::chrono::steady_clock;
+
+// Generous bound for anything that should take milliseconds: tests wait for events, and only
+// fail when an event never comes.
+constexpr auto patience = 20s;
+
+struct node_pair {
+  std::unique_ptr<node> prefill, decode;
+  std::vector<unsigned char> src, dst;
+  region_id src_region = 0, dst_region = 0;
+  peer_id peer;
+
+  explicit node_pair(std::size_t pool_bytes, node_config cfg = {}) {
+    cfg.transport = "tcp";
+    auto p = node::start(cfg);
+    REQUIRE_MESSAGE(p, p.error().message);
+    auto d = node::start(cfg);
+    REQUIRE_MESSAGE(d, d.error().message);
+    prefill = std::move(p.value());
+    decode = std::move(d.value());
+    src.resize(pool_bytes);
+    dst.assign(pool_bytes, 0);
+    for (std::size_t i = 0; i < src.size(); ++i)
+      src[i] = static_cast<unsigned char>((i * 131) ^ (i >> 9));
+    src_region = prefill->register_region(src.data(), src.size()).value();
+    dst_region = decode->register_region(dst.data(), dst.size()).value();
+    auto c = decode->connect("127.0.0.1", prefill->port());
+    REQUIRE_MESSAGE(c, c.error().message);
+    peer = c.value();
+  }
+  ~node_pair() {
+    decode->stop(2s);
+    prefill->stop(2s);
+  }
+};
+
+// All events of `n` for request `id`, polling until `count` arrived (or patience ran out).
+std::vector<transfer_event> events_for(node& n, const std::string& id, std::size_t count,
+                                       std::map<std::string, std::vector<transfer_event>>& seen) {
+  auto until = steady::now() + patience;
+  while (seen[id].size() < count && steady::now() < until) {
+    for (auto& ev : n.poll())
+      seen[ev.request_id].push_back(ev);
+    if (seen[id].size() < count)
+      std::this_thread::sleep_for(1ms);
+  }
+  return seen[id];
+}
+
+std::size_t count_kind(const std::vector<transfer_event>& evs, event_kind k) {
+  return static_cast<std::size_t>(
+    std::count_if(evs.begin(), evs.end(), [k](auto& e) { return e.kind == k; }));
+}
+
+bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds limit = patience) {
+  auto until = steady::now() + limit;
+  while (!pred()) {
+    if (steady::now() >= until)
+      return false;
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("a send and a receive move scattered blocks to different block ids, byte for byte") {
+  node_pair np{16 * 4096};
+  auto s = np.prefill->send("r1", {{np.src_region, 4096 * 3, 4096}, {np.src_region, 0, 8192}});
+  auto r = np.decode->receive("r1", np.peer,
+                              {{np.dst_region, 4096 * 10, 4096}, {np.dst_region, 4096 * 5, 8192}});
+  auto rr = r.wait_for(patience);
+  REQUIRE(rr);
+  CHECK_MESSAGE(rr->status == transfer_status::succeeded, rr->message);
+  CHECK(rr->bytes == 12288);
+  auto sr = s.wait_for(patience);
+  REQUIRE(sr);
+  CHECK(sr->status == transfer_status::succeeded);
+  CHECK(std::memcmp(&np.dst[4096 * 10], &np.src[4096 * 3], 4096) == 0);
+  CHECK(std::memcmp(&np.dst[4096 * 5], &np.src[0], 8192) == 0);
+  // Nothing outside the destination blocks was written.
+  CHECK(std::all_of(np.dst.begin(), np.dst.begin() + 4096 * 5, [](auto b) { return b == 0; }));
+  CHECK(wait_until([&] { return s.released() && r.released(); }));
+  auto h = np.decode->health();
+  CHECK(h.succeeded == 1);
+  CHECK(h.in_flight == 0);
+  CHECK(detail::handle_state::violations() == 0);
+}
+
+TEST_CASE("a fetch that arrives before the engine's send is parked and then served") {
+  node_pair np{4 * 4096};
+  auto r = np.decode->receive("early", np.peer, {{np.dst_region, 0, 4096}});
+  // The receive is in flight (its fetch waits at the sender) before send() is called.
+  REQUIRE(wait_until([&] { return r.status() == transfer_status::in_flight; }));
+  auto s = np.prefill->send("early", {{np.src_region, 4096, 4096}});
+  auto rr = r.wait_for(patience);
+  REQUIRE(rr);
+  CHECK(rr->status == transfer_status::succeeded);
+  CHECK(std::memcmp(&np.dst[0], &np.src[4096], 4096) == 0);
+}
+
+TEST_CASE("F1: handles dropped while the transfer runs: it finishes and both events still come") {
+  node_pair np{64 << 20};
+  std::map<std::string, std::vector<transfer_event>> seen_p, seen_d;
+  {
+    auto s = np.prefill->send("f1", {{np.src_region, 0, 64 << 20}});
+    auto r = np.decode->receive("f1", np.peer, {{np.dst_region, 0, 64 << 20}});
+  }  // every handle copy is gone while 64 MiB are still moving
+  auto pe = events_for(*np.prefill, "f1", 2, seen_p);
+  auto de = events_for(*np.decode, "f1", 2, seen_d);
+  REQUIRE(pe.size() == 2);
+  REQUIRE(de.size() == 2);
+  CHECK(pe[0].kind == event_kind::completed);
+  CHECK(pe[0].result.status == transfer_status::succeeded);
+  CHECK(pe[1].kind == event_kind::released);
+  CHECK(de[0].result.status == transfer_status::succeeded);
+  CHECK(de[1].kind == event_kind::released);
+  CHECK(np.dst == np.src);
+  CHECK(detail::handle_state::violations() == 0);
+}
+
+TEST_CASE("F2: a send cancelled after the peer's fetch arrived resolves every handle once") {
+  node_pair np{256 << 20};
+  auto s = np.prefill->send("f2", {{np.src_region, 0, 256 << 20}});
+  auto r = np.decode->receive("f2", np.peer, {{np.dst_region, 0, 256 << 20}});
+  REQUIRE(wait_until([&] { return s.status() != transfer_status::pending; }));
+  auto c = np.prefill->cancel("f2");
+  // In flight: the transport is asked to stop. (If the 256 MiB won the race, already complete.)
+  CHECK((c == cancel_result::cancel_requested_in_flight || c == cancel_result::already_complete));
+  auto sr = s.wait_for(patience);
+  auto rr = r.wait_for(patience);
+  REQUIRE(sr);
+  REQUIRE(rr);
+  if (sr->status == transfer_status::succeeded) {
+    CHECK(rr->status == transfer_status::succeeded);
+  } else {
+    CHECK(sr->status == transfer_status::cancelled);
+    CHECK(rr->status != transfer_status::succeeded);
+    CHECK(rr->code == errc::cancelled);
+  }
+  std::map<std::string, std::vector<transfer_event>> seen_p, seen_d;
+  auto pe = events_for(*np.prefill, "f2", 2, seen_p);
+  auto de = events_for(*np.decode, "f2", 2, seen_d);
+  CHECK(count_kind(pe, event_kind::completed) == 1);
+  CHECK(count_kind(pe, event_kind::released) == 1);
+  CHECK(count_kind(de, event_kind::completed) == 1);
+  CHECK(count_kind(de, event_kind::released) == 1);
+  // A second cancel finds nothing left to do.
+  CHECK(np.prefill->cancel("f2") == cancel_result::already_complete);
+  CHECK(detail::handle_state::violations() == 0);
+}
+
+TEST_CASE("F3: a receive cancelled while queued resolves its handle once, before any fetch") {
+  node_config cfg;
+  cfg.max_fetches_in_flight = 1;
+  node_pair np{4 * 4096, cfg};
+  // "a" takes the only fetch place and waits at the sender (no send() yet).
+  auto a = np.decode->receive("a", np.peer, {{np.dst_region, 0, 4096}});
+  REQUIRE(wait_until([&] { return a.status() == transfer_status::in_flight; }));
+  auto b = np.decode->receive("b", np.peer, {{np.dst_region, 4096, 4096}});
+  CHECK(b.status() == transfer_status::pending);
+  CHECK(np.decode->cancel("b") == cancel_result::cancelled_before_advertise);
+  auto br = b.wait_for(patience);
+  REQUIRE(br);
+  CHECK(br->status == transfer_status::cancelled);
+  CHECK(b.released());
+  CHECK(a.status() == transfer_status::in_flight);
+  // "a" is in flight: cancel asks the sender, whose answer ends it.
+  CHECK(np.decode->cancel("a") == cancel_result::cancel_requested_in_flight);
+  auto ar = a.wait_for(patience);
+  REQUIRE(ar);
+  CHECK(ar->status == transfer_status::cancelled);
+  CHECK(wait_until([&] { return a.released(); }));
+  std::map<std::string, std::vector<transfer_event>> seen;
+  CHECK(events_for(*np.decode, "b", 2, seen).size() == 2);
+  CHECK(events_for(*np.decode, "a", 2, seen).size() == 2);
+  // The place is free again: a new receive gets through.
+  auto s = np.prefill->send("c", {{np.src_region, 0, 4096}});
+  auto c = np.decode->receive("c", np.peer, {{np.dst_region, 0, 4096}});
+  auto cr = c.wait_for(patience);
+  REQUIRE(cr);
+  CHECK(cr->status == transfer_status::succeeded);
+  CHECK(detail::handle_state::violations() == 0);
+}
+
+TEST_CASE("F7: poll and status return promptly while a transfer is stuck on a peer that never fetches") {
+  node_pair np{4 * 4096};
+  auto stuck_send = np.prefill->send("never-fetched", {{np.src_region, 0, 4096}});
+  auto stuck_recv = np.decode->receive("never-sent", np.peer, {{np.dst_region, 0, 4096}});
+  REQUIRE(wait_until([&] { return stuck_recv.status() == transfer_status::in_flight; }));
+  // 2000 calls each; the slowest must still be far below anything an engine loop would notice.
+  // Bound is 20 ms (generous for a loaded 2-core CI machine; typical is microseconds).
+  std::chrono::nanoseconds worst{0};
+  for (int i = 0; i < 2000; ++i) {
+    auto t0 = steady::now();
+    (void)np.prefill->poll();
+    (void)stuck_send.status();
+    (void)stuck_recv.status();
+    (void)stuck_recv.result();
+    (void)np.decode->health();
+    worst = std::max(worst, std::chrono::nanoseconds{steady::now() - t0});
+  }
+  CHECK(worst < 20ms);
+  CHECK(stuck_send.status() == transfer_status::pending);
+  CHECK(!stuck_recv.result().has_value());
+  auto w0 = steady::now();
+  CHECK(!stuck_recv.wait_for(10ms).has_value());
+  CHECK(steady::now() - w0 < 2s);
+  CHECK(np.prefill->cancel("never-fetched") == cancel_result::cancelled_before_advertise);
+  CHECK(np.decode->cancel("never-sent") == cancel_result::cancel_requested_in_flight);
+  REQUIRE(stuck_recv.wait_for(patience));
+  CHECK(stuck_recv.status() == transfer_status::cancelled);
+}
+
+TEST_CASE("F12: a duplicate send or receive id is refused at once and never doubled") {
+  node_pair np{4 * 4096};
+  auto s1 = np.prefill->send("dup", {{np.src_region, 0, 4096}});
+  auto s2 = np.prefill->send("dup", {{np.src_region, 4096, 4096}});
+  auto s2r = s2.result();
+  REQUIRE(s2r);
+  CHECK(s2r->status == transfer_status::failed);
+  CHECK(s2r->code == errc::duplicate_request_id);
+  CHECK(s2r->message.find("dup") != std::string::npos);
+  auto r1 = np.decode->receive("dup", np.peer, {{np.dst_region, 0, 4096}});
+  auto r2 = np.decode->receive("dup", np.peer, {{np.dst_region, 8192, 4096}});
+  REQUIRE(r2.result());
+  CHECK(r2.result()->code == errc::duplicate_request_id);
+  // The first pair is untouched by the refused duplicates: one transfer, the first blocks.
+  auto r1r = r1.wait_for(patience);
+  REQUIRE(r1r);
+  CHECK(r1r->status == transfer_status::succeeded);
+  CHECK(std::memcmp(&np.dst[0], &np.src[0], 4096) == 0);
+  CHECK(std::all_of(np.dst.begin() + 8192, np.dst.end(), [](auto b) { return b == 0; }));
+  std::map<std::string, std::vector<transfer_event>> seen;
+  auto evs = events_for(*np.decode, "dup", 2, seen);
+  CHECK(evs.size() == 2);  // the refused duplicate adds no event
+  CHECK(np.decode->health().succeeded == 1);
+}
+
+TEST_CASE("bad blocks are refused with an error naming the block, and nothing is written") {
+  node_pair np{4 * 4096};
+  auto outside = np.prefill->send("bad1", {{np.src_region, 4 * 4096 - 100, 4096}});
+  REQUIRE(outside.result());
+  CHECK(outside.result()->code == errc::out_of_range);
+  CHECK(outside.result()->message.find("block 0") != std::string::npos);
+  auto unknown = np.decode->receive("bad2", np.peer, {{np.dst_region + 77, 0, 4096}});
+  REQUIRE(unknown.result());
+  CHECK(unknown.result()->code == errc::unknown_region);
+  auto no_peer = np.decode->receive("bad3", peer_id{99}, {{np.dst_region, 0, 4096}});
+  CHECK(no_peer.result()->code == errc::not_connected);
+  // Sizes that differ between the sides fail both, and write nothing.
+  auto s = np.prefill->send("mismatch", {{np.src_region, 0, 4096}});
+  auto r = np.decode->receive("mismatch", np.peer, {{np.dst_region, 0, 2048}});
+  auto rr = r.wait_for(patience);
+  REQUIRE(rr);
+  CHECK(rr->status == transfer_status::failed);
+  CHECK(rr->code == errc::size_mismatch);
+  auto sr = s.wait_for(patience);
+  REQUIRE(sr);
+  CHECK(sr->code == errc::size_mismatch);
+  CHECK(std::all_of(np.dst.begin(), np.dst.end(), [](auto b) { return b == 0; }));
+  // The ids are free again, and the node keeps serving.
+  auto ok_s = np.prefill->send("bad1", {{np.src_region, 0, 4096}});
+  auto ok_r = np.decode->receive("bad1", np.peer, {{np.dst_region, 0, 4096}});
+  REQUIRE(ok_r.wait_for(patience));
+  CHECK(ok_r.status() == transfer_status::succeeded);
+}
+
+TEST_CASE("cancel of an unknown id is not_found, of a finished one already_complete") {
+  node_pair np{4 * 4096};
+  CHECK(np.prefill->cancel("nobody") == cancel_result::not_found);
+  auto s = np.prefill->send("done", {{np.src_region, 0, 4096}});
+  auto r = np.decode->receive("done", np.peer, {{np.dst_region, 0, 4096}});
+  REQUIRE(r.wait_for(patience));
+  REQUIRE(s.wait_for(patience));
+  CHECK(wait_until([&] { return s.released(); }));
+  CHECK(np.prefill->cancel("done") == cancel_result::already_complete);
+  CHECK(np.decode->cancel("done") == cancel_result::already_complete);
+}
+
+TEST_CASE("the supervisor restarts a crashed child and the node keeps serving") {
+  node_pair np{4 * 4096};
+  np.decode->crash_child_for_testing("receiver");
+  np.prefill->crash_child_for_testing("pool");
+  REQUIRE(wait_until([&] { return np.decode->health().restarts == 1; }));
+  REQUIRE(wait_until([&] { return np.prefill->health().restarts == 1; }));
+  CHECK(np.decode->health().healthy);
+  auto s = np.prefill->send("after-restart", {{np.src_region, 0, 4096}});
+  auto r = np.decode->receive("after-restart", np.peer, {{np.dst_region, 0, 4096}});
+  auto rr = r.wait_for(patience);
+  REQUIRE(rr);
+  CHECK(rr->status == transfer_status::succeeded);
+  CHECK(std::memcmp(&np.dst[0], &np.src[0], 4096) == 0);
+}
+
+TEST_CASE("stop resolves every outstanding handle and refuses new work") {
+  node_pair np{4 * 4096};
+  auto waiting = np.prefill->send("waits", {{np.src_region, 0, 4096}});
+  np.prefill->stop(10ms);
+  auto r = waiting.result();
+  REQUIRE(r);
+  CHECK(r->status == transfer_status::failed);
+  CHECK(r->code == errc::stopped);
+  auto late = np.prefill->send("late", {{np.src_region, 0, 4096}});
+  REQUIRE(late.result());
+  CHECK(late.result()->code == errc::stopped);
+  CHECK(np.prefill->cancel("waits") == cancel_result::backend_unhealthy);
+}

@@ -1,0 +1,107 @@
+// Two real processes over real UCX and CAF networking: the demo (its prefill node is a child
+// process) and two standalone `kvferry node` processes. Every byte is verified by the decode
+// side; the shm runs assert that shared memory, not TCP, really carried the bytes.
+#include "cli/child_process.hpp"
+
+#include <doctest/doctest.h>
+
+#include <string>
+
+using namespace kvferry::cli;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Runs `kvferry demo --json ...`; returns its JSON line and exit status.
+std::pair<std::string, int> run_demo(const std::vector<std::string>& extra) {
+  std::vector<std::string> argv{KVFERRY_BINARY, "demo", "--json"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  child_process demo{argv};
+  REQUIRE(demo.running());
+  auto line = demo.wait_for_line("{", 120s).value_or("");
+  auto status = demo.wait(60s);
+  REQUIRE(status);
+  return {line, *status};
+}
+
+// The number after "key": in a flat JSON object (the demo prints numbers and strings only).
+std::string json_field(const std::string& json, const std::string& key) {
+  auto pos = json.find("\"" + key + "\":");
+  if (pos == std::string::npos)
+    return {};
+  pos += key.size() + 3;
+  if (json[pos] == '"') {
+    auto end = json.find('"', pos + 1);
+    return json.substr(pos + 1, end - pos - 1);
+  }
+  auto end = json.find_first_of(",}", pos);
+  return json.substr(pos, end - pos);
+}
+
+bool names_shared_memory(const std::string& transports) {
+  return transports.find("posix") != std::string::npos ||
+         transports.find("sysv") != std::string::npos || transports.find("cma") != std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("two processes over UCX tcp move a multi-request workload with every byte verified") {
+  auto [json, status] = run_demo({"--transport", "tcp", "--requests", "24", "--layers", "8",
+                                  "--block-bytes", "65536"});
+  CAPTURE(json);
+  CHECK(status == 0);
+  CHECK(json_field(json, "requests") == "24");
+  CHECK(json_field(json, "failed") == "0");
+  CHECK(json_field(json, "verified_bytes") == std::to_string(24ull * 8 * 65536));
+  CHECK(json_field(json, "bytes") == std::to_string(24ull * 8 * 65536));
+  auto tls = json_field(json, "rma_transports");
+  CHECK(tls.find("tcp") != std::string::npos);
+  CHECK(!names_shared_memory(tls));
+}
+
+TEST_CASE("two processes over UCX shared memory move the workload, and shared memory carried it") {
+  auto [json, status] = run_demo({"--transport", "shm", "--requests", "24", "--layers", "8",
+                                  "--block-bytes", "65536"});
+  CAPTURE(json);
+  CHECK(status == 0);
+  CHECK(json_field(json, "failed") == "0");
+  CHECK(json_field(json, "verified_bytes") == std::to_string(24ull * 8 * 65536));
+  // The regression guard for PEER error mode silently dropping shared memory (DESIGN.md).
+  auto tls = json_field(json, "rma_transports");
+  CHECK(names_shared_memory(tls));
+  CHECK(tls.find("tcp") == std::string::npos);
+}
+
+TEST_CASE("two standalone node processes, engine-owned memory, transfer and verify") {
+  child_process prefill{{KVFERRY_BINARY, "node", "--role", "prefill", "--listen", "127.0.0.1:0",
+                         "--transport", "tcp", "--requests", "8", "--layers", "4",
+                         "--block-bytes", "12288", "--pool", "engine"}};
+  REQUIRE(prefill.running());
+  auto ready = prefill.wait_for_line("KVFERRY_READY", 60s);
+  REQUIRE(ready);
+  auto port = field(*ready, "port").value_or("0");
+  REQUIRE(port != "0");
+  child_process decode{{KVFERRY_BINARY, "node", "--role", "decode", "--peer", "127.0.0.1:" + port,
+                        "--transport", "tcp", "--requests", "8", "--layers", "4",
+                        "--block-bytes", "12288", "--pool", "engine"}};
+  REQUIRE(decode.running());
+  auto result = decode.wait_for_line("KVFERRY_RESULT", 120s);
+  REQUIRE(result);
+  CHECK(field(*result, "succeeded") == "8");
+  CHECK(field(*result, "failed") == "0");
+  CHECK(field(*result, "verified_bytes") == std::to_string(8ull * 4 * 12288));
+  CHECK(decode.wait(60s) == 0);
+  prefill.write_line("report");
+  auto report = prefill.wait_for_line("KVFERRY_REPORT", 30s);
+  REQUIRE(report);
+  CHECK(field(*report, "succeeded") == "8");
+  CHECK(field(*report, "unreleased") == "0");
+  prefill.close_stdin();
+  CHECK(prefill.wait(30s) == 0);
+}
+
+TEST_CASE("a node process refuses an invalid configuration with exit status 2") {
+  child_process bad{{KVFERRY_BINARY, "node", "--role", "prefill", "--set", "staging_slots=0"}};
+  REQUIRE(bad.running());
+  CHECK(bad.wait(60s) == 2);
+}
