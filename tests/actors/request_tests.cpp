@@ -208,7 +208,8 @@ TEST_CASE("F7: poll and status return promptly while a transfer is stuck on a pe
   auto stuck_recv = np.decode->receive("never-sent", np.peer, {{np.dst_region, 0, 4096}});
   REQUIRE(wait_until([&] { return stuck_recv.status() == transfer_status::in_flight; }));
   // 2000 calls each; the slowest must still be far below anything an engine loop would notice.
-  // Bound is 20 ms (generous for a loaded 2-core CI machine; typical is microseconds).
+  // Bound is 100 ms (generous for a loaded 2-core CI machine; typical is microseconds — a
+  // blocking implementation would instead hang here for as long as the transfer is stuck).
   std::chrono::nanoseconds worst{0};
   for (int i = 0; i < 2000; ++i) {
     auto t0 = steady::now();
@@ -219,7 +220,7 @@ TEST_CASE("F7: poll and status return promptly while a transfer is stuck on a pe
     (void)np.decode->health();
     worst = std::max(worst, std::chrono::nanoseconds{steady::now() - t0});
   }
-  CHECK(worst < 20ms);
+  CHECK(worst < 100ms);
   CHECK(stuck_send.status() == transfer_status::pending);
   CHECK(!stuck_recv.result().has_value());
   auto w0 = steady::now();
