@@ -87,8 +87,9 @@ buffer_pool_actor spawn_buffer_pool_actor(caf::actor_system& sys, std::shared_pt
     self->set_down_handler([=](caf::down_msg& dm) { self->state.forget(dm.source); });
     return {
       [=](acquire_atom, std::uint32_t wait_ms) -> caf::typed_response_promise<lease> {
-        auto rp = self->make_response_promise<lease>();
+        // Read the sender first: make_response_promise takes it over from the current message.
         auto holder = caf::actor_cast<caf::actor_addr>(self->current_sender());
+        auto rp = self->make_response_promise<lease>();
         if (!holder) {
           rp.deliver(caf::make_error(errc::invalid_argument, "anonymous lease request"));
           return rp;

@@ -351,11 +351,12 @@ void node::stop(std::chrono::milliseconds drain_timeout) {
   }
   impl_->supervisor = nullptr;
   core.set_children({});
-  impl_->sys.reset();
   // No actor is left: destroying the engine cancels and completes every UCX operation, after
-  // which no memory of the node is touched.
+  // which no memory of the node is touched. Its last callbacks still hold actor handles, so
+  // the actor system goes after it.
   core.staging.clear();
   core.engine.reset();
+  impl_->sys.reset();
 }
 
 }  // namespace kvferry

@@ -54,8 +54,9 @@ receiver_actor::behavior_type receiver_impl(receiver_actor::stateful_pointer<rec
   });
   return {
     [=](admit_atom) -> caf::typed_response_promise<bool> {
-      auto rp = self->make_response_promise<bool>();
+      // Read the sender first: make_response_promise takes it over from the current message.
       auto requester = caf::actor_cast<caf::actor_addr>(self->current_sender());
+      auto rp = self->make_response_promise<bool>();
       if (!requester) {
         rp.deliver(caf::make_error(errc::invalid_argument, "anonymous admission request"));
         return rp;
