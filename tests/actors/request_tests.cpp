@@ -144,6 +144,7 @@ TEST_CASE("F2: a send cancelled after the peer's fetch arrived resolves every ha
   auto r = np.decode->receive("f2", np.peer, {{np.dst_region, 0, 256 << 20}});
   REQUIRE(wait_until([&] { return s.status() != transfer_status::pending; }));
   auto c = np.prefill->cancel("f2");
+  MESSAGE("F2 cancel: " << std::string{to_string(c)});
   // In flight: the transport is asked to stop. (If the 256 MiB won the race, already complete.)
   CHECK((c == cancel_result::cancel_requested_in_flight || c == cancel_result::already_complete));
   auto sr = s.wait_for(patience);
