@@ -12,12 +12,14 @@
 #include "actors/health_supervisor_actor.hpp"
 
 #include "actors/buffer_pool_actor.hpp"
+#include "actors/log.hpp"
 #include "actors/node_core.hpp"
 #include "actors/receiver_actor.hpp"
 #include "actors/sender_actor.hpp"
 #include "actors/transport_actor.hpp"
 
 #include <caf/io/middleman.hpp>
+#include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <deque>
@@ -114,9 +116,12 @@ supervisor_actor::behavior_type supervisor_impl(self_ptr self, supervisor_spec s
     while (!times.empty() && now - times.front() > window)
       times.pop_front();
     if (times.size() >= st.spec.max_restarts) {
+      logger()->error("child '{}' crashed ({}) and its restart budget is spent: node unhealthy",
+                      which, caf::to_string(dm.reason));
       st.spec.core->unhealthy.store(true);
       return;
     }
+    logger()->warn("child '{}' crashed ({}); restarting it", which, caf::to_string(dm.reason));
     times.push_back(now);
     st.spec.core->restarts.fetch_add(1);
     self->monitor(spawn_child(self->system(), st.spec.core, which));

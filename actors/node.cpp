@@ -4,11 +4,13 @@
 #include "actors/node.hpp"
 
 #include "actors/health_supervisor_actor.hpp"
+#include "actors/log.hpp"
 #include "actors/node_core.hpp"
 #include "actors/recv_request_actor.hpp"
 #include "actors/send_request_actor.hpp"
 
 #include <caf/io/all.hpp>
+#include <spdlog/spdlog.h>
 
 #include <mutex>
 #include <random>
@@ -82,6 +84,7 @@ node::~node() {
 result<std::unique_ptr<node>> node::start(const node_config& config) {
   if (auto err = validate(config))
     return result<std::unique_ptr<node>>{errc::invalid_argument, err->message()};
+  set_log_level(config.log_level);
   auto p = std::make_unique<impl>();
   p->core = std::make_shared<node_core>(config, new_epoch());
   auto& core = *p->core;
@@ -92,6 +95,7 @@ result<std::unique_ptr<node>> node::start(const node_config& config) {
   eo.keepalive_interval_ms = config.keepalive_interval_ms;
   auto eng = transport::engine::start(eo, [weak_core](std::uint64_t peer, errc code,
                                                       const std::string& detail) {
+    logger()->warn("UCX endpoint to peer {:#x} failed: {}", peer, detail);
     if (auto c = weak_core.lock())
       caf::anon_send(c->children().transport, peer_down_atom::value, peer,
                      caf::make_error(code, detail));
@@ -132,6 +136,8 @@ result<std::unique_ptr<node>> node::start(const node_config& config) {
     return result<std::unique_ptr<node>>{errc::transport_error, msg};
   }
   core.port.store(*port);
+  logger()->info("node '{}' epoch {:#x} listening on {}:{} (UCX transports: {})",
+                 config.node_name, core.epoch, config.listen_host, *port, config.transport);
   return std::unique_ptr<node>{new node(std::move(p))};
 }
 
