@@ -186,6 +186,12 @@ transfer_result make_result(transfer_status s, errc code, std::string msg, std::
   return transfer_result{s, code, std::move(msg), bytes};
 }
 
+transfer_result stopped_result(const caf::error& exit_reason) {
+  return make_result(transfer_status::failed, errc::stopped,
+                     "the node stopped before the transfer finished: " +
+                       caf::to_string(exit_reason));
+}
+
 transfer_result result_from_error(const caf::error& err) {
   if (err.category() == caf::atom("kvferry")) {
     auto code = static_cast<errc>(err.code());

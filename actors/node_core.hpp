@@ -123,6 +123,12 @@ class request_owner {
   void set_in_flight();
   void finish(transfer_result r);
   void release();
+  // The usual ending: finish, and release when the memory is proven quiescent.
+  void conclude(transfer_result r, bool quiescent) {
+    finish(std::move(r));
+    if (quiescent)
+      release();
+  }
 
  private:
   std::shared_ptr<node_core> core_;
@@ -137,5 +143,7 @@ transfer_result make_result(transfer_status s, errc code = errc::none, std::stri
                             std::uint64_t bytes = 0);
 // Turns a CAF error (ours or CAF's own) into a terminal failed/cancelled result.
 transfer_result result_from_error(const caf::error& err);
+// The result of a request whose actor was told to exit (the node is stopping).
+transfer_result stopped_result(const caf::error& exit_reason);
 
 }  // namespace kvferry

@@ -35,9 +35,7 @@ using self_ptr = recv_request_actor::stateful_pointer<recv_request_state>;
 void end_request(self_ptr self, transfer_result r, bool quiescent) {
   auto& st = self->state;
   st.phase = recv_phase::done;
-  st.owner->finish(std::move(r));
-  if (quiescent)
-    st.owner->release();
+  st.owner->conclude(std::move(r), quiescent);
   self->quit();
 }
 
@@ -70,15 +68,9 @@ recv_request_actor::behavior_type recv_request_impl(self_ptr self, recv_spec spe
   st.owner = std::make_unique<request_owner>(spec.core, spec.handle, request_side::receive);
   st.peer = std::move(spec.peer);
   st.fetch = std::move(spec.fetch);
-  self->set_exit_handler([=](caf::exit_msg& em) {
-    // The node is stopping (or a supervisor kills us): the terminal event says so; the memory
-    // is released only by the engine's teardown, after which nothing touches it.
-    end_request(self,
-                make_result(transfer_status::failed, errc::stopped,
-                            "the node stopped before the transfer finished: " +
-                              caf::to_string(em.reason)),
-                false);
-  });
+  // The node is stopping: the terminal event says so; the memory is released only by the
+  // engine's teardown, after which nothing touches it.
+  self->set_exit_handler([=](caf::exit_msg& em) { end_request(self, stopped_result(em.reason), false); });
   self->set_down_handler([=](caf::down_msg& dm) {
     if (dm.source == self->state.peer.address() && self->state.phase == recv_phase::fetching)
       end_request(self,

@@ -36,9 +36,7 @@ using self_ptr = send_request_actor::stateful_pointer<send_request_state>;
 void end_request(self_ptr self, transfer_result r, bool quiescent) {
   auto& st = self->state;
   st.phase = send_phase::done;
-  st.owner->finish(std::move(r));
-  if (quiescent)
-    st.owner->release();
+  st.owner->conclude(std::move(r), quiescent);
   self->quit();
 }
 
@@ -56,15 +54,9 @@ send_request_actor::behavior_type send_request_impl(self_ptr self, send_spec spe
   st.blocks = std::move(spec.blocks);
   st.transport = spec.core->children().transport;
   self->monitor(st.transport);
-  self->set_exit_handler([=](caf::exit_msg& em) {
-    // The node is stopping (or a supervisor kills us): the terminal event says so; the memory
-    // is released only by the engine's teardown, after which nothing touches it.
-    end_request(self,
-                make_result(transfer_status::failed, errc::stopped,
-                            "the node stopped before the transfer finished: " +
-                              caf::to_string(em.reason)),
-                false);
-  });
+  // The node is stopping: the terminal event says so; the memory is released only by the
+  // engine's teardown, after which nothing touches it.
+  self->set_exit_handler([=](caf::exit_msg& em) { end_request(self, stopped_result(em.reason), false); });
   self->set_down_handler([=](caf::down_msg& dm) {
     if (dm.source == self->state.transport.address() && self->state.phase == send_phase::putting)
       end_request(self,
