@@ -70,7 +70,8 @@ recv_request_actor::behavior_type recv_request_impl(self_ptr self, recv_spec spe
   st.fetch = std::move(spec.fetch);
   // The node is stopping: the terminal event says so; the memory is released only by the
   // engine's teardown, after which nothing touches it.
-  self->set_exit_handler([=](caf::exit_msg& em) { end_request(self, stopped_result(em.reason), false); });
+  self->set_exit_handler(
+    [=](caf::exit_msg& em) { end_request(self, stopped_result(em.reason), false); });
   self->set_down_handler([=](caf::down_msg& dm) {
     if (dm.source == self->state.peer.address() && self->state.phase == recv_phase::fetching)
       end_request(self,

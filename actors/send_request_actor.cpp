@@ -56,7 +56,8 @@ send_request_actor::behavior_type send_request_impl(self_ptr self, send_spec spe
   self->monitor(st.transport);
   // The node is stopping: the terminal event says so; the memory is released only by the
   // engine's teardown, after which nothing touches it.
-  self->set_exit_handler([=](caf::exit_msg& em) { end_request(self, stopped_result(em.reason), false); });
+  self->set_exit_handler(
+    [=](caf::exit_msg& em) { end_request(self, stopped_result(em.reason), false); });
   self->set_down_handler([=](caf::down_msg& dm) {
     if (dm.source == self->state.transport.address() && self->state.phase == send_phase::putting)
       end_request(self,
