@@ -131,6 +131,7 @@ using release_atom = caf::atom_constant<caf::atom("release")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using peer_down_atom = caf::atom_constant<caf::atom("peer_down")>;
 using crash_atom = caf::atom_constant<caf::atom("crash")>;
+using copy_done_atom = caf::atom_constant<caf::atom("copy_done")>;
 
 // The phase a request actor reports in answer to cancel (what the cancel found).
 enum class cancel_answer : std::uint8_t {
@@ -173,7 +174,9 @@ using send_request_actor = caf::typed_actor<
   // The engine cancels: answers what the cancel found.
   caf::replies_to<cancel_atom>::with<cancel_answer>,
   // The fetching peer (epoch) gave up.
-  caf::reacts_to<cancel_fetch_atom, std::string, std::uint64_t>>;
+  caf::reacts_to<cancel_fetch_atom, std::string, std::uint64_t>,
+  // From the copy engine's thread: the staging copy finished (empty error: success).
+  caf::reacts_to<copy_done_atom, caf::error>>;
 
 // recv-request (decode side, one per transfer): owns the destination blocks until released.
 using recv_request_actor = caf::typed_actor<

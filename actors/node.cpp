@@ -112,6 +112,7 @@ result<std::unique_ptr<node>> node::start(const node_config& config) {
                                " bytes: " + buf.error().message};
     core.staging.push_back(std::move(buf.value()));
   }
+  core.copier = gpu::make_cpu_copy_engine();
   // CAF: kvferry owns the command line; CAF reads no ini file and no argv here.
   p->cfg.load<caf::io::middleman>();
   p->cfg.add_message_types<caf::id_block::kvferry>();
@@ -220,7 +221,7 @@ result<peer_id> node::connect(const std::string& host, std::uint16_t port) {
 }
 
 transfer_handle node::send(const std::string& request_id, const std::vector<block_span>& blocks,
-                           const transfer_options&) {
+                           const transfer_options& options) {
   auto& core = impl_->core;
   if (impl_->stopped || !core->accepting.load())
     return refused(request_id, errc::stopped, "the node is stopping; send refused");
@@ -232,8 +233,8 @@ transfer_handle node::send(const std::string& request_id, const std::vector<bloc
   if (!core->reserve(request_id, st))
     return refused(request_id, errc::duplicate_request_id,
                    "request id '" + request_id + "' is already in use on this node");
-  auto owner = spawn_send_request_actor(*impl_->sys,
-                                        send_spec{core, st, std::move(resolved.value())});
+  auto owner = spawn_send_request_actor(
+    *impl_->sys, send_spec{core, st, std::move(resolved.value()), options.stage_through_pool});
   core->attach_owner(request_id, caf::actor_cast<caf::actor>(owner));
   return transfer_handle{std::move(st)};
 }
@@ -360,6 +361,7 @@ void node::stop(std::chrono::milliseconds drain_timeout) {
   // No actor is left: destroying the engine cancels and completes every UCX operation, after
   // which no memory of the node is touched. Its last callbacks still hold actor handles, so
   // the actor system goes after it.
+  core.copier.reset();
   core.staging.clear();
   core.engine.reset();
   impl_->sys.reset();

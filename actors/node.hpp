@@ -40,7 +40,11 @@ struct peer_id {
 };
 
 struct transfer_options {
-  // reserved for deadlines and priorities (later issues)
+  // Send side: copy the source blocks through the node's registered staging buffers (buffer
+  // pool leases, filled by the copy engine) and put from there, instead of exposing the
+  // blocks to the network directly. The path device memory takes; for host memory it keeps
+  // the engine's blocks out of UCX's hands. Ignored by receive().
+  bool stage_through_pool = false;
 };
 
 enum class cancel_result : std::uint8_t {

@@ -8,6 +8,7 @@
 #include "actors/node.hpp"
 #include "actors/transfer_handle.hpp"
 #include "config/node_config.hpp"
+#include "gpu/copy_engine.hpp"
 #include "transport/engine.hpp"
 
 #include <atomic>
@@ -49,6 +50,8 @@ struct node_core {
   // The buffer pool's staging buffers (allocated through the engine at start, kept for the
   // node's lifetime so a restarted pool reuses them).
   std::vector<std::shared_ptr<transport::memory_registration>> staging;
+  // Copies into staging buffers (CPU today; the CUDA engine for device memory later).
+  std::shared_ptr<gpu::copy_engine> copier;
 
   // -- regions ---------------------------------------------------------------------------------
   region_id add_region(registered_region r);

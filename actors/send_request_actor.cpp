@@ -7,27 +7,48 @@
 //   done: cancelled_before_advertise   cancel asked of the transport; its answer (cancelled,
 //   (nothing exposed, release now)     or success if the puts won the race) ends the request
 //
+//   staged (transfer_options::stage_through_pool), inside `putting`, per chunk:
+//     lease a staging buffer ──> copy engine gathers the chunk ──> put from the buffer
+//       ──> buffer released ──> next chunk (a cancel is honoured between the steps)
+//
 //   transport DOWN while putting ──> failed now, memory NOT released (no proof of quiescence)
 //
-// Exactly one exit: request_owner::finish() then release() (or not), then quit.
+// Exactly one exit: end_request() -> request_owner::conclude(), then quit.
 
 #include "actors/send_request_actor.hpp"
 
 #include "actors/node_core.hpp"
 
+#include <optional>
+
 namespace kvferry {
 
 namespace {
+
+// Bound on waiting for a staging buffer (per-request deadlines will tighten it).
+constexpr std::uint32_t staging_wait_ms = 30000;
 
 enum class send_phase { waiting_for_peer, putting, done };
 
 struct send_request_state {
   std::unique_ptr<request_owner> owner;
   std::vector<std::pair<std::uint64_t, std::uint64_t>> blocks;
+  bool staged = false;
   send_phase phase = send_phase::waiting_for_peer;
   bool cancel_requested = false;
+  bool put_outstanding = false;
   std::uint64_t fetch_epoch = 0;
   transport_actor transport;
+  buffer_pool_actor pool;
+  caf::typed_response_promise<transfer_done> fetch_rp;  // the fetcher's answer
+  // The puts of the transfer; while staged, the progress through them.
+  put_request puts;
+  std::vector<put_item> items;
+  std::size_t next_item = 0;
+  std::uint64_t item_offset = 0;
+  std::uint64_t bytes_done = 0;
+  std::optional<lease> held;       // the staging buffer leased for the current chunk
+  std::vector<put_item> chunk_puts;
   static inline const char* name = "kvferry.send_request";
 };
 
@@ -36,8 +57,30 @@ using self_ptr = send_request_actor::stateful_pointer<send_request_state>;
 void end_request(self_ptr self, transfer_result r, bool quiescent) {
   auto& st = self->state;
   st.phase = send_phase::done;
+  // A staging buffer UCX may still read from is not given back (the pool learns of it when
+  // this actor is gone; poisoning such slots comes with the quarantine work).
+  if (st.held && quiescent) {
+    self->send(st.pool, release_atom::value, st.held->slot);
+    st.held.reset();
+  }
   st.owner->conclude(std::move(r), quiescent);
   self->quit();
+}
+
+// Answers the fetcher and ends the request with the same outcome.
+void end_transfer(self_ptr self, const caf::error& err, bool quiescent) {
+  auto& st = self->state;
+  if (!err) {
+    st.fetch_rp.deliver(transfer_done{st.owner->id(), st.bytes_done});
+    end_request(self, make_result(transfer_status::succeeded, errc::none, {}, st.bytes_done),
+                quiescent);
+    return;
+  }
+  st.fetch_rp.deliver(err);
+  auto r = result_from_error(err);
+  if (st.cancel_requested && r.code == errc::cancelled)
+    r.status = transfer_status::cancelled;
+  end_request(self, std::move(r), quiescent);
 }
 
 void ask_transport_to_stop(self_ptr self) {
@@ -45,28 +88,111 @@ void ask_transport_to_stop(self_ptr self) {
   if (st.cancel_requested)
     return;
   st.cancel_requested = true;
-  self->send(st.transport, cancel_atom::value, self->id());
+  if (st.put_outstanding)
+    self->send(st.transport, cancel_atom::value, self->id());
+}
+
+caf::error cancelled_error(self_ptr self) {
+  return caf::make_error(errc::cancelled,
+                         "request '" + self->state.owner->id() + "' cancelled during staging");
+}
+
+// Posts `req` and continues with `next` once the transport answered (every UCX request of the
+// batch completed: the transport's proof of quiescence).
+template <class Next>
+void post_puts(self_ptr self, put_request req, Next next) {
+  auto& st = self->state;
+  st.put_outstanding = true;
+  self->request(st.transport, caf::infinite, put_atom::value, std::move(req))
+    .then(
+      [=](std::uint64_t bytes) {
+        self->state.put_outstanding = false;
+        self->state.bytes_done += bytes;
+        next(caf::error{});
+      },
+      [=](caf::error& err) {
+        self->state.put_outstanding = false;
+        next(err);
+      });
+}
+
+void stage_next_chunk(self_ptr self);
+
+// The staging copy of the current chunk finished: put it from the staging buffer.
+void on_chunk_copied(self_ptr self, const caf::error& err) {
+  auto& st = self->state;
+  if (err || st.cancel_requested) {
+    end_transfer(self, err ? err : cancelled_error(self), true);
+    return;
+  }
+  auto req = st.puts;  // peer, address, rkeys
+  req.items = std::move(st.chunk_puts);
+  post_puts(self, std::move(req), [=](const caf::error& perr) {
+    auto& s = self->state;
+    self->send(s.pool, release_atom::value, s.held->slot);
+    s.held.reset();
+    if (perr || s.cancel_requested)
+      end_transfer(self, perr ? perr : cancelled_error(self), true);
+    else
+      stage_next_chunk(self);
+  });
+}
+
+void stage_next_chunk(self_ptr self) {
+  auto& st = self->state;
+  if (st.next_item == st.items.size()) {
+    end_transfer(self, caf::error{}, true);
+    return;
+  }
+  self->request(st.pool, caf::infinite, acquire_atom::value, staging_wait_ms)
+    .then(
+      [=](lease& l) {
+        auto& s = self->state;
+        s.held = l;
+        if (s.cancel_requested) {
+          end_transfer(self, cancelled_error(self), true);
+          return;
+        }
+        auto chunk = next_chunk(s.items, s.next_item, s.item_offset, l.addr, l.bytes);
+        s.chunk_puts = std::move(chunk.puts);
+        std::vector<gpu::copy_segment> segs;
+        auto dst = l.addr;
+        for (auto& [src, n] : chunk.copies_from) {
+          segs.push_back(gpu::copy_segment{reinterpret_cast<void*>(dst),
+                                           reinterpret_cast<const void*>(src), n});
+          dst += n;
+        }
+        auto me = caf::actor_cast<send_request_actor>(self);
+        s.owner->core().copier->submit(std::move(segs), [me](errc code, const std::string& d) {
+          caf::anon_send(me, copy_done_atom::value,
+                         code == errc::none ? caf::error{} : caf::make_error(code, d));
+        });
+      },
+      [=](caf::error& err) { end_transfer(self, err, true); });
 }
 
 send_request_actor::behavior_type send_request_impl(self_ptr self, send_spec spec) {
   auto& st = self->state;
   st.owner = std::make_unique<request_owner>(spec.core, spec.handle, request_side::send);
   st.blocks = std::move(spec.blocks);
-  st.transport = spec.core->children().transport;
+  st.staged = spec.staged;
+  auto kids = spec.core->children();
+  st.transport = kids.transport;
+  st.pool = kids.pool;
   self->monitor(st.transport);
   // The node is stopping: the terminal event says so; the memory is released only by the
   // engine's teardown, after which nothing touches it.
   self->set_exit_handler(
     [=](caf::exit_msg& em) { end_request(self, stopped_result(em.reason), false); });
   self->set_down_handler([=](caf::down_msg& dm) {
-    if (dm.source == self->state.transport.address() && self->state.phase == send_phase::putting)
+    if (dm.source == self->state.transport.address() && self->state.put_outstanding)
       end_request(self,
                   make_result(transfer_status::failed, errc::backend_unhealthy,
                               "the transport terminated while puts were in flight; the source "
                               "blocks stay pinned (quiescence unknown)"),
                   false);
   });
-  self->send(spec.core->children().sender, announce_atom::value, st.owner->id(),
+  self->send(kids.sender, announce_atom::value, st.owner->id(),
              caf::actor_cast<send_request_actor>(self));
   return {
     [=](fetch_msg& fetch) -> caf::typed_response_promise<transfer_done> {
@@ -84,32 +210,26 @@ send_request_actor::behavior_type send_request_impl(self_ptr self, send_spec spe
         return rp;
       }
       st.phase = send_phase::putting;
+      st.fetch_rp = rp;
       st.fetch_epoch = fetch.epoch;
       st.owner->set_in_flight();
       st.owner->core().note_peer(fetch.epoch);
-      put_request req{self->id(), fetch.epoch, std::move(fetch.worker_address),
-                      std::move(fetch.rkeys), std::move(*plan)};
-      auto id = st.owner->id();
-      self->request(st.transport, caf::infinite, put_atom::value, std::move(req))
-        .then(
-          [=](std::uint64_t bytes) mutable {
-            rp.deliver(transfer_done{id, bytes});
-            end_request(self, make_result(transfer_status::succeeded, errc::none, {}, bytes),
-                        true);
-          },
-          [=](caf::error& err) mutable {
-            rp.deliver(err);
-            auto r = result_from_error(err);
-            if (self->state.cancel_requested && r.code == errc::cancelled)
-              r.status = transfer_status::cancelled;
-            // The transport answers only after every UCX request completed: quiescent.
-            end_request(self, std::move(r), true);
-          });
+      st.puts = put_request{self->id(), fetch.epoch, std::move(fetch.worker_address),
+                            std::move(fetch.rkeys), {}};
+      if (st.staged) {
+        st.items = std::move(*plan);
+        stage_next_chunk(self);
+      } else {
+        auto req = st.puts;
+        req.items = std::move(*plan);
+        post_puts(self, std::move(req),
+                  [=](const caf::error& err) { end_transfer(self, err, true); });
+      }
       return rp;
     },
+    [=](copy_done_atom, const caf::error& err) { on_chunk_copied(self, err); },
     [=](cancel_atom) -> cancel_answer {
-      auto& st = self->state;
-      switch (st.phase) {
+      switch (self->state.phase) {
         case send_phase::waiting_for_peer:
           end_request(self,
                       make_result(transfer_status::cancelled, errc::cancelled,
@@ -167,6 +287,26 @@ plan_puts(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& source,
       }
     }
     out.push_back(put_item{source[i].first, dst.bytes, dst.addr, dst.rkey_index});
+  }
+  return out;
+}
+
+staged_chunk next_chunk(const std::vector<put_item>& items, std::size_t& next,
+                        std::uint64_t& offset, std::uint64_t staging_addr,
+                        std::uint64_t capacity) {
+  staged_chunk out;
+  std::uint64_t used = 0;
+  while (next < items.size() && used < capacity) {
+    const auto& it = items[next];
+    auto n = std::min(it.bytes - offset, capacity - used);
+    out.copies_from.emplace_back(it.local_addr + offset, n);
+    out.puts.push_back(put_item{staging_addr + used, n, it.remote_addr + offset, it.rkey_index});
+    used += n;
+    offset += n;
+    if (offset == it.bytes) {
+      ++next;
+      offset = 0;
+    }
   }
   return out;
 }

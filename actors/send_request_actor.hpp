@@ -19,7 +19,19 @@ struct send_spec {
   std::shared_ptr<node_core> core;
   std::shared_ptr<detail::handle_state> handle;
   std::vector<std::pair<std::uint64_t, std::uint64_t>> blocks;  // local (addr, bytes)
+  bool staged = false;  // copy through buffer-pool leases before putting
 };
+
+// Pure helper (unit-tested): takes from `items[next]` on as many bytes as fit in a staging
+// buffer of `capacity` bytes at `staging_addr` (splitting an item that does not fit), and
+// returns the copies into the buffer and the puts out of it. Advances `next`/`offset`.
+struct staged_chunk {
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> copies_from;  // (source addr, bytes)
+  std::vector<put_item> puts;                                        // from the staging buffer
+};
+staged_chunk next_chunk(const std::vector<put_item>& items, std::size_t& next,
+                        std::uint64_t& offset, std::uint64_t staging_addr,
+                        std::uint64_t capacity);
 
 // Spawns the owner and announces it to the node's sender.
 send_request_actor spawn_send_request_actor(caf::actor_system& sys, send_spec spec);

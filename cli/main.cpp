@@ -40,6 +40,7 @@ struct node_args {
   std::string transport;
   std::vector<std::string> sets;
   std::string pool = "ucx";
+  bool staged = false;
   cli::workload load;
 };
 
@@ -51,6 +52,8 @@ void add_workload_flags(CLI::App* app, node_args& a) {
   app->add_option("--seed", a.load.seed, "workload seed (request ids and contents)");
   app->add_option("--pool", a.pool, "KV pool memory: ucx (allocated by UCX) or engine (malloc + register)")
     ->check(CLI::IsMember({"ucx", "engine"}));
+  app->add_flag("--staged", a.staged,
+                "prefill copies blocks through staging buffers (copy engine) before putting");
 }
 
 // Builds the node configuration: defaults < file (--config or KVFERRY_CONFIG) < KVFERRY_* env
@@ -205,8 +208,10 @@ int run_node(const node_args& a) {
   std::vector<transfer_handle> sends;
   if (a.role == "prefill" || a.role == "both") {
     a.load.fill_source(pool->base);
+    transfer_options opts;
+    opts.stage_through_pool = a.staged;
     for (std::uint32_t i = 0; i < a.load.requests; ++i)
-      sends.push_back(n.send(a.load.request_id(i), a.load.source_spans(pool->region, i)));
+      sends.push_back(n.send(a.load.request_id(i), a.load.source_spans(pool->region, i), opts));
   }
   std::cout << "KVFERRY_READY port=" << n.port() << " epoch=" << n.epoch() << " role=" << a.role
             << std::endl;
@@ -273,6 +278,8 @@ int run_demo(node_args a, bool json) {
                                 "--pool",                a.pool};
   for (auto& s : a.sets)
     argv.insert(argv.end(), {"--set", s});
+  if (a.staged)
+    argv.push_back("--staged");
   if (!a.config_file.empty())
     argv.insert(argv.end(), {"--config", a.config_file});
   cli::child_process prefill{argv};

@@ -114,3 +114,27 @@ TEST_CASE("the put planner refuses a count or size mismatch and a bad rkey index
   REQUIRE(!e3);
   CHECK(static_cast<errc>(e3.error().code()) == errc::malformed_message);
 }
+
+TEST_CASE("staging chunks fill a buffer, split an item that does not fit, and cover every byte") {
+  std::vector<put_item> items{{1000, 3000, 50000, 0}, {9000, 1500, 70000, 1}};
+  std::size_t next = 0;
+  std::uint64_t offset = 0;
+  auto c1 = next_chunk(items, next, offset, 0x10000, 4096);
+  REQUIRE(c1.puts.size() == 2);
+  CHECK(c1.puts[0].local_addr == 0x10000);
+  CHECK(c1.puts[0].bytes == 3000);
+  CHECK(c1.puts[1].local_addr == 0x10000 + 3000);
+  CHECK(c1.puts[1].bytes == 1096);          // the second item is split at the buffer's end
+  CHECK(c1.puts[1].remote_addr == 70000);
+  CHECK(c1.copies_from[1].first == 9000);
+  CHECK(next == 1);
+  CHECK(offset == 1096);
+  auto c2 = next_chunk(items, next, offset, 0x10000, 4096);
+  REQUIRE(c2.puts.size() == 1);
+  CHECK(c2.puts[0].bytes == 1500 - 1096);
+  CHECK(c2.puts[0].remote_addr == 70000 + 1096);
+  CHECK(c2.copies_from[0].first == 9000 + 1096);
+  CHECK(c2.puts[0].rkey_index == 1);
+  CHECK(next == 2);
+  CHECK(next_chunk(items, next, offset, 0x10000, 4096).puts.empty());
+}
