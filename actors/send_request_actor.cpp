@@ -39,7 +39,7 @@ struct send_request_state {
   bool put_outstanding = false;
   std::uint64_t fetch_epoch = 0;
   transport_actor transport;
-  buffer_pool_actor pool;
+  buffer_pool_actor pool;  // the pool that leased `held`
   caf::typed_response_promise<transfer_done> fetch_rp;  // the fetcher's answer
   // The puts of the transfer; while staged, the progress through them.
   put_request puts;
@@ -144,7 +144,11 @@ void stage_next_chunk(self_ptr self) {
     end_transfer(self, caf::error{}, true);
     return;
   }
-  self->request(st.pool, caf::infinite, acquire_atom::value, staging_wait_ms)
+  // The pool answers within staging_wait_ms; the extra second covers a pool that died with
+  // our request (a restarted pool does not know it), so this wait is bounded either way.
+  st.pool = st.owner->core().children().pool;  // the current pool (a restart replaces it)
+  self->request(st.pool, std::chrono::milliseconds{staging_wait_ms + 1000}, acquire_atom::value,
+                staging_wait_ms)
     .then(
       [=](lease& l) {
         auto& s = self->state;
@@ -178,7 +182,6 @@ send_request_actor::behavior_type send_request_impl(self_ptr self, send_spec spe
   st.staged = spec.staged;
   auto kids = spec.core->children();
   st.transport = kids.transport;
-  st.pool = kids.pool;
   self->monitor(st.transport);
   // The node is stopping: the terminal event says so; the memory is released only by the
   // engine's teardown, after which nothing touches it.
