@@ -5,6 +5,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cstdlib>
 #include <string>
 
 using namespace kvferry::cli;
@@ -70,6 +71,18 @@ TEST_CASE("two processes over UCX shared memory move the workload, and shared me
   auto tls = json_field(json, "rma_transports");
   CHECK(names_shared_memory(tls));
   CHECK(tls.find("tcp") == std::string::npos);
+}
+
+TEST_CASE("an explicit UCX_TLS=tcp in the environment is honoured by both processes") {
+  ::setenv("UCX_TLS", "tcp", 1);
+  auto [json, status] = run_demo({"--transport", "auto", "--requests", "8", "--layers", "4"});
+  ::unsetenv("UCX_TLS");
+  CAPTURE(json);
+  CHECK(status == 0);
+  CHECK(json_field(json, "verified_bytes") == std::to_string(8ull * 4 * 65536));
+  auto tls = json_field(json, "rma_transports");
+  CHECK(tls.find("tcp") != std::string::npos);
+  CHECK(!names_shared_memory(tls));
 }
 
 TEST_CASE("two standalone node processes, engine-owned memory, transfer and verify") {
