@@ -1,0 +1,109 @@
+// Helpers for the engine tests: bounded waits on completions, engines started or failed.
+#pragma once
+
+#include "transport/engine.hpp"
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace kvferry::test {
+
+using namespace std::chrono_literals;
+
+// Records every completion callback by tag. All waits are bounded.
+class completion_log {
+ public:
+  transport::completion_fn callback(std::uint64_t tag) {
+    return [this, tag](errc code, const std::string& detail) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      calls_[tag].push_back(code);
+      details_[tag] = detail;
+      cv_.notify_all();
+    };
+  }
+  // True when `count` distinct tags completed within `timeout`.
+  bool wait_for_tags(std::size_t count, std::chrono::milliseconds timeout = 30s) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    return cv_.wait_for(lock, timeout, [&] { return calls_.size() >= count; });
+  }
+  std::vector<errc> calls(std::uint64_t tag) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = calls_.find(tag);
+    return it == calls_.end() ? std::vector<errc>{} : it->second;
+  }
+  std::string detail(std::uint64_t tag) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = details_.find(tag);
+    return it == details_.end() ? std::string{} : it->second;
+  }
+  std::size_t total_calls() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::size_t total = 0;
+    for (const auto& [tag, codes] : calls_) {
+      total += codes.size();
+    }
+    return total;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::map<std::uint64_t, std::vector<errc>> calls_;
+  std::map<std::uint64_t, std::string> details_;
+};
+
+// Records on_peer_error calls.
+class peer_error_log {
+ public:
+  transport::peer_error_fn callback() {
+    return [this](std::uint64_t peer, errc code, const std::string&) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      errors_.emplace_back(peer, code);
+      cv_.notify_all();
+    };
+  }
+  bool wait_for(std::size_t count, std::chrono::milliseconds timeout = 30s) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    return cv_.wait_for(lock, timeout, [&] { return errors_.size() >= count; });
+  }
+  std::vector<std::pair<std::uint64_t, errc>> errors() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return errors_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<std::pair<std::uint64_t, errc>> errors_;
+};
+
+inline std::unique_ptr<transport::engine> start_engine(const std::string& tls,
+                                                       transport::peer_error_fn on_error = {},
+                                                       bool shm_error_handling = true,
+                                                       unsigned keepalive_interval_ms = 0) {
+  transport::engine_options options;
+  options.tls = tls;
+  options.shm_error_handling = shm_error_handling;
+  options.keepalive_interval_ms = keepalive_interval_ms;
+  auto started = transport::engine::start(options, std::move(on_error));
+  INFO("engine::start: " << started.error().message);
+  REQUIRE(started);
+  return std::move(started).value();
+}
+
+// True when the environment forces UCX's transport choice (then tls tests prove nothing).
+inline bool ucx_tls_overridden() { return std::getenv("UCX_TLS") != nullptr; }
+
+inline bool is_shared_memory(const std::string& transport) {
+  return transport == "posix" || transport == "sysv" || transport == "cma" ||
+         transport == "xpmem" || transport == "knem";
+}
+
+}  // namespace kvferry::test

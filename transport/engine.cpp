@@ -1,0 +1,355 @@
+// engine::start, the engine's lifecycle and its event-driven progress loop.
+#include "transport/engine_impl.hpp"
+
+#include "transport/status.hpp"
+#include "transport/ucx_config.hpp"
+
+#include <boost/asio/post.hpp>
+
+#include <pthread.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+namespace kvferry::transport {
+
+namespace {
+
+error_info ucx_error(const std::string& call, ucs_status_t status) {
+  return {translate(status), call + ": " + ucs_status_string(status)};
+}
+
+}  // namespace
+
+result<std::unique_ptr<engine>> engine::start(const engine_options& options,
+                                              peer_error_fn on_peer_error) {
+  // TCP may write to a socket whose peer is gone; that must be an error, not a dead process.
+  std::signal(SIGPIPE, SIG_IGN);
+
+  auto settings = ucx_settings(options, std::getenv("UCX_TLS"));
+  if (!settings) {
+    return settings.error();
+  }
+  ucp_config_t* raw_config = nullptr;
+  if (ucs_status_t status = ucp_config_read(nullptr, nullptr, &raw_config); status != UCS_OK) {
+    return ucx_error("ucp_config_read", status);
+  }
+  ucx::config_ptr config(raw_config);
+  for (const ucx_setting& setting : settings.value()) {
+    ucs_status_t status =
+        ucp_config_modify(config.get(), setting.name.c_str(), setting.value.c_str());
+    if (status != UCS_OK) {
+      return ucx_error("ucp_config_modify(" + setting.name + "=" + setting.value + ")", status);
+    }
+  }
+
+  ucp_params_t params;
+  std::memset(&params, 0, sizeof(params));
+  params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
+  params.features = UCP_FEATURE_RMA | UCP_FEATURE_WAKEUP;
+  params.mt_workers_shared = 1;  // context-level calls (mem_map, rkey_pack) from any thread
+  ucp_context_h raw_context = nullptr;
+  if (ucs_status_t status = ucp_init(&params, config.get(), &raw_context); status != UCS_OK) {
+    return ucx_error("ucp_init", status);
+  }
+  shared_context context(raw_context, ucx::context_deleter{});
+  config.reset();
+
+  ucp_worker_params_t worker_params;
+  std::memset(&worker_params, 0, sizeof(worker_params));
+  worker_params.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+  worker_params.thread_mode = UCS_THREAD_MODE_SINGLE;  // used by the progress thread only
+  ucp_worker_h raw_worker = nullptr;
+  if (ucs_status_t status = ucp_worker_create(context.get(), &worker_params, &raw_worker);
+      status != UCS_OK) {
+    return ucx_error("ucp_worker_create", status);
+  }
+  ucx::worker_ptr worker(raw_worker);
+
+  ucp_address_t* raw_address = nullptr;
+  std::size_t address_length = 0;
+  if (ucs_status_t status = ucp_worker_get_address(worker.get(), &raw_address, &address_length);
+      status != UCS_OK) {
+    return ucx_error("ucp_worker_get_address", status);
+  }
+  std::vector<std::uint8_t> address =
+      ucx::worker_address(worker.get(), raw_address, address_length).bytes();
+
+  int event_fd = -1;
+  if (ucs_status_t status = ucp_worker_get_efd(worker.get(), &event_fd); status != UCS_OK) {
+    return ucx_error("ucp_worker_get_efd", status);
+  }
+
+  std::unique_ptr<engine> result = std::make_unique<detail::engine_impl>(
+      std::move(context), std::move(worker), std::move(address), event_fd,
+      std::move(on_peer_error));
+  return result;
+}
+
+namespace detail {
+
+engine_impl::engine_impl(shared_context context, ucx::worker_ptr worker,
+                         std::vector<std::uint8_t> address, int event_fd,
+                         peer_error_fn on_peer_error)
+    : context_(std::move(context)),
+      worker_(std::move(worker)),
+      address_(std::move(address)),
+      on_peer_error_(std::move(on_peer_error)),
+      work_(io_.get_executor()),
+      event_fd_(io_, event_fd),
+      stop_timer_(io_),
+      poll_timer_(io_) {
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "kvferry-ucx");
+    while (true) {
+      try {
+        io_.run();
+        break;
+      } catch (...) {
+        // A handler threw (a user callback escaping our catch would be a bug); keep serving.
+      }
+    }
+  });
+  progress_thread_id_ = thread_.get_id();
+  boost::asio::post(io_, [this] { cycle(); });
+}
+
+engine_impl::~engine_impl() {
+  if (std::this_thread::get_id() == progress_thread_id_) {
+    // Destroying the engine from one of its own callbacks would join the thread it runs on.
+    std::fputs("kvferry: transport::engine destroyed on its own progress thread\n", stderr);
+    std::abort();
+  }
+  {
+    std::lock_guard<std::mutex> lock(accept_mutex_);
+    accepting_ = false;
+    // Queued after every accepted put, connect and cancel (asio runs posted handlers in order).
+    boost::asio::post(io_, [this] {
+      begin_shutdown();
+      cycle();
+    });
+  }
+  thread_.join();
+  // The progress thread is gone: what is left runs here, before the worker is destroyed.
+  std::vector<std::uint64_t> ids;
+  for (const auto& [id, batch] : batches_) {
+    ids.push_back(id);
+  }
+  for (std::uint64_t id : ids) {
+    if (auto it = batches_.find(id); it != batches_.end()) {
+      abandon(*it->second);
+    }
+  }
+  for (auto& [key, peer] : peers_) {
+    peer->rkeys.clear();
+  }
+  peers_.clear();
+  for (auto& peer : closing_) {
+    peer->rkeys.clear();
+  }
+  closing_.clear();
+  if (event_fd_.is_open()) {
+    event_fd_.release();
+  }
+}
+
+result<std::shared_ptr<memory_registration>> engine_impl::register_memory(void* ptr,
+                                                                           std::size_t bytes) {
+  return map_memory(context_, ptr, bytes, false);
+}
+
+result<std::shared_ptr<memory_registration>> engine_impl::allocate_memory(std::size_t bytes) {
+  return map_memory(context_, nullptr, bytes, true);
+}
+
+engine_stats engine_impl::stats() const {
+  engine_stats s;
+  s.ops_started = ops_started_.load();
+  s.ops_completed = ops_completed_.load();
+  s.ops_in_flight = s.ops_started >= s.ops_completed ? s.ops_started - s.ops_completed : 0;
+  s.bytes_put = bytes_put_.load();
+  s.peers = peer_count_.load();
+  return s;
+}
+
+void engine_impl::on_request_done(void*, ucs_status_t status, void* user_data) noexcept {
+  auto* request = static_cast<pending_request*>(user_data);
+  request->status = status;
+  request->owner->completed_.push_back(request);
+}
+
+void engine_impl::on_ep_error(void* arg, ucp_ep_h ep, ucs_status_t status) noexcept {
+  static_cast<engine_impl*>(arg)->failed_eps_.emplace_back(ep, status);
+}
+
+void engine_impl::cycle() {
+  for (int round = 0; round < 64 && !stopped_; ++round) {
+    int budget = progress_budget;
+    while (budget > 0 && ucp_worker_progress(worker_.get()) != 0) {
+      --budget;
+    }
+    const bool handled = handle_queues();
+    housekeeping();
+    if (stopped_) {
+      return;
+    }
+    if (budget == 0) {
+      break;  // still busy: give other handlers a turn first
+    }
+    if (handled) {
+      continue;  // handling may have posted requests: drain again before arming
+    }
+    const ucs_status_t status = ucp_worker_arm(worker_.get());
+    if (status == UCS_ERR_BUSY) {
+      continue;
+    }
+    if (status != UCS_OK) {
+      // Cannot sleep on the event fd: fall back to a slow timer rather than spin.
+      poll_timer_.expires_after(std::chrono::milliseconds(1));
+      poll_timer_.async_wait([this](const boost::system::error_code& ec) {
+        if (!ec) {
+          cycle();
+        }
+      });
+      return;
+    }
+    wait_for_events();
+    return;
+  }
+  if (!stopped_ && !cycle_posted_) {
+    cycle_posted_ = true;
+    boost::asio::post(io_, [this] {
+      cycle_posted_ = false;
+      cycle();
+    });
+  }
+}
+
+void engine_impl::wait_for_events() {
+  if (waiting_) {
+    return;
+  }
+  waiting_ = true;
+  event_fd_.async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                       [this](const boost::system::error_code& ec) {
+                         waiting_ = false;
+                         if (!ec && !stopped_) {
+                           cycle();
+                         }
+                       });
+}
+
+bool engine_impl::handle_queues() {
+  bool handled = false;
+  while (!completed_.empty() || !failed_eps_.empty()) {
+    handled = true;
+    std::vector<pending_request*> completed;
+    completed.swap(completed_);
+    for (pending_request* request : completed) {
+      on_completed(request);
+    }
+    std::vector<std::pair<ucp_ep_h, ucs_status_t>> failed;
+    failed.swap(failed_eps_);
+    for (const auto& [ep, status] : failed) {
+      on_ep_failed(ep, status);
+    }
+  }
+  return handled;
+}
+
+void engine_impl::housekeeping() {
+  closing_.remove_if([](const std::unique_ptr<peer_state>& peer) { return peer->closed; });
+  if (stopping_ && !stopped_ && batches_.empty() && closing_.empty() && peers_.empty()) {
+    if (!worker_flush_started_) {
+      flush_worker();
+    } else if (worker_flushed_) {
+      finish_shutdown(false);
+    }
+  }
+}
+
+void engine_impl::on_worker_flushed(void*, ucs_status_t, void* user_data) noexcept {
+  static_cast<engine_impl*>(user_data)->worker_flushed_ = true;
+}
+
+void engine_impl::flush_worker() {
+  // Peers that connected to us own endpoints inside our worker (UCX creates them for wireup).
+  // Destroying the worker while such an endpoint still has a wireup reply queued trips an
+  // assertion in UCX 1.13 (ucp_request_send_state_ff: "got REP message"), so let the worker
+  // send what it queued first, for a bounded time.
+  worker_flush_started_ = true;
+  ucp_request_param_t param;
+  std::memset(&param, 0, sizeof(param));
+  param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+  param.cb.send = &engine_impl::on_worker_flushed;
+  param.user_data = this;
+  worker_flush_ = ucx::request(ucp_worker_flush_nbx(worker_.get(), &param));
+  if (!worker_flush_.pending()) {
+    finish_shutdown(false);
+    return;
+  }
+  stop_timer_.expires_after(worker_flush_timeout);
+  stop_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) {
+      finish_shutdown(false);  // gave it its time; destroy anyway
+    }
+  });
+}
+
+void engine_impl::begin_shutdown() {
+  stopping_ = true;
+  std::vector<std::uint64_t> keys;
+  for (const auto& [key, peer] : peers_) {
+    keys.push_back(key);
+  }
+  for (std::uint64_t key : keys) {
+    auto it = peers_.find(key);
+    std::unique_ptr<peer_state> peer = std::move(it->second);
+    peers_.erase(it);
+    begin_close(std::move(peer), errc::stopped, "the transport engine is stopping");
+  }
+  update_peer_count();
+  stop_timer_.expires_after(stop_deadline);
+  stop_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) {
+      finish_shutdown(true);
+    }
+  });
+}
+
+void engine_impl::finish_shutdown(bool forced) {
+  if (stopped_) {
+    return;
+  }
+  if (forced) {
+    // Requests that did not complete within the deadline: closing the endpoints completes
+    // them with UCS_ERR_CANCELED; whatever still hangs after that is abandoned.
+    for (auto& peer : closing_) {
+      peer->rkeys.clear();
+      peer->ep.close();
+    }
+    handle_queues();
+    std::vector<std::uint64_t> ids;
+    for (const auto& [id, batch] : batches_) {
+      ids.push_back(id);
+    }
+    for (std::uint64_t id : ids) {
+      auto it = batches_.find(id);
+      if (it != batches_.end()) {
+        abandon(*it->second);
+      }
+    }
+  }
+  worker_flush_.reset();  // freed before completion: its callback will not come
+  stopped_ = true;
+  stop_timer_.cancel();
+  poll_timer_.cancel();
+  event_fd_.release();  // cancels the wait; UCX closes the fd with the worker
+  work_.reset();
+  io_.stop();
+}
+
+}  // namespace detail
+}  // namespace kvferry::transport

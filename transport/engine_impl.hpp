@@ -1,0 +1,220 @@
+// The UCX engine behind transport::engine. Internal to transport/.
+//
+// Threads: the caller's threads only post work (asio::post) and read atomics; everything that
+// touches the worker, an endpoint, an rkey or a request runs on the progress thread. UCX
+// callbacks never act: they queue what happened (completed_, failed_eps_) and the progress
+// cycle handles it after ucp_worker_progress returned, so no user callback and no UCX call ever
+// runs inside ucp_worker_progress.
+//
+// Progress cycle (progress thread):
+//
+//     +--> drain ucp_worker_progress --> handle queued completions / endpoint failures --+
+//     |      (budget exhausted: post a new cycle, let other handlers run)               |
+//     +------------- something was handled, or ucp_worker_arm == UCS_ERR_BUSY <----------+
+//                                  ucp_worker_arm == UCS_OK --> async_wait on the event fd
+//
+// A put batch:
+//
+//   posting --(window full)--> waiting --(requests done)--> posting ...
+//      | all chunks posted, or cancel / peer failure / stop (stop_posting)
+//      v
+//   draining (outstanding requests complete: success, error or UCS_ERR_CANCELED)
+//      v
+//   flushing (ucp_ep_flush_nbx: remote visibility, proof that nothing writes any more)
+//      v
+//   finished: done(code) exactly once
+//
+// A peer being dropped (disconnect, endpoint error, replaced, engine stop): out of peers_ into
+// closing_, its batches are failed, and once they all finished (or close_grace passed) its rkeys
+// are destroyed and the endpoint is closed in FORCE mode.
+#pragma once
+
+#include "transport/engine.hpp"
+#include "transport/memory.hpp"
+#include "transport/ucx_handles.hpp"
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace kvferry::transport::detail {
+
+// Tuning. A large put is posted in chunks with a bounded window per batch, so that cancel()
+// stops a transfer within a window's worth of bytes (UCX 1.13 cannot cancel a posted put).
+inline constexpr std::size_t chunk_bytes = std::size_t{4} << 20;
+inline constexpr std::size_t window_bytes = std::size_t{32} << 20;
+inline constexpr std::size_t window_requests = 256;
+inline constexpr std::size_t rkey_cache_limit = 1024;       // per peer
+inline constexpr int progress_budget = 1024;                // ucp_worker_progress calls per cycle
+inline constexpr std::chrono::milliseconds close_grace{2000};   // wait for a closing peer's ops
+inline constexpr std::chrono::milliseconds stop_deadline{5000}; // wait for all ops on stop
+inline constexpr std::chrono::milliseconds query_timeout{2000}; // endpoint_transports()
+inline constexpr std::chrono::milliseconds worker_flush_timeout{1000};  // last step of stop
+
+using shared_rkey = std::shared_ptr<std::remove_pointer_t<ucp_rkey_h>>;
+
+class engine_impl;
+struct batch_state;
+
+// One UCX request of a batch (a put chunk or the flush); user_data of its callback.
+struct pending_request {
+  engine_impl* owner = nullptr;
+  batch_state* batch = nullptr;
+  ucx::request req;
+  std::size_t bytes = 0;  // 0 for the flush
+  bool is_flush = false;
+  ucs_status_t status = UCS_INPROGRESS;
+};
+
+struct peer_state {
+  std::uint64_t key = 0;
+  std::vector<std::uint8_t> address;
+  ucx::endpoint ep;
+  std::map<std::vector<std::uint8_t>, shared_rkey> rkeys;  // by packed bytes; after ep: destroyed first
+  std::unordered_set<std::uint64_t> batches;                // ids of unfinished batches
+  bool closing = false;
+  bool closed = false;
+  std::unique_ptr<boost::asio::steady_timer> close_timer;
+};
+
+struct batch_state {
+  std::uint64_t id = 0;
+  peer_state* peer = nullptr;
+  completion_fn done;
+  std::vector<shared_rkey> rkeys;  // by put_batch::rkeys index
+  std::vector<put_op> ops;
+  std::size_t next_op = 0;      // posting cursor
+  std::size_t next_offset = 0;
+  std::size_t outstanding_puts = 0;
+  std::size_t outstanding_bytes = 0;
+  std::unordered_map<pending_request*, std::unique_ptr<pending_request>> pending;
+  bool stop_posting = false;
+  bool flush_started = false;
+  bool flush_done = false;
+  bool finished = false;
+  errc error = errc::none;  // the first error
+  std::string detail;
+};
+
+class engine_impl final : public engine {
+ public:
+  engine_impl(shared_context context, ucx::worker_ptr worker, std::vector<std::uint8_t> address,
+              int event_fd, peer_error_fn on_peer_error);
+  ~engine_impl() override;
+
+  const std::vector<std::uint8_t>& worker_address() const noexcept override { return address_; }
+  result<std::shared_ptr<memory_registration>> register_memory(void* ptr,
+                                                                std::size_t bytes) override;
+  result<std::shared_ptr<memory_registration>> allocate_memory(std::size_t bytes) override;
+  void connect(std::uint64_t peer, std::vector<std::uint8_t> worker_address) override;
+  void disconnect(std::uint64_t peer) override;
+  std::uint64_t put(put_batch batch, completion_fn done) override;
+  void cancel(std::uint64_t op_id) override;
+  std::vector<std::string> endpoint_transports(std::uint64_t peer) override;
+  engine_stats stats() const override;
+
+ private:
+  // UCX callbacks: queue only.
+  static void on_request_done(void* request, ucs_status_t status, void* user_data) noexcept;
+  static void on_ep_error(void* arg, ucp_ep_h ep, ucs_status_t status) noexcept;
+  static void on_worker_flushed(void* request, ucs_status_t status, void* user_data) noexcept;
+
+  // Posting from any thread; false (nothing posted) once the engine stops accepting work.
+  template <class F>
+  bool post(F&& f);
+
+  // Progress (engine.cpp).
+  void cycle();
+  bool handle_queues();
+  void housekeeping();
+  void wait_for_events();
+  void begin_shutdown();
+  void flush_worker();
+  void finish_shutdown(bool forced);
+
+  // Peers (engine_peers.cpp).
+  void do_connect(std::uint64_t key, std::vector<std::uint8_t> address);
+  void do_disconnect(std::uint64_t key);
+  void on_ep_failed(ucp_ep_h ep, ucs_status_t status);
+  void begin_close(std::unique_ptr<peer_state> peer, errc code, const std::string& detail);
+  void maybe_complete_close(peer_state& peer);
+  void force_close(peer_state& peer);
+  std::vector<std::string> transports_now(std::uint64_t key);
+  void update_peer_count();
+
+  // Batches (engine_put.cpp).
+  void do_put(std::uint64_t id, put_batch batch, completion_fn done);
+  void do_cancel(std::uint64_t id);
+  void on_completed(pending_request* request);
+  void advance(batch_state& batch);
+  void post_puts(batch_state& batch);
+  void post_flush(batch_state& batch);
+  void fail_batch(batch_state& batch, errc code, const std::string& detail);
+  void finish(batch_state& batch);
+  void abandon(batch_state& batch);
+  void deliver(completion_fn& done, errc code, const std::string& detail);
+
+  // Declaration order is destruction order reversed: the worker outlives peers and batches,
+  // the io_context outlives the timers inside peers.
+  shared_context context_;
+  ucx::worker_ptr worker_;
+  std::vector<std::uint8_t> address_;
+  peer_error_fn on_peer_error_;
+
+  boost::asio::io_context io_;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
+  boost::asio::posix::stream_descriptor event_fd_;  // UCX owns the fd: released, never closed
+  boost::asio::steady_timer stop_timer_;
+  boost::asio::steady_timer poll_timer_;  // only if ucp_worker_arm fails
+  bool waiting_ = false;
+  bool cycle_posted_ = false;
+  bool stopping_ = false;
+  bool stopped_ = false;
+  ucx::request worker_flush_;  // the last step of stop: see flush_worker()
+  bool worker_flush_started_ = false;
+  bool worker_flushed_ = false;
+
+  std::unordered_map<std::uint64_t, std::unique_ptr<peer_state>> peers_;
+  std::list<std::unique_ptr<peer_state>> closing_;
+  std::unordered_map<std::uint64_t, std::unique_ptr<batch_state>> batches_;
+  std::vector<pending_request*> completed_;
+  std::vector<std::pair<ucp_ep_h, ucs_status_t>> failed_eps_;
+
+  std::mutex accept_mutex_;
+  bool accepting_ = true;
+  std::atomic<std::uint64_t> next_id_{1};
+  std::atomic<std::uint64_t> ops_started_{0};
+  std::atomic<std::uint64_t> ops_completed_{0};
+  std::atomic<std::uint64_t> bytes_put_{0};
+  std::atomic<std::uint64_t> peer_count_{0};
+
+  std::thread::id progress_thread_id_;
+  std::thread thread_;  // last: started when everything above exists
+};
+
+template <class F>
+bool engine_impl::post(F&& f) {
+  std::lock_guard<std::mutex> lock(accept_mutex_);
+  if (!accepting_) {
+    return false;
+  }
+  boost::asio::post(io_, [this, f = std::forward<F>(f)]() mutable {
+    f();
+    cycle();
+  });
+  return true;
+}
+
+}  // namespace kvferry::transport::detail

@@ -1,0 +1,285 @@
+// Put batches: posting in chunks, completions, flush, cancel, and the exactly-once `done`.
+#include "transport/engine_impl.hpp"
+
+#include "transport/status.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace kvferry::transport::detail {
+
+namespace {
+
+std::string ucx_detail(const char* call, ucs_status_t status) {
+  return std::string(call) + ": " + ucs_status_string(status);
+}
+
+void record_error(batch_state& batch, errc code, const std::string& detail) {
+  if (batch.error == errc::none && code != errc::none) {
+    batch.error = code;
+    batch.detail = detail;
+  }
+}
+
+}  // namespace
+
+std::uint64_t engine_impl::put(put_batch batch, completion_fn done) {
+  const std::uint64_t id = next_id_.fetch_add(1);
+  ops_started_.fetch_add(1);
+  auto shared_done = std::make_shared<completion_fn>(std::move(done));
+  const bool posted = post([this, id, batch = std::move(batch), shared_done]() mutable {
+    do_put(id, std::move(batch), std::move(*shared_done));
+  });
+  if (!posted) {
+    deliver(*shared_done, errc::stopped, "the transport engine is stopping");
+  }
+  return id;
+}
+
+void engine_impl::cancel(std::uint64_t op_id) {
+  post([this, op_id] { do_cancel(op_id); });
+}
+
+void engine_impl::deliver(completion_fn& done, errc code, const std::string& detail) {
+  completion_fn callback = std::move(done);
+  done = nullptr;
+  ops_completed_.fetch_add(1);
+  if (callback) {
+    try {
+      callback(code, detail);
+    } catch (...) {
+      // A throwing callback must not take the progress thread down.
+    }
+  }
+}
+
+void engine_impl::do_put(std::uint64_t id, put_batch request, completion_fn done) {
+  if (stopping_) {
+    deliver(done, errc::stopped, "the transport engine is stopping");
+    return;
+  }
+  auto peer_it = peers_.find(request.peer);
+  if (peer_it == peers_.end()) {
+    deliver(done, errc::not_connected,
+            "no endpoint to peer " + std::to_string(request.peer) + " (connect() first)");
+    return;
+  }
+  peer_state& peer = *peer_it->second;
+  for (const put_op& op : request.ops) {
+    if (op.rkey_index >= request.rkeys.size()) {
+      deliver(done, errc::invalid_argument, "put_op.rkey_index outside put_batch.rkeys");
+      return;
+    }
+    if (op.local == nullptr && op.bytes > 0) {
+      deliver(done, errc::invalid_argument, "put_op.local is null");
+      return;
+    }
+  }
+
+  auto batch = std::make_unique<batch_state>();
+  batch->id = id;
+  batch->peer = &peer;
+  batch->done = std::move(done);
+  batch->ops = std::move(request.ops);
+  batch->rkeys.reserve(request.rkeys.size());
+  for (std::vector<std::uint8_t>& packed : request.rkeys) {
+    auto cached = peer.rkeys.find(packed);
+    if (cached != peer.rkeys.end()) {
+      batch->rkeys.push_back(cached->second);
+      continue;
+    }
+    ucp_rkey_h rkey = nullptr;
+    if (packed.empty()) {
+      deliver(batch->done, errc::invalid_argument, "empty packed rkey");
+      return;
+    }
+    ucs_status_t status = ucp_ep_rkey_unpack(peer.ep.get(), packed.data(), &rkey);
+    if (status != UCS_OK) {
+      deliver(batch->done, translate(status), ucx_detail("ucp_ep_rkey_unpack", status));
+      return;
+    }
+    shared_rkey owned(rkey, ucx::rkey_deleter{});
+    if (peer.rkeys.size() >= rkey_cache_limit) {
+      peer.rkeys.clear();  // batches in flight keep their own references
+    }
+    peer.rkeys.emplace(std::move(packed), owned);
+    batch->rkeys.push_back(std::move(owned));
+  }
+
+  batch_state& state = *batch;
+  batches_.emplace(id, std::move(batch));
+  peer.batches.insert(id);
+  advance(state);
+}
+
+void engine_impl::do_cancel(std::uint64_t id) {
+  auto it = batches_.find(id);
+  if (it == batches_.end() || it->second->finished) {
+    return;  // unknown or finished: nothing to do
+  }
+  fail_batch(*it->second, errc::cancelled, "cancelled on request");
+}
+
+void engine_impl::fail_batch(batch_state& batch, errc code, const std::string& detail) {
+  record_error(batch, code, detail);
+  batch.stop_posting = true;
+  for (auto& [raw, request] : batch.pending) {
+    if (!request->is_flush && request->req.pending()) {
+      // A no-op for RMA requests in UCX 1.13; kept so that newer UCX stops them early. The
+      // callback still fires (UCS_OK or UCS_ERR_CANCELED) and is what completes the batch.
+      ucp_request_cancel(worker_.get(), request->req.get());
+    }
+  }
+  advance(batch);
+}
+
+void engine_impl::on_completed(pending_request* request) {
+  batch_state& batch = *request->batch;
+  const ucs_status_t status = request->status;
+  if (request->is_flush) {
+    batch.flush_done = true;
+    if (status != UCS_OK) {
+      record_error(batch, translate(status), ucx_detail("ucp_ep_flush_nbx", status));
+    }
+  } else {
+    --batch.outstanding_puts;
+    batch.outstanding_bytes -= request->bytes;
+    if (status == UCS_OK) {
+      bytes_put_.fetch_add(request->bytes);
+    } else {
+      record_error(batch, translate(status), ucx_detail("ucp_put_nbx", status));
+      batch.stop_posting = true;
+    }
+  }
+  batch.pending.erase(request);  // ucp_request_free, exactly once
+  advance(batch);
+}
+
+void engine_impl::advance(batch_state& batch) {
+  if (batch.finished) {
+    return;
+  }
+  if (!batch.stop_posting) {
+    post_puts(batch);
+  }
+  const bool all_posted = batch.next_op >= batch.ops.size();
+  if (batch.outstanding_puts > 0 || (!all_posted && !batch.stop_posting)) {
+    return;
+  }
+  if (!batch.flush_started) {
+    batch.flush_started = true;
+    post_flush(batch);
+  }
+  if (batch.flush_done) {
+    finish(batch);
+  }
+}
+
+void engine_impl::post_puts(batch_state& batch) {
+  ucp_ep_h ep = batch.peer->ep.get();
+  if (ep == nullptr) {
+    record_error(batch, errc::not_connected, "the endpoint is closed");
+    batch.stop_posting = true;
+    return;
+  }
+  while (batch.next_op < batch.ops.size() && batch.outstanding_puts < window_requests &&
+         batch.outstanding_bytes < window_bytes) {
+    const put_op& op = batch.ops[batch.next_op];
+    const std::size_t length = std::min(op.bytes - batch.next_offset, chunk_bytes);
+    if (length == 0) {
+      ++batch.next_op;
+      batch.next_offset = 0;
+      continue;
+    }
+    auto record = std::make_unique<pending_request>();
+    record->owner = this;
+    record->batch = &batch;
+    record->bytes = length;
+
+    ucp_request_param_t param;
+    std::memset(&param, 0, sizeof(param));
+    param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+    param.cb.send = &engine_impl::on_request_done;
+    param.user_data = record.get();
+    ucx::request req(ucp_put_nbx(ep, static_cast<const char*>(op.local) + batch.next_offset,
+                                 length, op.remote_addr + batch.next_offset,
+                                 batch.rkeys[op.rkey_index].get(), &param));
+    batch.next_offset += length;
+    if (batch.next_offset == op.bytes) {
+      ++batch.next_op;
+      batch.next_offset = 0;
+    }
+    if (req.pending()) {
+      record->req = std::move(req);
+      ++batch.outstanding_puts;
+      batch.outstanding_bytes += length;
+      pending_request* raw = record.get();
+      batch.pending.emplace(raw, std::move(record));
+    } else if (req.immediate_status() == UCS_OK) {
+      bytes_put_.fetch_add(length);  // completed at once: no callback will come
+    } else {
+      record_error(batch, translate(req.immediate_status()),
+                   ucx_detail("ucp_put_nbx", req.immediate_status()));
+      batch.stop_posting = true;
+      return;
+    }
+  }
+}
+
+void engine_impl::post_flush(batch_state& batch) {
+  ucp_ep_h ep = batch.peer->ep.get();
+  if (ep == nullptr) {
+    batch.flush_done = true;  // closed in FORCE mode: nothing of it is left in flight
+    return;
+  }
+  auto record = std::make_unique<pending_request>();
+  record->owner = this;
+  record->batch = &batch;
+  record->is_flush = true;
+  ucp_request_param_t param;
+  std::memset(&param, 0, sizeof(param));
+  param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+  param.cb.send = &engine_impl::on_request_done;
+  param.user_data = record.get();
+  ucx::request req(ucp_ep_flush_nbx(ep, &param));
+  if (req.pending()) {
+    record->req = std::move(req);
+    pending_request* raw = record.get();
+    batch.pending.emplace(raw, std::move(record));
+    return;
+  }
+  batch.flush_done = true;
+  if (req.immediate_status() != UCS_OK) {
+    record_error(batch, translate(req.immediate_status()),
+                 ucx_detail("ucp_ep_flush_nbx", req.immediate_status()));
+  }
+}
+
+void engine_impl::finish(batch_state& batch) {
+  batch.finished = true;
+  completion_fn done = std::move(batch.done);
+  const errc code = batch.error;
+  const std::string detail = std::move(batch.detail);
+  peer_state* peer = batch.peer;
+  peer->batches.erase(batch.id);
+  batches_.erase(batch.id);  // destroys the batch and its rkey references
+  deliver(done, code, detail);
+  if (peer->closing) {
+    maybe_complete_close(*peer);
+  }
+}
+
+void engine_impl::abandon(batch_state& batch) {
+  // Last resort on stop: UCX never completed these requests. Free them (no callback follows a
+  // ucp_request_free), drop any completion already queued for them, and finish the batch.
+  completed_.erase(std::remove_if(completed_.begin(), completed_.end(),
+                                  [&batch](pending_request* r) { return r->batch == &batch; }),
+                   completed_.end());
+  batch.pending.clear();
+  batch.outstanding_puts = 0;
+  batch.outstanding_bytes = 0;
+  record_error(batch, errc::stopped, "the transport engine stopped with UCX requests outstanding");
+  finish(batch);
+}
+
+}  // namespace kvferry::transport::detail

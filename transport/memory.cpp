@@ -1,0 +1,84 @@
+#include "transport/memory.hpp"
+
+#include "transport/status.hpp"
+#include "transport/ucx_handles.hpp"
+
+#include <cstring>
+#include <string>
+
+namespace kvferry::transport {
+
+namespace {
+
+class ucx_registration final : public memory_registration {
+ public:
+  ucx_registration(shared_context context, ucx::memory_handle handle, void* base,
+                   std::size_t bytes, bool allocated)
+      : context_(std::move(context)),
+        handle_(std::move(handle)),
+        base_(base),
+        bytes_(bytes),
+        allocated_(allocated) {
+    const auto* p = static_cast<const std::uint8_t*>(handle_.packed_rkey());
+    packed_rkey_.assign(p, p + handle_.packed_rkey_size());
+  }
+
+  void* base() const noexcept override { return base_; }
+  std::size_t bytes() const noexcept override { return bytes_; }
+  const std::vector<std::uint8_t>& packed_rkey() const noexcept override { return packed_rkey_; }
+  bool ucx_allocated() const noexcept override { return allocated_; }
+
+ private:
+  shared_context context_;      // declared first: destroyed last, after the unmap
+  ucx::memory_handle handle_;
+  void* base_;
+  std::size_t bytes_;
+  bool allocated_;
+  std::vector<std::uint8_t> packed_rkey_;
+};
+
+error_info ucx_error(const char* call, ucs_status_t status) {
+  return {translate(status), std::string(call) + ": " + ucs_status_string(status)};
+}
+
+}  // namespace
+
+result<std::shared_ptr<memory_registration>> map_memory(shared_context context, void* ptr,
+                                                        std::size_t bytes, bool allocate) {
+  if (bytes == 0) {
+    return {errc::invalid_argument, "memory registration of 0 bytes"};
+  }
+  if (!allocate && ptr == nullptr) {
+    return {errc::invalid_argument, "memory registration of a null pointer"};
+  }
+  ucp_mem_map_params_t params;
+  std::memset(&params, 0, sizeof(params));
+  params.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
+  params.address = allocate ? nullptr : ptr;
+  params.length = bytes;
+  if (allocate) {
+    params.field_mask |= UCP_MEM_MAP_PARAM_FIELD_FLAGS;
+    params.flags = UCP_MEM_MAP_ALLOCATE;
+  }
+  ucp_mem_h memh = nullptr;
+  if (ucs_status_t status = ucp_mem_map(context.get(), &params, &memh); status != UCS_OK) {
+    return ucx_error("ucp_mem_map", status);
+  }
+  ucx::memory_handle handle(context.get(), memh);
+
+  ucp_mem_attr_t attr;
+  std::memset(&attr, 0, sizeof(attr));
+  attr.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS | UCP_MEM_ATTR_FIELD_LENGTH;
+  if (ucs_status_t status = ucp_mem_query(memh, &attr); status != UCS_OK) {
+    return ucx_error("ucp_mem_query", status);
+  }
+  if (ucs_status_t status = handle.pack_rkey(); status != UCS_OK) {
+    return ucx_error("ucp_rkey_pack", status);
+  }
+  // UCX may round an allocation up; the caller asked for `bytes` and gets exactly that.
+  void* base = allocate ? attr.address : ptr;
+  return std::shared_ptr<memory_registration>(
+      std::make_shared<ucx_registration>(std::move(context), std::move(handle), base, bytes, allocate));
+}
+
+}  // namespace kvferry::transport
