@@ -12,6 +12,7 @@
 #include <caf/io/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include <cstring>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -179,6 +180,8 @@ result<region_id> node::allocate_region(std::size_t bytes) {
   if (!reg)
     return result<region_id>{reg.error()};
   auto base = reg.value()->base();
+  // Zero-filled, and every page faulted in now rather than by the first transfer into it.
+  std::memset(base, 0, bytes);
   return impl_->core->add_region(
     registered_region{base, bytes, memory_kind::host, std::move(reg.value())});
 }

@@ -90,7 +90,7 @@ class node {
   result<region_id> register_region(void* ptr, std::size_t bytes,
                                     memory_kind kind = memory_kind::host);
   // Lets the transport allocate `bytes` of host memory for transfers (the fast path: peers on
-  // the same host map it directly). The memory lives until the node stops.
+  // the same host map it directly). Zero-filled and faulted in; lives until the node stops.
   result<region_id> allocate_region(std::size_t bytes);
   // Base address of a region (registered or allocated); nullptr for an unknown id.
   void* region_base(region_id r) const noexcept;

@@ -39,7 +39,7 @@ struct node_args {
   std::string config_file;
   std::string transport;
   std::vector<std::string> sets;
-  std::string pool = "ucx";
+  std::string pool = "engine";
   bool staged = false;
   cli::workload load;
 };
