@@ -41,12 +41,11 @@ bool handle_state::resolve(transfer_result r) {
       return false;
     }
     result_ = r;
-    status_.store(r.status, std::memory_order_release);
     callbacks.swap(callbacks_);
   }
-  cv_.notify_all();
-  if (auto sink = sink_.lock())
-    sink->push(transfer_event{request_id_, event_kind::completed, r});
+  // Callbacks run before anyone can observe the result: once wait_for()/result()/status() show
+  // it, every on_done callback registered before has returned (the engine may then free what
+  // they captured).
   for (auto& cb : callbacks) {
     try {
       cb(r);
@@ -54,6 +53,14 @@ bool handle_state::resolve(transfer_result r) {
       // an engine callback that throws must not take the owning actor down
     }
   }
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    settled_ = true;
+    status_.store(r.status, std::memory_order_release);
+  }
+  cv_.notify_all();
+  if (auto sink = sink_.lock())
+    sink->push(transfer_event{request_id_, event_kind::completed, r});
   return true;
 }
 
@@ -73,13 +80,13 @@ bool handle_state::release() {
 
 std::optional<transfer_result> handle_state::result() const {
   std::lock_guard<std::mutex> guard{mtx_};
-  return result_;
+  return settled_ ? result_ : std::nullopt;
 }
 
 std::optional<transfer_result> handle_state::wait_for(std::chrono::milliseconds timeout) const {
   std::unique_lock<std::mutex> guard{mtx_};
-  cv_.wait_for(guard, timeout, [this] { return result_.has_value(); });
-  return result_;
+  cv_.wait_for(guard, timeout, [this] { return settled_; });
+  return settled_ ? result_ : std::nullopt;
 }
 
 void handle_state::on_done(std::function<void(const transfer_result&)> callback) {

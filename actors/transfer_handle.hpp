@@ -88,7 +88,8 @@ class handle_state {
   std::atomic<bool> released_{false};
   mutable std::mutex mtx_;
   mutable std::condition_variable cv_;
-  std::optional<transfer_result> result_;
+  std::optional<transfer_result> result_;  // set first; visible once settled_
+  bool settled_ = false;                   // the on_done callbacks have returned
   std::vector<std::function<void(const transfer_result&)>> callbacks_;
 };
 
@@ -111,7 +112,9 @@ class transfer_handle {
   // Waits at most `timeout` for the terminal result.
   std::optional<transfer_result> wait_for(std::chrono::milliseconds timeout) const;
   // Calls `callback` once with the terminal result: at once (on this thread) if there is one,
-  // else on the owning actor's thread. The callback must not block.
+  // else on the owning actor's thread. The callback must not block. Callbacks registered
+  // before the result came have all returned by the time status()/result()/wait_for() or
+  // poll() show the result.
   void on_done(std::function<void(const transfer_result&)> callback) const;
 
  private:
