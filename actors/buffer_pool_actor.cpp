@@ -80,10 +80,12 @@ buffer_pool_actor spawn_buffer_pool_actor(caf::actor_system& sys, std::shared_pt
   for (auto& r : core->staging)
     slots.push_back(lease{static_cast<std::uint32_t>(slots.size()),
                           reinterpret_cast<std::uint64_t>(r->base()), r->bytes()});
-  auto impl = [slots](buffer_pool_actor::stateful_pointer<pool_state> self)
-    -> buffer_pool_actor::behavior_type {
-    self->state.slots = slots;
+  // The slots travel as a spawn argument: CAF 0.17 dereferences a null argument tuple when a
+  // function actor is spawned without arguments (UBSan reports it).
+  auto impl = [](buffer_pool_actor::stateful_pointer<pool_state> self,
+                 std::vector<lease> slots) -> buffer_pool_actor::behavior_type {
     self->state.holders.resize(slots.size());
+    self->state.slots = std::move(slots);
     self->set_down_handler([=](caf::down_msg& dm) { self->state.forget(dm.source); });
     return {
       [=](acquire_atom, std::uint32_t wait_ms) -> caf::typed_response_promise<lease> {
@@ -130,7 +132,7 @@ buffer_pool_actor spawn_buffer_pool_actor(caf::actor_system& sys, std::shared_pt
       },
     };
   };
-  return sys.spawn(impl);
+  return sys.spawn(impl, std::move(slots));
 }
 
 }  // namespace kvferry

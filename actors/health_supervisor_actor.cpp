@@ -51,7 +51,7 @@ caf::actor spawn_child(caf::actor_system& sys, const std::shared_ptr<node_core>&
     kids.pool = spawn_buffer_pool_actor(sys, core);
     spawned = caf::actor_cast<caf::actor>(kids.pool);
   } else if (which == "sender") {
-    kids.sender = spawn_sender_actor(sys);
+    kids.sender = spawn_sender_actor(sys, core->config.node_name);
     spawned = caf::actor_cast<caf::actor>(kids.sender);
   } else if (which == "receiver") {
     kids.receiver = spawn_receiver_actor(sys, core->config.max_fetches_in_flight);

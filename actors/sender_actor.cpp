@@ -24,12 +24,15 @@ struct parked_fetch {
 };
 
 struct sender_state {
+  std::string node_name;  // for the errors sent to fetchers
   std::unordered_map<std::string, send_request_actor> owners;
   std::unordered_map<std::string, parked_fetch> parked;
   static inline const char* name = "kvferry.sender";
 };
 
-sender_actor::behavior_type sender_impl(sender_actor::stateful_pointer<sender_state> self) {
+sender_actor::behavior_type sender_impl(sender_actor::stateful_pointer<sender_state> self,
+                                        std::string node_name) {
+  self->state.node_name = std::move(node_name);
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& owners = self->state.owners;
     for (auto it = owners.begin(); it != owners.end(); ++it) {
@@ -62,7 +65,7 @@ sender_actor::behavior_type sender_impl(sender_actor::stateful_pointer<sender_st
       if (st.parked.count(fetch.request_id) > 0) {
         rp.deliver(caf::make_error(errc::duplicate_request_id,
                                    "a fetch for request '" + fetch.request_id +
-                                     "' is already waiting"));
+                                     "' is already waiting at node '" + st.node_name + "'"));
         return rp;
       }
       auto id = fetch.request_id;
@@ -78,8 +81,9 @@ sender_actor::behavior_type sender_impl(sender_actor::stateful_pointer<sender_st
       }
       auto p = st.parked.find(id);
       if (p != st.parked.end() && p->second.fetch.epoch == epoch) {
-        p->second.promise.deliver(caf::make_error(
-          errc::cancelled, "request '" + id + "' cancelled by the receiver before it was sent"));
+        p->second.promise.deliver(
+          caf::make_error(errc::cancelled, "request '" + id + "' cancelled by the receiver before "
+                                             "node '" + st.node_name + "' sent it"));
         st.parked.erase(p);
       }
     },
@@ -88,8 +92,8 @@ sender_actor::behavior_type sender_impl(sender_actor::stateful_pointer<sender_st
 
 }  // namespace
 
-sender_actor spawn_sender_actor(caf::actor_system& sys) {
-  return sys.spawn(sender_impl);
+sender_actor spawn_sender_actor(caf::actor_system& sys, std::string node_name) {
+  return sys.spawn(sender_impl, std::move(node_name));
 }
 
 }  // namespace kvferry

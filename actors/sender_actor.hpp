@@ -3,8 +3,11 @@
 
 #include "actors/messages.hpp"
 
+#include <string>
+
 namespace kvferry {
 
-sender_actor spawn_sender_actor(caf::actor_system& sys);
+// `node_name` appears in the errors the sender returns to fetchers.
+sender_actor spawn_sender_actor(caf::actor_system& sys, std::string node_name);
 
 }  // namespace kvferry
