@@ -1,6 +1,9 @@
 // health supervisor actor
 //
 //   start ──> spawn transport, buffer pool, sender, receiver (monitored), publish in core
+//   tick (every progress_deadline_ms / 4, 25 ms .. 1 s) ──> stalled = work pending and no request
+//        terminal for progress_deadline_ms (F14); clears itself when progress resumes. One
+//        request timing out is progress, never a stall (F13).
 //   child DOWN (normal exit while stopping) ──> nothing
 //   child DOWN (any other reason) ──restarts in window < budget──> respawn, core updated,
 //        │                                                        sender re-published on the
@@ -21,6 +24,7 @@
 #include <caf/io/middleman.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <map>
@@ -51,7 +55,8 @@ caf::actor spawn_child(caf::actor_system& sys, const std::shared_ptr<node_core>&
     kids.pool = spawn_buffer_pool_actor(sys, core);
     spawned = caf::actor_cast<caf::actor>(kids.pool);
   } else if (which == "sender") {
-    kids.sender = spawn_sender_actor(sys, core->config.node_name);
+    kids.sender =
+      spawn_sender_actor(sys, core->config.node_name, core->config.default_deadline_ms);
     spawned = caf::actor_cast<caf::actor>(kids.sender);
   } else if (which == "receiver") {
     kids.receiver = spawn_receiver_actor(sys, core->config.max_fetches_in_flight);
@@ -135,7 +140,25 @@ supervisor_actor::behavior_type supervisor_impl(self_ptr self, supervisor_spec s
       self->send_exit(child_handle(kids, which), caf::exit_reason::user_shutdown);
     self->quit(em.reason);
   });
+  self->send(self, tick_atom::value);
   return {
+    [=](tick_atom) {
+      auto& core = *self->state.spec.core;
+      auto deadline_ms = core.config.progress_deadline_ms;
+      auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+      auto idle_ns = now - core.last_progress_ns.load();
+      bool stalled = core.in_flight.load() > 0 &&
+                     idle_ns > static_cast<std::int64_t>(deadline_ms) * 1000000;
+      if (stalled != core.stalled.exchange(stalled)) {
+        if (stalled)
+          logger()->error("no transfer finished for {} ms with work pending: node unhealthy",
+                          idle_ns / 1000000);
+        else
+          logger()->warn("transfers progress again: node healthy");
+      }
+      auto tick = std::clamp<std::uint32_t>(deadline_ms / 4, 25, 1000);
+      self->delayed_send(self, std::chrono::milliseconds{tick}, tick_atom::value);
+    },
     [=](crash_atom, const std::string& which) {
       auto h = child_handle(self->state.spec.core->children(), which);
       if (h)

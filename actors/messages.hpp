@@ -39,6 +39,8 @@ struct fetch_msg {
   std::vector<std::uint8_t> worker_address;   // the decode node's UCX worker address
   std::vector<std::vector<std::uint8_t>> rkeys;  // packed rkeys of the destination regions
   std::vector<remote_block> blocks;           // destination blocks, in source-block order
+  std::uint32_t deadline_ms = 0;              // what is left of the receive's deadline when the
+                                              // fetch was sent (0: none); bounds its parking
 };
 
 // prefill -> decode: the answer to a fetch_msg that succeeded.
@@ -55,7 +57,7 @@ typename Inspector::result_type inspect(Inspector& f, remote_block& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, fetch_msg& x) {
   return f(caf::meta::type_name("fetch_msg"), x.request_id, x.node_name, x.epoch,
-           x.worker_address, x.rkeys, x.blocks);
+           x.worker_address, x.rkeys, x.blocks, x.deadline_ms);
 }
 
 template <class Inspector>
@@ -132,6 +134,9 @@ using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using peer_down_atom = caf::atom_constant<caf::atom("peer_down")>;
 using crash_atom = caf::atom_constant<caf::atom("crash")>;
 using copy_done_atom = caf::atom_constant<caf::atom("copy_done")>;
+using deadline_atom = caf::atom_constant<caf::atom("deadline")>;
+using park_expired_atom = caf::atom_constant<caf::atom("park_exp")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
 
 // The phase a request actor reports in answer to cancel (what the cancel found).
 enum class cancel_answer : std::uint8_t {
@@ -176,12 +181,16 @@ using send_request_actor = caf::typed_actor<
   // The fetching peer (epoch) gave up.
   caf::reacts_to<cancel_fetch_atom, std::string, std::uint64_t>,
   // From the copy engine's thread: the staging copy finished (empty error: success).
-  caf::reacts_to<copy_done_atom, caf::error>>;
+  caf::reacts_to<copy_done_atom, caf::error>,
+  // Internal: the request's deadline passed.
+  caf::reacts_to<deadline_atom>>;
 
 // recv-request (decode side, one per transfer): owns the destination blocks until released.
 using recv_request_actor = caf::typed_actor<
   // The engine cancels: answers what the cancel found.
-  caf::replies_to<cancel_atom>::with<cancel_answer>>;
+  caf::replies_to<cancel_atom>::with<cancel_answer>,
+  // Internal: the request's deadline passed.
+  caf::reacts_to<deadline_atom>>;
 
 // sender (prefill side, published): matches fetches with send-request actors.
 using sender_actor = caf::typed_actor<
@@ -190,7 +199,9 @@ using sender_actor = caf::typed_actor<
   // A remote fetch: routed to the owner of the request id, or parked until it is announced.
   caf::replies_to<fetch_msg>::with<transfer_done>,
   // The remote receiver gave up on request id (epoch): stop its transfer, drop a parked fetch.
-  caf::reacts_to<cancel_fetch_atom, std::string, std::uint64_t>>;
+  caf::reacts_to<cancel_fetch_atom, std::string, std::uint64_t>,
+  // Internal: the parked fetch for request id (epoch) waited as long as it may.
+  caf::reacts_to<park_expired_atom, std::string, std::uint64_t>>;
 
 // receiver (decode side): admits recv-request actors, bounding fetches in flight.
 using receiver_actor = caf::typed_actor<
@@ -200,6 +211,8 @@ using receiver_actor = caf::typed_actor<
 
 // health supervisor: spawns, monitors and restarts the children above.
 using supervisor_actor = caf::typed_actor<
+  // Internal, periodic: check the global progress deadline.
+  caf::reacts_to<tick_atom>,
   // Test hook: make the named child ("transport", "pool", "sender", "receiver") crash.
   caf::reacts_to<crash_atom, std::string>>;
 

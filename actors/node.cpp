@@ -35,7 +35,8 @@ std::string health_snapshot::to_string() const {
   return std::string{healthy ? "healthy" : "UNHEALTHY"} + " in_flight=" +
          std::to_string(in_flight) + " succeeded=" + std::to_string(succeeded) +
          " failed=" + std::to_string(failed) + " cancelled=" + std::to_string(cancelled) +
-         " unreleased=" + std::to_string(unreleased) + " restarts=" + std::to_string(restarts);
+         " unreleased=" + std::to_string(unreleased) + " restarts=" + std::to_string(restarts) +
+         " ms_since_progress=" + std::to_string(ms_since_progress);
 }
 
 struct node::impl {
@@ -66,6 +67,10 @@ transfer_handle refused(const std::string& id, errc code, std::string msg) {
   st->resolve(make_result(transfer_status::failed, code, std::move(msg)));
   st->release();
   return transfer_handle{std::move(st)};
+}
+
+std::uint32_t deadline_of(const transfer_options& o, const node_config& c) {
+  return o.deadline_ms != 0 ? o.deadline_ms : c.default_deadline_ms;
 }
 
 cancel_result to_cancel_result(cancel_answer a) {
@@ -237,13 +242,15 @@ transfer_handle node::send(const std::string& request_id, const std::vector<bloc
     return refused(request_id, errc::duplicate_request_id,
                    "request id '" + request_id + "' is already in use on this node");
   auto owner = spawn_send_request_actor(
-    *impl_->sys, send_spec{core, st, std::move(resolved.value()), options.stage_through_pool});
+    *impl_->sys, send_spec{core, st, std::move(resolved.value()), options.stage_through_pool,
+                           deadline_of(options, core->config)});
   core->attach_owner(request_id, caf::actor_cast<caf::actor>(owner));
   return transfer_handle{std::move(st)};
 }
 
 transfer_handle node::receive(const std::string& request_id, peer_id peer,
-                              const std::vector<block_span>& blocks, const transfer_options&) {
+                              const std::vector<block_span>& blocks,
+                              const transfer_options& options) {
   auto& core = impl_->core;
   if (impl_->stopped || !core->accepting.load())
     return refused(request_id, errc::stopped, "the node is stopping; receive refused");
@@ -282,8 +289,9 @@ transfer_handle node::receive(const std::string& request_id, peer_id peer,
   if (!core->reserve(request_id, st))
     return refused(request_id, errc::duplicate_request_id,
                    "request id '" + request_id + "' is already in use on this node");
-  auto owner = spawn_recv_request_actor(*impl_->sys,
-                                        recv_spec{core, st, std::move(entry), std::move(fetch)});
+  auto owner = spawn_recv_request_actor(
+    *impl_->sys,
+    recv_spec{core, st, std::move(entry), std::move(fetch), deadline_of(options, core->config)});
   core->attach_owner(request_id, caf::actor_cast<caf::actor>(owner));
   return transfer_handle{std::move(st)};
 }
@@ -315,7 +323,11 @@ std::vector<transfer_event> node::poll() {
 health_snapshot node::health() const {
   auto& c = *impl_->core;
   health_snapshot h;
-  h.healthy = !c.unhealthy.load();
+  h.stalled = c.stalled.load();
+  h.healthy = !c.unhealthy.load() && !h.stalled;
+  h.ms_since_progress = static_cast<std::uint64_t>(
+    (std::chrono::steady_clock::now().time_since_epoch().count() - c.last_progress_ns.load()) /
+    1000000);
   h.in_flight = c.in_flight.load();
   h.succeeded = c.succeeded.load();
   h.failed = c.failed.load();

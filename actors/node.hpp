@@ -40,6 +40,11 @@ struct peer_id {
 };
 
 struct transfer_options {
+  // Deadline in milliseconds from the call, enforced by the request's owning actor in every
+  // state (queued, waiting for the peer, parked, staging, in flight); 0: the node's
+  // default_deadline_ms. When it passes, the terminal event (failed, errc::timed_out) comes at
+  // once; the *released* event follows once the transport proves the memory quiescent.
+  std::uint32_t deadline_ms = 0;
   // Send side: copy the source blocks through the node's registered staging buffers (buffer
   // pool leases, filled by the copy engine) and put from there, instead of exposing the
   // blocks to the network directly. The path device memory takes; for host memory it keeps
@@ -58,7 +63,11 @@ enum class cancel_result : std::uint8_t {
 const char* to_string(cancel_result r) noexcept;
 
 struct health_snapshot {
+  // False while the supervisor's restart budget is spent, or while no request reached a
+  // terminal state for progress_deadline_ms with work pending (true again once one does).
   bool healthy = true;
+  bool stalled = false;               // the global progress deadline is exceeded right now
+  std::uint64_t ms_since_progress = 0;  // since a request last reached a terminal state
   std::uint64_t in_flight = 0;    // requests not yet terminal
   std::uint64_t succeeded = 0;
   std::uint64_t failed = 0;

@@ -1,6 +1,7 @@
 #include "actors/node_core.hpp"
 
 #include <algorithm>
+#include <chrono>
 
 namespace kvferry {
 
@@ -9,7 +10,9 @@ constexpr std::size_t recent_capacity = 4096;  // finished ids remembered for ca
 }
 
 node_core::node_core(node_config cfg, std::uint64_t node_epoch)
-    : config(std::move(cfg)), epoch(node_epoch) {}
+    : config(std::move(cfg)), epoch(node_epoch) {
+  last_progress_ns.store(std::chrono::steady_clock::now().time_since_epoch().count());
+}
 
 // -- regions ----------------------------------------------------------------------------------
 
@@ -137,7 +140,9 @@ std::vector<std::uint64_t> node_core::peers() const {
 request_owner::request_owner(std::shared_ptr<node_core> core,
                              std::shared_ptr<detail::handle_state> handle, request_side side)
     : core_(std::move(core)), handle_(std::move(handle)), side_(side) {
-  core_->in_flight.fetch_add(1);
+  // Work pending from now on: the progress clock starts here if the node was idle.
+  if (core_->in_flight.fetch_add(1) == 0)
+    core_->last_progress_ns.store(std::chrono::steady_clock::now().time_since_epoch().count());
 }
 
 request_owner::~request_owner() {
@@ -156,6 +161,7 @@ void request_owner::finish(transfer_result r) {
   if (terminal_)
     return;
   terminal_ = true;
+  core_->last_progress_ns.store(std::chrono::steady_clock::now().time_since_epoch().count());
   core_->in_flight.fetch_sub(1);
   switch (r.status) {
     case transfer_status::succeeded:

@@ -8,12 +8,18 @@
 //                                          v
 //                                 cancel_fetch sent to the sender; its answer ends the request
 //
+//   deadline: queued ──> done: timed_out, release
+//             fetching ──> timed_out delivered now; cancel_fetch sent; the sender's answer
+//             (sent once its puts stopped) releases the destination
 //   peer entry DOWN / undeliverable fetch ──> done: failed now, destination NOT released (the
 //   peer may still write; no proof of quiescence)
 
 #include "actors/recv_request_actor.hpp"
 
 #include "actors/node_core.hpp"
+
+#include <algorithm>
+#include <chrono>
 
 namespace kvferry {
 
@@ -25,6 +31,8 @@ struct recv_request_state {
   std::unique_ptr<request_owner> owner;
   recv_phase phase = recv_phase::queued;
   bool cancel_requested = false;
+  std::uint32_t deadline_ms = 0;
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   sender_actor peer;
   fetch_msg fetch;
   static inline const char* name = "kvferry.recv_request";
@@ -46,6 +54,13 @@ void send_fetch(self_ptr self) {
   st.phase = recv_phase::fetching;
   st.owner->set_in_flight();
   self->monitor(st.peer);
+  if (st.deadline_ms > 0) {
+    // The sender parks an early fetch no longer than what is left of our deadline.
+    auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - st.started);
+    st.fetch.deadline_ms = static_cast<std::uint32_t>(
+      std::max<std::int64_t>(1, st.deadline_ms - spent.count()));
+  }
   self->request(st.peer, caf::infinite, std::move(st.fetch))
     .then(
       [=](transfer_done& done) {
@@ -54,6 +69,11 @@ void send_fetch(self_ptr self) {
       },
       [=](caf::error& err) {
         auto r = result_from_error(err);
+        if (self->state.owner->terminal()) {
+          // We timed out before; this answer is the proof that the sender stopped.
+          end_request(self, std::move(r), err.category() == caf::atom("kvferry"));
+          return;
+        }
         // Our own codes come from the sender after its puts completed; CAF's own errors mean
         // the answer never came (peer gone): the destination may still be written.
         bool from_sender = err.category() == caf::atom("kvferry");
@@ -68,6 +88,9 @@ recv_request_actor::behavior_type recv_request_impl(self_ptr self, recv_spec spe
   st.owner = std::make_unique<request_owner>(spec.core, spec.handle, request_side::receive);
   st.peer = std::move(spec.peer);
   st.fetch = std::move(spec.fetch);
+  st.deadline_ms = spec.deadline_ms;
+  if (st.deadline_ms > 0)
+    self->delayed_send(self, std::chrono::milliseconds{st.deadline_ms}, deadline_atom::value);
   // The node is stopping: the terminal event says so; the memory is released only by the
   // engine's teardown, after which nothing touches it.
   self->set_exit_handler(
@@ -87,8 +110,29 @@ recv_request_actor::behavior_type recv_request_impl(self_ptr self, recv_spec spe
               end_request(self, result_from_error(err), true);
           });
   return {
+    [=](deadline_atom) {
+      auto& st = self->state;
+      auto what = "request '" + st.owner->id() + "' passed its deadline (" +
+                  std::to_string(st.deadline_ms) + " ms)";
+      if (st.phase == recv_phase::queued) {
+        end_request(self,
+                    make_result(transfer_status::failed, errc::timed_out,
+                                what + " before its fetch was sent"),
+                    true);
+      } else if (st.phase == recv_phase::fetching && !st.owner->terminal()) {
+        st.owner->finish(make_result(transfer_status::failed, errc::timed_out,
+                                     what + " in flight; the destination is released once the "
+                                            "sender confirms it stopped"));
+        if (!st.cancel_requested) {
+          st.cancel_requested = true;
+          self->send(st.peer, cancel_fetch_atom::value, st.owner->id(), st.owner->core().epoch);
+        }
+      }
+    },
     [=](cancel_atom) -> cancel_answer {
       auto& st = self->state;
+      if (st.owner->terminal())
+        return cancel_answer::already_complete;  // e.g. timed out, release still pending
       switch (st.phase) {
         case recv_phase::queued:
           end_request(self,

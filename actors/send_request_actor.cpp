@@ -11,6 +11,10 @@
 //     lease a staging buffer ──> copy engine gathers the chunk ──> put from the buffer
 //       ──> buffer released ──> next chunk (a cancel is honoured between the steps)
 //
+//   deadline: waiting_for_peer ──> done: timed_out, release (F4)
+//             putting ──> timed_out delivered now; transport asked to stop; its answer releases
+//   fetching peer DOWN while putting (F15) ──> failed (peer_failed) now; transport asked to
+//             stop; its answer releases
 //   transport DOWN while putting ──> failed now, memory NOT released (no proof of quiescence)
 //
 // Exactly one exit: end_request() -> request_owner::conclude(), then quit.
@@ -37,6 +41,9 @@ struct send_request_state {
   send_phase phase = send_phase::waiting_for_peer;
   bool cancel_requested = false;
   bool put_outstanding = false;
+  bool timed_out = false;           // the deadline passed while putting
+  std::uint32_t deadline_ms = 0;
+  caf::actor_addr fetcher;          // the remote recv-request (monitored while putting)
   std::uint64_t fetch_epoch = 0;
   transport_actor transport;
   buffer_pool_actor pool;  // the pool that leased `held`
@@ -67,9 +74,17 @@ void end_request(self_ptr self, transfer_result r, bool quiescent) {
   self->quit();
 }
 
-// Answers the fetcher and ends the request with the same outcome.
+// Answers the fetcher and ends the request with the same outcome. If the request already
+// timed out, the fetcher hears that too, even if the last puts won the race: both sides then
+// agree that the transfer failed.
 void end_transfer(self_ptr self, const caf::error& err, bool quiescent) {
   auto& st = self->state;
+  if (st.timed_out) {
+    st.fetch_rp.deliver(caf::make_error(
+      errc::timed_out, "request '" + st.owner->id() + "' passed the sender's deadline"));
+    end_request(self, make_result(transfer_status::failed, errc::timed_out), quiescent);
+    return;
+  }
   if (!err) {
     st.fetch_rp.deliver(transfer_done{st.owner->id(), st.bytes_done});
     end_request(self, make_result(transfer_status::succeeded, errc::none, {}, st.bytes_done),
@@ -180,6 +195,9 @@ send_request_actor::behavior_type send_request_impl(self_ptr self, send_spec spe
   st.owner = std::make_unique<request_owner>(spec.core, spec.handle, request_side::send);
   st.blocks = std::move(spec.blocks);
   st.staged = spec.staged;
+  st.deadline_ms = spec.deadline_ms;
+  if (st.deadline_ms > 0)
+    self->delayed_send(self, std::chrono::milliseconds{st.deadline_ms}, deadline_atom::value);
   auto kids = spec.core->children();
   st.transport = kids.transport;
   self->monitor(st.transport);
@@ -188,17 +206,28 @@ send_request_actor::behavior_type send_request_impl(self_ptr self, send_spec spe
   self->set_exit_handler(
     [=](caf::exit_msg& em) { end_request(self, stopped_result(em.reason), false); });
   self->set_down_handler([=](caf::down_msg& dm) {
-    if (dm.source == self->state.transport.address() && self->state.put_outstanding)
+    auto& st = self->state;
+    if (dm.source == st.transport.address() && st.put_outstanding) {
       end_request(self,
                   make_result(transfer_status::failed, errc::backend_unhealthy,
                               "the transport terminated while puts were in flight; the source "
                               "blocks stay pinned (quiescence unknown)"),
                   false);
+    } else if (dm.source == st.fetcher && st.phase == send_phase::putting) {
+      // The decode side is gone (process died, connection lost): fail now, stop the puts, and
+      // release the blocks once the transport has answered.
+      st.owner->finish(make_result(transfer_status::failed, errc::peer_failed,
+                                   "the fetching peer went away during the transfer: " +
+                                     caf::to_string(dm.reason)));
+      ask_transport_to_stop(self);
+    }
   });
   self->send(kids.sender, announce_atom::value, st.owner->id(),
              caf::actor_cast<send_request_actor>(self));
   return {
     [=](fetch_msg& fetch) -> caf::typed_response_promise<transfer_done> {
+      // Read the sender first: make_response_promise takes it over from the current message.
+      auto fetcher = self->current_sender();
       auto rp = self->make_response_promise<transfer_done>();
       auto& st = self->state;
       if (st.phase != send_phase::waiting_for_peer) {
@@ -214,6 +243,10 @@ send_request_actor::behavior_type send_request_impl(self_ptr self, send_spec spe
       }
       st.phase = send_phase::putting;
       st.fetch_rp = rp;
+      if (fetcher) {
+        st.fetcher = caf::actor_cast<caf::actor_addr>(fetcher);
+        self->monitor(fetcher);
+      }
       st.fetch_epoch = fetch.epoch;
       st.owner->set_in_flight();
       st.owner->core().note_peer(fetch.epoch);
@@ -231,7 +264,26 @@ send_request_actor::behavior_type send_request_impl(self_ptr self, send_spec spe
       return rp;
     },
     [=](copy_done_atom, const caf::error& err) { on_chunk_copied(self, err); },
+    [=](deadline_atom) {
+      auto& st = self->state;
+      auto what = "request '" + st.owner->id() + "' passed its deadline (" +
+                  std::to_string(st.deadline_ms) + " ms)";
+      if (st.phase == send_phase::waiting_for_peer) {
+        end_request(self,
+                    make_result(transfer_status::failed, errc::timed_out,
+                                what + ": no peer fetched it; its blocks are released"),
+                    true);
+      } else if (st.phase == send_phase::putting && !st.owner->terminal()) {
+        st.timed_out = true;
+        st.owner->finish(make_result(transfer_status::failed, errc::timed_out,
+                                     what + " in flight; its blocks are released once the "
+                                            "transport confirms the puts stopped"));
+        ask_transport_to_stop(self);
+      }
+    },
     [=](cancel_atom) -> cancel_answer {
+      if (self->state.owner->terminal())
+        return cancel_answer::already_complete;  // e.g. timed out, release still pending
       switch (self->state.phase) {
         case send_phase::waiting_for_peer:
           end_request(self,

@@ -20,6 +20,7 @@ struct send_spec {
   std::shared_ptr<detail::handle_state> handle;
   std::vector<std::pair<std::uint64_t, std::uint64_t>> blocks;  // local (addr, bytes)
   bool staged = false;  // copy through buffer-pool leases before putting
+  std::uint32_t deadline_ms = 0;  // from spawn; 0: none
 };
 
 // Pure helper (unit-tested): takes from `items[next]` on as many bytes as fit in a staging

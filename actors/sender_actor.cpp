@@ -4,6 +4,7 @@
 //   fetch(id)  ──owner known──> delegated to the owner (the owner answers the fetcher)
 //        └─────owner unknown──> parked (the engine has not called send() yet)
 //   cancel_fetch(id, epoch) ──> to the owner, or the parked fetch answered `cancelled`
+//   parked longer than the fetch's deadline (or default_deadline_ms) ──> answered `timed_out`
 //   owner DOWN ──> owners[id] erased
 //
 // The sender never owns a transfer: it only matches fetches with their owners.
@@ -12,6 +13,7 @@
 
 #include "actors/node_core.hpp"
 
+#include <chrono>
 #include <unordered_map>
 
 namespace kvferry {
@@ -25,14 +27,16 @@ struct parked_fetch {
 
 struct sender_state {
   std::string node_name;  // for the errors sent to fetchers
+  std::uint32_t default_park_ms = 0;  // bound on parking a fetch that carries no deadline
   std::unordered_map<std::string, send_request_actor> owners;
   std::unordered_map<std::string, parked_fetch> parked;
   static inline const char* name = "kvferry.sender";
 };
 
 sender_actor::behavior_type sender_impl(sender_actor::stateful_pointer<sender_state> self,
-                                        std::string node_name) {
+                                        std::string node_name, std::uint32_t default_park_ms) {
   self->state.node_name = std::move(node_name);
+  self->state.default_park_ms = default_park_ms;
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& owners = self->state.owners;
     for (auto it = owners.begin(); it != owners.end(); ++it) {
@@ -69,7 +73,12 @@ sender_actor::behavior_type sender_impl(sender_actor::stateful_pointer<sender_st
         return rp;
       }
       auto id = fetch.request_id;
+      auto epoch = fetch.epoch;
+      auto park_ms = fetch.deadline_ms != 0 ? fetch.deadline_ms : st.default_park_ms;
       st.parked.emplace(id, parked_fetch{std::move(fetch), rp});
+      if (park_ms > 0)
+        self->delayed_send(self, std::chrono::milliseconds{park_ms}, park_expired_atom::value, id,
+                           epoch);
       return rp;
     },
     [=](cancel_fetch_atom, const std::string& id, std::uint64_t epoch) {
@@ -87,13 +96,24 @@ sender_actor::behavior_type sender_impl(sender_actor::stateful_pointer<sender_st
         st.parked.erase(p);
       }
     },
+    [=](park_expired_atom, const std::string& id, std::uint64_t epoch) {
+      auto& st = self->state;
+      auto p = st.parked.find(id);
+      if (p != st.parked.end() && p->second.fetch.epoch == epoch) {
+        p->second.promise.deliver(caf::make_error(
+          errc::timed_out, "the fetch for request '" + id + "' waited at node '" +
+                             st.node_name + "' for its deadline without a matching send()"));
+        st.parked.erase(p);
+      }
+    },
   };
 }
 
 }  // namespace
 
-sender_actor spawn_sender_actor(caf::actor_system& sys, std::string node_name) {
-  return sys.spawn(sender_impl, std::move(node_name));
+sender_actor spawn_sender_actor(caf::actor_system& sys, std::string node_name,
+                                std::uint32_t default_park_ms) {
+  return sys.spawn(sender_impl, std::move(node_name), default_park_ms);
 }
 
 }  // namespace kvferry

@@ -3,11 +3,14 @@
 
 #include "actors/messages.hpp"
 
+#include <cstdint>
 #include <string>
 
 namespace kvferry {
 
-// `node_name` appears in the errors the sender returns to fetchers.
-sender_actor spawn_sender_actor(caf::actor_system& sys, std::string node_name);
+// `node_name` appears in the errors the sender returns to fetchers; a fetch that carries no
+// deadline is parked at most `default_park_ms` (0: without limit).
+sender_actor spawn_sender_actor(caf::actor_system& sys, std::string node_name,
+                                std::uint32_t default_park_ms);
 
 }  // namespace kvferry

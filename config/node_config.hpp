@@ -35,6 +35,10 @@ struct node_config {
   std::uint64_t staging_slot_bytes = 4u << 20;  // bytes per staging buffer; 4 KiB .. 1 GiB
   std::uint32_t max_blocks_per_request = 65536; // larger requests are refused; >= 1
   std::uint32_t max_fetches_in_flight = 256;  // receives fetching at once; more wait queued; >= 1
+  std::uint32_t default_deadline_ms = 30000;  // per-request deadline when the call sets none;
+                                            // 0: none. Also bounds a parked fetch. <= 1 day
+  std::uint32_t progress_deadline_ms = 30000; // no request terminal for this long while work is
+                                            // pending: unhealthy. 100 .. 1 day
   std::uint32_t connect_timeout_ms = 5000; // bound on connect(); 1 .. 600000
   std::uint32_t cancel_timeout_ms = 1000;  // bound on cancel()'s answer; 1 .. 60000
   std::string log_level = "warn";          // trace, debug, info, warn, error, critical, off

@@ -32,6 +32,7 @@ fetch_msg sample_fetch() {
   f.worker_address = {1, 2, 3, 250};
   f.rkeys = {{9, 8, 7}, {6}};
   f.blocks = {{0, 0x1000, 4096}, {1, 0x90000, 65536}};
+  f.deadline_ms = 4321;
   return f;
 }
 
@@ -47,6 +48,7 @@ TEST_CASE("a fetch message survives serialization field by field") {
   CHECK(out.epoch == in.epoch);
   CHECK(out.worker_address == in.worker_address);
   CHECK(out.rkeys == in.rkeys);
+  CHECK(out.deadline_ms == 4321);
   REQUIRE(out.blocks.size() == 2);
   CHECK(out.blocks[1].rkey_index == 1);
   CHECK(out.blocks[1].addr == 0x90000);

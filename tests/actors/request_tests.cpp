@@ -1,8 +1,7 @@
 // The request state machines, end to end between two nodes over real UCX and real CAF
 // networking on loopback (both nodes in this test process; the two-process runs are in
 // tests/integration). Failure-mode tests are named after their row in FAILURE-MODES.md.
-#include "actors/node.hpp"
-#include "actors/transfer_handle.hpp"
+#include "node_pair.hpp"
 
 #include <doctest/doctest.h>
 
@@ -13,77 +12,9 @@
 #include <thread>
 
 using namespace kvferry;
+using namespace kvferry::test;
 using namespace std::chrono_literals;
 
-namespace {
-
-using steady = std::chrono::steady_clock;
-
-// Generous bound for anything that should take milliseconds: tests wait for events, and only
-// fail when an event never comes.
-constexpr auto patience = 20s;
-
-struct node_pair {
-  std::unique_ptr<node> prefill, decode;
-  std::vector<unsigned char> src, dst;
-  region_id src_region = 0, dst_region = 0;
-  peer_id peer;
-  // Exactly-once violations are counted process-wide; each test compares with its start.
-  std::uint64_t violations_at_start = detail::handle_state::violations();
-
-  explicit node_pair(std::size_t pool_bytes, node_config cfg = {}) {
-    cfg.transport = "tcp";
-    auto p = node::start(cfg);
-    REQUIRE_MESSAGE(p, p.error().message);
-    auto d = node::start(cfg);
-    REQUIRE_MESSAGE(d, d.error().message);
-    prefill = std::move(p.value());
-    decode = std::move(d.value());
-    src.resize(pool_bytes);
-    dst.assign(pool_bytes, 0);
-    for (std::size_t i = 0; i < src.size(); ++i)
-      src[i] = static_cast<unsigned char>((i * 131) ^ (i >> 9));
-    src_region = prefill->register_region(src.data(), src.size()).value();
-    dst_region = decode->register_region(dst.data(), dst.size()).value();
-    auto c = decode->connect("127.0.0.1", prefill->port());
-    REQUIRE_MESSAGE(c, c.error().message);
-    peer = c.value();
-  }
-  ~node_pair() {
-    decode->stop(2s);
-    prefill->stop(2s);
-  }
-};
-
-// All events of `n` for request `id`, polling until `count` arrived (or patience ran out).
-std::vector<transfer_event> events_for(node& n, const std::string& id, std::size_t count,
-                                       std::map<std::string, std::vector<transfer_event>>& seen) {
-  auto until = steady::now() + patience;
-  while (seen[id].size() < count && steady::now() < until) {
-    for (auto& ev : n.poll())
-      seen[ev.request_id].push_back(ev);
-    if (seen[id].size() < count)
-      std::this_thread::sleep_for(1ms);
-  }
-  return seen[id];
-}
-
-std::size_t count_kind(const std::vector<transfer_event>& evs, event_kind k) {
-  return static_cast<std::size_t>(
-    std::count_if(evs.begin(), evs.end(), [k](auto& e) { return e.kind == k; }));
-}
-
-bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds limit = patience) {
-  auto until = steady::now() + limit;
-  while (!pred()) {
-    if (steady::now() >= until)
-      return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
-
-}  // namespace
 
 TEST_CASE("a send and a receive move scattered blocks to different block ids, byte for byte") {
   node_pair np{16 * 4096};

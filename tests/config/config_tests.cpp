@@ -202,6 +202,8 @@ TEST_CASE("validation refuses every out-of-range value naming its key") {
       {"max_blocks_per_request", "0"},
       {"max_fetches_in_flight", "0"},
       {"max_fetches_in_flight", "1048577"},
+      {"default_deadline_ms", "86400001"},
+      {"progress_deadline_ms", "99"},
       {"connect_timeout_ms", "0"},
       {"connect_timeout_ms", "600001"},
       {"cancel_timeout_ms", "0"},

@@ -1,0 +1,157 @@
+// Deadlines and the global progress deadline, between two nodes over real UCX and CAF
+// networking. Tests are named after their row in FAILURE-MODES.md.
+#include "node_pair.hpp"
+
+using namespace kvferry;
+using namespace kvferry::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+node_config with(std::uint32_t default_deadline_ms, std::uint32_t progress_deadline_ms = 30000) {
+  node_config cfg;
+  cfg.default_deadline_ms = default_deadline_ms;
+  cfg.progress_deadline_ms = progress_deadline_ms;
+  return cfg;
+}
+
+double ms_since(steady::time_point t0) {
+  return std::chrono::duration<double, std::milli>(steady::now() - t0).count();
+}
+
+}  // namespace
+
+TEST_CASE("F4: a send whose peer never fetches times out and releases its blocks") {
+  node_pair np{4 * 4096, with(0)};
+  transfer_options opts;
+  opts.deadline_ms = 200;
+  auto t0 = steady::now();
+  auto s = np.prefill->send("never-fetched", {{np.src_region, 0, 4096}}, opts);
+  auto r = s.wait_for(patience);
+  REQUIRE(r);
+  auto took = ms_since(t0);
+  MESSAGE("F4 deadline 200 ms fired after " << took << " ms");
+  CHECK(r->status == transfer_status::failed);
+  CHECK(r->code == errc::timed_out);
+  CHECK(r->message.find("never-fetched") != std::string::npos);
+  CHECK(took >= 190);  // not before the deadline (timer granularity allowance)
+  // Nothing was exposed: the released event follows the terminal one at once.
+  CHECK(wait_until([&] { return s.released(); }, 2s));
+  std::map<std::string, std::vector<transfer_event>> seen;
+  auto evs = events_for(*np.prefill, "never-fetched", 2, seen);
+  CHECK(count_kind(evs, event_kind::completed) == 1);
+  CHECK(count_kind(evs, event_kind::released) == 1);
+  CHECK(np.prefill->health().in_flight == 0);
+  CHECK(np.prefill->health().healthy);  // F13: one timeout is not a sick node
+}
+
+TEST_CASE("a receive queued behind a stuck fetch times out in its queue and is released") {
+  node_config cfg = with(0);
+  cfg.max_fetches_in_flight = 1;
+  node_pair np{4 * 4096, cfg};
+  auto stuck = np.decode->receive("stuck", np.peer, {{np.dst_region, 0, 4096}});
+  REQUIRE(wait_until([&] { return stuck.status() == transfer_status::in_flight; }));
+  transfer_options opts;
+  opts.deadline_ms = 150;
+  auto queued = np.decode->receive("queued", np.peer, {{np.dst_region, 4096, 4096}}, opts);
+  auto r = queued.wait_for(patience);
+  REQUIRE(r);
+  CHECK(r->code == errc::timed_out);
+  CHECK(r->message.find("before its fetch was sent") != std::string::npos);
+  CHECK(wait_until([&] { return queued.released(); }, 2s));
+  CHECK(np.decode->cancel("stuck") == cancel_result::cancel_requested_in_flight);
+}
+
+TEST_CASE("a parked fetch is answered timed_out at the receive's deadline, and both sides clean up") {
+  node_pair np{4 * 4096, with(0)};
+  transfer_options opts;
+  opts.deadline_ms = 250;
+  auto r = np.decode->receive("parked", np.peer, {{np.dst_region, 0, 4096}}, opts);
+  auto rr = r.wait_for(patience);
+  REQUIRE(rr);
+  CHECK(rr->code == errc::timed_out);
+  // The sender answers the cancel or its own parking deadline; either is proof nothing is
+  // written, so the destination is released.
+  CHECK(wait_until([&] { return r.released(); }));
+  CHECK(std::all_of(np.dst.begin(), np.dst.end(), [](auto b) { return b == 0; }));
+  // The id is usable again on both sides.
+  auto s2 = np.prefill->send("parked", {{np.src_region, 0, 4096}});
+  auto r2 = np.decode->receive("parked", np.peer, {{np.dst_region, 0, 4096}});
+  auto r2r = r2.wait_for(patience);
+  REQUIRE(r2r);
+  CHECK(r2r->status == transfer_status::succeeded);
+}
+
+TEST_CASE("F5: after a storm of deadlines on an absent peer, the next transfer runs at normal latency") {
+  node_pair np{64 * 4096, with(0)};
+  // Baseline latency of one transfer.
+  auto once = [&](const std::string& id) {
+    auto t0 = steady::now();
+    auto s = np.prefill->send(id, {{np.src_region, 0, 4096}});
+    auto r = np.decode->receive(id, np.peer, {{np.dst_region, 0, 4096}});
+    auto rr = r.wait_for(patience);
+    REQUIRE(rr);
+    CHECK(rr->status == transfer_status::succeeded);
+    return ms_since(t0);
+  };
+  auto before = once("warm-up");
+  // 32 receives whose sender never calls send(), and 32 sends nobody fetches: all time out.
+  transfer_options opts;
+  opts.deadline_ms = 100;
+  std::vector<transfer_handle> storm;
+  for (int i = 0; i < 32; ++i) {
+    storm.push_back(np.decode->receive("ghost-r" + std::to_string(i), np.peer,
+                                       {{np.dst_region, 4096 * (1 + i), 4096}}, opts));
+    storm.push_back(np.prefill->send("ghost-s" + std::to_string(i),
+                                     {{np.src_region, 4096 * (1 + i), 4096}}, opts));
+  }
+  for (auto& h : storm) {
+    auto r = h.wait_for(patience);
+    REQUIRE(r);
+    CHECK(r->code == errc::timed_out);
+  }
+  // No zombie: every request actor ended and released its memory.
+  CHECK(wait_until([&] {
+    return np.decode->health().in_flight == 0 && np.prefill->health().in_flight == 0 &&
+           std::all_of(storm.begin(), storm.end(), [](auto& h) { return h.released(); });
+  }));
+  auto after = once("after-storm");
+  MESSAGE("F5 transfer latency before " << before << " ms, after the storm " << after << " ms");
+  // Normal latency is milliseconds; a wedged path would wait for a deadline (100 ms) or hang.
+  CHECK(after < 90);
+  CHECK(np.decode->health().healthy);
+  CHECK(np.prefill->health().healthy);
+}
+
+TEST_CASE("F13: one request timing out leaves the node healthy") {
+  node_pair np{4 * 4096, with(0, 200)};
+  transfer_options opts;
+  opts.deadline_ms = 100;
+  auto s = np.prefill->send("lonely", {{np.src_region, 0, 4096}}, opts);
+  REQUIRE(s.wait_for(patience));
+  CHECK(s.result()->code == errc::timed_out);
+  // Watch health for well over the progress deadline: the timeout was progress, not a stall.
+  auto until = steady::now() + 600ms;
+  bool always_healthy = true;
+  while (steady::now() < until) {
+    always_healthy &= np.prefill->health().healthy;
+    std::this_thread::sleep_for(10ms);
+  }
+  CHECK(always_healthy);
+}
+
+TEST_CASE("F14: no progress with work pending turns the node unhealthy, and progress heals it") {
+  node_pair np{4 * 4096, with(0, 200)};
+  // A send nobody fetches and without a deadline: pending work that never finishes.
+  auto stuck = np.prefill->send("stuck", {{np.src_region, 0, 4096}});
+  CHECK(np.prefill->health().healthy);
+  REQUIRE(wait_until([&] { return !np.prefill->health().healthy; }, 10s));
+  auto h = np.prefill->health();
+  CHECK(h.stalled);
+  CHECK(h.ms_since_progress >= 200);
+  CHECK(h.in_flight == 1);
+  // Progress resumes (the stuck request ends): healthy again.
+  CHECK(np.prefill->cancel("stuck") == cancel_result::cancelled_before_advertise);
+  REQUIRE(wait_until([&] { return np.prefill->health().healthy; }, 10s));
+  CHECK(!np.prefill->health().stalled);
+}
