@@ -38,6 +38,8 @@ struct fetch_msg {
   std::uint64_t epoch = 0;                    // the decode node's incarnation (new per start)
   std::vector<std::uint8_t> worker_address;   // the decode node's UCX worker address
   std::vector<std::vector<std::uint8_t>> rkeys;  // packed rkeys of the destination regions
+  std::vector<std::uint64_t> region_bases;    // per rkey: the region's base address ...
+  std::vector<std::uint64_t> region_bytes;    // ... and size; every block must lie inside
   std::vector<remote_block> blocks;           // destination blocks, in source-block order
   std::uint32_t deadline_ms = 0;              // what is left of the receive's deadline when the
                                               // fetch was sent (0: none); bounds its parking
@@ -57,7 +59,7 @@ typename Inspector::result_type inspect(Inspector& f, remote_block& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, fetch_msg& x) {
   return f(caf::meta::type_name("fetch_msg"), x.request_id, x.node_name, x.epoch,
-           x.worker_address, x.rkeys, x.blocks, x.deadline_ms);
+           x.worker_address, x.rkeys, x.region_bases, x.region_bytes, x.blocks, x.deadline_ms);
 }
 
 template <class Inspector>

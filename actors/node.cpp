@@ -279,7 +279,10 @@ transfer_handle node::receive(const std::string& request_id, peer_id peer,
     auto pos = std::find(rkey_of.begin(), rkey_of.end(), regions[i]);
     if (pos == rkey_of.end()) {
       rkey_of.push_back(regions[i]);
-      fetch.rkeys.push_back(core->find_region(regions[i])->registration->packed_rkey());
+      auto* reg = core->find_region(regions[i]);
+      fetch.rkeys.push_back(reg->registration->packed_rkey());
+      fetch.region_bases.push_back(reinterpret_cast<std::uint64_t>(reg->base));
+      fetch.region_bytes.push_back(reg->bytes);
       pos = rkey_of.end() - 1;
     }
     fetch.blocks.push_back(remote_block{static_cast<std::uint32_t>(pos - rkey_of.begin()),

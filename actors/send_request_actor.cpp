@@ -316,6 +316,15 @@ plan_puts(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& source,
                            "fetch for '" + fetch.request_id + "' names " +
                              std::to_string(fetch.blocks.size()) + " destination blocks, the "
                              "sender has " + std::to_string(source.size()));
+  if (fetch.region_bases.size() != fetch.rkeys.size() ||
+      fetch.region_bytes.size() != fetch.rkeys.size())
+    return caf::make_error(errc::malformed_message,
+                           "fetch for '" + fetch.request_id + "' describes " +
+                             std::to_string(fetch.region_bases.size()) + " regions for " +
+                             std::to_string(fetch.rkeys.size()) + " rkeys");
+  if (fetch.worker_address.empty())
+    return caf::make_error(errc::malformed_message,
+                           "fetch for '" + fetch.request_id + "' carries no worker address");
   std::vector<put_item> out;
   out.reserve(source.size());
   for (std::size_t i = 0; i < source.size(); ++i) {
@@ -330,9 +339,12 @@ plan_puts(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& source,
                              "block " + std::to_string(i) + " of '" + fetch.request_id +
                                "' names rkey " + std::to_string(dst.rkey_index) + " of " +
                                std::to_string(fetch.rkeys.size()));
-    if (dst.addr + dst.bytes < dst.addr)
-      return caf::make_error(errc::out_of_range, "block " + std::to_string(i) +
-                                                   " wraps around the address space");
+    auto base = fetch.region_bases[dst.rkey_index];
+    auto size = fetch.region_bytes[dst.rkey_index];
+    if (dst.addr < base || dst.addr - base > size || dst.bytes > size - (dst.addr - base))
+      return caf::make_error(errc::out_of_range,
+                             "block " + std::to_string(i) + " of '" + fetch.request_id +
+                               "' lies outside its destination region");
     if (!out.empty()) {
       auto& last = out.back();
       if (last.rkey_index == dst.rkey_index && last.local_addr + last.bytes == source[i].first &&

@@ -31,6 +31,8 @@ fetch_msg sample_fetch() {
   f.epoch = 0xfeedfacecafebeefull;
   f.worker_address = {1, 2, 3, 250};
   f.rkeys = {{9, 8, 7}, {6}};
+  f.region_bases = {0x1000, 0x80000};
+  f.region_bytes = {8192, 0x20000};
   f.blocks = {{0, 0x1000, 4096}, {1, 0x90000, 65536}};
   f.deadline_ms = 4321;
   return f;
@@ -48,6 +50,8 @@ TEST_CASE("a fetch message survives serialization field by field") {
   CHECK(out.epoch == in.epoch);
   CHECK(out.worker_address == in.worker_address);
   CHECK(out.rkeys == in.rkeys);
+  CHECK(out.region_bases == in.region_bases);
+  CHECK(out.region_bytes == in.region_bytes);
   CHECK(out.deadline_ms == 4321);
   REQUIRE(out.blocks.size() == 2);
   CHECK(out.blocks[1].rkey_index == 1);
@@ -85,7 +89,10 @@ TEST_CASE("the put planner coalesces runs contiguous on both sides and keeps the
     {1000, 100}, {1100, 100}, {5000, 100}, {5100, 50}};
   fetch_msg f;
   f.request_id = "r";
+  f.worker_address = {1};
   f.rkeys = {{1}, {2}};
+  f.region_bases = {9000, 9400};
+  f.region_bytes = {400, 50};
   f.blocks = {{0, 9000, 100}, {0, 9100, 100}, {0, 9300, 100}, {1, 9400, 50}};
   auto plan = plan_puts(src, f);
   REQUIRE(plan);
@@ -101,7 +108,10 @@ TEST_CASE("the put planner refuses a count or size mismatch and a bad rkey index
   std::vector<std::pair<std::uint64_t, std::uint64_t>> src{{1000, 100}, {2000, 100}};
   fetch_msg f;
   f.request_id = "r";
+  f.worker_address = {1};
   f.rkeys = {{1}};
+  f.region_bases = {9000};
+  f.region_bytes = {1000};
   f.blocks = {{0, 9000, 100}};
   auto e1 = plan_puts(src, f);
   REQUIRE(!e1);
@@ -115,6 +125,18 @@ TEST_CASE("the put planner refuses a count or size mismatch and a bad rkey index
   auto e3 = plan_puts(src, f);
   REQUIRE(!e3);
   CHECK(static_cast<errc>(e3.error().code()) == errc::malformed_message);
+  // A block past its region's end, or before its start.
+  f.blocks = {{0, 9000, 100}, {0, 9950, 100}};
+  auto e4 = plan_puts(src, f);
+  REQUIRE(!e4);
+  CHECK(static_cast<errc>(e4.error().code()) == errc::out_of_range);
+  CHECK(e4.error().context().get_as<std::string>(0).find("block 1") != std::string::npos);
+  f.blocks = {{0, 8999, 100}, {0, 9500, 100}};
+  CHECK(static_cast<errc>(plan_puts(src, f).error().code()) == errc::out_of_range);
+  // Region descriptors that do not match the rkeys.
+  f.blocks = {{0, 9000, 100}, {0, 9500, 100}};
+  f.region_bytes.clear();
+  CHECK(static_cast<errc>(plan_puts(src, f).error().code()) == errc::malformed_message);
 }
 
 TEST_CASE("staging chunks fill a buffer, split an item that does not fit, and cover every byte") {
