@@ -8,6 +8,7 @@
 #include "actors/node_core.hpp"
 #include "actors/recv_request_actor.hpp"
 #include "actors/send_request_actor.hpp"
+#include "transport/fault_plan.hpp"
 
 #include <caf/io/all.hpp>
 #include <spdlog/spdlog.h>
@@ -88,6 +89,11 @@ node::~node() {
 }
 
 result<std::unique_ptr<node>> node::start(const node_config& config) {
+  return start(config, nullptr);
+}
+
+result<std::unique_ptr<node>> node::start(const node_config& config,
+                                          std::shared_ptr<transport::fault_plan> faults) {
   if (auto err = validate(config))
     return result<std::unique_ptr<node>>{errc::invalid_argument, err->message()};
   set_log_level(config.log_level);
@@ -108,6 +114,8 @@ result<std::unique_ptr<node>> node::start(const node_config& config) {
   });
   if (!eng)
     return result<std::unique_ptr<node>>{eng.error()};
+  if (faults)
+    eng.value() = transport::make_faulty_engine(std::move(eng.value()), std::move(faults));
   core.engine = std::shared_ptr<transport::engine>(std::move(eng.value()));
   for (std::uint32_t i = 0; i < config.staging_slots; ++i) {
     auto buf = core.engine->allocate_memory(config.staging_slot_bytes);

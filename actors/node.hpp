@@ -23,6 +23,10 @@
 
 namespace kvferry {
 
+namespace transport {
+class fault_plan;
+}
+
 using region_id = std::uint32_t;
 
 enum class memory_kind : std::uint8_t { host, cuda };
@@ -84,6 +88,10 @@ class node {
   // Starts a node: UCX transport, actors, and the entry actor published on
   // listen_host:listen_port. Errors name what failed (UCX, bind, configuration).
   static result<std::unique_ptr<node>> start(const node_config& config);
+  // Test-only: the same, with the real transport wrapped by a fault-injection plan
+  // (transport/fault_plan.hpp).
+  static result<std::unique_ptr<node>> start(const node_config& config,
+                                             std::shared_ptr<transport::fault_plan> faults);
 
   ~node();  // stop() with a short drain if the engine did not call it
   node(const node&) = delete;

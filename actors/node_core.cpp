@@ -192,6 +192,18 @@ transfer_result make_result(transfer_status s, errc code, std::string msg, std::
   return transfer_result{s, code, std::move(msg), bytes};
 }
 
+std::string describe_exception(std::exception_ptr ep) {
+  try {
+    if (ep)
+      std::rethrow_exception(ep);
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "an exception that is not a std::exception";
+  }
+  return "no exception";
+}
+
 transfer_result stopped_result(const caf::error& exit_reason) {
   return make_result(transfer_status::failed, errc::stopped,
                      "the node stopped before the transfer finished: " +

@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <deque>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
@@ -150,6 +151,8 @@ transfer_result make_result(transfer_status s, errc code = errc::none, std::stri
                             std::uint64_t bytes = 0);
 // Turns a CAF error (ours or CAF's own) into a terminal failed/cancelled result.
 transfer_result result_from_error(const caf::error& err);
+// What an exception says: what() for a std::exception, a fixed text for anything else.
+std::string describe_exception(std::exception_ptr ep);
 // The result of a request whose actor was told to exit (the node is stopping).
 transfer_result stopped_result(const caf::error& exit_reason);
 

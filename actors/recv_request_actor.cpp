@@ -91,6 +91,16 @@ recv_request_actor::behavior_type recv_request_impl(self_ptr self, recv_spec spe
   st.deadline_ms = spec.deadline_ms;
   if (st.deadline_ms > 0)
     self->delayed_send(self, std::chrono::milliseconds{st.deadline_ms}, deadline_atom::value);
+  // Any exception in a handler fails this request with a clear error (F10); the memory is
+  // released only if nothing of it can still be in UCX's hands.
+  self->set_exception_handler([=](caf::scheduled_actor*, std::exception_ptr& ep) -> caf::error {
+    auto text = describe_exception(ep);
+    end_request(self,
+                make_result(transfer_status::failed, errc::internal_error,
+                            "request '" + self->state.owner->id() + "' failed: " + text),
+                self->state.phase != recv_phase::fetching);
+    return caf::make_error(errc::internal_error, text);
+  });
   // The node is stopping: the terminal event says so; the memory is released only by the
   // engine's teardown, after which nothing touches it.
   self->set_exit_handler(

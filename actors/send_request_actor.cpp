@@ -201,6 +201,16 @@ send_request_actor::behavior_type send_request_impl(self_ptr self, send_spec spe
   auto kids = spec.core->children();
   st.transport = kids.transport;
   self->monitor(st.transport);
+  // Any exception in a handler fails this request with a clear error (F10); the memory is
+  // released only if nothing of it can still be in UCX's hands.
+  self->set_exception_handler([=](caf::scheduled_actor*, std::exception_ptr& ep) -> caf::error {
+    auto text = describe_exception(ep);
+    end_request(self,
+                make_result(transfer_status::failed, errc::internal_error,
+                            "request '" + self->state.owner->id() + "' failed: " + text),
+                !self->state.put_outstanding);
+    return caf::make_error(errc::internal_error, text);
+  });
   // The node is stopping: the terminal event says so; the memory is released only by the
   // engine's teardown, after which nothing touches it.
   self->set_exit_handler(

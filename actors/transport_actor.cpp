@@ -62,10 +62,20 @@ transport_actor::behavior_type transport_impl(
       }
       auto token = req.token;
       auto me = caf::actor_cast<transport_actor>(self);
-      auto op = engine.put(std::move(batch), [me, token](errc code, const std::string& detail) {
-        caf::anon_send(me, op_done_atom::value, token,
-                       code == errc::none ? caf::error{} : caf::make_error(code, detail));
-      });
+      std::uint64_t op = 0;
+      try {
+        op = engine.put(std::move(batch), [me, token](errc code, const std::string& detail) {
+          caf::anon_send(me, op_done_atom::value, token,
+                         code == errc::none ? caf::error{} : caf::make_error(code, detail));
+        });
+      } catch (...) {
+        // The engine threw before taking the batch: nothing was posted, so this request fails
+        // on its own and the transport keeps serving the others (F10).
+        rp.deliver(caf::make_error(errc::internal_error,
+                                   "the transport threw while posting puts: " +
+                                     describe_exception(std::current_exception())));
+        return rp;
+      }
       st.ops.emplace(token, pending_op{op, bytes, rp});
       return rp;
     },

@@ -4,6 +4,7 @@
 
 #include "actors/node.hpp"
 #include "actors/transfer_handle.hpp"
+#include "transport/fault_plan.hpp"
 
 #include <doctest/doctest.h>
 
@@ -31,9 +32,11 @@ struct node_pair {
   // Exactly-once violations are counted process-wide; each test compares with its start.
   std::uint64_t violations_at_start = detail::handle_state::violations();
 
-  explicit node_pair(std::size_t pool_bytes, node_config cfg = {}) {
+  // `prefill_faults`: a fault plan wrapping the prefill node's real transport (or none).
+  explicit node_pair(std::size_t pool_bytes, node_config cfg = {},
+                     std::shared_ptr<transport::fault_plan> prefill_faults = nullptr) {
     cfg.transport = "tcp";
-    auto p = node::start(cfg);
+    auto p = node::start(cfg, std::move(prefill_faults));
     REQUIRE_MESSAGE(p, p.error().message);
     auto d = node::start(cfg);
     REQUIRE_MESSAGE(d, d.error().message);

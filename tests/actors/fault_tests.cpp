@@ -1,0 +1,156 @@
+// Faults injected over the real transport (transport/fault_plan.hpp): operations held, thrown,
+// failed. Tests are named after their row in FAILURE-MODES.md.
+#include "node_pair.hpp"
+
+using namespace kvferry;
+using namespace kvferry::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::shared_ptr<transport::fault_plan> plan_with(transport::fault_rule rule) {
+  auto plan = std::make_shared<transport::fault_plan>();
+  plan->add(rule);
+  return plan;
+}
+
+transport::fault_rule first_put(transport::fault_action action) {
+  transport::fault_rule r;
+  r.op = "put";
+  r.nth = 1;
+  r.action = action;
+  return r;
+}
+
+// True if `pred` stays false for the whole `window` (what must NOT happen yet).
+bool stays_false(const std::function<bool()>& pred, std::chrono::milliseconds window) {
+  auto until = steady::now() + window;
+  while (steady::now() < until) {
+    if (pred())
+      return false;
+    std::this_thread::sleep_for(2ms);
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("F10: a non-std exception thrown in the transport fails that request clearly and the node keeps serving") {
+  for (auto action : {transport::fault_action::throw_other, transport::fault_action::throw_std}) {
+    auto plan = plan_with(first_put(action));
+    node_pair np{4 * 4096, {}, plan};
+    auto s = np.prefill->send("boom", {{np.src_region, 0, 4096}});
+    auto r = np.decode->receive("boom", np.peer, {{np.dst_region, 0, 4096}});
+    auto sr = s.wait_for(patience);
+    REQUIRE(sr);
+    CHECK(sr->status == transfer_status::failed);
+    CHECK(sr->code == errc::internal_error);
+    CHECK(sr->message.find(action == transport::fault_action::throw_other
+                             ? "not a std::exception"
+                             : "std::runtime_error") != std::string::npos);
+    auto rr = r.wait_for(patience);
+    REQUIRE(rr);
+    CHECK(rr->status == transfer_status::failed);
+    CHECK(plan->applied() == 1);
+    // The same node serves the next transfer, without a restart.
+    auto s2 = np.prefill->send("after", {{np.src_region, 4096, 4096}});
+    auto r2 = np.decode->receive("after", np.peer, {{np.dst_region, 4096, 4096}});
+    auto r2r = r2.wait_for(patience);
+    REQUIRE(r2r);
+    CHECK(r2r->status == transfer_status::succeeded);
+    CHECK(std::memcmp(&np.dst[4096], &np.src[4096], 4096) == 0);
+    CHECK(np.prefill->health().restarts == 0);
+    CHECK(np.prefill->health().healthy);
+  }
+}
+
+TEST_CASE("F8: after a cancel, memory is released only once the late completion came") {
+  auto plan = plan_with(first_put(transport::fault_action::hold));
+  node_pair np{4 * 4096, {}, plan};
+  auto s = np.prefill->send("late", {{np.src_region, 0, 4096}});
+  auto r = np.decode->receive("late", np.peer, {{np.dst_region, 0, 4096}});
+  REQUIRE(wait_until([&] { return plan->held() == 1; }));  // the put is held before UCX
+  CHECK(np.prefill->cancel("late") == cancel_result::cancel_requested_in_flight);
+  // The transport has not completed the operation: nothing may be released on either side.
+  CHECK(stays_false([&] { return s.released() || r.released(); }, 300ms));
+  plan->release_held();  // the late operation runs and completes
+  CHECK(wait_until([&] { return s.released() && r.released(); }));
+  auto sr = s.result();
+  REQUIRE(sr);
+  // It was cancelled, or the held put completed first: either way one terminal event each.
+  CHECK((sr->status == transfer_status::cancelled || sr->status == transfer_status::succeeded));
+  std::map<std::string, std::vector<transfer_event>> seen;
+  auto evs = events_for(*np.prefill, "late", 2, seen);
+  CHECK(count_kind(evs, event_kind::completed) == 1);
+  CHECK(count_kind(evs, event_kind::released) == 1);
+  CHECK(detail::handle_state::violations() == np.violations_at_start);
+}
+
+TEST_CASE("F11: a request ended in flight by its deadline releases exactly once, after the late completion") {
+  auto plan = plan_with(first_put(transport::fault_action::hold));
+  node_pair np{4 * 4096, {}, plan};
+  transfer_options opts;
+  opts.deadline_ms = 150;
+  auto s = np.prefill->send("ended", {{np.src_region, 0, 4096}}, opts);
+  auto r = np.decode->receive("ended", np.peer, {{np.dst_region, 0, 4096}});
+  // The deadline ends it while the put is held: terminal now, memory still pinned.
+  auto sr = s.wait_for(patience);
+  REQUIRE(sr);
+  CHECK(sr->code == errc::timed_out);
+  CHECK(!s.released());
+  CHECK(stays_false([&] { return s.released(); }, 200ms));
+  CHECK(np.prefill->health().unreleased == 1);
+  plan->release_held();
+  CHECK(wait_until([&] { return s.released(); }));
+  CHECK(np.prefill->health().unreleased == 0);
+  // The decode side agrees that the transfer failed (it timed out at the sender).
+  auto rr = r.wait_for(patience);
+  REQUIRE(rr);
+  CHECK(rr->code == errc::timed_out);
+  std::map<std::string, std::vector<transfer_event>> seen;
+  auto evs = events_for(*np.prefill, "ended", 2, seen);
+  REQUIRE(evs.size() == 2);
+  CHECK(evs[0].kind == event_kind::completed);
+  CHECK(evs[1].kind == event_kind::released);
+  CHECK(detail::handle_state::violations() == np.violations_at_start);
+}
+
+TEST_CASE("F9: when the transport dies mid-operation the request fails and its memory stays quarantined") {
+  auto plan = plan_with(first_put(transport::fault_action::hold));
+  node_pair np{4 * 4096, {}, plan};
+  auto s = np.prefill->send("orphan", {{np.src_region, 0, 4096}});
+  auto r = np.decode->receive("orphan", np.peer, {{np.dst_region, 0, 4096}});
+  REQUIRE(wait_until([&] { return plan->held() == 1; }));
+  np.prefill->crash_child_for_testing("transport");
+  auto sr = s.wait_for(patience);
+  REQUIRE(sr);
+  CHECK(sr->status == transfer_status::failed);
+  CHECK(sr->code == errc::backend_unhealthy);
+  // No proof of quiescence: not released, and counted.
+  CHECK(stays_false([&] { return s.released(); }, 200ms));
+  CHECK(np.prefill->health().unreleased == 1);
+  REQUIRE(wait_until([&] { return np.prefill->health().restarts == 1; }));
+  plan->release_held();  // the orphaned operation completes into the void
+  CHECK(stays_false([&] { return s.released(); }, 200ms));
+  // The restarted transport serves new transfers.
+  auto s2 = np.prefill->send("next", {{np.src_region, 4096, 4096}});
+  auto r2 = np.decode->receive("next", np.peer, {{np.dst_region, 4096, 4096}});
+  auto r2r = r2.wait_for(patience);
+  REQUIRE(r2r);
+  CHECK(r2r->status == transfer_status::succeeded);
+}
+
+TEST_CASE("an injected put failure fails both sides with the injected code and releases") {
+  auto rule = first_put(transport::fault_action::fail);
+  rule.code = errc::peer_failed;
+  auto plan = plan_with(rule);
+  node_pair np{4 * 4096, {}, plan};
+  auto s = np.prefill->send("fails", {{np.src_region, 0, 4096}});
+  auto r = np.decode->receive("fails", np.peer, {{np.dst_region, 0, 4096}});
+  auto rr = r.wait_for(patience);
+  REQUIRE(rr);
+  CHECK(rr->code == errc::peer_failed);
+  CHECK(s.wait_for(patience)->code == errc::peer_failed);
+  CHECK(wait_until([&] { return s.released() && r.released(); }));
+  CHECK(std::all_of(np.dst.begin(), np.dst.end(), [](auto b) { return b == 0; }));
+}

@@ -1,0 +1,179 @@
+#include "transport/fault_plan.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+#include <thread>
+
+namespace kvferry::transport {
+
+void fault_plan::add(fault_rule rule) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  rules_.push_back(std::move(rule));
+}
+
+const fault_rule* fault_plan::next(const std::string& op) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto pos = std::find(ops_.begin(), ops_.end(), op);
+  if (pos == ops_.end()) {
+    ops_.push_back(op);
+    calls_.push_back(0);
+    pos = ops_.end() - 1;
+  }
+  auto n = ++calls_[static_cast<std::size_t>(pos - ops_.begin())];
+  for (auto& r : rules_) {
+    if (r.op == op && (r.nth == 0 || r.nth == n)) {
+      ++applied_;
+      return &r;
+    }
+  }
+  return nullptr;
+}
+
+void fault_plan::hold(std::function<void()> resume) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  held_.push_back(std::move(resume));
+}
+
+std::vector<std::function<void()>> fault_plan::take_held() {
+  std::lock_guard<std::mutex> guard{mtx_};
+  std::vector<std::function<void()>> out;
+  out.swap(held_);
+  return out;
+}
+
+void fault_plan::release_held() {
+  for (auto& resume : take_held())
+    resume();
+}
+
+std::uint64_t fault_plan::held() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return held_.size();
+}
+
+std::uint64_t fault_plan::applied() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return applied_;
+}
+
+namespace {
+
+class faulty_engine final : public engine {
+ public:
+  faulty_engine(std::unique_ptr<engine> real, std::shared_ptr<fault_plan> plan)
+      : real_(std::move(real)), plan_(std::move(plan)) {}
+
+  ~faulty_engine() override {
+    // Held operations still run (their completion must come exactly once), then delayed ones
+    // finish, then the real engine tears down.
+    plan_->release_held();
+    std::vector<std::thread> threads;
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      threads.swap(delayed_);
+    }
+    for (auto& t : threads)
+      t.join();
+  }
+
+  const std::vector<std::uint8_t>& worker_address() const noexcept override {
+    return real_->worker_address();
+  }
+  result<std::shared_ptr<memory_registration>> register_memory(void* p, std::size_t n) override {
+    return real_->register_memory(p, n);
+  }
+  result<std::shared_ptr<memory_registration>> allocate_memory(std::size_t n) override {
+    return real_->allocate_memory(n);
+  }
+  void connect(std::uint64_t peer, std::vector<std::uint8_t> address) override {
+    real_->connect(peer, std::move(address));
+  }
+  void disconnect(std::uint64_t peer) override { real_->disconnect(peer); }
+
+  std::uint64_t put(put_batch batch, completion_fn done) override {
+    const fault_rule* rule = plan_->next("put");
+    if (!rule)
+      return forward(std::move(batch), std::move(done));
+    switch (rule->action) {
+      case fault_action::throw_std:
+        throw std::runtime_error("injected fault: put threw std::runtime_error");
+      case fault_action::throw_other:
+        throw 42;  // deliberately not a std::exception
+      case fault_action::fail:
+        done(rule->code, "injected fault: put failed");
+        return 0;
+      case fault_action::delay:
+      case fault_action::hold: {
+        auto id = reserve_id();
+        auto resume = [this, id, batch = std::move(batch), done = std::move(done)]() mutable {
+          bind(id, real_->put(std::move(batch), std::move(done)));
+        };
+        if (rule->action == fault_action::hold) {
+          plan_->hold(std::move(resume));
+        } else {
+          std::lock_guard<std::mutex> guard{mtx_};
+          delayed_.emplace_back([ms = rule->delay_ms, resume = std::move(resume)]() mutable {
+            std::this_thread::sleep_for(std::chrono::milliseconds{ms});
+            resume();
+          });
+        }
+        return id;
+      }
+    }
+    return forward(std::move(batch), std::move(done));
+  }
+
+  void cancel(std::uint64_t op_id) override {
+    std::uint64_t real_id = 0;
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      auto it = std::find_if(ids_.begin(), ids_.end(), [&](auto& p) { return p.first == op_id; });
+      if (it != ids_.end())
+        real_id = it->second;
+    }
+    // A held or delayed operation is not in UCX yet: like a late completion, it still runs
+    // when resumed, and its completion is what ends it.
+    if (real_id != 0)
+      real_->cancel(real_id);
+  }
+
+  std::vector<std::string> endpoint_transports(std::uint64_t peer) override {
+    return real_->endpoint_transports(peer);
+  }
+  engine_stats stats() const override { return real_->stats(); }
+
+ private:
+  std::uint64_t forward(put_batch batch, completion_fn done) {
+    auto id = reserve_id();
+    bind(id, real_->put(std::move(batch), std::move(done)));
+    return id;
+  }
+  std::uint64_t reserve_id() {
+    std::lock_guard<std::mutex> guard{mtx_};
+    auto id = next_id_++;
+    ids_.emplace_back(id, 0);
+    return id;
+  }
+  void bind(std::uint64_t id, std::uint64_t real_id) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    for (auto& p : ids_)
+      if (p.first == id)
+        p.second = real_id;
+  }
+
+  std::unique_ptr<engine> real_;
+  std::shared_ptr<fault_plan> plan_;
+  std::mutex mtx_;
+  std::vector<std::thread> delayed_;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> ids_;  // ours -> the real engine's
+  std::uint64_t next_id_ = 1;
+};
+
+}  // namespace
+
+std::unique_ptr<engine> make_faulty_engine(std::unique_ptr<engine> real,
+                                           std::shared_ptr<fault_plan> plan) {
+  return std::make_unique<faulty_engine>(std::move(real), std::move(plan));
+}
+
+}  // namespace kvferry::transport
