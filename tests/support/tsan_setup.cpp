@@ -1,4 +1,5 @@
-// ThreadSanitizer set-up for the transport tests; compiled in only under -fsanitize=thread
+// ThreadSanitizer set-up for every test binary and the kvferry tool; compiled in only under
+// -fsanitize=thread
 // (cmake -DKVFERRY_SANITIZE=thread). Kept short: every line says why it is there.
 #if defined(__SANITIZE_THREAD__)
 #define KVFERRY_TSAN 1
