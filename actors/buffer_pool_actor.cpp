@@ -9,6 +9,7 @@
 //   errc::timed_out (the wait is bounded; a waiter that dies leaves the queue)
 //
 //   release(slot) from its holder, or the holder terminates ──> slot free again
+//   poison(slot) from its holder (quiescence unknown) ──> slot out of service for good, counted
 //
 // Every wait is bounded by the requester's wait_ms; nothing here waits without a limit.
 
@@ -16,6 +17,7 @@
 
 #include "actors/node_core.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 
@@ -32,6 +34,8 @@ struct waiter {
 struct pool_state {
   std::vector<lease> slots;
   std::vector<caf::actor_addr> holders;  // per slot; invalid when free
+  std::vector<bool> poisoned;            // per slot: never handed out again
+  std::shared_ptr<node_core> core;       // health counters
   std::deque<waiter> waiting;
   std::uint64_t next_waiter = 1;
   static inline const char* name = "kvferry.buffer_pool";
@@ -46,7 +50,7 @@ struct pool_state {
   // Hands free slots to waiters, first come first served.
   void serve_waiters() {
     for (std::size_t i = 0; i < slots.size() && !waiting.empty(); ++i) {
-      if (holders[i])
+      if (holders[i] || poisoned[i])
         continue;
       auto w = std::move(waiting.front());
       waiting.pop_front();
@@ -82,9 +86,11 @@ buffer_pool_actor spawn_buffer_pool_actor(caf::actor_system& sys, std::shared_pt
                           reinterpret_cast<std::uint64_t>(r->base()), r->bytes()});
   // The slots travel as a spawn argument: CAF 0.17 dereferences a null argument tuple when a
   // function actor is spawned without arguments (UBSan reports it).
-  auto impl = [](buffer_pool_actor::stateful_pointer<pool_state> self,
-                 std::vector<lease> slots) -> buffer_pool_actor::behavior_type {
+  auto impl = [](buffer_pool_actor::stateful_pointer<pool_state> self, std::vector<lease> slots,
+                 std::shared_ptr<node_core> core) -> buffer_pool_actor::behavior_type {
+    self->state.core = std::move(core);
     self->state.holders.resize(slots.size());
+    self->state.poisoned.assign(slots.size(), false);
     self->state.slots = std::move(slots);
     self->set_down_handler([=](caf::down_msg& dm) { self->state.forget(dm.source); });
     return {
@@ -125,14 +131,25 @@ buffer_pool_actor spawn_buffer_pool_actor(caf::actor_system& sys, std::shared_pt
           st.serve_waiters();
         }
       },
+      [=](poison_atom, std::uint32_t slot) {
+        auto& st = self->state;
+        auto sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
+        if (slot < st.holders.size() && st.holders[slot] == sender && !st.poisoned[slot]) {
+          st.poisoned[slot] = true;
+          st.holders[slot] = caf::actor_addr{};
+          st.core->poisoned.fetch_add(1);
+        }
+      },
       [=](stats_atom) {
         auto& st = self->state;
+        auto poisoned = static_cast<std::uint32_t>(
+          std::count(st.poisoned.begin(), st.poisoned.end(), true));
         return pool_stats{static_cast<std::uint32_t>(st.slots.size()), st.leased(),
-                          static_cast<std::uint32_t>(st.waiting.size())};
+                          static_cast<std::uint32_t>(st.waiting.size()), poisoned};
       },
     };
   };
-  return sys.spawn(impl, std::move(slots));
+  return sys.spawn(impl, std::move(slots), std::move(core));
 }
 
 }  // namespace kvferry

@@ -98,6 +98,7 @@ struct pool_stats {
   std::uint32_t slots = 0;
   std::uint32_t leased = 0;
   std::uint32_t waiting = 0;
+  std::uint32_t poisoned = 0;  // taken out of service: UCX may still have been using them
 };
 
 template <class Inspector>
@@ -118,7 +119,7 @@ typename Inspector::result_type inspect(Inspector& f, lease& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, pool_stats& x) {
-  return f(caf::meta::type_name("pool_stats"), x.slots, x.leased, x.waiting);
+  return f(caf::meta::type_name("pool_stats"), x.slots, x.leased, x.waiting, x.poisoned);
 }
 
 // -- atoms ---------------------------------------------------------------------------------------
@@ -132,6 +133,7 @@ using admit_atom = caf::atom_constant<caf::atom("admit")>;
 using acquire_atom = caf::atom_constant<caf::atom("acquire")>;
 using wait_expired_atom = caf::atom_constant<caf::atom("wait_exp")>;
 using release_atom = caf::atom_constant<caf::atom("release")>;
+using poison_atom = caf::atom_constant<caf::atom("poison")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using peer_down_atom = caf::atom_constant<caf::atom("peer_down")>;
 using crash_atom = caf::atom_constant<caf::atom("crash")>;
@@ -169,6 +171,8 @@ using buffer_pool_actor = caf::typed_actor<
   caf::replies_to<acquire_atom, std::uint32_t>::with<lease>,
   // Give slot back (only its holder may).
   caf::reacts_to<release_atom, std::uint32_t>,
+  // Take slot out of service: its holder cannot prove UCX stopped using it (only the holder).
+  caf::reacts_to<poison_atom, std::uint32_t>,
   // Internal (from the pool itself): the bounded wait of waiter `id` is over.
   caf::reacts_to<wait_expired_atom, std::uint64_t>,
   // Current counts.

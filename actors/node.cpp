@@ -36,7 +36,8 @@ std::string health_snapshot::to_string() const {
   return std::string{healthy ? "healthy" : "UNHEALTHY"} + " in_flight=" +
          std::to_string(in_flight) + " succeeded=" + std::to_string(succeeded) +
          " failed=" + std::to_string(failed) + " cancelled=" + std::to_string(cancelled) +
-         " unreleased=" + std::to_string(unreleased) + " restarts=" + std::to_string(restarts) +
+         " unreleased=" + std::to_string(unreleased) + " poisoned=" + std::to_string(poisoned) +
+         " restarts=" + std::to_string(restarts) +
          " ms_since_progress=" + std::to_string(ms_since_progress);
 }
 
@@ -335,7 +336,10 @@ health_snapshot node::health() const {
   auto& c = *impl_->core;
   health_snapshot h;
   h.stalled = c.stalled.load();
-  h.healthy = !c.unhealthy.load() && !h.stalled;
+  h.unreleased = c.unreleased.load();
+  h.poisoned = c.poisoned.load();
+  h.quarantine_full = h.unreleased + h.poisoned >= c.config.quarantine_budget;
+  h.healthy = !c.unhealthy.load() && !h.stalled && !h.quarantine_full;
   h.ms_since_progress = static_cast<std::uint64_t>(
     (std::chrono::steady_clock::now().time_since_epoch().count() - c.last_progress_ns.load()) /
     1000000);
@@ -343,7 +347,6 @@ health_snapshot node::health() const {
   h.succeeded = c.succeeded.load();
   h.failed = c.failed.load();
   h.cancelled = c.cancelled.load();
-  h.unreleased = c.unreleased.load();
   h.restarts = c.restarts.load();
   h.bytes_sent = c.bytes_sent.load();
   h.bytes_received = c.bytes_received.load();

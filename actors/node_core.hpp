@@ -85,7 +85,7 @@ struct node_core {
 
   // -- counters (health) -----------------------------------------------------------------------
   std::atomic<std::uint64_t> in_flight{0}, succeeded{0}, failed{0}, cancelled{0}, unreleased{0},
-      restarts{0}, bytes_sent{0}, bytes_received{0};
+      restarts{0}, bytes_sent{0}, bytes_received{0}, poisoned{0};
   // steady_clock nanoseconds of the last request that reached a terminal state, or of the
   // moment work became pending on an idle node.
   std::atomic<std::int64_t> last_progress_ns{0};

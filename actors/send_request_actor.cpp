@@ -42,6 +42,7 @@ struct send_request_state {
   bool cancel_requested = false;
   bool put_outstanding = false;
   bool timed_out = false;           // the deadline passed while putting
+  bool waiting_for_lease = false;   // staged: an acquire is pending at the pool
   std::uint32_t deadline_ms = 0;
   caf::actor_addr fetcher;          // the remote recv-request (monitored while putting)
   std::uint64_t fetch_epoch = 0;
@@ -64,10 +65,12 @@ using self_ptr = send_request_actor::stateful_pointer<send_request_state>;
 void end_request(self_ptr self, transfer_result r, bool quiescent) {
   auto& st = self->state;
   st.phase = send_phase::done;
-  // A staging buffer UCX may still read from is not given back (the pool learns of it when
-  // this actor is gone; poisoning such slots comes with the quarantine work).
-  if (st.held && quiescent) {
-    self->send(st.pool, release_atom::value, st.held->slot);
+  // A staging buffer UCX may still read from is poisoned, never given back.
+  if (st.held) {
+    if (quiescent)
+      self->send(st.pool, release_atom::value, st.held->slot);
+    else
+      self->send(st.pool, poison_atom::value, st.held->slot);
     st.held.reset();
   }
   st.owner->conclude(std::move(r), quiescent);
@@ -98,6 +101,11 @@ void end_transfer(self_ptr self, const caf::error& err, bool quiescent) {
   end_request(self, std::move(r), quiescent);
 }
 
+caf::error cancelled_error(self_ptr self);
+
+// Stops the transfer: the transport is asked to stop an outstanding put (its answer ends the
+// request); a wait for a staging buffer ends at once (nothing is exposed then: the pool drops
+// the wait when this actor is gone); a staging copy in progress ends at its completion.
 void ask_transport_to_stop(self_ptr self) {
   auto& st = self->state;
   if (st.cancel_requested)
@@ -105,6 +113,8 @@ void ask_transport_to_stop(self_ptr self) {
   st.cancel_requested = true;
   if (st.put_outstanding)
     self->send(st.transport, cancel_atom::value, self->id());
+  else if (st.waiting_for_lease)
+    end_transfer(self, cancelled_error(self), true);
 }
 
 caf::error cancelled_error(self_ptr self) {
@@ -162,11 +172,13 @@ void stage_next_chunk(self_ptr self) {
   // The pool answers within staging_wait_ms; the extra second covers a pool that died with
   // our request (a restarted pool does not know it), so this wait is bounded either way.
   st.pool = st.owner->core().children().pool;  // the current pool (a restart replaces it)
+  st.waiting_for_lease = true;
   self->request(st.pool, std::chrono::milliseconds{staging_wait_ms + 1000}, acquire_atom::value,
                 staging_wait_ms)
     .then(
       [=](lease& l) {
         auto& s = self->state;
+        s.waiting_for_lease = false;
         s.held = l;
         if (s.cancel_requested) {
           end_transfer(self, cancelled_error(self), true);
@@ -187,7 +199,10 @@ void stage_next_chunk(self_ptr self) {
                          code == errc::none ? caf::error{} : caf::make_error(code, d));
         });
       },
-      [=](caf::error& err) { end_transfer(self, err, true); });
+      [=](caf::error& err) {
+        self->state.waiting_for_lease = false;
+        end_transfer(self, err, true);
+      });
 }
 
 send_request_actor::behavior_type send_request_impl(self_ptr self, send_spec spec) {

@@ -146,6 +146,7 @@ constexpr key_entry keys[] = {
     unsigned_key<&node_config::max_fetches_in_flight>("max_fetches_in_flight"),
     unsigned_key<&node_config::default_deadline_ms>("default_deadline_ms"),
     unsigned_key<&node_config::progress_deadline_ms>("progress_deadline_ms"),
+    unsigned_key<&node_config::quarantine_budget>("quarantine_budget"),
     unsigned_key<&node_config::connect_timeout_ms>("connect_timeout_ms"),
     unsigned_key<&node_config::cancel_timeout_ms>("cancel_timeout_ms"),
     string_key<&node_config::log_level>("log_level"),
@@ -304,6 +305,7 @@ std::optional<config_error> validate(const node_config& c) {
   if ((e = between("max_fetches_in_flight", c.max_fetches_in_flight, 1, 1u << 20))) return e;
   if ((e = between("default_deadline_ms", c.default_deadline_ms, 0, 86400000))) return e;
   if ((e = between("progress_deadline_ms", c.progress_deadline_ms, 100, 86400000))) return e;
+  if ((e = between("quarantine_budget", c.quarantine_budget, 1, 1u << 30))) return e;
   if ((e = between("connect_timeout_ms", c.connect_timeout_ms, 1, 600000))) return e;
   if ((e = between("cancel_timeout_ms", c.cancel_timeout_ms, 1, 60000))) return e;
   if ((e = one_of("log_level", c.log_level,

@@ -39,6 +39,8 @@ struct node_config {
                                             // 0: none. Also bounds a parked fetch. <= 1 day
   std::uint32_t progress_deadline_ms = 30000; // no request terminal for this long while work is
                                             // pending: unhealthy. 100 .. 1 day
+  std::uint32_t quarantine_budget = 1024;   // unreleased requests + poisoned staging slots
+                                            // at which the node reports unhealthy; >= 1
   std::uint32_t connect_timeout_ms = 5000; // bound on connect(); 1 .. 600000
   std::uint32_t cancel_timeout_ms = 1000;  // bound on cancel()'s answer; 1 .. 60000
   std::string log_level = "warn";          // trace, debug, info, warn, error, critical, off

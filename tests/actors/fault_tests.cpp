@@ -154,3 +154,70 @@ TEST_CASE("an injected put failure fails both sides with the injected code and r
   CHECK(wait_until([&] { return s.released() && r.released(); }));
   CHECK(std::all_of(np.dst.begin(), np.dst.end(), [](auto b) { return b == 0; }));
 }
+
+TEST_CASE("a staging slot that lost its transport mid-put is poisoned, counted, and the budget flips health") {
+  auto plan = plan_with(first_put(transport::fault_action::hold));
+  node_config cfg;
+  cfg.staging_slots = 2;
+  cfg.quarantine_budget = 2;  // the quarantined request + its poisoned slot fill it
+  node_pair np{4 * 4096, cfg, plan};
+  transfer_options staged;
+  staged.stage_through_pool = true;
+  auto s = np.prefill->send("staged-orphan", {{np.src_region, 0, 4096}}, staged);
+  auto r = np.decode->receive("staged-orphan", np.peer, {{np.dst_region, 0, 4096}});
+  REQUIRE(wait_until([&] { return plan->held() == 1; }));  // the put from staging is held
+  CHECK(np.prefill->health().healthy);
+  np.prefill->crash_child_for_testing("transport");
+  auto sr = s.wait_for(patience);
+  REQUIRE(sr);
+  CHECK(sr->code == errc::backend_unhealthy);
+  REQUIRE(wait_until([&] { return np.prefill->health().poisoned == 1; }));
+  auto h = np.prefill->health();
+  CHECK(h.unreleased == 1);
+  CHECK(h.quarantine_full);
+  CHECK(!h.healthy);
+  // The other slot keeps staged transfers going; the poisoned one is never handed out again.
+  plan->release_held();
+  for (int i = 0; i < 3; ++i) {
+    auto id = "staged-next-" + std::to_string(i);
+    auto s2 = np.prefill->send(id, {{np.src_region, 4096, 4096}}, staged);
+    auto r2 = np.decode->receive(id, np.peer, {{np.dst_region, 4096, 4096}});
+    auto r2r = r2.wait_for(patience);
+    REQUIRE(r2r);
+    CHECK(r2r->status == transfer_status::succeeded);
+  }
+  CHECK(np.prefill->health().poisoned == 1);
+}
+
+TEST_CASE("F6: a staged send cancelled while it waits for the only staging slot ends at once") {
+  auto plan = plan_with(first_put(transport::fault_action::hold));
+  node_config cfg;
+  cfg.staging_slots = 1;
+  node_pair np{4 * 4096, cfg, plan};
+  transfer_options staged;
+  staged.stage_through_pool = true;
+  // The first staged send holds the only slot (its put is held).
+  auto s1 = np.prefill->send("holder", {{np.src_region, 0, 4096}}, staged);
+  auto r1 = np.decode->receive("holder", np.peer, {{np.dst_region, 0, 4096}});
+  REQUIRE(wait_until([&] { return plan->held() == 1; }));
+  // The second waits for the slot; cancelling it ends it without waiting for the slot.
+  auto s2 = np.prefill->send("waiter", {{np.src_region, 4096, 4096}}, staged);
+  auto r2 = np.decode->receive("waiter", np.peer, {{np.dst_region, 4096, 4096}});
+  REQUIRE(wait_until([&] { return s2.status() == transfer_status::in_flight; }));
+  auto t0 = steady::now();
+  np.prefill->cancel("waiter");
+  auto s2r = s2.wait_for(patience);
+  REQUIRE(s2r);
+  CHECK(s2r->status == transfer_status::cancelled);
+  CHECK(steady::now() - t0 < 5s);  // not the 30 s staging wait (5 s: loaded CI)
+  CHECK(wait_until([&] { return s2.released(); }));
+  // The holder finishes once its put goes on; the slot comes back and serves a new send.
+  plan->release_held();
+  REQUIRE(r1.wait_for(patience));
+  CHECK(r1.status() == transfer_status::succeeded);
+  auto s3 = np.prefill->send("third", {{np.src_region, 8192, 4096}}, staged);
+  auto r3 = np.decode->receive("third", np.peer, {{np.dst_region, 8192, 4096}});
+  REQUIRE(r3.wait_for(patience));
+  CHECK(r3.status() == transfer_status::succeeded);
+  CHECK(std::memcmp(&np.dst[8192], &np.src[8192], 4096) == 0);
+}

@@ -204,6 +204,7 @@ TEST_CASE("validation refuses every out-of-range value naming its key") {
       {"max_fetches_in_flight", "1048577"},
       {"default_deadline_ms", "86400001"},
       {"progress_deadline_ms", "99"},
+      {"quarantine_budget", "0"},
       {"connect_timeout_ms", "0"},
       {"connect_timeout_ms", "600001"},
       {"cancel_timeout_ms", "0"},
