@@ -8,7 +8,10 @@
 //        v
 //   errc::timed_out (the wait is bounded; a waiter that dies leaves the queue)
 //
-//   release(slot) from its holder, or the holder terminates ──> slot free again
+//   release(slot) from its holder ──> slot free again
+//   the holder terminates ──> its waits end; each slot it held is checked with the transport
+//        that was current at lease time: no operation of the holder in flight ──> free again;
+//        in flight, or that transport is gone (restarted) ──> poisoned
 //   poison(slot) from its holder (quiescence unknown) ──> slot out of service for good, counted
 //
 // Every wait is bounded by the requester's wait_ms; nothing here waits without a limit.
@@ -34,6 +37,7 @@ struct waiter {
 struct pool_state {
   std::vector<lease> slots;
   std::vector<caf::actor_addr> holders;  // per slot; invalid when free
+  std::vector<caf::actor_addr> leased_under;  // per slot: the transport current at lease time
   std::vector<bool> poisoned;            // per slot: never handed out again
   std::shared_ptr<node_core> core;       // health counters
   std::deque<waiter> waiting;
@@ -55,6 +59,7 @@ struct pool_state {
       auto w = std::move(waiting.front());
       waiting.pop_front();
       holders[i] = w.holder;
+      leased_under[i] = core->children().transport.address();
       w.promise.deliver(slots[i]);
     }
   }
@@ -66,14 +71,18 @@ struct pool_state {
     return false;
   }
 
-  // The holder terminated: its slots come back, its waits end.
-  void forget(const caf::actor_addr& holder) {
-    for (auto& h : holders)
-      if (h == holder)
-        h = caf::actor_addr{};
+  // The holder terminated: its waits end (its slots are checked by the down handler).
+  void forget_waits(const caf::actor_addr& holder) {
     for (auto it = waiting.begin(); it != waiting.end();)
       it = it->holder == holder ? waiting.erase(it) : std::next(it);
-    serve_waiters();
+  }
+
+  void poison(std::size_t slot) {
+    if (!poisoned[slot]) {
+      poisoned[slot] = true;
+      core->poisoned.fetch_add(1);
+    }
+    holders[slot] = caf::actor_addr{};
   }
 };
 
@@ -91,8 +100,41 @@ buffer_pool_actor spawn_buffer_pool_actor(caf::actor_system& sys, std::shared_pt
     self->state.core = std::move(core);
     self->state.holders.resize(slots.size());
     self->state.poisoned.assign(slots.size(), false);
+    self->state.leased_under.resize(slots.size());
     self->state.slots = std::move(slots);
-    self->set_down_handler([=](caf::down_msg& dm) { self->state.forget(dm.source); });
+    self->set_down_handler([=](caf::down_msg& dm) {
+      auto& st = self->state;
+      st.forget_waits(dm.source);
+      auto transport = st.core->children().transport;
+      for (std::size_t i = 0; i < st.holders.size(); ++i) {
+        if (st.holders[i] != dm.source)
+          continue;
+        if (st.leased_under[i] != transport.address()) {
+          st.poison(i);  // the transport of that lease restarted: quiescence cannot be proven
+          continue;
+        }
+        // Still held (by a dead holder) until the transport answers: never handed out meanwhile.
+        auto token = dm.source.id();
+        auto holder = dm.source;
+        self->request(transport, std::chrono::seconds{10}, quiescent_atom::value, token)
+          .then(
+            [=](bool quiescent) {
+              auto& s = self->state;
+              if (s.holders[i] != holder)
+                return;
+              if (quiescent)
+                s.holders[i] = caf::actor_addr{};
+              else
+                s.poison(i);
+              s.serve_waiters();
+            },
+            [=](caf::error&) {
+              if (self->state.holders[i] == holder)
+                self->state.poison(i);
+            });
+      }
+      st.serve_waiters();
+    });
     return {
       [=](acquire_atom, std::uint32_t wait_ms) -> caf::typed_response_promise<lease> {
         // Read the sender first: make_response_promise takes it over from the current message.
@@ -134,11 +176,8 @@ buffer_pool_actor spawn_buffer_pool_actor(caf::actor_system& sys, std::shared_pt
       [=](poison_atom, std::uint32_t slot) {
         auto& st = self->state;
         auto sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
-        if (slot < st.holders.size() && st.holders[slot] == sender && !st.poisoned[slot]) {
-          st.poisoned[slot] = true;
-          st.holders[slot] = caf::actor_addr{};
-          st.core->poisoned.fetch_add(1);
-        }
+        if (slot < st.holders.size() && st.holders[slot] == sender)
+          st.poison(slot);
       },
       [=](stats_atom) {
         auto& st = self->state;

@@ -134,6 +134,8 @@ using acquire_atom = caf::atom_constant<caf::atom("acquire")>;
 using wait_expired_atom = caf::atom_constant<caf::atom("wait_exp")>;
 using release_atom = caf::atom_constant<caf::atom("release")>;
 using poison_atom = caf::atom_constant<caf::atom("poison")>;
+using quiescent_atom = caf::atom_constant<caf::atom("quiescent")>;
+using forget_peer_atom = caf::atom_constant<caf::atom("forget_p")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using peer_down_atom = caf::atom_constant<caf::atom("peer_down")>;
 using crash_atom = caf::atom_constant<caf::atom("crash")>;
@@ -163,7 +165,11 @@ using transport_actor = caf::typed_actor<
   // From the engine's progress thread: operation `token` completed (empty error: success).
   caf::reacts_to<op_done_atom, std::uint64_t, caf::error>,
   // From the engine's progress thread: the endpoint to peer `epoch` failed.
-  caf::reacts_to<peer_down_atom, std::uint64_t, caf::error>>;
+  caf::reacts_to<peer_down_atom, std::uint64_t, caf::error>,
+  // True when no operation of `token` is in flight here (the pool asks for a dead holder).
+  caf::replies_to<quiescent_atom, std::uint64_t>::with<bool>,
+  // The peer `epoch` is known dead (CAF lost its node): close its endpoint.
+  caf::reacts_to<forget_peer_atom, std::uint64_t>>;
 
 // buffer pool: staging buffers handed out as leases, with bounded waits.
 using buffer_pool_actor = caf::typed_actor<

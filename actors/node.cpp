@@ -368,6 +368,13 @@ void node::crash_child_for_testing(const std::string& child) {
     caf::anon_send(impl_->supervisor, crash_atom::value, child);
 }
 
+void node::crash_request_for_testing(const std::string& request_id) {
+  if (impl_->stopped)
+    return;
+  if (auto owner = impl_->core->owner_of(request_id, nullptr))
+    caf::anon_send_exit(owner, caf::exit_reason::kill);
+}
+
 void node::stop(std::chrono::milliseconds drain_timeout) {
   if (!impl_ || impl_->stopped)
     return;

@@ -142,8 +142,10 @@ class node {
   // Epochs of the peers this node has put data to.
   std::vector<std::uint64_t> sent_to_peers() const;
 
-  // Test hook: crash a child actor ("transport", "pool", "sender", "receiver").
+  // Test hooks: crash a child actor ("transport", "pool", "sender", "receiver"), or the actor
+  // owning a request (as an exception inside it would).
   void crash_child_for_testing(const std::string& child);
+  void crash_request_for_testing(const std::string& request_id);
 
   // Stops accepting work, waits up to `drain_timeout` for transfers in flight, then cancels the
   // rest, tears the actors and the transport down. After it returns no memory is touched.

@@ -244,6 +244,7 @@ send_request_actor::behavior_type send_request_impl(self_ptr self, send_spec spe
       st.owner->finish(make_result(transfer_status::failed, errc::peer_failed,
                                    "the fetching peer went away during the transfer: " +
                                      caf::to_string(dm.reason)));
+      self->send(st.transport, forget_peer_atom::value, st.fetch_epoch);
       ask_transport_to_stop(self);
     }
   });
@@ -347,6 +348,9 @@ plan_puts(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& source,
                            "fetch for '" + fetch.request_id + "' describes " +
                              std::to_string(fetch.region_bases.size()) + " regions for " +
                              std::to_string(fetch.rkeys.size()) + " rkeys");
+  if (fetch.epoch == 0)
+    return caf::make_error(errc::stale_epoch,
+                           "fetch for '" + fetch.request_id + "' carries no node epoch");
   if (fetch.worker_address.empty())
     return caf::make_error(errc::malformed_message,
                            "fetch for '" + fetch.request_id + "' carries no worker address");

@@ -99,6 +99,13 @@ transport_actor::behavior_type transport_impl(
       // The engine already failed that peer's operations; reconnect on the next put.
       self->state.connected.erase(peer_epoch);
     },
+    [=](quiescent_atom, std::uint64_t token) { return self->state.ops.count(token) == 0; },
+    [=](forget_peer_atom, std::uint64_t peer_epoch) {
+      // Endpoint state stays bounded as peers come and go; in-flight puts to it complete with
+      // an error (each still answers its requester exactly once).
+      if (self->state.connected.erase(peer_epoch) > 0)
+        self->state.core->engine->disconnect(peer_epoch);
+    },
   };
 }
 

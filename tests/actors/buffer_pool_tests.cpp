@@ -1,6 +1,7 @@
 // The buffer pool actor: leases, bounded waits, release by holder death.
 #include "actors/buffer_pool_actor.hpp"
 #include "actors/node_core.hpp"
+#include "actors/transport_actor.hpp"
 
 #include <doctest/doctest.h>
 
@@ -23,10 +24,16 @@ struct pool_fixture {
     for (std::uint32_t i = 0; i < slots; ++i)
       core->staging.push_back(core->engine->allocate_memory(4096).value());
     sys = std::make_unique<caf::actor_system>(cfg);
+    // The pool asks the transport whether a dead holder's operations are quiescent.
+    node_children kids;
+    kids.transport = spawn_transport_actor(*sys, core);
+    core->set_children(kids);
     pool = spawn_buffer_pool_actor(*sys, core);
   }
   ~pool_fixture() {
     caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(core->children().transport, caf::exit_reason::user_shutdown);
+    core->set_children({});
     sys.reset();
   }
 
@@ -95,4 +102,5 @@ TEST_CASE("F6: a pool of one slot survives a storm of holders that exit early") 
   CHECK(s.slots == 1);
   CHECK(s.leased == 1);
   CHECK(s.waiting == 0);
+  CHECK(s.poisoned == 0);  // their transport had nothing of theirs in flight
 }

@@ -221,3 +221,54 @@ TEST_CASE("F6: a staged send cancelled while it waits for the only staging slot 
   CHECK(r3.status() == transfer_status::succeeded);
   CHECK(std::memcmp(&np.dst[8192], &np.src[8192], 4096) == 0);
 }
+
+TEST_CASE("a lease whose holder dies mid-put is poisoned; one whose holder dies quiescent comes back") {
+  auto plan = plan_with(first_put(transport::fault_action::hold));
+  node_config cfg;
+  cfg.staging_slots = 1;
+  node_pair np{4 * 4096, cfg, plan};
+  transfer_options staged;
+  staged.stage_through_pool = true;
+  // Holder killed while its put from the staging slot is held in the transport: poisoned.
+  auto s = np.prefill->send("killed", {{np.src_region, 0, 4096}}, staged);
+  auto r = np.decode->receive("killed", np.peer, {{np.dst_region, 0, 4096}});
+  REQUIRE(wait_until([&] { return plan->held() == 1; }));
+  np.prefill->crash_request_for_testing("killed");
+  REQUIRE(s.wait_for(patience));
+  CHECK(s.result()->code == errc::internal_error);
+  REQUIRE(wait_until([&] { return np.prefill->health().poisoned == 1; }));
+  CHECK(!s.released());
+  plan->release_held();
+  // With its only slot poisoned, a staged send cannot get one (its deadline bounds the wait).
+  transfer_options short_staged = staged;
+  short_staged.deadline_ms = 300;
+  auto s2 = np.prefill->send("no-slot", {{np.src_region, 4096, 4096}}, short_staged);
+  auto r2 = np.decode->receive("no-slot", np.peer, {{np.dst_region, 4096, 4096}});
+  auto s2r = s2.wait_for(patience);
+  REQUIRE(s2r);
+  CHECK(s2r->code == errc::timed_out);
+}
+
+TEST_CASE("a lease whose holder dies with nothing in flight is given back, not poisoned") {
+  node_config cfg;
+  cfg.staging_slots = 1;
+  auto plan = std::make_shared<transport::fault_plan>();
+  transport::fault_rule slow;  // every put waits 300 ms before reaching UCX
+  slow.nth = 0;
+  slow.action = transport::fault_action::delay;
+  slow.delay_ms = 300;
+  plan->add(slow);
+  node_pair np{4 * 4096, cfg, plan};
+  transfer_options staged;
+  staged.stage_through_pool = true;
+  // Two staged sends, one slot: the second waits for the slot while the first puts (slowly).
+  auto s1 = np.prefill->send("first", {{np.src_region, 0, 4096}}, staged);
+  auto r1 = np.decode->receive("first", np.peer, {{np.dst_region, 0, 4096}});
+  auto s2 = np.prefill->send("second", {{np.src_region, 4096, 4096}}, staged);
+  auto r2 = np.decode->receive("second", np.peer, {{np.dst_region, 4096, 4096}});
+  REQUIRE(r1.wait_for(patience));
+  REQUIRE(r2.wait_for(patience));
+  CHECK(r1.status() == transfer_status::succeeded);
+  CHECK(r2.status() == transfer_status::succeeded);
+  CHECK(np.prefill->health().poisoned == 0);
+}

@@ -89,6 +89,7 @@ TEST_CASE("the put planner coalesces runs contiguous on both sides and keeps the
     {1000, 100}, {1100, 100}, {5000, 100}, {5100, 50}};
   fetch_msg f;
   f.request_id = "r";
+  f.epoch = 1;
   f.worker_address = {1};
   f.rkeys = {{1}, {2}};
   f.region_bases = {9000, 9400};
@@ -108,6 +109,7 @@ TEST_CASE("the put planner refuses a count or size mismatch and a bad rkey index
   std::vector<std::pair<std::uint64_t, std::uint64_t>> src{{1000, 100}, {2000, 100}};
   fetch_msg f;
   f.request_id = "r";
+  f.epoch = 1;
   f.worker_address = {1};
   f.rkeys = {{1}};
   f.region_bases = {9000};
@@ -133,6 +135,11 @@ TEST_CASE("the put planner refuses a count or size mismatch and a bad rkey index
   CHECK(e4.error().context().get_as<std::string>(0).find("block 1") != std::string::npos);
   f.blocks = {{0, 8999, 100}, {0, 9500, 100}};
   CHECK(static_cast<errc>(plan_puts(src, f).error().code()) == errc::out_of_range);
+  // A fetch from no node incarnation at all.
+  f.blocks = {{0, 9000, 100}, {0, 9500, 100}};
+  f.epoch = 0;
+  CHECK(static_cast<errc>(plan_puts(src, f).error().code()) == errc::stale_epoch);
+  f.epoch = 1;
   // Region descriptors that do not match the rkeys.
   f.blocks = {{0, 9000, 100}, {0, 9500, 100}};
   f.region_bytes.clear();
