@@ -53,12 +53,7 @@ TEST_CASE("F10: a non-std exception thrown in the transport fails that request c
     CHECK(rr->status == transfer_status::failed);
     CHECK(plan->applied() == 1);
     // The same node serves the next transfer, without a restart.
-    auto s2 = np.prefill->send("after", {{np.src_region, 4096, 4096}});
-    auto r2 = np.decode->receive("after", np.peer, {{np.dst_region, 4096, 4096}});
-    auto r2r = r2.wait_for(patience);
-    REQUIRE(r2r);
-    CHECK(r2r->status == transfer_status::succeeded);
-    CHECK(std::memcmp(&np.dst[4096], &np.src[4096], 4096) == 0);
+    np.transfer_ok("after", 4096, 4096, 4096);
     CHECK(np.prefill->health().restarts == 0);
     CHECK(np.prefill->health().healthy);
   }
@@ -133,11 +128,7 @@ TEST_CASE("F9: when the transport dies mid-operation the request fails and its m
   plan->release_held();  // the orphaned operation completes into the void
   CHECK(stays_false([&] { return s.released(); }, 200ms));
   // The restarted transport serves new transfers.
-  auto s2 = np.prefill->send("next", {{np.src_region, 4096, 4096}});
-  auto r2 = np.decode->receive("next", np.peer, {{np.dst_region, 4096, 4096}});
-  auto r2r = r2.wait_for(patience);
-  REQUIRE(r2r);
-  CHECK(r2r->status == transfer_status::succeeded);
+  np.transfer_ok("next", 4096, 4096, 4096);
 }
 
 TEST_CASE("an injected put failure fails both sides with the injected code and releases") {
@@ -178,14 +169,8 @@ TEST_CASE("a staging slot that lost its transport mid-put is poisoned, counted, 
   CHECK(!h.healthy);
   // The other slot keeps staged transfers going; the poisoned one is never handed out again.
   plan->release_held();
-  for (int i = 0; i < 3; ++i) {
-    auto id = "staged-next-" + std::to_string(i);
-    auto s2 = np.prefill->send(id, {{np.src_region, 4096, 4096}}, staged);
-    auto r2 = np.decode->receive(id, np.peer, {{np.dst_region, 4096, 4096}});
-    auto r2r = r2.wait_for(patience);
-    REQUIRE(r2r);
-    CHECK(r2r->status == transfer_status::succeeded);
-  }
+  for (int i = 0; i < 3; ++i)
+    np.transfer_ok("staged-next-" + std::to_string(i), 4096, 4096, 4096, staged);
   CHECK(np.prefill->health().poisoned == 1);
 }
 
@@ -215,11 +200,7 @@ TEST_CASE("F6: a staged send cancelled while it waits for the only staging slot 
   plan->release_held();
   REQUIRE(r1.wait_for(patience));
   CHECK(r1.status() == transfer_status::succeeded);
-  auto s3 = np.prefill->send("third", {{np.src_region, 8192, 4096}}, staged);
-  auto r3 = np.decode->receive("third", np.peer, {{np.dst_region, 8192, 4096}});
-  REQUIRE(r3.wait_for(patience));
-  CHECK(r3.status() == transfer_status::succeeded);
-  CHECK(std::memcmp(&np.dst[8192], &np.src[8192], 4096) == 0);
+  np.transfer_ok("third", 8192, 8192, 4096, staged);
 }
 
 TEST_CASE("a lease whose holder dies mid-put is poisoned; one whose holder dies quiescent comes back") {

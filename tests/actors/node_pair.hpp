@@ -52,6 +52,19 @@ struct node_pair {
     REQUIRE_MESSAGE(c, c.error().message);
     peer = c.value();
   }
+  // One transfer of `bytes` from src[src_off] to dst[dst_off]; checks that it succeeded and
+  // that the bytes arrived.
+  void transfer_ok(const std::string& id, std::size_t src_off, std::size_t dst_off,
+                   std::size_t bytes, const transfer_options& send_opts = {}) {
+    auto s = prefill->send(id, {{src_region, src_off, bytes}}, send_opts);
+    auto r = decode->receive(id, peer, {{dst_region, dst_off, bytes}});
+    auto rr = r.wait_for(patience);
+    REQUIRE(rr);
+    CHECK_MESSAGE(rr->status == transfer_status::succeeded, rr->message);
+    CHECK(std::memcmp(&dst[dst_off], &src[src_off], bytes) == 0);
+    REQUIRE(s.wait_for(patience));
+  }
+
   ~node_pair() {
     decode->stop(2s);
     prefill->stop(2s);

@@ -164,11 +164,7 @@ TEST_CASE("F3: a receive cancelled while queued resolves its handle once, before
   CHECK(events_for(*np.decode, "b", 2, seen).size() == 2);
   CHECK(events_for(*np.decode, "a", 2, seen).size() == 2);
   // The place is free again: a new receive gets through.
-  auto s = np.prefill->send("c", {{np.src_region, 0, 4096}});
-  auto c = np.decode->receive("c", np.peer, {{np.dst_region, 0, 4096}});
-  auto cr = c.wait_for(patience);
-  REQUIRE(cr);
-  CHECK(cr->status == transfer_status::succeeded);
+  np.transfer_ok("c", 0, 0, 4096);
   CHECK(detail::handle_state::violations() == np.violations_at_start);
 }
 
@@ -275,12 +271,7 @@ TEST_CASE("the supervisor restarts a crashed child and the node keeps serving") 
   REQUIRE(wait_until([&] { return np.decode->health().restarts == 1; }));
   REQUIRE(wait_until([&] { return np.prefill->health().restarts == 1; }));
   CHECK(np.decode->health().healthy);
-  auto s = np.prefill->send("after-restart", {{np.src_region, 0, 4096}});
-  auto r = np.decode->receive("after-restart", np.peer, {{np.dst_region, 0, 4096}});
-  auto rr = r.wait_for(patience);
-  REQUIRE(rr);
-  CHECK(rr->status == transfer_status::succeeded);
-  CHECK(std::memcmp(&np.dst[0], &np.src[0], 4096) == 0);
+  np.transfer_ok("after-restart", 0, 0, 4096);
 }
 
 TEST_CASE("stop resolves every outstanding handle and refuses new work") {
