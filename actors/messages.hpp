@@ -143,6 +143,7 @@ using copy_done_atom = caf::atom_constant<caf::atom("copy_done")>;
 using deadline_atom = caf::atom_constant<caf::atom("deadline")>;
 using park_expired_atom = caf::atom_constant<caf::atom("park_exp")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using admit_retry_atom = caf::atom_constant<caf::atom("admit_re")>;
 
 // The phase a request actor reports in answer to cancel (what the cancel found).
 enum class cancel_answer : std::uint8_t {
@@ -202,7 +203,9 @@ using recv_request_actor = caf::typed_actor<
   // The engine cancels: answers what the cancel found.
   caf::replies_to<cancel_atom>::with<cancel_answer>,
   // Internal: the request's deadline passed.
-  caf::reacts_to<deadline_atom>>;
+  caf::reacts_to<deadline_atom>,
+  // Internal: the receiver that queued us is gone; queue again at the current one.
+  caf::reacts_to<admit_retry_atom>>;
 
 // sender (prefill side, published): matches fetches with send-request actors.
 using sender_actor = caf::typed_actor<

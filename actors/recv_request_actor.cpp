@@ -8,6 +8,8 @@
 //                                          v
 //                                 cancel_fetch sent to the sender; its answer ends the request
 //
+//   queued, and the receiver dies (DOWN) ──> queue again at the restarted receiver (20 ms later,
+//             repeated until admitted or the deadline passes)
 //   deadline: queued ──> done: timed_out, release
 //             fetching ──> timed_out delivered now; cancel_fetch sent; the sender's answer
 //             (sent once its puts stopped) releases the destination
@@ -34,6 +36,7 @@ struct recv_request_state {
   std::uint32_t deadline_ms = 0;
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   sender_actor peer;
+  caf::actor_addr admitter;  // the receiver we are queued at (monitored)
   fetch_msg fetch;
   static inline const char* name = "kvferry.recv_request";
 };
@@ -83,6 +86,21 @@ void send_fetch(self_ptr self) {
       });
 }
 
+// Queues for admission at the current receiver; its DOWN (not the error answer, which may
+// come too) is the one trigger for queueing again, so a request never holds two places.
+void ask_admission(self_ptr self) {
+  auto receiver = self->state.owner->core().children().receiver;
+  self->state.admitter = receiver.address();
+  self->monitor(receiver);
+  self->request(receiver, caf::infinite, admit_atom::value)
+    .then([=](bool) { send_fetch(self); },
+          [=](caf::error& err) {
+            if (self->state.phase != recv_phase::queued || err == caf::sec::request_receiver_down)
+              return;
+            end_request(self, result_from_error(err), true);
+          });
+}
+
 recv_request_actor::behavior_type recv_request_impl(self_ptr self, recv_spec spec) {
   auto& st = self->state;
   st.owner = std::make_unique<request_owner>(spec.core, spec.handle, request_side::receive);
@@ -106,6 +124,10 @@ recv_request_actor::behavior_type recv_request_impl(self_ptr self, recv_spec spe
   self->set_exit_handler(
     [=](caf::exit_msg& em) { end_request(self, stopped_result(em.reason), false); });
   self->set_down_handler([=](caf::down_msg& dm) {
+    if (dm.source == self->state.admitter && self->state.phase == recv_phase::queued) {
+      self->delayed_send(self, std::chrono::milliseconds{20}, admit_retry_atom::value);
+      return;
+    }
     if (dm.source == self->state.peer.address() && self->state.phase == recv_phase::fetching)
       end_request(self,
                   make_result(transfer_status::failed, errc::peer_failed,
@@ -113,13 +135,12 @@ recv_request_actor::behavior_type recv_request_impl(self_ptr self, recv_spec spe
                                 caf::to_string(dm.reason)),
                   false);
   });
-  self->request(spec.core->children().receiver, caf::infinite, admit_atom::value)
-    .then([=](bool) { send_fetch(self); },
-          [=](caf::error& err) {
-            if (self->state.phase == recv_phase::queued)
-              end_request(self, result_from_error(err), true);
-          });
+  ask_admission(self);
   return {
+    [=](admit_retry_atom) {
+      if (self->state.phase == recv_phase::queued)
+        ask_admission(self);
+    },
     [=](deadline_atom) {
       auto& st = self->state;
       auto what = "request '" + st.owner->id() + "' passed its deadline (" +

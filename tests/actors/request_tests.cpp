@@ -274,6 +274,26 @@ TEST_CASE("the supervisor restarts a crashed child and the node keeps serving") 
   np.transfer_ok("after-restart", 0, 0, 4096);
 }
 
+TEST_CASE("a receive queued at a receiver that crashes queues again at its restart and completes") {
+  node_config cfg;
+  cfg.max_fetches_in_flight = 1;
+  node_pair np{4 * 4096, cfg};
+  auto a = np.decode->receive("a", np.peer, {{np.dst_region, 0, 4096}});
+  REQUIRE(wait_until([&] { return a.status() == transfer_status::in_flight; }));
+  auto b = np.decode->receive("b", np.peer, {{np.dst_region, 4096, 4096}});
+  CHECK(b.status() == transfer_status::pending);
+  np.decode->crash_child_for_testing("receiver");
+  REQUIRE(wait_until([&] { return np.decode->health().restarts == 1; }));
+  auto sa = np.prefill->send("a", {{np.src_region, 0, 4096}});
+  auto sb = np.prefill->send("b", {{np.src_region, 4096, 4096}});
+  auto br = b.wait_for(patience);
+  REQUIRE(br);
+  CHECK_MESSAGE(br->status == transfer_status::succeeded, br->message);
+  CHECK(std::memcmp(&np.dst[4096], &np.src[4096], 4096) == 0);
+  REQUIRE(a.wait_for(patience));
+  CHECK(a.status() == transfer_status::succeeded);
+}
+
 TEST_CASE("stop resolves every outstanding handle and refuses new work") {
   node_pair np{4 * 4096};
   auto waiting = np.prefill->send("waits", {{np.src_region, 0, 4096}});
