@@ -5,11 +5,15 @@
 //       the workload; every byte is verified. Exit 0 only if all bytes were verified.
 //   kvferry node --role prefill|decode [--listen H:P] [--peer H:P] [--config F] [--set k=v]...
 //       one standalone node serving (prefill) or fetching (decode) the same workload; talks
-//       KVFERRY_* lines on stdout, reads commands ("report", "quit") on stdin.
+//       KVFERRY_* lines on stdout, reads commands ("report", "offer ...", "quit") on stdin.
+//   kvferry bench [--transport shm|tcp] [--sizes ...] [--concurrency ...] [--verify] [--json]
+//       bandwidth sweep, small scattered blocks, small-transfer rate, each beside ucx_perftest
+//       and memcpy measured in the same run.
 //
 // No CAF here: the tool uses the engine-facing facade only.
 
 #include "actors/node.hpp"
+#include "bench/bench.hpp"
 #include "cli/child_process.hpp"
 #include "cli/workload.hpp"
 #include "config/node_config.hpp"
@@ -87,29 +91,10 @@ result<node_config> make_config(const node_args& a) {
   return load_node_config(src);
 }
 
-struct pool_memory {
-  region_id region = 0;
-  void* base = nullptr;
-  std::vector<unsigned char> owned;  // engine-owned memory when --pool engine
-};
+using cli::pool_memory;
 
 result<pool_memory> make_pool(node& n, const node_args& a) {
-  pool_memory p;
-  if (a.pool == "engine") {
-    p.owned.resize(a.load.pool_bytes());
-    p.base = p.owned.data();
-    auto r = n.register_region(p.base, p.owned.size());
-    if (!r)
-      return result<pool_memory>{r.error()};
-    p.region = r.value();
-  } else {
-    auto r = n.allocate_region(a.load.pool_bytes());
-    if (!r)
-      return result<pool_memory>{r.error()};
-    p.region = r.value();
-    p.base = n.region_base(p.region);
-  }
-  return p;
+  return cli::make_pool(n, a.pool, a.load.pool_bytes());
 }
 
 struct decode_stats {
@@ -236,11 +221,39 @@ int run_node(const node_args& a) {
     n.stop(1000ms);
     return s.failed == 0 && s.verified_bytes == a.load.pool_bytes() ? 0 : 1;
   }
-  // Serve until stdin closes; answer "report" with counts and the transports used.
+  // Serve until stdin closes; answer "report" with counts and the transports used, and
+  // "offer <requests> <layers> <block_bytes> <seed>" by sending that workload too (kvferry
+  // bench drives its cases this way).
+  std::vector<pool_memory> offered_pools;
   std::string line;
   while (std::getline(std::cin, line)) {
     if (line == "quit")
       break;
+    if (line.rfind("offer ", 0) == 0) {
+      cli::workload w;
+      std::istringstream in{line.substr(6)};
+      if (!(in >> w.requests >> w.layers >> w.block_bytes >> w.seed) || w.requests == 0 ||
+          w.layers == 0 || w.block_bytes == 0) {
+        std::cout << "KVFERRY_OFFERED error=bad_offer" << std::endl;
+        continue;
+      }
+      if (offered_pools.empty() || offered_pools.back().bytes < w.pool_bytes()) {
+        auto p = cli::make_pool(n, a.pool, w.pool_bytes());
+        if (!p) {
+          std::cout << "KVFERRY_OFFERED error=pool" << std::endl;
+          continue;
+        }
+        offered_pools.push_back(std::move(p.value()));
+      }
+      auto& p = offered_pools.back();
+      w.fill_source(p.base);
+      transfer_options opts;
+      opts.stage_through_pool = a.staged;
+      for (std::uint32_t i = 0; i < w.requests; ++i)
+        sends.push_back(n.send(w.request_id(i), w.source_spans(p.region, i), opts));
+      std::cout << "KVFERRY_OFFERED requests=" << w.requests << std::endl;
+      continue;
+    }
     if (line == "report") {
       auto h = n.health();
       std::vector<std::string> tls;
@@ -381,8 +394,34 @@ int main(int argc, char** argv) {
   nodecmd->add_option("--transport", node_a.transport, "UCX transports: shm, tcp or auto");
   add_workload_flags(nodecmd, node_a);
 
+  bench::options bench_opts;
+  bench_opts.block_sizes = {4096, 65536, 1u << 20, 16u << 20, 64u << 20};
+  bench_opts.concurrency = {1, 16};
+  auto* benchcmd = app.add_subcommand("bench", "kvferry's speed beside the machine's limits");
+  benchcmd->add_option("--transport", bench_opts.transport, "UCX transports: shm or tcp")
+    ->check(CLI::IsMember({"shm", "tcp"}));
+  benchcmd->add_option("--sizes", bench_opts.block_sizes, "bandwidth sweep: bytes per block");
+  benchcmd->add_option("--concurrency", bench_opts.concurrency, "bandwidth sweep: requests in flight");
+  benchcmd->add_option("--blocks-per-request", bench_opts.blocks_per_request,
+                       "bandwidth sweep: blocks per request")
+    ->check(CLI::Range(1u, 65536u));
+  benchcmd->add_option("--bytes-per-case", bench_opts.bytes_per_case,
+                       "roughly how many bytes each sweep case moves");
+  benchcmd->add_option("--small-blocks", bench_opts.small_blocks,
+                       "small-blocks case: blocks per request (of --small-block-bytes)");
+  benchcmd->add_option("--small-block-bytes", bench_opts.small_block_bytes, "small-blocks case");
+  benchcmd->add_option("--rate-requests", bench_opts.rate_requests, "rate case: tiny transfers");
+  benchcmd->add_flag("--verify", bench_opts.verify, "check every received byte");
+  benchcmd->add_flag("!--no-limits", bench_opts.limits, "skip ucx_perftest and memcpy");
+  benchcmd->add_flag("--json", bench_opts.json, "print one JSON object");
+  benchcmd->add_option("--plot", bench_opts.plot, "write a PNG plot of GB/s against block size");
+  benchcmd->add_option("--pool", bench_opts.pool, "KV pool memory: engine or ucx")
+    ->check(CLI::IsMember({"ucx", "engine"}));
+
   CLI11_PARSE(app, argc, argv);
   if (demo->parsed())
     return run_demo(demo_args, json);
+  if (benchcmd->parsed())
+    return bench::run(bench_opts);
   return run_node(node_a);
 }

@@ -83,6 +83,26 @@ std::uint64_t workload::verify_destination(const void* pool, std::uint32_t reque
   return good;
 }
 
+result<pool_memory> make_pool(node& n, const std::string& kind, std::size_t bytes) {
+  pool_memory p;
+  p.bytes = bytes;
+  if (kind == "engine") {
+    p.owned.resize(bytes);
+    p.base = p.owned.data();
+    auto r = n.register_region(p.base, bytes);
+    if (!r)
+      return result<pool_memory>{r.error()};
+    p.region = r.value();
+  } else {
+    auto r = n.allocate_region(bytes);
+    if (!r)
+      return result<pool_memory>{r.error()};
+    p.region = r.value();
+    p.base = n.region_base(p.region);
+  }
+  return p;
+}
+
 bool parse_endpoint(const std::string& text, std::string& host, std::uint16_t& port) {
   auto colon = text.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == text.size())

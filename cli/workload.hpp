@@ -34,6 +34,16 @@ struct workload {
   std::uint64_t verify_destination(const void* pool, std::uint32_t request) const;
 };
 
+// A KV pool registered with a node: engine-owned memory ("engine": allocated here, then
+// registered) or memory the transport allocates ("ucx").
+struct pool_memory {
+  region_id region = 0;
+  void* base = nullptr;
+  std::size_t bytes = 0;
+  std::vector<unsigned char> owned;  // the memory, for kind "engine"
+};
+result<pool_memory> make_pool(node& n, const std::string& kind, std::size_t bytes);
+
 // Parses "host:port".
 bool parse_endpoint(const std::string& text, std::string& host, std::uint16_t& port);
 

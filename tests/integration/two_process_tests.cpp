@@ -118,3 +118,28 @@ TEST_CASE("a node process refuses an invalid configuration with exit status 2") 
   REQUIRE(bad.running());
   CHECK(bad.wait(60s) == 2);
 }
+
+TEST_CASE("kvferry bench runs every case between two processes and verifies the bytes") {
+  // A functional check of the tool only (tiny cases, no limits); figures are never asserted.
+  child_process bench{{KVFERRY_BINARY, "bench", "--transport", "tcp", "--sizes", "4096",
+                       "--concurrency", "2", "--bytes-per-case", "65536", "--small-blocks", "8",
+                       "--rate-requests", "50", "--verify", "--no-limits", "--json"}};
+  REQUIRE(bench.running());
+  auto json = bench.wait_for_line("{", 120s).value_or("");
+  CAPTURE(json);
+  CHECK(bench.wait(60s) == 0);
+  CHECK(json.find("\"kind\":\"bandwidth\"") != std::string::npos);
+  CHECK(json.find("\"kind\":\"small-blocks\"") != std::string::npos);
+  CHECK(json.find("\"kind\":\"rate\"") != std::string::npos);
+  // Every case: nothing failed, and every byte was verified.
+  std::size_t cases = 0;
+  for (auto pos = json.find("\"failed\":"); pos != std::string::npos;
+       pos = json.find("\"failed\":", pos + 1)) {
+    ++cases;
+    CHECK(json.compare(pos, 11, "\"failed\":0,") == 0);
+    auto bytes = json_field(json.substr(pos), "bytes");
+    CHECK(bytes != "0");
+    CHECK(json_field(json.substr(pos), "verified_bytes") == bytes);
+  }
+  CHECK(cases == 3);  // bandwidth (one size, one concurrency), small-blocks, rate
+}

@@ -1,0 +1,31 @@
+// kvferry bench: a prefill node (child process) and a decode node (this process) on loopback;
+// kvferry's figures beside the machine's limits measured in the same run. No CAF here.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kvferry::bench {
+
+struct options {
+  std::string transport = "shm";          // UCX transports: shm or tcp
+  std::vector<std::uint64_t> block_sizes; // bandwidth sweep: bytes per block
+  std::vector<std::uint32_t> concurrency; // bandwidth sweep: requests in flight
+  std::uint32_t blocks_per_request = 1;   // bandwidth sweep
+  std::uint64_t bytes_per_case = 256u << 20;  // roughly how much each sweep case moves
+  std::uint32_t small_blocks = 1024;      // small-blocks case: blocks of small_block_bytes
+  std::uint64_t small_block_bytes = 16 << 10;
+  std::uint32_t rate_requests = 5000;     // rate case: tiny transfers
+  bool verify = false;                    // check every received byte
+  bool limits = true;                     // also measure ucx_perftest and memcpy
+  bool json = false;
+  std::string plot;                       // PNG path for a gnuplot plot ("" = none)
+  std::string pool = "engine";            // KV pool memory: engine or ucx
+};
+
+// Runs the benchmark; prints a table (or one JSON object). Returns the process exit status:
+// 0 when every transfer succeeded (and, with verify, every byte matched).
+int run(const options& opts);
+
+}  // namespace kvferry::bench
