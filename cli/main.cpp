@@ -9,11 +9,14 @@
 //   kvferry bench [--transport shm|tcp] [--sizes ...] [--concurrency ...] [--verify] [--json]
 //       bandwidth sweep, small scattered blocks, small-transfer rate, each beside ucx_perftest
 //       and memcpy measured in the same run.
+//   kvferry chaos [--concurrency N] [--requests M] [--kill] [--seed S] [--json]
+//       burst with random cancels, short deadlines, optionally a peer kill; idle; probes.
 //
 // No CAF here: the tool uses the engine-facing facade only.
 
 #include "actors/node.hpp"
 #include "bench/bench.hpp"
+#include "bench/chaos.hpp"
 #include "cli/child_process.hpp"
 #include "cli/workload.hpp"
 #include "config/node_config.hpp"
@@ -418,7 +421,28 @@ int main(int argc, char** argv) {
   benchcmd->add_option("--pool", bench_opts.pool, "KV pool memory: engine or ucx")
     ->check(CLI::IsMember({"ucx", "engine"}));
 
+  bench::chaos_options chaos_opts;
+  auto* chaoscmd = app.add_subcommand("chaos", "burst, cancels, deadlines, peer kill; then probes");
+  chaoscmd->add_option("--concurrency", chaos_opts.concurrency, "requests in flight")
+    ->check(CLI::Range(1u, 65536u));
+  chaoscmd->add_option("--requests", chaos_opts.requests, "requests in the burst")
+    ->check(CLI::Range(3u, 1000000u));
+  chaoscmd->add_option("--cancel-share", chaos_opts.cancel_share, "share cancelled at random")
+    ->check(CLI::Range(0.0, 1.0));
+  chaoscmd->add_option("--short-deadline-share", chaos_opts.short_deadline_share,
+                       "share given a 1..5 ms deadline")
+    ->check(CLI::Range(0.0, 1.0));
+  chaoscmd->add_flag("--kill", chaos_opts.kill_peer, "SIGKILL and restart the prefill mid-burst");
+  chaoscmd->add_option("--idle-ms", chaos_opts.idle_ms, "idle window before the probes");
+  chaoscmd->add_option("--probes", chaos_opts.probes, "probe transfers after the idle window");
+  chaoscmd->add_option("--seed", chaos_opts.seed, "makes the run's choices reproducible");
+  chaoscmd->add_option("--transport", chaos_opts.transport, "UCX transports: shm or tcp")
+    ->check(CLI::IsMember({"shm", "tcp"}));
+  chaoscmd->add_flag("--json", chaos_opts.json, "print one JSON object");
+
   CLI11_PARSE(app, argc, argv);
+  if (chaoscmd->parsed())
+    return bench::run_chaos(chaos_opts);
   if (demo->parsed())
     return run_demo(demo_args, json);
   if (benchcmd->parsed())

@@ -143,3 +143,21 @@ TEST_CASE("kvferry bench runs every case between two processes and verifies the 
   }
   CHECK(cases == 3);  // bandwidth (one size, one concurrency), small-blocks, rate
 }
+
+TEST_CASE("F16: a burst with random cancels, short deadlines and a peer kill, then idle, then every probe succeeds") {
+  child_process chaos{{KVFERRY_BINARY, "chaos", "--concurrency", "32", "--requests", "240",
+                       "--kill", "--seed", "16", "--idle-ms", "500", "--transport", "tcp",
+                       "--json"}};
+  REQUIRE(chaos.running());
+  auto json = chaos.wait_for_line("{", 120s).value_or("");
+  CAPTURE(json);
+  CHECK(chaos.wait(60s) == 0);
+  CHECK(json_field(json, "resolved_once") == "240");
+  CHECK(json_field(json, "resolved_twice") == "0");
+  CHECK(json_field(json, "resolved_never") == "0");
+  // Whatever was left unreleased by the kill is exactly what health counts as quarantined.
+  CHECK(json_field(json, "not_released") == json_field(json, "quarantined"));
+  CHECK(json_field(json, "probes_passed") == "5");
+  CHECK(json_field(json, "healthy_after") == "true");
+  CHECK(json_field(json, "ok") == "true");
+}
