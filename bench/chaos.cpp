@@ -157,12 +157,31 @@ int run_chaos(const chaos_options& opts) {
       peer = p2;
       restart_ms = std::chrono::duration<double, std::milli>(steady::now() - r0).count();
     }
+    auto stalled_since = steady::now();
+    auto last_resolved = resolved;
+    bool stalled = false;
     for (;;) {
       fire_due_cancels();
       std::unique_lock<std::mutex> guard{mtx};
       if (i - resolved < opts.concurrency)
         break;
+      if (resolved != last_resolved) {
+        last_resolved = resolved;
+        stalled_since = steady::now();
+      } else if (steady::now() - stalled_since > 60s) {
+        stalled = true;  // nothing resolved for a minute: report it instead of hanging
+        break;
+      }
       cv.wait_for(guard, 1ms);
+    }
+    if (stalled) {
+      std::cerr << "kvferry chaos: no request resolved for 60 s at request " << i << "; unresolved:";
+      for (std::size_t k = 0; k < handles.size(); ++k)
+        if (!handles[k]->handle.result())
+          std::cerr << " " << handles[k]->handle.request_id() << "("
+                    << to_string(handles[k]->handle.status()) << ")";
+      std::cerr << "\n";
+      break;
     }
     auto& w = classes[i % 3];
     auto idx = i / 3;
