@@ -161,9 +161,11 @@ TEST_CASE("a staging slot that lost its transport mid-put is poisoned, counted, 
   np.prefill->crash_child_for_testing("transport");
   auto sr = s.wait_for(patience);
   REQUIRE(sr);
-  CHECK(sr->code == errc::backend_unhealthy);
-  REQUIRE(wait_until([&] { return np.prefill->health().poisoned == 1; }));
+  CHECK_MESSAGE(sr->code == errc::backend_unhealthy, sr->message);
+  REQUIRE_MESSAGE(wait_until([&] { return np.prefill->health().poisoned == 1; }),
+                  np.prefill->health().to_string());
   auto h = np.prefill->health();
+  INFO(h.to_string());
   CHECK(h.unreleased == 1);
   CHECK(h.quarantine_full);
   CHECK(!h.healthy);
