@@ -137,6 +137,9 @@ void post_puts(self_ptr self, put_request req, Next next) {
       },
       [=](caf::error& err) {
         self->state.put_outstanding = false;
+        if (err == caf::sec::request_receiver_down)  // our own transport, not the peer
+          err = caf::make_error(errc::backend_unhealthy,
+                                "the transport was down (restarting) when the puts were posted");
         next(err);
       });
 }

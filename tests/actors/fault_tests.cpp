@@ -170,6 +170,8 @@ TEST_CASE("a staging slot that lost its transport mid-put is poisoned, counted, 
   CHECK(h.quarantine_full);
   CHECK(!h.healthy);
   // The other slot keeps staged transfers going; the poisoned one is never handed out again.
+  // (Wait for the restarted transport first: a send spawned before it exists fails.)
+  REQUIRE(wait_until([&] { return np.prefill->health().restarts == 1; }));
   plan->release_held();
   for (int i = 0; i < 3; ++i)
     np.transfer_ok("staged-next-" + std::to_string(i), 4096, 4096, 4096, staged);
@@ -205,7 +207,7 @@ TEST_CASE("F6: a staged send cancelled while it waits for the only staging slot 
   np.transfer_ok("third", 8192, 8192, 4096, staged);
 }
 
-TEST_CASE("a lease whose holder dies mid-put is poisoned; one whose holder dies quiescent comes back") {
+TEST_CASE("a lease whose holder dies mid-put is poisoned, and no staged send can use it") {
   auto plan = plan_with(first_put(transport::fault_action::hold));
   node_config cfg;
   cfg.staging_slots = 1;

@@ -11,7 +11,7 @@
 using namespace kvferry;
 using namespace std::chrono_literals;
 
-TEST_CASE("a handle resolves once; a second resolve or release is refused and counted") {
+TEST_CASE("a handle resolves once, and a second resolve or release is refused and counted") {
   auto sink = std::make_shared<detail::event_sink>();
   auto st = std::make_shared<detail::handle_state>("h1", sink);
   transfer_handle h{st};
