@@ -81,6 +81,7 @@ struct pool_state {
     if (!poisoned[slot]) {
       poisoned[slot] = true;
       core->poisoned.fetch_add(1);
+      core->notify_health();
     }
     holders[slot] = caf::actor_addr{};
   }

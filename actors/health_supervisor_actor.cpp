@@ -102,7 +102,10 @@ void republish_sender(self_ptr self) {
   self->request(mm, std::chrono::seconds{10}, caf::publish_atom::value, port,
                 std::move(sender), std::set<std::string>{}, spec.core->config.listen_host, true)
     .then([](std::uint16_t) {},
-          [=](caf::error&) { self->state.spec.core->unhealthy.store(true); });
+          [=](caf::error&) {
+            self->state.spec.core->unhealthy.store(true);
+            self->state.spec.core->notify_health();
+          });
 }
 
 supervisor_actor::behavior_type supervisor_impl(self_ptr self, supervisor_spec spec) {
@@ -124,11 +127,13 @@ supervisor_actor::behavior_type supervisor_impl(self_ptr self, supervisor_spec s
       logger()->error("child '{}' crashed ({}) and its restart budget is spent: node unhealthy",
                       which, caf::to_string(dm.reason));
       st.spec.core->unhealthy.store(true);
+      st.spec.core->notify_health();
       return;
     }
     logger()->warn("child '{}' crashed ({}); restarting it", which, caf::to_string(dm.reason));
     times.push_back(now);
     st.spec.core->restarts.fetch_add(1);
+    st.spec.core->notify_health();
     self->monitor(spawn_child(self->system(), st.spec.core, which));
     if (which == "sender")
       republish_sender(self);
@@ -150,6 +155,7 @@ supervisor_actor::behavior_type supervisor_impl(self_ptr self, supervisor_spec s
       bool stalled = core.in_flight.load() > 0 &&
                      idle_ns > static_cast<std::int64_t>(deadline_ms) * 1000000;
       if (stalled != core.stalled.exchange(stalled)) {
+        core.notify_health();
         if (stalled)
           logger()->error("no transfer finished for {} ms with work pending: node unhealthy",
                           idle_ns / 1000000);

@@ -332,6 +332,26 @@ std::vector<transfer_event> node::poll() {
   return impl_->core->events->drain();
 }
 
+std::vector<transfer_event> node::wait_events(std::chrono::milliseconds timeout) {
+  return impl_->core->events->wait_and_drain(timeout);
+}
+
+bool node::wait_health(const std::function<bool(const health_snapshot&)>& pred,
+                       std::chrono::milliseconds timeout) const {
+  auto& c = *impl_->core;
+  auto until = std::chrono::steady_clock::now() + timeout;
+  std::unique_lock<std::mutex> guard{c.health_mtx};
+  for (;;) {
+    auto seen = c.health_changes;
+    guard.unlock();
+    if (pred(health()))
+      return true;
+    guard.lock();
+    if (!c.health_cv.wait_until(guard, until, [&] { return c.health_changes != seen; }))
+      return false;
+  }
+}
+
 health_snapshot node::health() const {
   auto& c = *impl_->core;
   health_snapshot h;

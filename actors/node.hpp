@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -134,8 +135,15 @@ class node {
   cancel_result cancel(const std::string& request_id);
   // Events since the last poll(). Never blocks.
   std::vector<transfer_event> poll();
+  // Like poll(), but waits at most `timeout` for the first event (for an engine's own event
+  // loop; returns empty on timeout).
+  std::vector<transfer_event> wait_events(std::chrono::milliseconds timeout);
   // Never blocks.
   health_snapshot health() const;
+  // Waits at most `timeout` until `pred(health())` holds, waking on every change of the
+  // counters and flags (not of ms_since_progress alone); true if it held.
+  bool wait_health(const std::function<bool(const health_snapshot&)>& pred,
+                   std::chrono::milliseconds timeout) const;
   // The UCX transports the endpoint to a receiving peer really uses, e.g. {"posix"} or {"tcp"}
   // (diagnostics; blocks up to 2 s). Empty when this node has not sent to that peer yet.
   std::vector<std::string> transports_to(std::uint64_t peer_epoch) const;

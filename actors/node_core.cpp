@@ -102,10 +102,12 @@ caf::actor node_core::owner_of(const std::string& id, bool* recently_finished) c
   return it == registry_.end() ? caf::actor{} : it->second.owner;
 }
 
-void node_core::unregister(const std::string& id) {
+void node_core::unregister(const std::string& id, const detail::handle_state* handle) {
   std::lock_guard<std::mutex> guard{registry_mtx_};
-  if (registry_.erase(id) == 0)
+  auto it = registry_.find(id);
+  if (it == registry_.end() || it->second.handle.get() != handle)
     return;
+  registry_.erase(it);
   if (recent_finished_.insert(id).second) {
     recent_order_.push_back(id);
     if (recent_order_.size() > recent_capacity) {
@@ -143,6 +145,7 @@ request_owner::request_owner(std::shared_ptr<node_core> core,
   // Work pending from now on: the progress clock starts here if the node was idle.
   if (core_->in_flight.fetch_add(1) == 0)
     core_->last_progress_ns.store(std::chrono::steady_clock::now().time_since_epoch().count());
+  core_->notify_health();
 }
 
 request_owner::~request_owner() {
@@ -150,7 +153,7 @@ request_owner::~request_owner() {
     finish(make_result(transfer_status::failed, errc::internal_error,
                        "the request's owning actor terminated before the transfer finished"));
   // Memory not proven quiescent stays unreleased (counted in health().unreleased).
-  core_->unregister(id());
+  core_->unregister(id(), handle_.get());
 }
 
 void request_owner::set_in_flight() {
@@ -174,6 +177,10 @@ void request_owner::finish(transfer_result r) {
   }
   if (!released_)
     core_->unreleased.fetch_add(1);
+  core_->notify_health();
+  // Terminal and released: the id is free for a new request as soon as the engine hears so.
+  if (released_)
+    core_->unregister(id(), handle_.get());
   handle_->resolve(std::move(r));
 }
 
@@ -183,6 +190,9 @@ void request_owner::release() {
   released_ = true;
   if (terminal_)
     core_->unreleased.fetch_sub(1);
+  core_->notify_health();
+  if (terminal_)
+    core_->unregister(id(), handle_.get());
   handle_->release();
 }
 

@@ -12,6 +12,7 @@
 #include "transport/engine.hpp"
 
 #include <atomic>
+#include <condition_variable>
 #include <deque>
 #include <exception>
 #include <memory>
@@ -74,8 +75,9 @@ struct node_core {
   void attach_owner(const std::string& id, caf::actor owner);
   // The owning actor of `id` (invalid if none), and whether `id` finished recently.
   caf::actor owner_of(const std::string& id, bool* recently_finished) const;
-  // Removes `id` (called by request_owner when its actor is done with the request).
-  void unregister(const std::string& id);
+  // Removes `id` if `handle` still owns it (called by request_owner once the request is
+  // terminal and released, or when its actor ends; a newer request may own the id by then).
+  void unregister(const std::string& id, const detail::handle_state* handle);
   // Owners of every registered request (stop() uses it).
   std::vector<caf::actor> all_owners() const;
 
@@ -91,6 +93,17 @@ struct node_core {
   std::atomic<std::int64_t> last_progress_ns{0};
   std::atomic<bool> stalled{false};  // global progress deadline exceeded with work pending
   std::atomic<bool> accepting{true};
+  // Every change of the counters and flags above is announced here (node::wait_health).
+  std::mutex health_mtx;
+  std::condition_variable health_cv;
+  std::uint64_t health_changes = 0;
+  void notify_health() {
+    {
+      std::lock_guard<std::mutex> guard{health_mtx};
+      ++health_changes;
+    }
+    health_cv.notify_all();
+  }
   std::atomic<std::uint16_t> port{0};  // where the sender is published
   std::atomic<bool> unhealthy{false};
 

@@ -27,9 +27,13 @@ handle_state::handle_state(std::string request_id, std::weak_ptr<event_sink> sin
     : request_id_(std::move(request_id)), sink_(std::move(sink)) {}
 
 void handle_state::set_in_flight() noexcept {
-  auto expected = transfer_status::pending;
-  status_.compare_exchange_strong(expected, transfer_status::in_flight,
-                                  std::memory_order_acq_rel);
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    auto expected = transfer_status::pending;
+    status_.compare_exchange_strong(expected, transfer_status::in_flight,
+                                    std::memory_order_acq_rel);
+  }
+  cv_.notify_all();
 }
 
 bool handle_state::resolve(transfer_result r) {
@@ -65,10 +69,14 @@ bool handle_state::resolve(transfer_result r) {
 }
 
 bool handle_state::release() {
-  if (released_.exchange(true, std::memory_order_acq_rel)) {
-    violation_count.fetch_add(1);
-    return false;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (released_.exchange(true, std::memory_order_acq_rel)) {
+      violation_count.fetch_add(1);
+      return false;
+    }
   }
+  cv_.notify_all();
   if (auto sink = sink_.lock()) {
     transfer_event ev{request_id_, event_kind::released, {}};
     if (auto r = result())
@@ -87,6 +95,16 @@ std::optional<transfer_result> handle_state::wait_for(std::chrono::milliseconds 
   std::unique_lock<std::mutex> guard{mtx_};
   cv_.wait_for(guard, timeout, [this] { return settled_; });
   return settled_ ? result_ : std::nullopt;
+}
+
+bool handle_state::wait_released(std::chrono::milliseconds timeout) const {
+  std::unique_lock<std::mutex> guard{mtx_};
+  return cv_.wait_for(guard, timeout, [this] { return released(); });
+}
+
+bool handle_state::wait_started(std::chrono::milliseconds timeout) const {
+  std::unique_lock<std::mutex> guard{mtx_};
+  return cv_.wait_for(guard, timeout, [this] { return status() != transfer_status::pending; });
 }
 
 void handle_state::on_done(std::function<void(const transfer_result&)> callback) {
@@ -132,6 +150,14 @@ std::optional<transfer_result> transfer_handle::wait_for(std::chrono::millisecon
   if (!st_)
     return result();
   return st_->wait_for(timeout);
+}
+
+bool transfer_handle::wait_released(std::chrono::milliseconds timeout) const {
+  return st_ ? st_->wait_released(timeout) : false;
+}
+
+bool transfer_handle::wait_started(std::chrono::milliseconds timeout) const {
+  return st_ ? st_->wait_started(timeout) : true;
 }
 
 void transfer_handle::on_done(std::function<void(const transfer_result&)> callback) const {

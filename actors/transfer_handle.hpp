@@ -76,6 +76,8 @@ class handle_state {
 
   std::optional<transfer_result> result() const;
   std::optional<transfer_result> wait_for(std::chrono::milliseconds timeout) const;
+  bool wait_released(std::chrono::milliseconds timeout) const;
+  bool wait_started(std::chrono::milliseconds timeout) const;
   void on_done(std::function<void(const transfer_result&)> callback);
 
   // Process-wide count of second resolve()/release() attempts: must stay 0 (tests assert it).
@@ -111,6 +113,10 @@ class transfer_handle {
   std::optional<transfer_result> result() const;
   // Waits at most `timeout` for the terminal result.
   std::optional<transfer_result> wait_for(std::chrono::milliseconds timeout) const;
+  // Waits at most `timeout` for the *released* event; true once the memory may be reused.
+  bool wait_released(std::chrono::milliseconds timeout) const;
+  // Waits at most `timeout` until the transfer left `pending` (in flight, or terminal).
+  bool wait_started(std::chrono::milliseconds timeout) const;
   // Calls `callback` once with the terminal result: at once (on this thread) if there is one,
   // else on the owning actor's thread. The callback must not block. Callbacks registered
   // before the result came have all returned by the time status()/result()/wait_for() or

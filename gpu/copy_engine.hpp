@@ -7,6 +7,7 @@
 
 #include "transport/errc.hpp"
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -38,6 +39,8 @@ class copy_engine {
   virtual std::uint64_t submit(std::vector<copy_segment> segments, copy_done_fn done) = 0;
   // Copies submitted and not yet completed (a copy completes when its `done` has returned).
   virtual std::size_t pending() const = 0;
+  // Waits at most `timeout` until nothing is pending; true if that happened. Not from a `done`.
+  virtual bool wait_idle(std::chrono::milliseconds timeout) const = 0;
   virtual std::string name() const = 0;  // "cpu" or "cuda:<device>"
 };
 

@@ -85,6 +85,11 @@ class cpu_copy_engine final : public copy_engine {
     return pending_;
   }
 
+  bool wait_idle(std::chrono::milliseconds timeout) const override {
+    std::unique_lock<std::mutex> lock(mutex_);
+    return idle_.wait_for(lock, timeout, [this] { return pending_ == 0; });
+  }
+
   std::string name() const override { return "cpu"; }
 
  private:
@@ -99,7 +104,7 @@ class cpu_copy_engine final : public copy_engine {
       execute(job);
       job = copy_job{};  // drop the callback's captures outside the lock
       lock.lock();
-      --pending_;
+      if (--pending_ == 0) idle_.notify_all();
     }
   }
 
@@ -123,6 +128,7 @@ class cpu_copy_engine final : public copy_engine {
 
   mutable std::mutex mutex_;
   std::condition_variable wake_;
+  mutable std::condition_variable idle_;  // pending_ reached 0
   std::deque<copy_job> queue_;
   std::size_t pending_ = 0;
   std::uint64_t last_ticket_ = 0;

@@ -30,8 +30,16 @@ const fault_rule* fault_plan::next(const std::string& op) {
 }
 
 void fault_plan::hold(std::function<void()> resume) {
-  std::lock_guard<std::mutex> guard{mtx_};
-  held_.push_back(std::move(resume));
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    held_.push_back(std::move(resume));
+  }
+  held_cv_.notify_all();
+}
+
+bool fault_plan::wait_held(std::uint64_t count, std::chrono::milliseconds timeout) const {
+  std::unique_lock<std::mutex> guard{mtx_};
+  return held_cv_.wait_for(guard, timeout, [&] { return held_.size() >= count; });
 }
 
 std::vector<std::function<void()>> fault_plan::take_held() {

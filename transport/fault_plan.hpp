@@ -6,6 +6,7 @@
 
 #include "transport/engine.hpp"
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -39,6 +40,8 @@ class fault_plan {
   // Lets every held operation go on; later holds are held again.
   void release_held();
   std::uint64_t held() const;  // operations held right now
+  // Waits at most `timeout` until `count` operations are held; true if they are.
+  bool wait_held(std::uint64_t count, std::chrono::milliseconds timeout) const;
   std::uint64_t applied() const;  // rules applied so far
 
   // For the faulty engine.
@@ -47,6 +50,7 @@ class fault_plan {
 
  private:
   mutable std::mutex mtx_;
+  mutable std::condition_variable held_cv_;
   std::vector<fault_rule> rules_;
   std::vector<std::uint64_t> calls_;  // per op name index below
   std::vector<std::string> ops_;

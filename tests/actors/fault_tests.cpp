@@ -22,16 +22,6 @@ transport::fault_rule first_put(transport::fault_action action) {
   return r;
 }
 
-// True if `pred` stays false for the whole `window` (what must NOT happen yet).
-bool stays_false(const std::function<bool()>& pred, std::chrono::milliseconds window) {
-  auto until = steady::now() + window;
-  while (steady::now() < until) {
-    if (pred())
-      return false;
-    std::this_thread::sleep_for(2ms);
-  }
-  return true;
-}
 
 }  // namespace
 
@@ -39,8 +29,7 @@ TEST_CASE("F10: a non-std exception thrown in the transport fails that request c
   for (auto action : {transport::fault_action::throw_other, transport::fault_action::throw_std}) {
     auto plan = plan_with(first_put(action));
     node_pair np{4 * 4096, {}, plan};
-    auto s = np.prefill->send("boom", {{np.src_region, 0, 4096}});
-    auto r = np.decode->receive("boom", np.peer, {{np.dst_region, 0, 4096}});
+    auto [s, r] = np.start("boom", 0, 0, 4096);
     auto sr = s.wait_for(patience);
     REQUIRE(sr);
     CHECK(sr->status == transfer_status::failed);
@@ -62,14 +51,16 @@ TEST_CASE("F10: a non-std exception thrown in the transport fails that request c
 TEST_CASE("F8: after a cancel, memory is released only once the late completion came") {
   auto plan = plan_with(first_put(transport::fault_action::hold));
   node_pair np{4 * 4096, {}, plan};
-  auto s = np.prefill->send("late", {{np.src_region, 0, 4096}});
-  auto r = np.decode->receive("late", np.peer, {{np.dst_region, 0, 4096}});
-  REQUIRE(wait_until([&] { return plan->held() == 1; }));  // the put is held before UCX
+  auto [s, r] = np.start("late", 0, 0, 4096);
+  REQUIRE(plan->wait_held(1, patience));  // the put is held before UCX
   CHECK(np.prefill->cancel("late") == cancel_result::cancel_requested_in_flight);
   // The transport has not completed the operation: nothing may be released on either side.
-  CHECK(stays_false([&] { return s.released() || r.released(); }, 300ms));
+  // (waiting for the released event, which must not come within the window)
+  CHECK(!s.wait_released(300ms));
+  CHECK(!r.released());
   plan->release_held();  // the late operation runs and completes
-  CHECK(wait_until([&] { return s.released() && r.released(); }));
+  CHECK(s.wait_released(patience));
+  CHECK(r.wait_released(patience));
   auto sr = s.result();
   REQUIRE(sr);
   // It was cancelled, or the held put completed first: either way one terminal event each.
@@ -86,17 +77,16 @@ TEST_CASE("F11: a request ended in flight by its deadline releases exactly once,
   node_pair np{4 * 4096, {}, plan};
   transfer_options opts;
   opts.deadline_ms = 150;
-  auto s = np.prefill->send("ended", {{np.src_region, 0, 4096}}, opts);
-  auto r = np.decode->receive("ended", np.peer, {{np.dst_region, 0, 4096}});
+  auto [s, r] = np.start("ended", 0, 0, 4096, opts);
   // The deadline ends it while the put is held: terminal now, memory still pinned.
   auto sr = s.wait_for(patience);
   REQUIRE(sr);
   CHECK(sr->code == errc::timed_out);
   CHECK(!s.released());
-  CHECK(stays_false([&] { return s.released(); }, 200ms));
+  CHECK(!s.wait_released(200ms));
   CHECK(np.prefill->health().unreleased == 1);
   plan->release_held();
-  CHECK(wait_until([&] { return s.released(); }));
+  CHECK(s.wait_released(patience));
   CHECK(np.prefill->health().unreleased == 0);
   // The decode side agrees that the transfer failed (it timed out at the sender).
   auto rr = r.wait_for(patience);
@@ -113,20 +103,19 @@ TEST_CASE("F11: a request ended in flight by its deadline releases exactly once,
 TEST_CASE("F9: when the transport dies mid-operation the request fails and its memory stays quarantined") {
   auto plan = plan_with(first_put(transport::fault_action::hold));
   node_pair np{4 * 4096, {}, plan};
-  auto s = np.prefill->send("orphan", {{np.src_region, 0, 4096}});
-  auto r = np.decode->receive("orphan", np.peer, {{np.dst_region, 0, 4096}});
-  REQUIRE(wait_until([&] { return plan->held() == 1; }));
+  auto [s, r] = np.start("orphan", 0, 0, 4096);
+  REQUIRE(plan->wait_held(1, patience));
   np.prefill->crash_child_for_testing("transport");
   auto sr = s.wait_for(patience);
   REQUIRE(sr);
   CHECK(sr->status == transfer_status::failed);
   CHECK(sr->code == errc::backend_unhealthy);
   // No proof of quiescence: not released, and counted.
-  CHECK(stays_false([&] { return s.released(); }, 200ms));
+  CHECK(!s.wait_released(200ms));
   CHECK(np.prefill->health().unreleased == 1);
-  REQUIRE(wait_until([&] { return np.prefill->health().restarts == 1; }));
+  REQUIRE(health_until(*np.prefill, [](auto& h) { return h.restarts == 1; }));
   plan->release_held();  // the orphaned operation completes into the void
-  CHECK(stays_false([&] { return s.released(); }, 200ms));
+  CHECK(!s.wait_released(200ms));
   // The restarted transport serves new transfers.
   np.transfer_ok("next", 4096, 4096, 4096);
 }
@@ -136,13 +125,13 @@ TEST_CASE("an injected put failure fails both sides with the injected code and r
   rule.code = errc::peer_failed;
   auto plan = plan_with(rule);
   node_pair np{4 * 4096, {}, plan};
-  auto s = np.prefill->send("fails", {{np.src_region, 0, 4096}});
-  auto r = np.decode->receive("fails", np.peer, {{np.dst_region, 0, 4096}});
+  auto [s, r] = np.start("fails", 0, 0, 4096);
   auto rr = r.wait_for(patience);
   REQUIRE(rr);
   CHECK(rr->code == errc::peer_failed);
   CHECK(s.wait_for(patience)->code == errc::peer_failed);
-  CHECK(wait_until([&] { return s.released() && r.released(); }));
+  CHECK(s.wait_released(patience));
+  CHECK(r.wait_released(patience));
   CHECK(std::all_of(np.dst.begin(), np.dst.end(), [](auto b) { return b == 0; }));
 }
 
@@ -154,15 +143,14 @@ TEST_CASE("a staging slot that lost its transport mid-put is poisoned, counted, 
   node_pair np{4 * 4096, cfg, plan};
   transfer_options staged;
   staged.stage_through_pool = true;
-  auto s = np.prefill->send("staged-orphan", {{np.src_region, 0, 4096}}, staged);
-  auto r = np.decode->receive("staged-orphan", np.peer, {{np.dst_region, 0, 4096}});
-  REQUIRE(wait_until([&] { return plan->held() == 1; }));  // the put from staging is held
+  auto [s, r] = np.start("staged-orphan", 0, 0, 4096, staged);
+  REQUIRE(plan->wait_held(1, patience));  // the put from staging is held
   CHECK(np.prefill->health().healthy);
   np.prefill->crash_child_for_testing("transport");
   auto sr = s.wait_for(patience);
   REQUIRE(sr);
   CHECK_MESSAGE(sr->code == errc::backend_unhealthy, sr->message);
-  REQUIRE_MESSAGE(wait_until([&] { return np.prefill->health().poisoned == 1; }),
+  REQUIRE_MESSAGE(health_until(*np.prefill, [](auto& h) { return h.poisoned == 1; }),
                   np.prefill->health().to_string());
   auto h = np.prefill->health();
   INFO(h.to_string());
@@ -171,7 +159,7 @@ TEST_CASE("a staging slot that lost its transport mid-put is poisoned, counted, 
   CHECK(!h.healthy);
   // The other slot keeps staged transfers going; the poisoned one is never handed out again.
   // (Wait for the restarted transport first: a send spawned before it exists fails.)
-  REQUIRE(wait_until([&] { return np.prefill->health().restarts == 1; }));
+  REQUIRE(health_until(*np.prefill, [](auto& h) { return h.restarts == 1; }));
   plan->release_held();
   for (int i = 0; i < 3; ++i)
     np.transfer_ok("staged-next-" + std::to_string(i), 4096, 4096, 4096, staged);
@@ -186,20 +174,19 @@ TEST_CASE("F6: a staged send cancelled while it waits for the only staging slot 
   transfer_options staged;
   staged.stage_through_pool = true;
   // The first staged send holds the only slot (its put is held).
-  auto s1 = np.prefill->send("holder", {{np.src_region, 0, 4096}}, staged);
-  auto r1 = np.decode->receive("holder", np.peer, {{np.dst_region, 0, 4096}});
-  REQUIRE(wait_until([&] { return plan->held() == 1; }));
+  auto [s1, r1] = np.start("holder", 0, 0, 4096, staged);
+  REQUIRE(plan->wait_held(1, patience));
   // The second waits for the slot; cancelling it ends it without waiting for the slot.
-  auto s2 = np.prefill->send("waiter", {{np.src_region, 4096, 4096}}, staged);
-  auto r2 = np.decode->receive("waiter", np.peer, {{np.dst_region, 4096, 4096}});
-  REQUIRE(wait_until([&] { return s2.status() == transfer_status::in_flight; }));
+  auto [s2, r2] = np.start("waiter", 4096, 4096, 4096, staged);
+  REQUIRE(s2.wait_started(patience));
+  REQUIRE(s2.status() == transfer_status::in_flight);
   auto t0 = steady::now();
   np.prefill->cancel("waiter");
   auto s2r = s2.wait_for(patience);
   REQUIRE(s2r);
   CHECK(s2r->status == transfer_status::cancelled);
   CHECK(steady::now() - t0 < 5s);  // not the 30 s staging wait (5 s: loaded CI)
-  CHECK(wait_until([&] { return s2.released(); }));
+  CHECK(s2.wait_released(patience));
   // The holder finishes once its put goes on; the slot comes back and serves a new send.
   plan->release_held();
   REQUIRE(r1.wait_for(patience));
@@ -215,20 +202,18 @@ TEST_CASE("a lease whose holder dies mid-put is poisoned, and no staged send can
   transfer_options staged;
   staged.stage_through_pool = true;
   // Holder killed while its put from the staging slot is held in the transport: poisoned.
-  auto s = np.prefill->send("killed", {{np.src_region, 0, 4096}}, staged);
-  auto r = np.decode->receive("killed", np.peer, {{np.dst_region, 0, 4096}});
-  REQUIRE(wait_until([&] { return plan->held() == 1; }));
+  auto [s, r] = np.start("killed", 0, 0, 4096, staged);
+  REQUIRE(plan->wait_held(1, patience));
   np.prefill->crash_request_for_testing("killed");
   REQUIRE(s.wait_for(patience));
   CHECK(s.result()->code == errc::internal_error);
-  REQUIRE(wait_until([&] { return np.prefill->health().poisoned == 1; }));
+  REQUIRE(health_until(*np.prefill, [](auto& h) { return h.poisoned == 1; }));
   CHECK(!s.released());
   plan->release_held();
   // With its only slot poisoned, a staged send cannot get one (its deadline bounds the wait).
   transfer_options short_staged = staged;
   short_staged.deadline_ms = 300;
-  auto s2 = np.prefill->send("no-slot", {{np.src_region, 4096, 4096}}, short_staged);
-  auto r2 = np.decode->receive("no-slot", np.peer, {{np.dst_region, 4096, 4096}});
+  auto [s2, r2] = np.start("no-slot", 4096, 4096, 4096, short_staged);
   auto s2r = s2.wait_for(patience);
   REQUIRE(s2r);
   CHECK(s2r->code == errc::timed_out);
@@ -247,10 +232,8 @@ TEST_CASE("a lease whose holder dies with nothing in flight is given back, not p
   transfer_options staged;
   staged.stage_through_pool = true;
   // Two staged sends, one slot: the second waits for the slot while the first puts (slowly).
-  auto s1 = np.prefill->send("first", {{np.src_region, 0, 4096}}, staged);
-  auto r1 = np.decode->receive("first", np.peer, {{np.dst_region, 0, 4096}});
-  auto s2 = np.prefill->send("second", {{np.src_region, 4096, 4096}}, staged);
-  auto r2 = np.decode->receive("second", np.peer, {{np.dst_region, 4096, 4096}});
+  auto [s1, r1] = np.start("first", 0, 0, 4096, staged);
+  auto [s2, r2] = np.start("second", 4096, 4096, 4096, staged);
   REQUIRE(r1.wait_for(patience));
   REQUIRE(r2.wait_for(patience));
   CHECK(r1.status() == transfer_status::succeeded);

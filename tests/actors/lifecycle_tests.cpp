@@ -36,7 +36,7 @@ TEST_CASE("F4: a send whose peer never fetches times out and releases its blocks
   CHECK(r->message.find("never-fetched") != std::string::npos);
   CHECK(took >= 190);  // not before the deadline (timer granularity allowance)
   // Nothing was exposed: the released event follows the terminal one at once.
-  CHECK(wait_until([&] { return s.released(); }, 2s));
+  CHECK(s.wait_released(2s));
   std::map<std::string, std::vector<transfer_event>> seen;
   auto evs = events_for(*np.prefill, "never-fetched", 2, seen);
   CHECK(count_kind(evs, event_kind::completed) == 1);
@@ -50,7 +50,8 @@ TEST_CASE("a receive queued behind a stuck fetch times out in its queue and is r
   cfg.max_fetches_in_flight = 1;
   node_pair np{4 * 4096, cfg};
   auto stuck = np.decode->receive("stuck", np.peer, {{np.dst_region, 0, 4096}});
-  REQUIRE(wait_until([&] { return stuck.status() == transfer_status::in_flight; }));
+  REQUIRE(stuck.wait_started(patience));
+  REQUIRE(stuck.status() == transfer_status::in_flight);
   transfer_options opts;
   opts.deadline_ms = 150;
   auto queued = np.decode->receive("queued", np.peer, {{np.dst_region, 4096, 4096}}, opts);
@@ -58,7 +59,7 @@ TEST_CASE("a receive queued behind a stuck fetch times out in its queue and is r
   REQUIRE(r);
   CHECK(r->code == errc::timed_out);
   CHECK(r->message.find("before its fetch was sent") != std::string::npos);
-  CHECK(wait_until([&] { return queued.released(); }, 2s));
+  CHECK(queued.wait_released(2s));
   CHECK(np.decode->cancel("stuck") == cancel_result::cancel_requested_in_flight);
 }
 
@@ -72,11 +73,10 @@ TEST_CASE("a parked fetch is answered timed_out at the receive's deadline, and b
   CHECK(rr->code == errc::timed_out);
   // The sender answers the cancel or its own parking deadline; either is proof nothing is
   // written, so the destination is released.
-  CHECK(wait_until([&] { return r.released(); }));
+  CHECK(r.wait_released(patience));
   CHECK(std::all_of(np.dst.begin(), np.dst.end(), [](auto b) { return b == 0; }));
   // The id is usable again on both sides.
-  auto s2 = np.prefill->send("parked", {{np.src_region, 0, 4096}});
-  auto r2 = np.decode->receive("parked", np.peer, {{np.dst_region, 0, 4096}});
+  auto [s2, r2] = np.start("parked", 0, 0, 4096);
   auto r2r = r2.wait_for(patience);
   REQUIRE(r2r);
   CHECK(r2r->status == transfer_status::succeeded);
@@ -99,7 +99,7 @@ TEST_CASE("F5: after a storm of deadlines on an absent peer, the next transfer r
   transfer_options opts;
   opts.deadline_ms = 100;
   std::vector<transfer_handle> storm;
-  for (int i = 0; i < 32; ++i) {
+  for (std::uint64_t i = 0; i < 32; ++i) {
     storm.push_back(np.decode->receive("ghost-r" + std::to_string(i), np.peer,
                                        {{np.dst_region, 4096 * (1 + i), 4096}}, opts));
     storm.push_back(np.prefill->send("ghost-s" + std::to_string(i),
@@ -111,10 +111,10 @@ TEST_CASE("F5: after a storm of deadlines on an absent peer, the next transfer r
     CHECK(r->code == errc::timed_out);
   }
   // No zombie: every request actor ended and released its memory.
-  CHECK(wait_until([&] {
-    return np.decode->health().in_flight == 0 && np.prefill->health().in_flight == 0 &&
-           std::all_of(storm.begin(), storm.end(), [](auto& h) { return h.released(); });
-  }));
+  for (auto& h : storm)
+    CHECK(h.wait_released(patience));
+  CHECK(health_until(*np.decode, [](auto& h) { return h.in_flight == 0; }));
+  CHECK(health_until(*np.prefill, [](auto& h) { return h.in_flight == 0; }));
   auto after = once("after-storm");
   MESSAGE("F5 transfer latency before " << before << " ms, after the storm " << after << " ms");
   // Normal latency is milliseconds; a wedged path would wait for a deadline (100 ms) or hang.
@@ -130,14 +130,10 @@ TEST_CASE("F13: one request timing out leaves the node healthy") {
   auto s = np.prefill->send("lonely", {{np.src_region, 0, 4096}}, opts);
   REQUIRE(s.wait_for(patience));
   CHECK(s.result()->code == errc::timed_out);
-  // Watch health for well over the progress deadline: the timeout was progress, not a stall.
-  auto until = steady::now() + 600ms;
-  bool always_healthy = true;
-  while (steady::now() < until) {
-    always_healthy &= np.prefill->health().healthy;
-    std::this_thread::sleep_for(10ms);
-  }
-  CHECK(always_healthy);
+  // Watch health for three times the progress deadline: the timeout was progress, not a
+  // stall, so no change to unhealthy may come.
+  CHECK(np.prefill->health().healthy);
+  CHECK(!health_until(*np.prefill, [](auto& h) { return !h.healthy; }, 600ms));
 }
 
 TEST_CASE("F14: no progress with work pending turns the node unhealthy, and progress heals it") {
@@ -145,13 +141,13 @@ TEST_CASE("F14: no progress with work pending turns the node unhealthy, and prog
   // A send nobody fetches and without a deadline: pending work that never finishes.
   auto stuck = np.prefill->send("stuck", {{np.src_region, 0, 4096}});
   CHECK(np.prefill->health().healthy);
-  REQUIRE(wait_until([&] { return !np.prefill->health().healthy; }, 10s));
+  REQUIRE(health_until(*np.prefill, [](auto& h) { return !h.healthy; }, 10s));
   auto h = np.prefill->health();
   CHECK(h.stalled);
   CHECK(h.ms_since_progress >= 200);
   CHECK(h.in_flight == 1);
   // Progress resumes (the stuck request ends): healthy again.
   CHECK(np.prefill->cancel("stuck") == cancel_result::cancelled_before_advertise);
-  REQUIRE(wait_until([&] { return np.prefill->health().healthy; }, 10s));
+  REQUIRE(health_until(*np.prefill, [](auto& h) { return h.healthy; }, 10s));
   CHECK(!np.prefill->health().stalled);
 }

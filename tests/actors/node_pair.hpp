@@ -52,12 +52,20 @@ struct node_pair {
     REQUIRE_MESSAGE(c, c.error().message);
     peer = c.value();
   }
-  // One transfer of `bytes` from src[src_off] to dst[dst_off]; checks that it succeeded and
-  // that the bytes arrived.
+  // Starts one transfer of `bytes` from src[src_off] to dst[dst_off]: the send, the receive.
+  struct started {
+    transfer_handle send, recv;
+  };
+  started start(const std::string& id, std::size_t src_off, std::size_t dst_off,
+                std::size_t bytes, const transfer_options& send_opts = {}) {
+    return {prefill->send(id, {{src_region, src_off, bytes}}, send_opts),
+            decode->receive(id, peer, {{dst_region, dst_off, bytes}})};
+  }
+
+  // One transfer as start() does; checks that it succeeded and that the bytes arrived.
   void transfer_ok(const std::string& id, std::size_t src_off, std::size_t dst_off,
                    std::size_t bytes, const transfer_options& send_opts = {}) {
-    auto s = prefill->send(id, {{src_region, src_off, bytes}}, send_opts);
-    auto r = decode->receive(id, peer, {{dst_region, dst_off, bytes}});
+    auto [s, r] = start(id, src_off, dst_off, bytes, send_opts);
     auto rr = r.wait_for(patience);
     REQUIRE(rr);
     CHECK_MESSAGE(rr->status == transfer_status::succeeded, rr->message);
@@ -71,17 +79,23 @@ struct node_pair {
   }
 };
 
-// All events of `n` for request `id`, polling until `count` arrived (or patience ran out).
+// All events of `n` for request `id`, waiting for events until `count` arrived (or patience
+// ran out).
 inline std::vector<transfer_event> events_for(node& n, const std::string& id, std::size_t count,
                                        std::map<std::string, std::vector<transfer_event>>& seen) {
   auto until = steady::now() + patience;
   while (seen[id].size() < count && steady::now() < until) {
-    for (auto& ev : n.poll())
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - steady::now());
+    for (auto& ev : n.wait_events(std::max(left, 0ms)))
       seen[ev.request_id].push_back(ev);
-    if (seen[id].size() < count)
-      std::this_thread::sleep_for(1ms);
   }
   return seen[id];
+}
+
+// Waits for `pred` on `n`'s health, woken by its changes.
+inline bool health_until(const node& n, const std::function<bool(const health_snapshot&)>& pred,
+                         std::chrono::milliseconds limit = patience) {
+  return n.wait_health(pred, limit);
 }
 
 inline std::size_t count_kind(const std::vector<transfer_event>& evs, event_kind k) {
@@ -89,15 +103,6 @@ inline std::size_t count_kind(const std::vector<transfer_event>& evs, event_kind
     std::count_if(evs.begin(), evs.end(), [k](auto& e) { return e.kind == k; }));
 }
 
-inline bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds limit = patience) {
-  auto until = steady::now() + limit;
-  while (!pred()) {
-    if (steady::now() >= until)
-      return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
 
 
 }  // namespace kvferry::test

@@ -32,7 +32,8 @@ TEST_CASE("a send and a receive move scattered blocks to different block ids, by
   CHECK(std::memcmp(&np.dst[4096 * 5], &np.src[0], 8192) == 0);
   // Nothing outside the destination blocks was written.
   CHECK(std::all_of(np.dst.begin(), np.dst.begin() + 4096 * 5, [](auto b) { return b == 0; }));
-  CHECK(wait_until([&] { return s.released() && r.released(); }));
+  CHECK(s.wait_released(patience));
+  CHECK(r.wait_released(patience));
   auto h = np.decode->health();
   CHECK(h.succeeded == 1);
   CHECK(h.in_flight == 0);
@@ -72,7 +73,8 @@ TEST_CASE("a fetch that arrives before the engine's send is parked and then serv
   node_pair np{4 * 4096};
   auto r = np.decode->receive("early", np.peer, {{np.dst_region, 0, 4096}});
   // The receive is in flight (its fetch waits at the sender) before send() is called.
-  REQUIRE(wait_until([&] { return r.status() == transfer_status::in_flight; }));
+  REQUIRE(r.wait_started(patience));
+  REQUIRE(r.status() == transfer_status::in_flight);
   auto s = np.prefill->send("early", {{np.src_region, 4096, 4096}});
   auto rr = r.wait_for(patience);
   REQUIRE(rr);
@@ -84,8 +86,7 @@ TEST_CASE("F1: handles dropped while the transfer runs: it finishes and both eve
   node_pair np{64 << 20};
   std::map<std::string, std::vector<transfer_event>> seen_p, seen_d;
   {
-    auto s = np.prefill->send("f1", {{np.src_region, 0, 64 << 20}});
-    auto r = np.decode->receive("f1", np.peer, {{np.dst_region, 0, 64 << 20}});
+    auto [s, r] = np.start("f1", 0, 0, 64 << 20);
   }  // every handle copy is gone while 64 MiB are still moving
   auto pe = events_for(*np.prefill, "f1", 2, seen_p);
   auto de = events_for(*np.decode, "f1", 2, seen_d);
@@ -102,9 +103,8 @@ TEST_CASE("F1: handles dropped while the transfer runs: it finishes and both eve
 
 TEST_CASE("F2: a send cancelled after the peer's fetch arrived resolves every handle once") {
   node_pair np{256 << 20};
-  auto s = np.prefill->send("f2", {{np.src_region, 0, 256 << 20}});
-  auto r = np.decode->receive("f2", np.peer, {{np.dst_region, 0, 256 << 20}});
-  REQUIRE(wait_until([&] { return s.status() != transfer_status::pending; }));
+  auto [s, r] = np.start("f2", 0, 0, 256 << 20);
+  REQUIRE(s.wait_started(patience));
   auto t0 = steady::now();
   auto c = np.prefill->cancel("f2");
   auto cancel_ms = std::chrono::duration<double, std::milli>(steady::now() - t0).count();
@@ -142,7 +142,8 @@ TEST_CASE("F3: a receive cancelled while queued resolves its handle once, before
   node_pair np{4 * 4096, cfg};
   // "a" takes the only fetch place and waits at the sender (no send() yet).
   auto a = np.decode->receive("a", np.peer, {{np.dst_region, 0, 4096}});
-  REQUIRE(wait_until([&] { return a.status() == transfer_status::in_flight; }));
+  REQUIRE(a.wait_started(patience));
+  REQUIRE(a.status() == transfer_status::in_flight);
   auto b = np.decode->receive("b", np.peer, {{np.dst_region, 4096, 4096}});
   CHECK(b.status() == transfer_status::pending);
   auto t0 = steady::now();
@@ -159,7 +160,7 @@ TEST_CASE("F3: a receive cancelled while queued resolves its handle once, before
   auto ar = a.wait_for(patience);
   REQUIRE(ar);
   CHECK(ar->status == transfer_status::cancelled);
-  CHECK(wait_until([&] { return a.released(); }));
+  CHECK(a.wait_released(patience));
   std::map<std::string, std::vector<transfer_event>> seen;
   CHECK(events_for(*np.decode, "b", 2, seen).size() == 2);
   CHECK(events_for(*np.decode, "a", 2, seen).size() == 2);
@@ -172,7 +173,8 @@ TEST_CASE("F7: poll and status return promptly while a transfer is stuck on a pe
   node_pair np{4 * 4096};
   auto stuck_send = np.prefill->send("never-fetched", {{np.src_region, 0, 4096}});
   auto stuck_recv = np.decode->receive("never-sent", np.peer, {{np.dst_region, 0, 4096}});
-  REQUIRE(wait_until([&] { return stuck_recv.status() == transfer_status::in_flight; }));
+  REQUIRE(stuck_recv.wait_started(patience));
+  REQUIRE(stuck_recv.status() == transfer_status::in_flight);
   // 2000 calls each; the slowest must still be far below anything an engine loop would notice.
   // Bound is 100 ms (generous for a loaded 2-core CI machine; typical is microseconds — a
   // blocking implementation would instead hang here for as long as the transfer is stuck).
@@ -246,8 +248,7 @@ TEST_CASE("bad blocks are refused with an error naming the block, and nothing is
   CHECK(sr->code == errc::size_mismatch);
   CHECK(std::all_of(np.dst.begin(), np.dst.end(), [](auto b) { return b == 0; }));
   // The ids are free again, and the node keeps serving.
-  auto ok_s = np.prefill->send("bad1", {{np.src_region, 0, 4096}});
-  auto ok_r = np.decode->receive("bad1", np.peer, {{np.dst_region, 0, 4096}});
+  auto [ok_s, ok_r] = np.start("bad1", 0, 0, 4096);
   REQUIRE(ok_r.wait_for(patience));
   CHECK(ok_r.status() == transfer_status::succeeded);
 }
@@ -255,11 +256,10 @@ TEST_CASE("bad blocks are refused with an error naming the block, and nothing is
 TEST_CASE("cancel of an unknown id is not_found, of a finished one already_complete") {
   node_pair np{4 * 4096};
   CHECK(np.prefill->cancel("nobody") == cancel_result::not_found);
-  auto s = np.prefill->send("done", {{np.src_region, 0, 4096}});
-  auto r = np.decode->receive("done", np.peer, {{np.dst_region, 0, 4096}});
+  auto [s, r] = np.start("done", 0, 0, 4096);
   REQUIRE(r.wait_for(patience));
   REQUIRE(s.wait_for(patience));
-  CHECK(wait_until([&] { return s.released(); }));
+  CHECK(s.wait_released(patience));
   CHECK(np.prefill->cancel("done") == cancel_result::already_complete);
   CHECK(np.decode->cancel("done") == cancel_result::already_complete);
 }
@@ -268,8 +268,8 @@ TEST_CASE("the supervisor restarts a crashed child and the node keeps serving") 
   node_pair np{4 * 4096};
   np.decode->crash_child_for_testing("receiver");
   np.prefill->crash_child_for_testing("pool");
-  REQUIRE(wait_until([&] { return np.decode->health().restarts == 1; }));
-  REQUIRE(wait_until([&] { return np.prefill->health().restarts == 1; }));
+  REQUIRE(health_until(*np.decode, [](auto& h) { return h.restarts == 1; }));
+  REQUIRE(health_until(*np.prefill, [](auto& h) { return h.restarts == 1; }));
   CHECK(np.decode->health().healthy);
   np.transfer_ok("after-restart", 0, 0, 4096);
 }
@@ -279,11 +279,12 @@ TEST_CASE("a receive queued at a receiver that crashes queues again at its resta
   cfg.max_fetches_in_flight = 1;
   node_pair np{4 * 4096, cfg};
   auto a = np.decode->receive("a", np.peer, {{np.dst_region, 0, 4096}});
-  REQUIRE(wait_until([&] { return a.status() == transfer_status::in_flight; }));
+  REQUIRE(a.wait_started(patience));
+  REQUIRE(a.status() == transfer_status::in_flight);
   auto b = np.decode->receive("b", np.peer, {{np.dst_region, 4096, 4096}});
   CHECK(b.status() == transfer_status::pending);
   np.decode->crash_child_for_testing("receiver");
-  REQUIRE(wait_until([&] { return np.decode->health().restarts == 1; }));
+  REQUIRE(health_until(*np.decode, [](auto& h) { return h.restarts == 1; }));
   auto sa = np.prefill->send("a", {{np.src_region, 0, 4096}});
   auto sb = np.prefill->send("b", {{np.src_region, 4096, 4096}});
   auto br = b.wait_for(patience);

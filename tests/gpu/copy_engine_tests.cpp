@@ -3,6 +3,8 @@
 
 #include <doctest/doctest.h>
 
+#include <future>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -121,7 +123,7 @@ TEST_CASE("done fires exactly once per submit across 1000 submits") {
     }
     REQUIRE(done.wait_for(submits));
     // pending() drops once each callback has returned.
-    for (int i = 0; i < 1000 && engine->pending() != 0; ++i) std::this_thread::sleep_for(1ms);
+    CHECK(engine->wait_idle(10s));
     CHECK(engine->pending() == 0);
   }
   CHECK(done.count() == submits);  // still exactly once each after the engine is gone
@@ -187,15 +189,19 @@ TEST_CASE("the destructor drains queued work before it returns") {
   std::atomic<int> completed{0};
   {
     auto engine = make_cpu_copy_engine();
-    // The first callback holds the worker so that the rest is still queued at destruction.
-    engine->submit({}, [](errc, const std::string&) { std::this_thread::sleep_for(50ms); });
+    // The first callback holds the worker until the scope ends, so that the rest is still
+    // queued when the destructor begins.
+    std::promise<void> go;
+    auto gate = go.get_future().share();
+    engine->submit({}, [gate](errc, const std::string&) { gate.wait(); });
     for (int i = 0; i < submits; ++i) {
       engine->submit({{dst[i].data(), src.data(), src.size()}},
                      [&](errc code, const std::string&) {
                        if (code == errc::none) ++completed;
                      });
     }
-    CHECK(engine->pending() > 0);
+    CHECK(engine->pending() == submits + 1);
+    go.set_value();
   }
   CHECK(completed == submits);
   bool all_copied = true;
@@ -214,7 +220,7 @@ TEST_CASE("a throwing callback does not stop later copies") {
   REQUIRE(done.wait_for(1));
   CHECK(done.failures() == 0);
   CHECK(std::memcmp(dst, src, sizeof src) == 0);
-  for (int i = 0; i < 1000 && engine->pending() != 0; ++i) std::this_thread::sleep_for(1ms);
+  CHECK(engine->wait_idle(10s));
   CHECK(engine->pending() == 0);
 }
 
@@ -230,7 +236,7 @@ TEST_CASE("a copy stays pending until its callback has returned") {
   REQUIRE(entered.wait_for(1));
   CHECK(engine->pending() == 1);
   hold.unlock();
-  for (int i = 0; i < 1000 && engine->pending() != 0; ++i) std::this_thread::sleep_for(1ms);
+  CHECK(engine->wait_idle(10s));
   CHECK(engine->pending() == 0);
 }
 
@@ -241,12 +247,15 @@ TEST_CASE("a callback may submit further copies, also while the engine drains") 
   {
     auto engine = make_cpu_copy_engine();
     auto* raw = engine.get();
-    engine->submit({}, [&, raw](errc, const std::string&) {
-      std::this_thread::sleep_for(20ms);  // the destructor has started by now
+    std::promise<void> go;
+    auto gate = go.get_future().share();
+    engine->submit({}, [&, raw, gate](errc, const std::string&) {
+      gate.wait();  // released as the engine's destructor is about to run
       raw->submit({{dst, src, sizeof src}}, [&](errc code, const std::string&) {
         if (code == errc::none) ++second;
       });
     });
+    go.set_value();
   }
   CHECK(second == 1);
   CHECK(std::memcmp(dst, src, sizeof src) == 0);
