@@ -38,6 +38,7 @@ std::string health_snapshot::to_string() const {
          " failed=" + std::to_string(failed) + " cancelled=" + std::to_string(cancelled) +
          " unreleased=" + std::to_string(unreleased) + " poisoned=" + std::to_string(poisoned) +
          " restarts=" + std::to_string(restarts) +
+         " worker_replacements=" + std::to_string(worker_replacements) +
          " ms_since_progress=" + std::to_string(ms_since_progress);
 }
 
@@ -368,6 +369,7 @@ health_snapshot node::health() const {
   h.failed = c.failed.load();
   h.cancelled = c.cancelled.load();
   h.restarts = c.restarts.load();
+  h.worker_replacements = c.engine ? c.engine->stats().worker_replacements : 0;
   h.bytes_sent = c.bytes_sent.load();
   h.bytes_received = c.bytes_received.load();
   return h;

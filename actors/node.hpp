@@ -83,6 +83,7 @@ struct health_snapshot {
   std::uint64_t poisoned = 0;     // staging slots taken out of service
   bool quarantine_full = false;   // unreleased + poisoned reached quarantine_budget
   std::uint64_t restarts = 0;     // child actors restarted by the supervisor
+  std::uint64_t worker_replacements = 0;  // wedged UCX workers replaced (transport/wedge_detector.hpp)
   std::uint64_t bytes_sent = 0;   // bytes this node put to peers
   std::uint64_t bytes_received = 0;
   std::string to_string() const;  // one line, e.g. for the demo's summary

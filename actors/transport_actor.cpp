@@ -15,7 +15,7 @@
 #include "actors/node_core.hpp"
 
 #include <unordered_map>
-#include <unordered_set>
+#include <vector>
 
 namespace kvferry {
 
@@ -30,7 +30,9 @@ struct pending_op {
 struct transport_state {
   std::shared_ptr<node_core> core;
   std::unordered_map<std::uint64_t, pending_op> ops;  // token -> operation
-  std::unordered_set<std::uint64_t> connected;         // peer epochs with an endpoint
+  // Peer epoch -> the worker address its endpoint was made for. A peer's address changes when
+  // it replaced a wedged worker; its next fetch carries the new one, and we connect again.
+  std::unordered_map<std::uint64_t, std::vector<std::uint8_t>> connected;
   static inline const char* name = "kvferry.transport";
 };
 
@@ -47,8 +49,10 @@ transport_actor::behavior_type transport_impl(
         return rp;
       }
       auto& engine = *st.core->engine;
-      if (st.connected.insert(req.peer_epoch).second)
+      if (auto& known = st.connected[req.peer_epoch]; known != req.peer_address) {
+        known = req.peer_address;
         engine.connect(req.peer_epoch, req.peer_address);
+      }
       transport::put_batch batch;
       batch.peer = req.peer_epoch;
       batch.rkeys = std::move(req.rkeys);

@@ -282,6 +282,7 @@ int run_chaos(const chaos_options& opts) {
         << ",\"probes_passed\":" << probes_passed << ",\"probe_worst_ms\":" << probe_worst_ms
         << ",\"healthy_before\":" << (health_before.healthy ? "true" : "false")
         << ",\"healthy_after\":" << (health_after.healthy ? "true" : "false")
+        << ",\"worker_replacements\":" << health_after.worker_replacements
         << ",\"ok\":" << (ok ? "true" : "false") << "}";
     std::cout << out.str() << std::endl;
   } else {

@@ -57,48 +57,51 @@ result<std::unique_ptr<engine>> engine::start(const engine_options& options,
   shared_context context(raw_context, ucx::context_deleter{});
   config.reset();
 
-  ucp_worker_params_t worker_params;
-  std::memset(&worker_params, 0, sizeof(worker_params));
-  worker_params.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
-  worker_params.thread_mode = UCS_THREAD_MODE_SINGLE;  // used by the progress thread only
-  ucp_worker_h raw_worker = nullptr;
-  if (ucs_status_t status = ucp_worker_create(context.get(), &worker_params, &raw_worker);
-      status != UCS_OK) {
-    return ucx_error("ucp_worker_create", status);
+  auto worker = detail::create_worker(context.get());
+  if (!worker) {
+    return worker.error();
   }
-  ucx::worker_ptr worker(raw_worker);
-
-  ucp_address_t* raw_address = nullptr;
-  std::size_t address_length = 0;
-  if (ucs_status_t status = ucp_worker_get_address(worker.get(), &raw_address, &address_length);
-      status != UCS_OK) {
-    return ucx_error("ucp_worker_get_address", status);
-  }
-  std::vector<std::uint8_t> address =
-      ucx::worker_address(worker.get(), raw_address, address_length).bytes();
-
-  int event_fd = -1;
-  if (ucs_status_t status = ucp_worker_get_efd(worker.get(), &event_fd); status != UCS_OK) {
-    return ucx_error("ucp_worker_get_efd", status);
-  }
-
   std::unique_ptr<engine> result = std::make_unique<detail::engine_impl>(
-      std::move(context), std::move(worker), std::move(address), event_fd,
-      std::move(on_peer_error));
+      std::move(context), std::move(worker.value()), options, std::move(on_peer_error));
   return result;
 }
 
 namespace detail {
 
-engine_impl::engine_impl(shared_context context, ucx::worker_ptr worker,
-                         std::vector<std::uint8_t> address, int event_fd,
-                         peer_error_fn on_peer_error)
+result<worker_parts> create_worker(ucp_context_h context) {
+  ucp_worker_params_t worker_params;
+  std::memset(&worker_params, 0, sizeof(worker_params));
+  worker_params.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+  worker_params.thread_mode = UCS_THREAD_MODE_SINGLE;  // used by the progress thread only
+  ucp_worker_h raw_worker = nullptr;
+  if (ucs_status_t status = ucp_worker_create(context, &worker_params, &raw_worker);
+      status != UCS_OK) {
+    return ucx_error("ucp_worker_create", status);
+  }
+  worker_parts parts;
+  parts.worker = ucx::worker_ptr(raw_worker);
+  ucp_address_t* raw_address = nullptr;
+  std::size_t address_length = 0;
+  if (ucs_status_t status = ucp_worker_get_address(raw_worker, &raw_address, &address_length);
+      status != UCS_OK) {
+    return ucx_error("ucp_worker_get_address", status);
+  }
+  parts.address = ucx::worker_address(raw_worker, raw_address, address_length).bytes();
+  if (ucs_status_t status = ucp_worker_get_efd(raw_worker, &parts.event_fd); status != UCS_OK) {
+    return ucx_error("ucp_worker_get_efd", status);
+  }
+  return parts;
+}
+
+engine_impl::engine_impl(shared_context context, worker_parts worker,
+                         const engine_options& options, peer_error_fn on_peer_error)
     : context_(std::move(context)),
-      worker_(std::move(worker)),
-      address_(std::move(address)),
+      worker_(std::move(worker.worker)),
+      address_(std::move(worker.address)),
       on_peer_error_(std::move(on_peer_error)),
+      wedge_(std::chrono::milliseconds(options.wedge_timeout_ms)),
       work_(io_.get_executor()),
-      event_fd_(io_, event_fd),
+      event_fd_(io_, worker.event_fd),
       stop_timer_(io_),
       poll_timer_(io_) {
   thread_ = std::thread([this] {
@@ -133,15 +136,7 @@ engine_impl::~engine_impl() {
   }
   thread_.join();
   // The progress thread is gone: what is left runs here, before the worker is destroyed.
-  std::vector<std::uint64_t> ids;
-  for (const auto& [id, batch] : batches_) {
-    ids.push_back(id);
-  }
-  for (std::uint64_t id : ids) {
-    if (auto it = batches_.find(id); it != batches_.end()) {
-      abandon(*it->second);
-    }
-  }
+  abandon_all(errc::stopped, "the transport engine stopped with UCX requests outstanding");
   for (auto& [key, peer] : peers_) {
     peer->rkeys.clear();
   }
@@ -164,6 +159,15 @@ result<std::shared_ptr<memory_registration>> engine_impl::allocate_memory(std::s
   return map_memory(context_, nullptr, bytes, true);
 }
 
+std::vector<std::uint8_t> engine_impl::worker_address() const {
+  std::lock_guard<std::mutex> lock(address_mutex_);
+  return address_;
+}
+
+void engine_impl::replace_worker(std::string reason) {
+  post([this, reason = std::move(reason)] { do_replace_worker(reason); });
+}
+
 engine_stats engine_impl::stats() const {
   engine_stats s;
   s.ops_started = ops_started_.load();
@@ -171,6 +175,7 @@ engine_stats engine_impl::stats() const {
   s.ops_in_flight = s.ops_started >= s.ops_completed ? s.ops_started - s.ops_completed : 0;
   s.bytes_put = bytes_put_.load();
   s.peers = peer_count_.load();
+  s.worker_replacements = worker_replacements_.load();
   return s;
 }
 
@@ -190,6 +195,7 @@ void engine_impl::cycle() {
     while (budget > 0 && ucp_worker_progress(worker_.get()) != 0) {
       --budget;
     }
+    const bool progressed = budget != progress_budget;
     const bool handled = handle_queues();
     housekeeping();
     if (stopped_) {
@@ -202,6 +208,13 @@ void engine_impl::cycle() {
       continue;  // handling may have posted requests: drain again before arming
     }
     const ucs_status_t status = ucp_worker_arm(worker_.get());
+    if (wedge_.observe(progressed, status == UCS_ERR_BUSY, wedge_detector::clock::now()) &&
+        !stopping_) {
+      do_replace_worker(
+          "the UCX worker was wedged (a shared-memory peer probably died in the middle of a "
+          "message) and was replaced");
+      continue;
+    }
     if (status == UCS_ERR_BUSY) {
       continue;
     }
@@ -233,7 +246,10 @@ void engine_impl::wait_for_events() {
   }
   waiting_ = true;
   event_fd_.async_wait(boost::asio::posix::stream_descriptor::wait_read,
-                       [this](const boost::system::error_code& ec) {
+                       [this, generation = wait_generation_](const boost::system::error_code& ec) {
+                         if (generation != wait_generation_) {
+                           return;  // a wait on a replaced worker's fd
+                         }
                          waiting_ = false;
                          if (!ec && !stopped_) {
                            cycle();
@@ -298,8 +314,65 @@ void engine_impl::flush_worker() {
   });
 }
 
-void engine_impl::begin_shutdown() {
-  stopping_ = true;
+void engine_impl::do_replace_worker(const std::string& reason) {
+  if (stopping_) {
+    return;
+  }
+  auto fresh = create_worker(context_.get());
+  if (!fresh) {
+    return;  // keep the old one; a wedge is detected again after the next timeout
+  }
+  worker_replacements_.fetch_add(1);
+
+  // 1. Every endpoint goes. Its batches fail, and closing it in FORCE mode completes what UCX
+  //    still holds with UCS_ERR_CANCELED; whatever it never completes is abandoned just before
+  //    the worker is destroyed, after which nothing of it can write any more.
+  const std::vector<std::uint64_t> keys = close_all_peers(errc::peer_failed, reason);
+  for (auto& peer : closing_) {
+    force_close(*peer);
+  }
+  handle_queues();
+  abandon_all(errc::peer_failed, reason);
+  for (auto& peer : closing_) {
+    if (peer->close_timer) {
+      peer->close_timer->cancel();
+    }
+  }
+  closing_.clear();
+
+  // 2. The old worker: stop waiting on its fd, let it send what it queued (bounded, see
+  //    flush_worker), destroy it, and take the new one.
+  ++wait_generation_;
+  waiting_ = false;
+  event_fd_.release();
+  {
+    ucp_request_param_t param;
+    std::memset(&param, 0, sizeof(param));
+    ucx::request flush(ucp_worker_flush_nbx(worker_.get(), &param));
+    if (flush.pending()) {
+      ucx::wait(worker_.get(), flush, std::chrono::milliseconds(100));
+    }
+  }
+  worker_ = std::move(fresh.value().worker);
+  failed_eps_.clear();  // reports about the old worker's endpoints, all gone now
+  event_fd_.assign(fresh.value().event_fd);
+  {
+    std::lock_guard<std::mutex> lock(address_mutex_);
+    address_ = std::move(fresh.value().address);
+  }
+
+  // 3. Tell whoever connected them: they reconnect on their next put.
+  if (on_peer_error_) {
+    for (std::uint64_t key : keys) {
+      try {
+        on_peer_error_(key, errc::peer_failed, reason);
+      } catch (...) {
+      }
+    }
+  }
+}
+
+std::vector<std::uint64_t> engine_impl::close_all_peers(errc code, const std::string& detail) {
   std::vector<std::uint64_t> keys;
   for (const auto& [key, peer] : peers_) {
     keys.push_back(key);
@@ -308,9 +381,27 @@ void engine_impl::begin_shutdown() {
     auto it = peers_.find(key);
     std::unique_ptr<peer_state> peer = std::move(it->second);
     peers_.erase(it);
-    begin_close(std::move(peer), errc::stopped, "the transport engine is stopping");
+    begin_close(std::move(peer), code, detail);
   }
   update_peer_count();
+  return keys;
+}
+
+void engine_impl::abandon_all(errc code, const std::string& detail) {
+  std::vector<std::uint64_t> ids;
+  for (const auto& [id, batch] : batches_) {
+    ids.push_back(id);
+  }
+  for (std::uint64_t id : ids) {
+    if (auto it = batches_.find(id); it != batches_.end()) {
+      abandon(*it->second, code, detail);
+    }
+  }
+}
+
+void engine_impl::begin_shutdown() {
+  stopping_ = true;
+  close_all_peers(errc::stopped, "the transport engine is stopping");
   stop_timer_.expires_after(stop_deadline);
   stop_timer_.async_wait([this](const boost::system::error_code& ec) {
     if (!ec) {
@@ -331,16 +422,7 @@ void engine_impl::finish_shutdown(bool forced) {
       peer->ep.close();
     }
     handle_queues();
-    std::vector<std::uint64_t> ids;
-    for (const auto& [id, batch] : batches_) {
-      ids.push_back(id);
-    }
-    for (std::uint64_t id : ids) {
-      auto it = batches_.find(id);
-      if (it != batches_.end()) {
-        abandon(*it->second);
-      }
-    }
+    abandon_all(errc::stopped, "the transport engine stopped with UCX requests outstanding");
   }
   worker_flush_.reset();  // freed before completion: its callback will not come
   stopped_ = true;

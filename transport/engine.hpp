@@ -34,6 +34,9 @@ struct engine_options {
   bool shm_error_handling = true;
   // UCX keepalive interval; 0 keeps UCX's default (20 s).
   unsigned keepalive_interval_ms = 0;
+  // How long the worker may look wedged (arm answers BUSY, progress finds nothing) before it is
+  // replaced; see wedge_detector.hpp. 0 switches detection off.
+  unsigned wedge_timeout_ms = 500;
 };
 
 // A registered memory range (ucp_mem_map). Destroying it unmaps the memory; keep it alive for
@@ -75,6 +78,7 @@ struct engine_stats {
   std::uint64_t ops_in_flight = 0;
   std::uint64_t bytes_put = 0;       // bytes of puts that completed successfully
   std::uint64_t peers = 0;           // live endpoints
+  std::uint64_t worker_replacements = 0;  // wedged (or asked) workers replaced by a new one
 };
 
 class engine {
@@ -85,8 +89,9 @@ class engine {
   static result<std::unique_ptr<engine>> start(const engine_options& options,
                                                 peer_error_fn on_peer_error);
 
-  // This worker's address (ucp_worker_get_address), for peers to connect().
-  virtual const std::vector<std::uint8_t>& worker_address() const noexcept = 0;
+  // This worker's address (ucp_worker_get_address), for peers to connect(). It changes when the
+  // worker is replaced, so ask again for each message that carries it. Thread-safe.
+  virtual std::vector<std::uint8_t> worker_address() const = 0;
 
   // Registers user memory [ptr, ptr+bytes) for local and remote access. Thread-safe.
   virtual result<std::shared_ptr<memory_registration>> register_memory(void* ptr,
@@ -115,6 +120,13 @@ class engine {
   virtual std::vector<std::string> endpoint_transports(std::uint64_t peer) = 0;
 
   virtual engine_stats stats() const = 0;
+
+  // Replaces the UCX worker by a new one, as the engine does by itself when it finds its worker
+  // wedged. Every endpoint is dropped: in-flight puts complete with errc::peer_failed (exactly
+  // once, as always), each connected peer is reported through on_peer_error, and peers must
+  // connect again (to us: with the new worker_address()). Registered memory and its packed
+  // rkeys stay valid (they belong to the context). Non-blocking.
+  virtual void replace_worker(std::string reason) = 0;
 };
 
 }  // namespace kvferry::transport

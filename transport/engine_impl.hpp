@@ -32,6 +32,7 @@
 #include "transport/engine.hpp"
 #include "transport/memory.hpp"
 #include "transport/ucx_handles.hpp"
+#include "transport/wedge_detector.hpp"
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -67,6 +68,14 @@ using shared_rkey = std::shared_ptr<std::remove_pointer_t<ucp_rkey_h>>;
 
 class engine_impl;
 struct batch_state;
+
+// A new worker of `context`: the worker, its address and its event fd (owned by UCX).
+struct worker_parts {
+  ucx::worker_ptr worker;
+  std::vector<std::uint8_t> address;
+  int event_fd = -1;
+};
+result<worker_parts> create_worker(ucp_context_h context);
 
 // One UCX request of a batch (a put chunk or the flush); user_data of its callback.
 struct pending_request {
@@ -110,11 +119,11 @@ struct batch_state {
 
 class engine_impl final : public engine {
  public:
-  engine_impl(shared_context context, ucx::worker_ptr worker, std::vector<std::uint8_t> address,
-              int event_fd, peer_error_fn on_peer_error);
+  engine_impl(shared_context context, worker_parts worker, const engine_options& options,
+              peer_error_fn on_peer_error);
   ~engine_impl() override;
 
-  const std::vector<std::uint8_t>& worker_address() const noexcept override { return address_; }
+  std::vector<std::uint8_t> worker_address() const override;
   result<std::shared_ptr<memory_registration>> register_memory(void* ptr,
                                                                 std::size_t bytes) override;
   result<std::shared_ptr<memory_registration>> allocate_memory(std::size_t bytes) override;
@@ -124,6 +133,7 @@ class engine_impl final : public engine {
   void cancel(std::uint64_t op_id) override;
   std::vector<std::string> endpoint_transports(std::uint64_t peer) override;
   engine_stats stats() const override;
+  void replace_worker(std::string reason) override;
 
  private:
   // UCX callbacks: queue only.
@@ -143,6 +153,10 @@ class engine_impl final : public engine {
   void begin_shutdown();
   void flush_worker();
   void finish_shutdown(bool forced);
+  void do_replace_worker(const std::string& reason);
+  // Moves every peer to closing_ (failing its batches); returns their keys.
+  std::vector<std::uint64_t> close_all_peers(errc code, const std::string& detail);
+  void abandon_all(errc code, const std::string& detail);
 
   // Peers (engine_peers.cpp).
   void do_connect(std::uint64_t key, std::vector<std::uint8_t> address);
@@ -163,15 +177,17 @@ class engine_impl final : public engine {
   void post_flush(batch_state& batch);
   void fail_batch(batch_state& batch, errc code, const std::string& detail);
   void finish(batch_state& batch);
-  void abandon(batch_state& batch);
+  void abandon(batch_state& batch, errc code, const std::string& detail);
   void deliver(completion_fn& done, errc code, const std::string& detail);
 
   // Declaration order is destruction order reversed: the worker outlives peers and batches,
   // the io_context outlives the timers inside peers.
   shared_context context_;
   ucx::worker_ptr worker_;
-  std::vector<std::uint8_t> address_;
+  mutable std::mutex address_mutex_;
+  std::vector<std::uint8_t> address_;  // guarded by address_mutex_ (replaced with the worker)
   peer_error_fn on_peer_error_;
+  wedge_detector wedge_;
 
   boost::asio::io_context io_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
@@ -179,6 +195,7 @@ class engine_impl final : public engine {
   boost::asio::steady_timer stop_timer_;
   boost::asio::steady_timer poll_timer_;  // only if ucp_worker_arm fails
   bool waiting_ = false;
+  std::uint64_t wait_generation_ = 0;  // a wait on a replaced worker's fd is stale
   bool cycle_posted_ = false;
   bool stopping_ = false;
   bool stopped_ = false;
@@ -199,6 +216,7 @@ class engine_impl final : public engine {
   std::atomic<std::uint64_t> ops_completed_{0};
   std::atomic<std::uint64_t> bytes_put_{0};
   std::atomic<std::uint64_t> peer_count_{0};
+  std::atomic<std::uint64_t> worker_replacements_{0};
 
   std::thread::id progress_thread_id_;
   std::thread thread_;  // last: started when everything above exists

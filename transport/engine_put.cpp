@@ -269,16 +269,18 @@ void engine_impl::finish(batch_state& batch) {
   }
 }
 
-void engine_impl::abandon(batch_state& batch) {
-  // Last resort on stop: UCX never completed these requests. Free them (no callback follows a
-  // ucp_request_free), drop any completion already queued for them, and finish the batch.
+void engine_impl::abandon(batch_state& batch, errc code, const std::string& detail) {
+  // Last resort on stop or when the worker is replaced: UCX never completed these requests.
+  // Free them (no callback follows a ucp_request_free), drop any completion already queued for
+  // them, and finish the batch. The caller destroys the worker next, so nothing of the batch
+  // can still be written after that.
   completed_.erase(std::remove_if(completed_.begin(), completed_.end(),
                                   [&batch](pending_request* r) { return r->batch == &batch; }),
                    completed_.end());
   batch.pending.clear();
   batch.outstanding_puts = 0;
   batch.outstanding_bytes = 0;
-  record_error(batch, errc::stopped, "the transport engine stopped with UCX requests outstanding");
+  record_error(batch, code, detail);
   finish(batch);
 }
 

@@ -84,9 +84,7 @@ class faulty_engine final : public engine {
       t.join();
   }
 
-  const std::vector<std::uint8_t>& worker_address() const noexcept override {
-    return real_->worker_address();
-  }
+  std::vector<std::uint8_t> worker_address() const override { return real_->worker_address(); }
   result<std::shared_ptr<memory_registration>> register_memory(void* p, std::size_t n) override {
     return real_->register_memory(p, n);
   }
@@ -149,6 +147,7 @@ class faulty_engine final : public engine {
     return real_->endpoint_transports(peer);
   }
   engine_stats stats() const override { return real_->stats(); }
+  void replace_worker(std::string reason) override { real_->replace_worker(std::move(reason)); }
 
  private:
   std::uint64_t forward(put_batch batch, completion_fn done) {

@@ -144,15 +144,18 @@ TEST_CASE("kvferry bench runs every case between two processes and verifies the 
   CHECK(cases == 3);  // bandwidth (one size, one concurrency), small-blocks, rate
 }
 
-TEST_CASE("F16: a burst with random cancels, short deadlines and a peer kill, then idle, then every probe succeeds") {
-  child_process chaos{{KVFERRY_BINARY, "chaos", "--concurrency", "32", "--requests", "240",
-                       "--kill", "--seed", "16", "--idle-ms", "500", "--transport", "tcp",
-                       "--json"}};
+namespace {
+
+// Runs `kvferry chaos ... --json` and checks the invariants every run must hold; the report.
+std::string run_chaos(const std::vector<std::string>& args, const std::string& requests) {
+  std::vector<std::string> argv{KVFERRY_BINARY, "chaos", "--requests", requests, "--json"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  child_process chaos{argv};
   REQUIRE(chaos.running());
   auto json = chaos.wait_for_line("{", 120s).value_or("");
   CAPTURE(json);
   CHECK(chaos.wait(60s) == 0);
-  CHECK(json_field(json, "resolved_once") == "240");
+  CHECK(json_field(json, "resolved_once") == requests);
   CHECK(json_field(json, "resolved_twice") == "0");
   CHECK(json_field(json, "resolved_never") == "0");
   // Whatever was left unreleased by the kill is exactly what health counts as quarantined.
@@ -160,4 +163,25 @@ TEST_CASE("F16: a burst with random cancels, short deadlines and a peer kill, th
   CHECK(json_field(json, "probes_passed") == "5");
   CHECK(json_field(json, "healthy_after") == "true");
   CHECK(json_field(json, "ok") == "true");
+  return json;
+}
+
+}  // namespace
+
+TEST_CASE("F16: a burst with random cancels, short deadlines and a peer kill, then idle, then every probe succeeds") {
+  run_chaos({"--concurrency", "32", "--kill", "--seed", "16", "--idle-ms", "500", "--transport",
+             "tcp"},
+            "240");
+}
+
+TEST_CASE("F16 over shared memory: after a peer kill the survivor keeps serving its restart") {
+  // A peer SIGKILLed in the middle of a shared-memory message wedges the survivor's UCX worker
+  // (see transport/wedge_detector.hpp); before the engine replaced wedged workers, about one
+  // run in three of this burst never finished. Two seeds that wedged then, one run each.
+  for (const char* seed : {"54", "56"}) {
+    CAPTURE(seed);
+    run_chaos({"--concurrency", "16", "--kill", "--seed", seed, "--idle-ms", "500",
+               "--transport", "shm"},
+              "1024");
+  }
 }
