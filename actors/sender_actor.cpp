@@ -29,6 +29,7 @@ struct sender_state {
   std::string node_name;  // for the errors sent to fetchers
   std::uint32_t default_park_ms = 0;  // bound on parking a fetch that carries no deadline
   std::unordered_map<std::string, send_request_actor> owners;
+  std::unordered_map<caf::actor_addr, std::string> owner_ids;  // owners, reversed (for DOWN)
   std::unordered_map<std::string, parked_fetch> parked;
   static inline const char* name = "kvferry.sender";
 };
@@ -38,19 +39,22 @@ sender_actor::behavior_type sender_impl(sender_actor::stateful_pointer<sender_st
   self->state.node_name = std::move(node_name);
   self->state.default_park_ms = default_park_ms;
   self->set_down_handler([=](caf::down_msg& dm) {
-    auto& owners = self->state.owners;
-    for (auto it = owners.begin(); it != owners.end(); ++it) {
-      if (it->second.address() == dm.source) {
-        owners.erase(it);
-        return;
-      }
-    }
+    auto& st = self->state;
+    auto id = st.owner_ids.find(dm.source);
+    if (id == st.owner_ids.end())
+      return;
+    // The id may belong to a newer owner by now (reused once this one was released).
+    auto owner = st.owners.find(id->second);
+    if (owner != st.owners.end() && owner->second.address() == dm.source)
+      st.owners.erase(owner);
+    st.owner_ids.erase(id);
   });
   return {
     [=](announce_atom, const std::string& id, send_request_actor& owner) {
       self->monitor(owner);
       auto& st = self->state;
       st.owners[id] = owner;
+      st.owner_ids[owner.address()] = id;
       auto it = st.parked.find(id);
       if (it != st.parked.end()) {
         auto p = std::move(it->second);

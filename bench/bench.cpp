@@ -11,6 +11,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <malloc.h>
+#include <thread>
 #include <iostream>
 #include <map>
 #include <mutex>
@@ -34,6 +36,13 @@ struct case_result {
   std::uint64_t succeeded = 0, failed = 0, bytes = 0, verified_bytes = 0;
   double seconds = 0, gbps = 0, p50_ms = 0, p99_ms = 0, per_second = 0;
   std::optional<double> limit_gbps, memcpy_gbps, tag_lat_us;
+};
+
+struct memory_result {
+  std::uint32_t requests = 0;
+  std::uint64_t send_bytes = 0, recv_bytes = 0;          // heap per in-flight request
+  std::uint64_t send_rss_bytes = 0, recv_rss_bytes = 0;  // resident set per in-flight request
+  bool all_resolved = true;
 };
 
 double percentile(std::vector<double> v, double q) {
@@ -115,6 +124,58 @@ case_result run_case(node& n, peer_id peer, cli::child_process& prefill,
   return res;
 }
 
+// Heap bytes in use (malloc arenas and mmapped chunks): what new requests cost.
+std::uint64_t heap_in_use() {
+  auto mi = mallinfo2();
+  return static_cast<std::uint64_t>(mi.uordblks) + static_cast<std::uint64_t>(mi.hblkhd);
+}
+
+std::uint64_t rss_bytes() {
+  std::ifstream status{"/proc/self/status"};
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmRSS:", 0) == 0)
+      return std::stoull(line.substr(6)) * 1024;
+  return 0;
+}
+
+// Node memory per in-flight request: `count` sends no peer fetches, then `count` receives whose
+// sends the prefill never offers, each held in flight while the heap is measured, then
+// cancelled. The figure includes everything the process allocated for them: request actors,
+// handles, registry entries, queued admissions, CAF mailboxes.
+memory_result measure_memory(node& n, peer_id peer, const cli::pool_memory& pool,
+                             std::uint32_t count) {
+  memory_result m;
+  m.requests = count;
+  auto hold = [&](bool sends, std::uint64_t& per_request, std::uint64_t& rss_per_request) {
+    const std::string prefix = sends ? "mem-send-" : "mem-recv-";
+    n.poll();  // events of earlier cases are not part of the figure
+    const auto heap0 = heap_in_use();
+    const auto rss0 = rss_bytes();
+    std::vector<transfer_handle> handles;
+    handles.reserve(count);
+    for (std::uint32_t i = 0; i < count; ++i) {
+      std::vector<block_span> blocks{{pool.region, (i % 256) * 4096ull, 4096}};
+      handles.push_back(sends ? n.send(prefix + std::to_string(i), blocks)
+                              : n.receive(prefix + std::to_string(i), peer, blocks));
+    }
+    n.wait_health([&](const health_snapshot& h) { return h.in_flight >= count; }, 60s);
+    std::this_thread::sleep_for(500ms);  // let every request actor reach its waiting state
+    const auto heap1 = heap_in_use();
+    const auto rss1 = rss_bytes();
+    per_request = heap1 > heap0 ? (heap1 - heap0) / count : 0;
+    rss_per_request = rss1 > rss0 ? (rss1 - rss0) / count : 0;
+    for (std::uint32_t i = 0; i < count; ++i)
+      n.cancel(prefix + std::to_string(i));
+    for (auto& h : handles)
+      m.all_resolved &= h.wait_for(30s).has_value();
+    n.poll();
+  };
+  hold(true, m.send_bytes, m.send_rss_bytes);
+  hold(false, m.recv_bytes, m.recv_rss_bytes);
+  return m;
+}
+
 std::vector<case_spec> plan(const options& opts) {
   std::vector<case_spec> out;
   std::uint64_t seed = 1000;
@@ -161,7 +222,8 @@ std::string opt(const std::optional<double>& v, int precision = 2) {
   return out.str();
 }
 
-void print_table(const options& opts, const std::vector<case_result>& results) {
+void print_table(const options& opts, const std::vector<case_result>& results,
+                 const std::optional<memory_result>& mem) {
   std::printf("kvferry bench, UCX transport %s, KV pools %s%s\n", opts.transport.c_str(),
               opts.pool.c_str(), opts.verify ? ", every byte verified" : "");
   std::printf("%-13s %-20s %5s %6s %9s %9s %9s %12s %6s %11s\n", "case", "request", "conc",
@@ -178,9 +240,18 @@ void print_table(const options& opts, const std::vector<case_result>& results) {
     if (r.failed > 0)
       std::printf("%-13s %llu transfers FAILED\n", "", static_cast<unsigned long long>(r.failed));
   }
+  if (mem)
+    std::printf("memory        %u in flight: %llu B heap (%llu B resident) per send waiting for "
+                "its fetch, %llu B heap (%llu B resident) per receive%s\n",
+                mem->requests, static_cast<unsigned long long>(mem->send_bytes),
+                static_cast<unsigned long long>(mem->send_rss_bytes),
+                static_cast<unsigned long long>(mem->recv_bytes),
+                static_cast<unsigned long long>(mem->recv_rss_bytes),
+                mem->all_resolved ? "" : " (SOME NEVER RESOLVED)");
 }
 
-void print_json(const options& opts, const std::vector<case_result>& results) {
+void print_json(const options& opts, const std::vector<case_result>& results,
+                const std::optional<memory_result>& mem) {
   std::ostringstream out;
   out << "{\"transport\":\"" << opts.transport << "\",\"pool\":\"" << opts.pool
       << "\",\"verify\":" << (opts.verify ? "true" : "false") << ",\"cases\":[";
@@ -201,7 +272,15 @@ void print_json(const options& opts, const std::vector<case_result>& results) {
         << "}";
     first = false;
   }
-  out << "]}";
+  out << "]";
+  if (mem)
+    out << ",\"memory\":{\"in_flight\":" << mem->requests
+        << ",\"send_heap_bytes_per_request\":" << mem->send_bytes
+        << ",\"send_rss_bytes_per_request\":" << mem->send_rss_bytes
+        << ",\"recv_heap_bytes_per_request\":" << mem->recv_bytes
+        << ",\"recv_rss_bytes_per_request\":" << mem->recv_rss_bytes
+        << ",\"all_resolved\":" << (mem->all_resolved ? "true" : "false") << "}";
+  out << "}";
   std::cout << out.str() << std::endl;
 }
 
@@ -272,6 +351,11 @@ int run(const options& opts) {
     if (spec.kind != "warm-up")
       results.push_back(std::move(r));
   }
+  std::optional<memory_result> mem;
+  if (opts.memory_requests > 0 && !pools.empty()) {
+    mem = measure_memory(n, peer.value(), pools.front(), opts.memory_requests);
+    ok &= mem->all_resolved;
+  }
   prefill.close_stdin();
   n.stop(2000ms);
   prefill.wait(10s);
@@ -290,9 +374,9 @@ int run(const options& opts) {
     }
   }
   if (opts.json)
-    print_json(opts, results);
+    print_json(opts, results, mem);
   else
-    print_table(opts, results);
+    print_table(opts, results, mem);
   if (!opts.plot.empty())
     write_plot(opts, results);
   return ok ? 0 : 1;

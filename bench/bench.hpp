@@ -17,6 +17,7 @@ struct options {
   std::uint32_t small_blocks = 1024;      // small-blocks case: blocks of small_block_bytes
   std::uint64_t small_block_bytes = 16 << 10;
   std::uint32_t rate_requests = 5000;     // rate case: tiny transfers
+  std::uint32_t memory_requests = 10000;  // memory case: requests held in flight (0: skip)
   bool verify = false;                    // check every received byte
   bool limits = true;                     // also measure ucx_perftest and memcpy
   bool json = false;

@@ -414,6 +414,8 @@ int main(int argc, char** argv) {
                        "small-blocks case: blocks per request (of --small-block-bytes)");
   benchcmd->add_option("--small-block-bytes", bench_opts.small_block_bytes, "small-blocks case");
   benchcmd->add_option("--rate-requests", bench_opts.rate_requests, "rate case: tiny transfers");
+  benchcmd->add_option("--memory-requests", bench_opts.memory_requests,
+                       "memory case: requests held in flight (0 skips it)");
   benchcmd->add_flag("--verify", bench_opts.verify, "check every received byte");
   benchcmd->add_flag("!--no-limits", bench_opts.limits, "skip ucx_perftest and memcpy");
   benchcmd->add_flag("--json", bench_opts.json, "print one JSON object");

@@ -123,7 +123,8 @@ TEST_CASE("kvferry bench runs every case between two processes and verifies the 
   // A functional check of the tool only (tiny cases, no limits); figures are never asserted.
   child_process bench{{KVFERRY_BINARY, "bench", "--transport", "tcp", "--sizes", "4096",
                        "--concurrency", "2", "--bytes-per-case", "65536", "--small-blocks", "8",
-                       "--rate-requests", "50", "--verify", "--no-limits", "--json"}};
+                       "--rate-requests", "50", "--memory-requests", "300", "--verify",
+                       "--no-limits", "--json"}};
   REQUIRE(bench.running());
   auto json = bench.wait_for_line("{", 120s).value_or("");
   CAPTURE(json);
@@ -142,6 +143,13 @@ TEST_CASE("kvferry bench runs every case between two processes and verifies the 
     CHECK(json_field(json.substr(pos), "verified_bytes") == bytes);
   }
   CHECK(cases == 3);  // bandwidth (one size, one concurrency), small-blocks, rate
+  // The memory case held its requests in flight, measured something, and every one of them
+  // resolved after its cancel.
+  auto memory = json.substr(std::min(json.size(), json.find("\"memory\":")));
+  CHECK(json_field(memory, "in_flight") == "300");
+  CHECK(json_field(memory, "send_heap_bytes_per_request") != "0");
+  CHECK(json_field(memory, "recv_heap_bytes_per_request") != "0");
+  CHECK(json_field(memory, "all_resolved") == "true");
 }
 
 namespace {
