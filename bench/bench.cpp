@@ -196,9 +196,16 @@ std::vector<case_spec> plan(const options& opts) {
       auto per_request = bs * opts.blocks_per_request;
       auto requests = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(
         opts.bytes_per_case / per_request, std::max<std::uint64_t>(4, 2 * conc), 20000));
+      // An untimed pass first (unless --cold): the pages of a long-lived KV pool are faulted
+      // in and the peer's segment is mapped long before the traffic that matters, and a fresh
+      // 2 GiB pool costs more in first-touch page faults than in copies.
+      if (!opts.cold)
+        add("warm-up", requests, opts.blocks_per_request, bs, conc);
       add("bandwidth", requests, opts.blocks_per_request, bs, conc);
     }
   }
+  if (!opts.cold)
+    add("warm-up", 16, opts.small_blocks, opts.small_block_bytes, 4);
   add("small-blocks", 16, opts.small_blocks, opts.small_block_bytes, 4);
   add("rate", opts.rate_requests, 1, 64, 64);
   return out;

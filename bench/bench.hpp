@@ -19,6 +19,7 @@ struct options {
   std::uint32_t rate_requests = 5000;     // rate case: tiny transfers
   std::uint32_t memory_requests = 10000;  // memory case: requests held in flight (0: skip)
   bool verify = false;                    // check every received byte
+  bool cold = false;                      // skip the untimed warm pass before each case
   bool limits = true;                     // also measure ucx_perftest and memcpy
   bool json = false;
   std::string plot;                       // PNG path for a gnuplot plot ("" = none)

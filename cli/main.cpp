@@ -417,6 +417,8 @@ int main(int argc, char** argv) {
   benchcmd->add_option("--memory-requests", bench_opts.memory_requests,
                        "memory case: requests held in flight (0 skips it)");
   benchcmd->add_flag("--verify", bench_opts.verify, "check every received byte");
+  benchcmd->add_flag("--cold", bench_opts.cold,
+                     "time first-touch too: no untimed warm pass over each case's pool");
   benchcmd->add_flag("!--no-limits", bench_opts.limits, "skip ucx_perftest and memcpy");
   benchcmd->add_flag("--json", bench_opts.json, "print one JSON object");
   benchcmd->add_option("--plot", bench_opts.plot, "write a PNG plot of GB/s against block size");
