@@ -54,13 +54,17 @@ struct node::impl {
 
 namespace {
 
+// A node's incarnation: the start time in microseconds since the Unix epoch, with random low
+// bits (two starts in one microsecond; never zero). A restarted node has a larger epoch than the
+// one it replaces, as long as its clock did not step back by more than the restart took (the
+// same choice as Cassandra's generation number); a sender uses that to tell which of two fetches
+// for one request is stale.
 std::uint64_t new_epoch() {
   std::random_device rd;
-  std::uint64_t e = 0;
-  while (e == 0)
-    e = (std::uint64_t{rd()} << 32) ^ rd() ^
-        static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-  return e;
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+              std::chrono::system_clock::now().time_since_epoch())
+              .count();
+  return (static_cast<std::uint64_t>(us) << 8) | (rd() & 0xffu) | 1u;
 }
 
 // A handle that is already resolved, for calls refused before any actor exists. It has no

@@ -6,6 +6,9 @@
 //   cancel_fetch(id, epoch) ──> to the owner, or the parked fetch answered `cancelled`
 //   parked longer than the fetch's deadline (or default_deadline_ms) ──> answered `timed_out`
 //   owner DOWN ──> owners[id] erased
+//   fetch for an id whose fetch is parked ──same epoch──> refused: duplicate
+//        └──epochs differ──> the older one is `stale_epoch` (its node restarted since: epochs
+//                            grow with each start), the newer one parks
 //
 // The sender never owns a transfer: it only matches fetches with their owners.
 
@@ -70,11 +73,27 @@ sender_actor::behavior_type sender_impl(sender_actor::stateful_pointer<sender_st
         rp.delegate(it->second, std::move(fetch));
         return rp;
       }
-      if (st.parked.count(fetch.request_id) > 0) {
-        rp.deliver(caf::make_error(errc::duplicate_request_id,
-                                   "a fetch for request '" + fetch.request_id +
-                                     "' is already waiting at node '" + st.node_name + "'"));
-        return rp;
+      if (auto p = st.parked.find(fetch.request_id); p != st.parked.end()) {
+        auto& waiting = p->second;
+        if (fetch.epoch == waiting.fetch.epoch) {
+          rp.deliver(caf::make_error(errc::duplicate_request_id,
+                                     "a fetch for request '" + fetch.request_id +
+                                       "' is already waiting at node '" + st.node_name + "'"));
+          return rp;
+        }
+        // The same request asked for by two incarnations: the older one's node has restarted.
+        auto stale = [&](const fetch_msg& f) {
+          return caf::make_error(errc::stale_epoch,
+                                 "the fetch for request '" + f.request_id + "' from node '" +
+                                   f.node_name + "' (epoch " + std::to_string(f.epoch) +
+                                   ") was superseded by one from a later start of its node");
+        };
+        if (fetch.epoch < waiting.fetch.epoch) {
+          rp.deliver(stale(fetch));
+          return rp;
+        }
+        waiting.promise.deliver(stale(waiting.fetch));
+        st.parked.erase(p);
       }
       auto id = fetch.request_id;
       auto epoch = fetch.epoch;

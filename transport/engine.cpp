@@ -99,7 +99,9 @@ engine_impl::engine_impl(shared_context context, worker_parts worker,
       worker_(std::move(worker.worker)),
       address_(std::move(worker.address)),
       on_peer_error_(std::move(on_peer_error)),
-      wedge_(std::chrono::milliseconds(options.wedge_timeout_ms)),
+      // Only shared memory has the FIFO that wedges; over tcp alone a replacement would only
+      // risk UCX 1.13's assertions in peers (see do_replace_worker).
+      wedge_(std::chrono::milliseconds(options.tls == "tcp" ? 0 : options.wedge_timeout_ms)),
       work_(io_.get_executor()),
       event_fd_(io_, worker.event_fd),
       stop_timer_(io_),
@@ -314,6 +316,10 @@ void engine_impl::flush_worker() {
   });
 }
 
+// A wedged worker (wedge_detector.hpp) is of no use any more; a new one on the same context
+// keeps every memory registration. Kept for that case: with tcp lanes, UCX 1.13 aborts a peer
+// whose put is in flight to a worker that vanishes ("ucp_put_handler: unexpected error"), and a
+// worker destroyed right after connecting can trip a peer's "got REP message" assertion.
 void engine_impl::do_replace_worker(const std::string& reason) {
   if (stopping_) {
     return;

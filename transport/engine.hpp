@@ -35,7 +35,8 @@ struct engine_options {
   // UCX keepalive interval; 0 keeps UCX's default (20 s).
   unsigned keepalive_interval_ms = 0;
   // How long the worker may look wedged (arm answers BUSY, progress finds nothing) before it is
-  // replaced; see wedge_detector.hpp. 0 switches detection off.
+  // replaced; see wedge_detector.hpp. 0 switches detection off; so does tls "tcp" (no shared
+  // memory, nothing that wedges that way).
   unsigned wedge_timeout_ms = 500;
 };
 

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <future>
 
 using namespace kvferry;
 using namespace std::chrono_literals;
@@ -78,16 +79,28 @@ errc code_of(const caf::expected<std::uint64_t>& x) {
   return x ? errc::none : static_cast<errc>(x.error().code());
 }
 
+// A prefill node over tcp with one registered region of 4 pages filled with `fill`.
+struct prefill_node {
+  std::unique_ptr<node> owned;
+  std::vector<unsigned char> src;
+  region_id region = 0;
+
+  explicit prefill_node(unsigned char fill) : src(4 * 4096, fill) {
+    node_config cfg;
+    cfg.transport = "tcp";
+    auto started = node::start(cfg);
+    REQUIRE_MESSAGE(started, started.error().message);
+    owned = std::move(started.value());
+    region = owned->register_region(src.data(), src.size()).value();
+  }
+};
+
 }  // namespace
 
 TEST_CASE("F17: hostile fetches get a clear error, nothing is written, and the node keeps serving") {
-  node_config cfg;
-  cfg.transport = "tcp";
-  auto started = node::start(cfg);
-  REQUIRE_MESSAGE(started, started.error().message);
-  auto& prefill = *started.value();
-  std::vector<unsigned char> src(4 * 4096, 0xAB);
-  auto region = prefill.register_region(src.data(), src.size()).value();
+  prefill_node fixture{0xAB};
+  auto& prefill = *fixture.owned;
+  auto region = fixture.region;
   hostile_client client{prefill.port()};
 
   SUBCASE("a block outside the region the fetch itself declares") {
@@ -137,5 +150,40 @@ TEST_CASE("F17: hostile fetches get a clear error, nothing is written, and the n
   CHECK(client.memory[8191] == 0xAB);
   CHECK(client.memory[0] == 0);
   CHECK(prefill.health().healthy);
+  prefill.stop(1s);
+}
+
+TEST_CASE("a fetch from before its node restarted is refused, and the restart's fetch for the same id is served") {
+  prefill_node fixture{0xCD};
+  auto& prefill = *fixture.owned;
+  auto region = fixture.region;
+  hostile_client client{prefill.port()};
+
+  // The same decode node ("hostile") before and after a restart: same name, new epoch, and the
+  // restarted node asks again for the request its earlier incarnation had asked for.
+  auto before = client.fetch("asked-twice", 0, 4096, 0, 16384);
+  before.epoch = 0x1111;
+  auto after = before;
+  after.epoch = 0x2222;
+  // Both park (nothing sent yet). Whichever arrives first, the earlier incarnation's fetch is
+  // answered stale_epoch: superseded while parked, or refused on arrival.
+  auto after_answer = std::async(std::launch::async, [&] { return client.ask(after); });
+  auto before_answer = std::async(std::launch::async, [&] { return client.ask(before); });
+  REQUIRE(before_answer.wait_for(20s) == std::future_status::ready);
+  auto stale = before_answer.get();
+  CHECK(code_of(stale) == errc::stale_epoch);
+  // The newer fetch is the one waiting now: the older incarnation asking again is refused.
+  CHECK(code_of(client.ask(before)) == errc::stale_epoch);
+  CHECK(client.untouched());
+  // The restarted node's fetch was not refused as a duplicate: the send serves it.
+  auto s = prefill.send("asked-twice", {{region, 0, 4096}});
+  REQUIRE(after_answer.wait_for(20s) == std::future_status::ready);
+  auto served = after_answer.get();
+  REQUIRE(served);
+  CHECK(*served == 4096);
+  CHECK(client.memory[0] == 0xCD);
+  auto r = s.wait_for(20s);
+  REQUIRE(r);
+  CHECK(r->status == transfer_status::succeeded);
   prefill.stop(1s);
 }

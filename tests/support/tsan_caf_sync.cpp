@@ -11,8 +11,15 @@
 // win over libcaf_core's; the originals are reached with dlsym(RTLD_NEXT)):
 //   - a message enqueued to an actor happens before the actor consumes it
 //     (scheduled_actor::enqueue / blocking_actor::enqueue: release);
-//   - an actor's consumes are serial: each happens before the next, whatever the thread
-//     (scheduled_actor::consume: acquire before, release after; blocking_actor::dequeue: acquire).
+//   - an actor's runs are serial: each happens before the next, whatever the thread
+//     (scheduled_actor::consume, ::reactivate, ::activate — its first run, which builds the
+//     behavior — and ::cleanup: acquire before, release after);
+//   - a blocking actor (scoped_actor) sees what was enqueued before it fetched its mailbox
+//     (release on the mailbox in blocking_actor::enqueue, acquire after the mailbox's
+//     fetch_more and blocking_actor::dequeue);
+//   - spawning happens before the actor's first run (scheduled_actor::launch: release);
+//   - everything done to an actor happens before its destruction, which follows the release of
+//     its last strong reference (intrusive_ptr_release(actor_control_block*): acquire).
 // Nothing else is hidden: a race between an actor and a thread that shares memory with it
 // without a message or a lock is still reported.
 #if defined(__SANITIZE_THREAD__)
@@ -24,6 +31,7 @@
 #endif
 
 #ifdef KVFERRY_TSAN
+#include <caf/actor_control_block.hpp>
 #include <caf/blocking_actor.hpp>
 #include <caf/scheduled_actor.hpp>
 
@@ -68,12 +76,58 @@ invoke_message_result scheduled_actor::consume(mailbox_element& x) {
   return result;
 }
 
+scheduled_actor::activation_result scheduled_actor::reactivate(mailbox_element& x) {
+  using fn = activation_result (*)(scheduled_actor*, mailbox_element&);
+  static const fn real =
+    original<fn>("_ZN3caf15scheduled_actor10reactivateERNS_15mailbox_elementE");
+  __tsan_acquire(this);
+  auto result = real(this, x);
+  __tsan_release(this);
+  return result;
+}
+
+void scheduled_actor::launch(execution_unit* eu, bool lazy, bool hide) {
+  using fn = void (*)(scheduled_actor*, execution_unit*, bool, bool);
+  static const fn real = original<fn>("_ZN3caf15scheduled_actor6launchEPNS_14execution_unitEbb");
+  __tsan_release(this);
+  real(this, eu, lazy, hide);
+}
+
+bool scheduled_actor::activate(execution_unit* eu) {
+  using fn = bool (*)(scheduled_actor*, execution_unit*);
+  static const fn real =
+    original<fn>("_ZN3caf15scheduled_actor8activateEPNS_14execution_unitE");
+  __tsan_acquire(this);
+  bool result = real(this, eu);
+  __tsan_release(this);
+  return result;
+}
+
+bool scheduled_actor::cleanup(error&& reason, execution_unit* eu) {
+  using fn = bool (*)(scheduled_actor*, error&&, execution_unit*);
+  static const fn real =
+    original<fn>("_ZN3caf15scheduled_actor7cleanupEONS_5errorEPNS_14execution_unitE");
+  __tsan_acquire(this);
+  bool result = real(this, std::move(reason), eu);
+  __tsan_release(this);
+  return result;
+}
+
+void intrusive_ptr_release(actor_control_block* x) {
+  using fn = void (*)(actor_control_block*);
+  static const fn real =
+    original<fn>("_ZN3caf21intrusive_ptr_releaseEPNS_19actor_control_blockE");
+  __tsan_release(x->get());
+  __tsan_acquire(x->get());
+  real(x);
+}
+
 void blocking_actor::enqueue(mailbox_element_ptr ptr, execution_unit* eu) {
   using fn = void (*)(blocking_actor*, mailbox_element_ptr, execution_unit*);
   static const fn real = original<fn>(
     "_ZN3caf14blocking_actor7enqueueESt10unique_ptrINS_15mailbox_elementENS_6detail8disposerEEPNS"
     "_14execution_unitE");
-  __tsan_release(this);
+  __tsan_release(&mailbox());
   real(this, std::move(ptr), eu);
 }
 
@@ -81,9 +135,22 @@ mailbox_element_ptr blocking_actor::dequeue() {
   using fn = mailbox_element_ptr (*)(blocking_actor*);
   static const fn real = original<fn>("_ZN3caf14blocking_actor7dequeueEv");
   auto element = real(this);
-  __tsan_acquire(this);
+  __tsan_acquire(&mailbox());
   return element;
 }
 
 }  // namespace caf
+
+// fifo_inbox<blocking_actor::mailbox_policy>::fetch_more(), which blocking receives call to
+// take what was enqueued; defined by its mangled name (it is a member template instance).
+bool kvferry_tsan_fetch_more(void* inbox) __asm__(
+  "_ZN3caf9intrusive10fifo_inboxINS_14blocking_actor14mailbox_policyEE10fetch_moreEv");
+bool kvferry_tsan_fetch_more(void* inbox) {
+  using fn = bool (*)(void*);
+  static const fn real = original<fn>(
+    "_ZN3caf9intrusive10fifo_inboxINS_14blocking_actor14mailbox_policyEE10fetch_moreEv");
+  bool result = real(inbox);
+  __tsan_acquire(inbox);
+  return result;
+}
 #endif
