@@ -41,6 +41,7 @@ struct case_result {
 struct memory_result {
   std::uint32_t requests = 0;
   std::uint64_t send_bytes = 0, recv_bytes = 0;          // heap per in-flight request
+  bool heap_known = true;  // false under a sanitizer's allocator, which malloc statistics miss
   std::uint64_t send_rss_bytes = 0, recv_rss_bytes = 0;  // resident set per in-flight request
   bool all_resolved = true;
 };
@@ -171,6 +172,7 @@ memory_result measure_memory(node& n, peer_id peer, const cli::pool_memory& pool
       m.all_resolved &= h.wait_for(30s).has_value();
     n.poll();
   };
+  m.heap_known = heap_in_use() > 0;
   hold(true, m.send_bytes, m.send_rss_bytes);
   hold(false, m.recv_bytes, m.recv_rss_bytes);
   return m;
@@ -282,9 +284,11 @@ void print_json(const options& opts, const std::vector<case_result>& results,
   out << "]";
   if (mem)
     out << ",\"memory\":{\"in_flight\":" << mem->requests
-        << ",\"send_heap_bytes_per_request\":" << mem->send_bytes
+        << ",\"send_heap_bytes_per_request\":"
+        << (mem->heap_known ? std::to_string(mem->send_bytes) : "null")
         << ",\"send_rss_bytes_per_request\":" << mem->send_rss_bytes
-        << ",\"recv_heap_bytes_per_request\":" << mem->recv_bytes
+        << ",\"recv_heap_bytes_per_request\":"
+        << (mem->heap_known ? std::to_string(mem->recv_bytes) : "null")
         << ",\"recv_rss_bytes_per_request\":" << mem->recv_rss_bytes
         << ",\"all_resolved\":" << (mem->all_resolved ? "true" : "false") << "}";
   out << "}";

@@ -158,7 +158,11 @@ int run_chaos(const chaos_options& opts) {
       restart_ms = std::chrono::duration<double, std::milli>(steady::now() - r0).count();
     }
     auto stalled_since = steady::now();
-    auto last_resolved = resolved;
+    std::uint64_t last_resolved = 0;
+    {
+      std::lock_guard<std::mutex> guard{mtx};  // callbacks count under it (TSan found this)
+      last_resolved = resolved;
+    }
     bool stalled = false;
     for (;;) {
       fire_due_cancels();

@@ -76,8 +76,11 @@ TEST_CASE("F11: a request ended in flight by its deadline releases exactly once,
   auto plan = plan_with(first_put(transport::fault_action::hold));
   node_pair np{4 * 4096, {}, plan};
   transfer_options opts;
-  opts.deadline_ms = 150;
+  // Long enough for the fetch to arrive and the put to be posted even on a slow (sanitized)
+  // build: the deadline must fire while the put is held, not before it was posted.
+  opts.deadline_ms = 1500;
   auto [s, r] = np.start("ended", 0, 0, 4096, opts);
+  REQUIRE(plan->wait_held(1, patience));
   // The deadline ends it while the put is held: terminal now, memory still pinned.
   auto sr = s.wait_for(patience);
   REQUIRE(sr);

@@ -147,8 +147,14 @@ TEST_CASE("kvferry bench runs every case between two processes and verifies the 
   // resolved after its cancel.
   auto memory = json.substr(std::min(json.size(), json.find("\"memory\":")));
   CHECK(json_field(memory, "in_flight") == "300");
-  CHECK(json_field(memory, "send_heap_bytes_per_request") != "0");
-  CHECK(json_field(memory, "recv_heap_bytes_per_request") != "0");
+  for (const char* side : {"send", "recv"}) {
+    CAPTURE(side);
+    auto heap = json_field(memory, std::string{side} + "_heap_bytes_per_request");
+    auto rss = json_field(memory, std::string{side} + "_rss_bytes_per_request");
+    // Heap figures are null under a sanitizer (its allocator keeps no malloc statistics).
+    CHECK(((heap != "null" && heap != "0" && !heap.empty()) ||
+           (heap == "null" && rss != "0" && !rss.empty())));
+  }
   CHECK(json_field(memory, "all_resolved") == "true");
 }
 

@@ -18,8 +18,12 @@
 //     (release on the mailbox in blocking_actor::enqueue, acquire after the mailbox's
 //     fetch_more and blocking_actor::dequeue);
 //   - spawning happens before the actor's first run (scheduled_actor::launch: release);
-//   - everything done to an actor happens before its destruction, which follows the release of
-//     its last strong reference (intrusive_ptr_release(actor_control_block*): acquire).
+//   - a message a BASP worker deserialized happens before whichever thread hands it on in order
+//     (io::basp::message_queue::push: release and acquire on the queue; its mutex is inside
+//     libcaf_io, which the suppressions in tsan_setup.cpp ignore);
+//   - what a thread did with a reference-counted CAF object (a message, an actor) happens
+//     before whoever drops the last reference destroys it: each release is acq_rel, as the real
+//     counters are (ref_counted::deref, intrusive_ptr_release[_weak](actor_control_block*)).
 // Nothing else is hidden: a race between an actor and a thread that shares memory with it
 // without a message or a lock is still reported.
 #if defined(__SANITIZE_THREAD__)
@@ -33,6 +37,7 @@
 #ifdef KVFERRY_TSAN
 #include <caf/actor_control_block.hpp>
 #include <caf/blocking_actor.hpp>
+#include <caf/io/basp/message_queue.hpp>
 #include <caf/scheduled_actor.hpp>
 
 #include <dlfcn.h>
@@ -47,10 +52,17 @@ template <class F>
 F original(const char* mangled) {
   void* sym = dlsym(RTLD_NEXT, mangled);
   if (sym == nullptr) {
-    std::fprintf(stderr, "kvferry tsan: %s not found in libcaf_core\n", mangled);
+    std::fprintf(stderr, "kvferry tsan: %s not found in CAF's libraries\n", mangled);
     std::abort();
   }
   return reinterpret_cast<F>(sym);
+}
+
+// Releasing a reference is acq_rel: what this thread did comes before, and whoever releases
+// the last one (and destroys the object) sees everything every earlier holder did.
+void release_reference(const void* counted) {
+  __tsan_release(const_cast<void*>(counted));
+  __tsan_acquire(const_cast<void*>(counted));
 }
 
 }  // namespace
@@ -117,9 +129,23 @@ void intrusive_ptr_release(actor_control_block* x) {
   using fn = void (*)(actor_control_block*);
   static const fn real =
     original<fn>("_ZN3caf21intrusive_ptr_releaseEPNS_19actor_control_blockE");
-  __tsan_release(x->get());
-  __tsan_acquire(x->get());
+  release_reference(x);
   real(x);
+}
+
+void intrusive_ptr_release_weak(actor_control_block* x) {
+  using fn = void (*)(actor_control_block*);
+  static const fn real =
+    original<fn>("_ZN3caf26intrusive_ptr_release_weakEPNS_19actor_control_blockE");
+  release_reference(x);
+  real(x);
+}
+
+void ref_counted::deref() const noexcept {
+  using fn = void (*)(const ref_counted*);
+  static const fn real = original<fn>("_ZNK3caf11ref_counted5derefEv");
+  release_reference(this);
+  real(this);
 }
 
 void blocking_actor::enqueue(mailbox_element_ptr ptr, execution_unit* eu) {
@@ -139,6 +165,20 @@ mailbox_element_ptr blocking_actor::dequeue() {
   return element;
 }
 
+namespace io::basp {
+
+void message_queue::push(execution_unit* ctx, uint64_t id, strong_actor_ptr receiver,
+                         mailbox_element_ptr content) {
+  using fn = void (*)(message_queue*, execution_unit*, uint64_t, strong_actor_ptr,
+                      mailbox_element_ptr);
+  static const fn real = original<fn>(
+    "_ZN3caf2io4basp13message_queue4pushEPNS_14execution_unitEmNS_13intrusive_ptrINS_19actor_"
+    "control_blockEEESt10unique_ptrINS_15mailbox_elementENS_6detail8disposerEE");
+  release_reference(this);  // the same acq_rel edge, on the queue
+  real(this, ctx, id, std::move(receiver), std::move(content));
+}
+
+}  // namespace io::basp
 }  // namespace caf
 
 // fifo_inbox<blocking_actor::mailbox_policy>::fetch_more(), which blocking receives call to

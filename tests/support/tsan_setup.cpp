@@ -30,9 +30,23 @@ extern "C" const char* __tsan_default_suppressions() {
       // libucs unlocks a global mutex from its ELF destructor at process exit (the report's
       // only frame is the dynamic loader's).
       "mutex:_dl_call_fini\n"
-      // CAF's scheduler frees a job-queue node on the thread that stole the job; the queue's
-      // atomics are inside uninstrumented libcaf_core (tsan_caf_sync.cpp covers the actors).
-      "race:caf::detail::double_ended_queue\n";
+      // CAF's own internals, which hand objects between threads with atomics TSan cannot see
+      // (Debian's CAF is not instrumented): scheduler job queues, BASP workers, the proxy
+      // registry. Only what CAF's code does through libc (malloc/free, memcpy, mutex set-up) is
+      // skipped; kvferry's code, and CAF templates compiled into it, are still checked, with
+      // CAF's message hand-over stated by tests/support/tsan_caf_sync.cpp.
+      "called_from_lib:libcaf_core.so\n"
+      "called_from_lib:libcaf_io.so\n"
+      // ... whose message_queue::push ends in a tail call to pthread_mutex_unlock, so the
+      // unlock looks called from tsan_caf_sync.cpp's wrapper (not ignored) and the lock not.
+      "mutex:caf::io::basp::message_queue::push\n"
+      // A delayed message dropped by CAF's clock thread because its target is gone: destroyed
+      // there after being created by the sender, handed over inside libcaf_core.
+      "race:caf::mailbox_element_vals\n"
+      // A message from a remote node, created by CAF's type registry while deserializing,
+      // reaches its actor through a BASP path tsan_caf_sync.cpp does not model yet (seen only
+      // in the multi-process chaos runs: the allocation is the only earlier write).
+      "race:caf::uniform_type_info_map::make_value\n";
 }
 
 namespace {
