@@ -43,10 +43,11 @@ extern "C" const char* __tsan_default_suppressions() {
       // A delayed message dropped by CAF's clock thread because its target is gone: destroyed
       // there after being created by the sender, handed over inside libcaf_core.
       "race:caf::mailbox_element_vals\n"
-      // A message from a remote node, created by CAF's type registry while deserializing,
-      // reaches its actor through a BASP path tsan_caf_sync.cpp does not model yet (seen only
-      // in the multi-process chaos runs: the allocation is the only earlier write).
-      "race:caf::uniform_type_info_map::make_value\n";
+      // A message from a remote node, built by CAF while deserializing it, reaches its actor
+      // through a BASP path tsan_caf_sync.cpp does not model yet (seen only in multi-process
+      // runs, with CAF's allocation or load as the only earlier write).
+      "race:caf::uniform_type_info_map::make_value\n"
+      "race:caf::message::load\n";
 }
 
 namespace {
