@@ -43,6 +43,11 @@ struct fetch_msg {
   std::vector<remote_block> blocks;           // destination blocks, in source-block order
   std::uint32_t deadline_ms = 0;              // what is left of the receive's deadline when the
                                               // fetch was sent (0: none); bounds its parking
+  // An actor that lives exactly as long as the decode node (its health supervisor). The send
+  // side monitors it to learn that the node died: one remote proxy per peer node, where
+  // monitoring each fetching request cost a proxy (and two network messages) per transfer.
+  // Invalid from older or foreign clients: then the fetching request itself is monitored.
+  caf::actor_addr anchor;
 };
 
 // prefill -> decode: the answer to a fetch_msg that succeeded.
@@ -59,7 +64,8 @@ typename Inspector::result_type inspect(Inspector& f, remote_block& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, fetch_msg& x) {
   return f(caf::meta::type_name("fetch_msg"), x.request_id, x.node_name, x.epoch,
-           x.worker_address, x.rkeys, x.region_bases, x.region_bytes, x.blocks, x.deadline_ms);
+           x.worker_address, x.rkeys, x.region_bases, x.region_bytes, x.blocks, x.deadline_ms,
+           x.anchor);
 }
 
 template <class Inspector>

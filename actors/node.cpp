@@ -147,6 +147,7 @@ result<std::unique_ptr<node>> node::start(const node_config& config,
   p->cfg.set("logger.verbosity", caf::atom("quiet"));
   p->sys = std::make_unique<caf::actor_system>(p->cfg);
   p->supervisor = spawn_health_supervisor(*p->sys, supervisor_spec{p->core});
+  core.anchor = caf::actor_cast<caf::actor_addr>(p->supervisor);
   auto port = p->sys->middleman().publish(core.children().sender, config.listen_port,
                                           config.listen_host.c_str(), true);
   if (!port) {
@@ -287,6 +288,7 @@ transfer_handle node::receive(const std::string& request_id, peer_id peer,
   fetch.node_name = core->config.node_name;
   fetch.epoch = core->epoch;
   fetch.worker_address = core->engine->worker_address();
+  fetch.anchor = core->anchor;
   std::vector<region_id> rkey_of;  // region ids in rkey order
   fetch.blocks.reserve(blocks.size());
   for (std::size_t i = 0; i < blocks.size(); ++i) {

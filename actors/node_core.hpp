@@ -105,6 +105,9 @@ struct node_core {
     health_cv.notify_all();
   }
   std::atomic<std::uint16_t> port{0};  // where the sender is published
+  // The health supervisor, which lives as long as the node: fetches carry it so that peers
+  // watch this node through one actor (fetch_msg::anchor). Set once at start.
+  caf::actor_addr anchor;
   std::atomic<bool> unhealthy{false};
 
  private:

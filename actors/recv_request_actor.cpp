@@ -47,6 +47,12 @@ void end_request(self_ptr self, transfer_result r, bool quiescent) {
   auto& st = self->state;
   st.phase = recv_phase::done;
   st.owner->conclude(std::move(r), quiescent);
+  // Monitors stay attached to long-lived actors (the peer's sender, our receiver) until they
+  // die: take ours off, or every request would leave one behind.
+  if (st.peer)
+    self->demonitor(st.peer.address());
+  if (st.admitter)
+    self->demonitor(st.admitter);
   self->quit();
 }
 
@@ -56,6 +62,10 @@ void send_fetch(self_ptr self) {
     return;
   st.phase = recv_phase::fetching;
   st.owner->set_in_flight();
+  // Admitted: the receiver's restart no longer concerns us (only a queued request re-queues),
+  // and a monitor left on that long-lived actor would stay there until it ends.
+  self->demonitor(st.admitter);
+  st.admitter = caf::actor_addr{};
   self->monitor(st.peer);
   if (st.deadline_ms > 0) {
     // The sender parks an early fetch no longer than what is left of our deadline.

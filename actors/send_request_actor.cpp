@@ -44,7 +44,8 @@ struct send_request_state {
   bool timed_out = false;           // the deadline passed while putting
   bool waiting_for_lease = false;   // staged: an acquire is pending at the pool
   std::uint32_t deadline_ms = 0;
-  caf::actor_addr fetcher;          // the remote recv-request (monitored while putting)
+  caf::actor_addr fetcher;          // the decode node's anchor, else the remote recv-request
+                                    // (monitored while putting)
   std::uint64_t fetch_epoch = 0;
   transport_actor transport;
   buffer_pool_actor pool;  // the pool that leased `held`
@@ -74,6 +75,12 @@ void end_request(self_ptr self, transfer_result r, bool quiescent) {
     st.held.reset();
   }
   st.owner->conclude(std::move(r), quiescent);
+  // A monitor stays attached to the watched actor until one of the two ends, and the transport
+  // and a peer's anchor live long: take ours off, or every request would leave one behind.
+  if (st.put_outstanding)
+    self->demonitor(st.transport.address());
+  if (st.fetcher)
+    self->demonitor(st.fetcher);
   self->quit();
 }
 
@@ -128,14 +135,19 @@ template <class Next>
 void post_puts(self_ptr self, put_request req, Next next) {
   auto& st = self->state;
   st.put_outstanding = true;
+  // Watched only while puts are outstanding: a monitor stays attached to the transport until
+  // one of the two ends, and thousands of requests waiting for fetches would pile up there.
+  self->monitor(st.transport);
   self->request(st.transport, caf::infinite, put_atom::value, std::move(req))
     .then(
       [=](std::uint64_t bytes) {
+        self->demonitor(self->state.transport.address());
         self->state.put_outstanding = false;
         self->state.bytes_done += bytes;
         next(caf::error{});
       },
       [=](caf::error& err) {
+        self->demonitor(self->state.transport.address());
         self->state.put_outstanding = false;
         if (err == caf::sec::request_receiver_down)  // our own transport, not the peer
           err = caf::make_error(errc::backend_unhealthy,
@@ -218,7 +230,6 @@ send_request_actor::behavior_type send_request_impl(self_ptr self, send_spec spe
     self->delayed_send(self, std::chrono::milliseconds{st.deadline_ms}, deadline_atom::value);
   auto kids = spec.core->children();
   st.transport = kids.transport;
-  self->monitor(st.transport);
   // Any exception in a handler fails this request with a clear error (F10); the memory is
   // released only if nothing of it can still be in UCX's hands.
   self->set_exception_handler([=](caf::scheduled_actor*, std::exception_ptr& ep) -> caf::error {
@@ -272,10 +283,11 @@ send_request_actor::behavior_type send_request_impl(self_ptr self, send_spec spe
       }
       st.phase = send_phase::putting;
       st.fetch_rp = rp;
-      if (fetcher) {
-        st.fetcher = caf::actor_cast<caf::actor_addr>(fetcher);
-        self->monitor(fetcher);
-      }
+      // Watch the decode node through its anchor (one proxy per node), or, from a client that
+      // sends none, through the fetching actor itself.
+      st.fetcher = fetch.anchor ? fetch.anchor : caf::actor_cast<caf::actor_addr>(fetcher);
+      if (st.fetcher)
+        self->monitor(st.fetcher);
       st.fetch_epoch = fetch.epoch;
       st.owner->set_in_flight();
       st.owner->core().note_peer(fetch.epoch);

@@ -43,6 +43,7 @@ struct memory_result {
   std::uint64_t send_bytes = 0, recv_bytes = 0;          // heap per in-flight request
   bool heap_known = true;  // false under a sanitizer's allocator, which malloc statistics miss
   std::uint64_t send_rss_bytes = 0, recv_rss_bytes = 0;  // resident set per in-flight request
+  std::int64_t send_retained = 0, recv_retained = 0;  // heap still held per request once all ended
   bool all_resolved = true;
 };
 
@@ -148,7 +149,8 @@ memory_result measure_memory(node& n, peer_id peer, const cli::pool_memory& pool
                              std::uint32_t count) {
   memory_result m;
   m.requests = count;
-  auto hold = [&](bool sends, std::uint64_t& per_request, std::uint64_t& rss_per_request) {
+  auto hold = [&](bool sends, std::uint64_t& per_request, std::uint64_t& rss_per_request,
+                  std::int64_t& retained) {
     const std::string prefix = sends ? "mem-send-" : "mem-recv-";
     n.poll();  // events of earlier cases are not part of the figure
     const auto heap0 = heap_in_use();
@@ -169,12 +171,16 @@ memory_result measure_memory(node& n, peer_id peer, const cli::pool_memory& pool
     for (std::uint32_t i = 0; i < count; ++i)
       n.cancel(prefix + std::to_string(i));
     for (auto& h : handles)
-      m.all_resolved &= h.wait_for(30s).has_value();
+      m.all_resolved &= h.wait_for(30s).has_value() && h.wait_released(30s);
+    handles.clear();
+    std::this_thread::sleep_for(500ms);  // let every request actor finish and be freed
     n.poll();
+    retained = (static_cast<std::int64_t>(heap_in_use()) - static_cast<std::int64_t>(heap0)) /
+               static_cast<std::int64_t>(count);
   };
   m.heap_known = heap_in_use() > 0;
-  hold(true, m.send_bytes, m.send_rss_bytes);
-  hold(false, m.recv_bytes, m.recv_rss_bytes);
+  hold(true, m.send_bytes, m.send_rss_bytes, m.send_retained);
+  hold(false, m.recv_bytes, m.recv_rss_bytes, m.recv_retained);
   return m;
 }
 
@@ -257,6 +263,10 @@ void print_table(const options& opts, const std::vector<case_result>& results,
                 static_cast<unsigned long long>(mem->recv_bytes),
                 static_cast<unsigned long long>(mem->recv_rss_bytes),
                 mem->all_resolved ? "" : " (SOME NEVER RESOLVED)");
+  if (mem)
+    std::printf("%-13s still held once they all ended: %lld B per send, %lld B per receive\n", "",
+                static_cast<long long>(mem->send_retained),
+                static_cast<long long>(mem->recv_retained));
 }
 
 void print_json(const options& opts, const std::vector<case_result>& results,
@@ -290,6 +300,10 @@ void print_json(const options& opts, const std::vector<case_result>& results,
         << ",\"recv_heap_bytes_per_request\":"
         << (mem->heap_known ? std::to_string(mem->recv_bytes) : "null")
         << ",\"recv_rss_bytes_per_request\":" << mem->recv_rss_bytes
+        << ",\"send_retained_bytes_per_request\":"
+        << (mem->heap_known ? std::to_string(mem->send_retained) : "null")
+        << ",\"recv_retained_bytes_per_request\":"
+        << (mem->heap_known ? std::to_string(mem->recv_retained) : "null")
         << ",\"all_resolved\":" << (mem->all_resolved ? "true" : "false") << "}";
   out << "}";
   std::cout << out.str() << std::endl;
