@@ -18,6 +18,9 @@
 //     (release on the mailbox in blocking_actor::enqueue, acquire after the mailbox's
 //     fetch_more and blocking_actor::dequeue);
 //   - spawning happens before the actor's first run (scheduled_actor::launch: release);
+//   - a message deserialized from the network happens before the actor that handles it: it is
+//     built on a BASP worker thread and can reach its actor along paths inside libcaf_io
+//     (message::load: release on the content; consume/reactivate: acquire on the content);
 //   - a message a BASP worker deserialized happens before whichever thread hands it on in order
 //     (io::basp::message_queue::push: release and acquire on the queue; its mutex is inside
 //     libcaf_io, which the suppressions in tsan_setup.cpp ignore);
@@ -38,6 +41,7 @@
 #include <caf/actor_control_block.hpp>
 #include <caf/blocking_actor.hpp>
 #include <caf/io/basp/message_queue.hpp>
+#include <caf/message.hpp>
 #include <caf/scheduled_actor.hpp>
 
 #include <dlfcn.h>
@@ -65,6 +69,12 @@ void release_reference(const void* counted) {
   __tsan_acquire(const_cast<void*>(counted));
 }
 
+// The content of a mailbox element, by the address message::load released (const access:
+// the non-const one may copy a shared message).
+void acquire_content(const caf::mailbox_element& x) {
+  __tsan_acquire(const_cast<caf::type_erased_tuple*>(&x.content()));
+}
+
 }  // namespace
 
 namespace caf {
@@ -82,7 +92,8 @@ invoke_message_result scheduled_actor::consume(mailbox_element& x) {
   using fn = invoke_message_result (*)(scheduled_actor*, mailbox_element&);
   static const fn real =
     original<fn>("_ZN3caf15scheduled_actor7consumeERNS_15mailbox_elementE");
-  __tsan_acquire(this);
+  __tsan_acquire(this);  // first: the element itself came through enqueue
+  acquire_content(x);
   auto result = real(this, x);
   __tsan_release(this);
   return result;
@@ -92,7 +103,8 @@ scheduled_actor::activation_result scheduled_actor::reactivate(mailbox_element& 
   using fn = activation_result (*)(scheduled_actor*, mailbox_element&);
   static const fn real =
     original<fn>("_ZN3caf15scheduled_actor10reactivateERNS_15mailbox_elementE");
-  __tsan_acquire(this);
+  __tsan_acquire(this);  // first: the element itself came through enqueue
+  acquire_content(x);
   auto result = real(this, x);
   __tsan_release(this);
   return result;
@@ -146,6 +158,15 @@ void ref_counted::deref() const noexcept {
   static const fn real = original<fn>("_ZNK3caf11ref_counted5derefEv");
   release_reference(this);
   real(this);
+}
+
+error message::load(deserializer& source) {
+  using fn = error (*)(message*, deserializer&);
+  static const fn real = original<fn>("_ZN3caf7message4loadERNS_12deserializerE");
+  auto result = real(this, source);
+  if (!empty())
+    __tsan_release(const_cast<type_erased_tuple*>(&static_cast<const message*>(this)->content()));
+  return result;
 }
 
 void blocking_actor::enqueue(mailbox_element_ptr ptr, execution_unit* eu) {

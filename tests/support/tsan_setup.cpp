@@ -32,9 +32,9 @@ extern "C" const char* __tsan_default_suppressions() {
       "mutex:_dl_call_fini\n"
       // CAF's own internals, which hand objects between threads with atomics TSan cannot see
       // (Debian's CAF is not instrumented): scheduler job queues, BASP workers, the proxy
-      // registry. Only what CAF's code does through libc (malloc/free, memcpy, mutex set-up) is
-      // skipped; kvferry's code, and CAF templates compiled into it, are still checked, with
-      // CAF's message hand-over stated by tests/support/tsan_caf_sync.cpp.
+      // registry. What CAF's code calls in libc is skipped (malloc/free, memcpy, and its mutexes,
+      // so their ordering is lost too); kvferry's code, and CAF templates compiled into it, are
+      // still checked, with CAF's hand-overs stated by tests/support/tsan_caf_sync.cpp.
       "called_from_lib:libcaf_core.so\n"
       "called_from_lib:libcaf_io.so\n"
       // ... whose message_queue::push ends in a tail call to pthread_mutex_unlock, so the
@@ -42,12 +42,7 @@ extern "C" const char* __tsan_default_suppressions() {
       "mutex:caf::io::basp::message_queue::push\n"
       // A delayed message dropped by CAF's clock thread because its target is gone: destroyed
       // there after being created by the sender, handed over inside libcaf_core.
-      "race:caf::mailbox_element_vals\n"
-      // A message from a remote node, built by CAF while deserializing it, reaches its actor
-      // through a BASP path tsan_caf_sync.cpp does not model yet (seen only in multi-process
-      // runs, with CAF's allocation or load as the only earlier write).
-      "race:caf::uniform_type_info_map::make_value\n"
-      "race:caf::message::load\n";
+      "race:caf::mailbox_element_vals\n";
 }
 
 namespace {
