@@ -29,13 +29,7 @@
 //     counters are (ref_counted::deref, intrusive_ptr_release[_weak](actor_control_block*)).
 // Nothing else is hidden: a race between an actor and a thread that shares memory with it
 // without a message or a lock is still reported.
-#if defined(__SANITIZE_THREAD__)
-#define KVFERRY_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define KVFERRY_TSAN 1
-#endif
-#endif
+#include "tsan_detect.hpp"
 
 #ifdef KVFERRY_TSAN
 #include <caf/actor_control_block.hpp>

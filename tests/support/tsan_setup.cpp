@@ -1,13 +1,7 @@
 // ThreadSanitizer set-up for every test binary and the kvferry tool; compiled in only under
 // -fsanitize=thread
 // (cmake -DKVFERRY_SANITIZE=thread). Kept short: every line says why it is there.
-#if defined(__SANITIZE_THREAD__)
-#define KVFERRY_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define KVFERRY_TSAN 1
-#endif
-#endif
+#include "tsan_detect.hpp"
 
 #ifdef KVFERRY_TSAN
 #include <unistd.h>
