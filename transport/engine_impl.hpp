@@ -175,6 +175,11 @@ class engine_impl final : public engine {
   void advance(batch_state& batch);
   void post_puts(batch_state& batch);
   void post_flush(batch_state& batch);
+  // The record of one UCX request of `batch` (a put chunk of `bytes`, or the flush), and the
+  // parameters that make UCX call on_request_done with it.
+  std::unique_ptr<pending_request> new_record(batch_state& batch, std::size_t bytes,
+                                              bool is_flush);
+  static ucp_request_param_t callback_param(pending_request* record);
   void fail_batch(batch_state& batch, errc code, const std::string& detail);
   void finish(batch_state& batch);
   void abandon(batch_state& batch, errc code, const std::string& detail);

@@ -175,6 +175,25 @@ void engine_impl::advance(batch_state& batch) {
   }
 }
 
+std::unique_ptr<pending_request> engine_impl::new_record(batch_state& batch, std::size_t bytes,
+                                                        bool is_flush) {
+  auto record = std::make_unique<pending_request>();
+  record->owner = this;
+  record->batch = &batch;
+  record->bytes = bytes;
+  record->is_flush = is_flush;
+  return record;
+}
+
+ucp_request_param_t engine_impl::callback_param(pending_request* record) {
+  ucp_request_param_t param;
+  std::memset(&param, 0, sizeof(param));
+  param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+  param.cb.send = &engine_impl::on_request_done;
+  param.user_data = record;
+  return param;
+}
+
 void engine_impl::post_puts(batch_state& batch) {
   ucp_ep_h ep = batch.peer->ep.get();
   if (ep == nullptr) {
@@ -191,16 +210,8 @@ void engine_impl::post_puts(batch_state& batch) {
       batch.next_offset = 0;
       continue;
     }
-    auto record = std::make_unique<pending_request>();
-    record->owner = this;
-    record->batch = &batch;
-    record->bytes = length;
-
-    ucp_request_param_t param;
-    std::memset(&param, 0, sizeof(param));
-    param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
-    param.cb.send = &engine_impl::on_request_done;
-    param.user_data = record.get();
+    auto record = new_record(batch, length, false);
+    ucp_request_param_t param = callback_param(record.get());
     ucx::request req(ucp_put_nbx(ep, static_cast<const char*>(op.local) + batch.next_offset,
                                  length, op.remote_addr + batch.next_offset,
                                  batch.rkeys[op.rkey_index].get(), &param));
@@ -232,15 +243,8 @@ void engine_impl::post_flush(batch_state& batch) {
     batch.flush_done = true;  // closed in FORCE mode: nothing of it is left in flight
     return;
   }
-  auto record = std::make_unique<pending_request>();
-  record->owner = this;
-  record->batch = &batch;
-  record->is_flush = true;
-  ucp_request_param_t param;
-  std::memset(&param, 0, sizeof(param));
-  param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
-  param.cb.send = &engine_impl::on_request_done;
-  param.user_data = record.get();
+  auto record = new_record(batch, 0, true);
+  ucp_request_param_t param = callback_param(record.get());
   ucx::request req(ucp_ep_flush_nbx(ep, &param));
   if (req.pending()) {
     record->req = std::move(req);

@@ -23,6 +23,25 @@ transport::fault_rule first_put(transport::fault_action action) {
 }
 
 
+// A node pair whose pool has one staging slot and whose first put is held in the transport,
+// with the options of a staged send.
+struct one_slot_first_put_held {
+  std::shared_ptr<transport::fault_plan> plan = plan_with(first_put(transport::fault_action::hold));
+  node_pair np{4 * 4096, one_slot(), plan};
+  transfer_options staged = staged_options();
+
+  static node_config one_slot() {
+    node_config cfg;
+    cfg.staging_slots = 1;
+    return cfg;
+  }
+  static transfer_options staged_options() {
+    transfer_options o;
+    o.stage_through_pool = true;
+    return o;
+  }
+};
+
 }  // namespace
 
 TEST_CASE("F10: a non-std exception thrown in the transport fails that request clearly and the node keeps serving") {
@@ -170,12 +189,8 @@ TEST_CASE("a staging slot that lost its transport mid-put is poisoned, counted, 
 }
 
 TEST_CASE("F6: a staged send cancelled while it waits for the only staging slot ends at once") {
-  auto plan = plan_with(first_put(transport::fault_action::hold));
-  node_config cfg;
-  cfg.staging_slots = 1;
-  node_pair np{4 * 4096, cfg, plan};
-  transfer_options staged;
-  staged.stage_through_pool = true;
+  one_slot_first_put_held f;
+  auto& [plan, np, staged] = f;
   // The first staged send holds the only slot (its put is held).
   auto [s1, r1] = np.start("holder", 0, 0, 4096, staged);
   REQUIRE(plan->wait_held(1, patience));
@@ -198,12 +213,8 @@ TEST_CASE("F6: a staged send cancelled while it waits for the only staging slot 
 }
 
 TEST_CASE("a lease whose holder dies mid-put is poisoned, and no staged send can use it") {
-  auto plan = plan_with(first_put(transport::fault_action::hold));
-  node_config cfg;
-  cfg.staging_slots = 1;
-  node_pair np{4 * 4096, cfg, plan};
-  transfer_options staged;
-  staged.stage_through_pool = true;
+  one_slot_first_put_held f;
+  auto& [plan, np, staged] = f;
   // Holder killed while its put from the staging slot is held in the transport: poisoned.
   auto [s, r] = np.start("killed", 0, 0, 4096, staged);
   REQUIRE(plan->wait_held(1, patience));

@@ -136,16 +136,35 @@ TEST_CASE("F2: a send cancelled after the peer's fetch arrived resolves every ha
   CHECK(detail::handle_state::violations() == np.violations_at_start);
 }
 
+namespace {
+
+// A node pair with a single fetch place: receive "a" takes it and waits at the sender (no
+// send() yet), receive "b" queues behind it.
+struct one_place_taken {
+  node_pair np{4 * 4096, one_place()};
+  transfer_handle a, b;
+
+  one_place_taken() {
+    a = np.decode->receive("a", np.peer, {{np.dst_region, 0, 4096}});
+    REQUIRE(a.wait_started(patience));
+    REQUIRE(a.status() == transfer_status::in_flight);
+    b = np.decode->receive("b", np.peer, {{np.dst_region, 4096, 4096}});
+    CHECK(b.status() == transfer_status::pending);
+  }
+  static node_config one_place() {
+    node_config cfg;
+    cfg.max_fetches_in_flight = 1;
+    return cfg;
+  }
+};
+
+}  // namespace
+
 TEST_CASE("F3: a receive cancelled while queued resolves its handle once, before any fetch") {
-  node_config cfg;
-  cfg.max_fetches_in_flight = 1;
-  node_pair np{4 * 4096, cfg};
-  // "a" takes the only fetch place and waits at the sender (no send() yet).
-  auto a = np.decode->receive("a", np.peer, {{np.dst_region, 0, 4096}});
-  REQUIRE(a.wait_started(patience));
-  REQUIRE(a.status() == transfer_status::in_flight);
-  auto b = np.decode->receive("b", np.peer, {{np.dst_region, 4096, 4096}});
-  CHECK(b.status() == transfer_status::pending);
+  one_place_taken f;
+  auto& np = f.np;
+  auto& a = f.a;
+  auto& b = f.b;
   auto t0 = steady::now();
   CHECK(np.decode->cancel("b") == cancel_result::cancelled_before_advertise);
   MESSAGE("F3 cancel of a queued receive answered in "
@@ -275,14 +294,10 @@ TEST_CASE("the supervisor restarts a crashed child and the node keeps serving") 
 }
 
 TEST_CASE("a receive queued at a receiver that crashes queues again at its restart and completes") {
-  node_config cfg;
-  cfg.max_fetches_in_flight = 1;
-  node_pair np{4 * 4096, cfg};
-  auto a = np.decode->receive("a", np.peer, {{np.dst_region, 0, 4096}});
-  REQUIRE(a.wait_started(patience));
-  REQUIRE(a.status() == transfer_status::in_flight);
-  auto b = np.decode->receive("b", np.peer, {{np.dst_region, 4096, 4096}});
-  CHECK(b.status() == transfer_status::pending);
+  one_place_taken f;
+  auto& np = f.np;
+  auto& a = f.a;
+  auto& b = f.b;
   np.decode->crash_child_for_testing("receiver");
   REQUIRE(health_until(*np.decode, [](auto& h) { return h.restarts == 1; }));
   auto sa = np.prefill->send("a", {{np.src_region, 0, 4096}});

@@ -22,6 +22,28 @@ put_batch one_block(std::uint64_t peer, const std::vector<std::uint8_t>& source,
   return batch;
 }
 
+// `count` puts of `bytes` each from `a` (peer_b) into registered user memory of `b`, tagged
+// 0 .. count-1 in `log`. The returned buffers must outlive the puts.
+struct posted_puts {
+  std::vector<std::uint8_t> source, target;
+  std::shared_ptr<transport::memory_registration> region;
+};
+
+std::unique_ptr<posted_puts> post_blocks(transport::engine& a, transport::engine& b,
+                                         std::size_t bytes, std::size_t count,
+                                         std::uint8_t fill, completion_log& log) {
+  auto p = std::make_unique<posted_puts>();
+  p->source.assign(bytes * count, fill);
+  p->target.assign(bytes * count, 0);
+  auto region = b.register_memory(p->target.data(), p->target.size());
+  REQUIRE(region);
+  p->region = region.value();
+  for (std::size_t i = 0; i < count; ++i) {
+    a.put(one_block(peer_b, p->source, *p->region, i * bytes, bytes), log.callback(i));
+  }
+  return p;
+}
+
 }  // namespace
 
 TEST_CASE("an engine starts with a worker address and stops cleanly when idle") {
@@ -75,9 +97,7 @@ TEST_CASE("connecting with an empty address reports invalid_argument for that pe
 }
 
 TEST_CASE("a put after disconnect completes once with not_connected") {
-  auto b = start_engine("shm");
-  auto a = start_engine("shm");
-  a->connect(peer_b, b->worker_address());
+  auto [b, a] = connected_engines("shm", peer_b);
   std::vector<std::uint8_t> source(4096, 7);
   std::vector<std::uint8_t> target(4096, 0);
   auto region = b->register_memory(target.data(), target.size());
@@ -96,19 +116,11 @@ TEST_CASE("a put after disconnect completes once with not_connected") {
 }
 
 TEST_CASE("disconnecting a peer with puts in flight completes each of them exactly once") {
-  auto b = start_engine("tcp");
-  auto a = start_engine("tcp");
-  a->connect(peer_b, b->worker_address());
+  auto [b, a] = connected_engines("tcp", peer_b);
   constexpr std::size_t bytes = std::size_t{32} << 20;
   constexpr std::size_t count = 4;
-  std::vector<std::uint8_t> source(bytes * count, 9);
-  std::vector<std::uint8_t> target(bytes * count, 0);
-  auto region = b->register_memory(target.data(), target.size());
-  REQUIRE(region);
   completion_log log;
-  for (std::size_t i = 0; i < count; ++i) {
-    a->put(one_block(peer_b, source, *region.value(), i * bytes, bytes), log.callback(i));
-  }
+  auto posted = post_blocks(*a, *b, bytes, count, 9, log);
   a->disconnect(peer_b);
   REQUIRE(log.wait_for_tags(count));
   for (std::size_t i = 0; i < count; ++i) {
@@ -125,20 +137,12 @@ TEST_CASE("destroying an engine with puts in flight delivers every completion ex
   SUBCASE("over tcp") { tls = "tcp"; }
   SUBCASE("over shared memory") { tls = "shm"; }
   CAPTURE(tls);
-  auto b = start_engine(tls);
-  auto a = start_engine(tls);
-  a->connect(peer_b, b->worker_address());
+  auto [b, a] = connected_engines(tls, peer_b);
   constexpr std::size_t bytes = std::size_t{8} << 20;
   constexpr std::size_t count = 16;
-  std::vector<std::uint8_t> source(bytes * count, 3);
-  std::vector<std::uint8_t> target(bytes * count, 0);
-  auto region = b->register_memory(target.data(), target.size());
-  REQUIRE(region);
   completion_log log;
-  for (std::size_t i = 0; i < count; ++i) {
-    a->put(one_block(peer_b, source, *region.value(), i * bytes, bytes), log.callback(i));
-  }
-  a->put(one_block(1234, source, *region.value(), 0, 4096), log.callback(count));  // no peer
+  auto posted = post_blocks(*a, *b, bytes, count, 3, log);
+  a->put(one_block(1234, posted->source, *posted->region, 0, 4096), log.callback(count));  // no peer
   a.reset();  // stops accepting, stops the puts, waits for their requests, joins
   CHECK(log.total_calls() == count + 1);
   for (std::size_t i = 0; i <= count; ++i) {

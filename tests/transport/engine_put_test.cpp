@@ -116,9 +116,7 @@ void put_scatter_and_verify(transport::engine& a, transport::engine& b, bool ucx
 }  // namespace
 
 TEST_CASE("scattered blocks put over tcp arrive intact, and tcp is what carried them") {
-  auto b = start_engine("tcp");
-  auto a = start_engine("tcp");
-  a->connect(peer_b, b->worker_address());
+  auto [b, a] = connected_engines("tcp", peer_b);
   bool ucx_allocated = false;
   SUBCASE("into registered user memory") { ucx_allocated = false; }
   SUBCASE("into memory UCX allocated") { ucx_allocated = true; }
@@ -131,9 +129,7 @@ TEST_CASE("scattered blocks put over tcp arrive intact, and tcp is what carried 
 }
 
 TEST_CASE("scattered blocks put over shared memory arrive intact and never fall back to tcp") {
-  auto b = start_engine("shm");
-  auto a = start_engine("shm");
-  a->connect(peer_b, b->worker_address());
+  auto [b, a] = connected_engines("shm", peer_b);
   bool ucx_allocated = false;
   SUBCASE("into registered user memory") { ucx_allocated = false; }
   SUBCASE("into memory UCX allocated") { ucx_allocated = true; }
@@ -153,9 +149,7 @@ TEST_CASE("with tls=auto and PEER error mode the endpoint still uses shared memo
   if (ucx_tls_overridden()) {
     return;
   }
-  auto b = start_engine("auto");
-  auto a = start_engine("auto");
-  a->connect(peer_b, b->worker_address());
+  auto [b, a] = connected_engines("auto", peer_b);
   put_scatter_and_verify(*a, *b, false);
   const auto transports = a->endpoint_transports(peer_b);
   REQUIRE_FALSE(transports.empty());
@@ -192,9 +186,7 @@ TEST_CASE("a put to a peer that was never connected completes once with not_conn
 }
 
 TEST_CASE("a malformed batch completes once with invalid_argument and posts nothing") {
-  auto b = start_engine("shm");
-  auto a = start_engine("shm");
-  a->connect(peer_b, b->worker_address());
+  auto [b, a] = connected_engines("shm", peer_b);
   std::vector<std::uint8_t> target(4096);
   auto region = b->register_memory(target.data(), target.size());
   REQUIRE(region);
@@ -212,9 +204,7 @@ TEST_CASE("a malformed batch completes once with invalid_argument and posts noth
 }
 
 TEST_CASE("an empty batch completes once with success") {
-  auto b = start_engine("shm");
-  auto a = start_engine("shm");
-  a->connect(peer_b, b->worker_address());
+  auto [b, a] = connected_engines("shm", peer_b);
   put_batch batch;
   batch.peer = peer_b;
   completion_log log;
@@ -228,9 +218,7 @@ TEST_CASE("cancelling a large in-flight put completes it exactly once, cancelled
   SUBCASE("over tcp") { tls = "tcp"; }
   SUBCASE("over shared memory") { tls = "shm"; }
   CAPTURE(tls);
-  auto b = start_engine(tls);
-  auto a = start_engine(tls);
-  a->connect(peer_b, b->worker_address());
+  auto [b, a] = connected_engines(tls, peer_b);
   constexpr std::size_t bytes = std::size_t{128} << 20;
   std::vector<std::uint8_t> source(bytes, 0x5a);
   std::vector<std::uint8_t> target(bytes, 0);
@@ -258,9 +246,7 @@ TEST_CASE("cancelling a large in-flight put completes it exactly once, cancelled
 }
 
 TEST_CASE("every one of many batches completes exactly once and the stats agree") {
-  auto b = start_engine("shm");
-  auto a = start_engine("shm");
-  a->connect(peer_b, b->worker_address());
+  auto [b, a] = connected_engines("shm", peer_b);
   constexpr std::size_t batches = 400;
   constexpr std::size_t block = 4096;
   constexpr std::size_t blocks_per_batch = 4;

@@ -11,6 +11,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace kvferry::test {
@@ -96,6 +97,16 @@ inline std::unique_ptr<transport::engine> start_engine(const std::string& tls,
   INFO("engine::start: " << started.error().message);
   REQUIRE(started);
   return std::move(started).value();
+}
+
+// Two engines over `tls`, the second connected to the first as `peer`: {target, initiator}.
+// (Bind as `auto [b, a]`: the initiator is destroyed first, as with two locals.)
+inline std::pair<std::unique_ptr<transport::engine>, std::unique_ptr<transport::engine>>
+connected_engines(const std::string& tls, std::uint64_t peer) {
+  auto target = start_engine(tls);
+  auto initiator = start_engine(tls);
+  initiator->connect(peer, target->worker_address());
+  return {std::move(target), std::move(initiator)};
 }
 
 // True when the environment forces UCX's transport choice (then tls tests prove nothing).

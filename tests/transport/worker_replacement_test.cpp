@@ -117,9 +117,7 @@ TEST_CASE("a put posted just before its worker is replaced completes exactly onc
   // UCX 1.13 aborts the *target* process when the initiator's worker vanishes with a put in
   // flight — "ucp_put_handler: unexpected error: Endpoint timeout" — so a worker is replaced
   // only for a shared-memory wedge, never as routine.)
-  auto b = start_engine("shm");
-  auto a = start_engine("shm");
-  a->connect(peer_b, b->worker_address());
+  auto [b, a] = connected_engines("shm", peer_b);
   REQUIRE(put_and_check(*a, peer_b, *b, 4096, 7) == std::make_pair(errc::none, true));
   constexpr std::size_t bytes = std::size_t{64} << 20;
   auto region = b->allocate_memory(bytes);
