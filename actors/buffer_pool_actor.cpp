@@ -1,5 +1,7 @@
 // buffer pool actor
 //
+//   start ──first incarnation: the transport allocates the staging buffers──> ready (answers
+//          the `ready` requests; a restarted pool reuses the same buffers)
 //   acquire(wait_ms) ──free slot──> lease (holder monitored)
 //        │ none free
 //        v
@@ -18,7 +20,7 @@
 
 #include "actors/buffer_pool_actor.hpp"
 
-#include "actors/node_core.hpp"
+#include "actors/node_health.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -39,8 +41,10 @@ struct pool_state {
   std::vector<caf::actor_addr> holders;  // per slot; invalid when free
   std::vector<caf::actor_addr> leased_under;  // per slot: the transport current at lease time
   std::vector<bool> poisoned;            // per slot: never handed out again
-  std::shared_ptr<node_core> core;       // health counters
+  pool_spec spec;
   std::deque<waiter> waiting;
+  std::vector<caf::typed_response_promise<std::uint32_t>> ready_waiters;
+  caf::error allocation_failed;  // the staging buffers could not be allocated
   std::uint64_t next_waiter = 1;
   static inline const char* name = "kvferry.buffer_pool";
 
@@ -59,7 +63,7 @@ struct pool_state {
       auto w = std::move(waiting.front());
       waiting.pop_front();
       holders[i] = w.holder;
-      leased_under[i] = core->children().transport.address();
+      leased_under[i] = spec.children->current().transport.address();
       w.promise.deliver(slots[i]);
     }
   }
@@ -80,116 +84,167 @@ struct pool_state {
   void poison(std::size_t slot) {
     if (!poisoned[slot]) {
       poisoned[slot] = true;
-      core->poisoned.fetch_add(1);
-      core->notify_health();
+      spec.health->slot_poisoned();
     }
     holders[slot] = caf::actor_addr{};
   }
 };
 
+using pool_self = buffer_pool_actor::stateful_pointer<pool_state>;
+
+// The staging buffers exist: lay the slots out and serve whoever waited.
+void become_ready(pool_self self) {
+  auto& st = self->state;
+  auto& bufs = *st.spec.buffers;
+  for (std::size_t i = 0; i < bufs.size(); ++i)
+    st.slots.push_back(lease{static_cast<std::uint32_t>(i), bufs[i]});
+  st.holders.resize(st.slots.size());
+  st.poisoned.assign(st.slots.size(), false);
+  st.leased_under.resize(st.slots.size());
+  for (auto& rp : st.ready_waiters)
+    rp.deliver(static_cast<std::uint32_t>(st.slots.size()));
+  st.ready_waiters.clear();
+  st.serve_waiters();
+}
+
+// First incarnation: the transport allocates the buffers, one after the other.
+void allocate_buffers(pool_self self) {
+  auto& st = self->state;
+  if (st.spec.buffers->size() == st.spec.slots) {
+    become_ready(self);
+    return;
+  }
+  auto transport = st.spec.children->current().transport;
+  self->request(transport, caf::infinite, allocate_atom::value, st.spec.slot_bytes)
+    .then(
+      [=](registered_memory& m) {
+        self->state.spec.buffers->push_back(desc{m.base, m.bytes, 0});
+        allocate_buffers(self);
+      },
+      [=](caf::error& err) {
+        auto& st = self->state;
+        st.allocation_failed = caf::make_error(
+          errc::out_of_memory, "staging buffer " + std::to_string(st.spec.buffers->size()) +
+                                 " of " + std::to_string(st.spec.slot_bytes) +
+                                 " bytes: " + caf::to_string(err));
+        for (auto& rp : st.ready_waiters)
+          rp.deliver(st.allocation_failed);
+        st.ready_waiters.clear();
+        for (auto& w : st.waiting)
+          w.promise.deliver(st.allocation_failed);
+        st.waiting.clear();
+      });
+}
+
+buffer_pool_actor::behavior_type pool_impl(pool_self self, pool_spec spec) {
+  self->state.spec = std::move(spec);
+  allocate_buffers(self);
+  self->set_down_handler([=](caf::down_msg& dm) {
+    auto& st = self->state;
+    st.forget_waits(dm.source);
+    auto transport = st.spec.children->current().transport;
+    for (std::size_t i = 0; i < st.holders.size(); ++i) {
+      if (st.holders[i] != dm.source)
+        continue;
+      if (st.leased_under[i] != transport.address()) {
+        st.poison(i);  // the transport of that lease restarted: quiescence cannot be proven
+        continue;
+      }
+      // Still held (by a dead holder) until the transport answers: never handed out meanwhile.
+      auto token = dm.source.id();
+      auto holder = dm.source;
+      self->request(transport, std::chrono::seconds{10}, quiescent_atom::value, token)
+        .then(
+          [=](bool quiescent) {
+            auto& s = self->state;
+            if (s.holders[i] != holder)
+              return;
+            if (quiescent)
+              s.holders[i] = caf::actor_addr{};
+            else
+              s.poison(i);
+            s.serve_waiters();
+          },
+          [=](caf::error&) {
+            if (self->state.holders[i] == holder)
+              self->state.poison(i);
+          });
+    }
+    st.serve_waiters();
+  });
+  return {
+    [=](ready_atom) -> caf::typed_response_promise<std::uint32_t> {
+      auto& st = self->state;
+      auto rp = self->make_response_promise<std::uint32_t>();
+      if (st.allocation_failed)
+        rp.deliver(st.allocation_failed);
+      else if (!st.slots.empty())
+        rp.deliver(static_cast<std::uint32_t>(st.slots.size()));
+      else
+        st.ready_waiters.push_back(rp);
+      return rp;
+    },
+    [=](acquire_atom, std::uint32_t wait_ms) -> caf::typed_response_promise<lease> {
+      // Read the sender first: make_response_promise takes it over from the current message.
+      auto holder = caf::actor_cast<caf::actor_addr>(self->current_sender());
+      auto rp = self->make_response_promise<lease>();
+      if (!holder) {
+        rp.deliver(caf::make_error(errc::invalid_argument, "anonymous lease request"));
+        return rp;
+      }
+      auto& st = self->state;
+      if (st.allocation_failed) {
+        rp.deliver(st.allocation_failed);
+        return rp;
+      }
+      self->monitor(holder);
+      auto id = st.next_waiter++;
+      st.waiting.push_back(waiter{id, holder, rp});
+      st.serve_waiters();
+      if (st.is_waiting(id))
+        self->delayed_send(self, std::chrono::milliseconds{wait_ms},
+                           wait_expired_atom::value, id);
+      return rp;
+    },
+    [=](wait_expired_atom, std::uint64_t id) {
+      auto& st = self->state;
+      for (auto it = st.waiting.begin(); it != st.waiting.end(); ++it) {
+        if (it->id == id) {
+          it->promise.deliver(
+            caf::make_error(errc::timed_out, "no staging slot became free within the wait"));
+          st.waiting.erase(it);
+          return;
+        }
+      }
+    },
+    [=](release_atom, std::uint32_t slot) {
+      auto& st = self->state;
+      auto sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
+      if (slot < st.holders.size() && st.holders[slot] == sender) {
+        st.holders[slot] = caf::actor_addr{};
+        st.serve_waiters();
+      }
+    },
+    [=](poison_atom, std::uint32_t slot) {
+      auto& st = self->state;
+      auto sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
+      if (slot < st.holders.size() && st.holders[slot] == sender)
+        st.poison(slot);
+    },
+    [=](stats_atom) {
+      auto& st = self->state;
+      auto poisoned = static_cast<std::uint32_t>(
+        std::count(st.poisoned.begin(), st.poisoned.end(), true));
+      return pool_stats{static_cast<std::uint32_t>(st.slots.size()), st.leased(),
+                        static_cast<std::uint32_t>(st.waiting.size()), poisoned};
+    },
+  };
+}
+
 }  // namespace
 
-buffer_pool_actor spawn_buffer_pool_actor(caf::actor_system& sys, std::shared_ptr<node_core> core) {
-  std::vector<lease> slots;
-  for (auto& r : core->staging)
-    slots.push_back(lease{static_cast<std::uint32_t>(slots.size()),
-                          reinterpret_cast<std::uint64_t>(r->base()), r->bytes()});
-  // The slots travel as a spawn argument: CAF 0.17 dereferences a null argument tuple when a
-  // function actor is spawned without arguments (UBSan reports it).
-  auto impl = [](buffer_pool_actor::stateful_pointer<pool_state> self, std::vector<lease> slots,
-                 std::shared_ptr<node_core> core) -> buffer_pool_actor::behavior_type {
-    self->state.core = std::move(core);
-    self->state.holders.resize(slots.size());
-    self->state.poisoned.assign(slots.size(), false);
-    self->state.leased_under.resize(slots.size());
-    self->state.slots = std::move(slots);
-    self->set_down_handler([=](caf::down_msg& dm) {
-      auto& st = self->state;
-      st.forget_waits(dm.source);
-      auto transport = st.core->children().transport;
-      for (std::size_t i = 0; i < st.holders.size(); ++i) {
-        if (st.holders[i] != dm.source)
-          continue;
-        if (st.leased_under[i] != transport.address()) {
-          st.poison(i);  // the transport of that lease restarted: quiescence cannot be proven
-          continue;
-        }
-        // Still held (by a dead holder) until the transport answers: never handed out meanwhile.
-        auto token = dm.source.id();
-        auto holder = dm.source;
-        self->request(transport, std::chrono::seconds{10}, quiescent_atom::value, token)
-          .then(
-            [=](bool quiescent) {
-              auto& s = self->state;
-              if (s.holders[i] != holder)
-                return;
-              if (quiescent)
-                s.holders[i] = caf::actor_addr{};
-              else
-                s.poison(i);
-              s.serve_waiters();
-            },
-            [=](caf::error&) {
-              if (self->state.holders[i] == holder)
-                self->state.poison(i);
-            });
-      }
-      st.serve_waiters();
-    });
-    return {
-      [=](acquire_atom, std::uint32_t wait_ms) -> caf::typed_response_promise<lease> {
-        // Read the sender first: make_response_promise takes it over from the current message.
-        auto holder = caf::actor_cast<caf::actor_addr>(self->current_sender());
-        auto rp = self->make_response_promise<lease>();
-        if (!holder) {
-          rp.deliver(caf::make_error(errc::invalid_argument, "anonymous lease request"));
-          return rp;
-        }
-        auto& st = self->state;
-        self->monitor(holder);
-        auto id = st.next_waiter++;
-        st.waiting.push_back(waiter{id, holder, rp});
-        st.serve_waiters();
-        if (st.is_waiting(id))
-          self->delayed_send(self, std::chrono::milliseconds{wait_ms},
-                             wait_expired_atom::value, id);
-        return rp;
-      },
-      [=](wait_expired_atom, std::uint64_t id) {
-        auto& st = self->state;
-        for (auto it = st.waiting.begin(); it != st.waiting.end(); ++it) {
-          if (it->id == id) {
-            it->promise.deliver(
-              caf::make_error(errc::timed_out, "no staging slot became free within the wait"));
-            st.waiting.erase(it);
-            return;
-          }
-        }
-      },
-      [=](release_atom, std::uint32_t slot) {
-        auto& st = self->state;
-        auto sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
-        if (slot < st.holders.size() && st.holders[slot] == sender) {
-          st.holders[slot] = caf::actor_addr{};
-          st.serve_waiters();
-        }
-      },
-      [=](poison_atom, std::uint32_t slot) {
-        auto& st = self->state;
-        auto sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
-        if (slot < st.holders.size() && st.holders[slot] == sender)
-          st.poison(slot);
-      },
-      [=](stats_atom) {
-        auto& st = self->state;
-        auto poisoned = static_cast<std::uint32_t>(
-          std::count(st.poisoned.begin(), st.poisoned.end(), true));
-        return pool_stats{static_cast<std::uint32_t>(st.slots.size()), st.leased(),
-                          static_cast<std::uint32_t>(st.waiting.size()), poisoned};
-      },
-    };
-  };
-  return sys.spawn(impl, std::move(slots), std::move(core));
+buffer_pool_actor spawn_buffer_pool_actor(caf::actor_system& sys, pool_spec spec) {
+  return sys.spawn(pool_impl, std::move(spec));
 }
 
 }  // namespace kvferry

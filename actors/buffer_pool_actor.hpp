@@ -1,17 +1,26 @@
 // buffer pool actor: registered staging buffers handed out as leases.
 #pragma once
 
+#include "actors/child_directory.hpp"
 #include "actors/messages.hpp"
 
 #include <memory>
+#include <vector>
 
 namespace kvferry {
 
-struct node_core;
+class node_health;
 
-// Spawns the pool: config.staging_slots buffers of config.staging_slot_bytes each, allocated
-// and registered through the node's engine once (the registrations live as long as the node
-// core, so a restarted pool reuses them).
-buffer_pool_actor spawn_buffer_pool_actor(caf::actor_system& sys, std::shared_ptr<node_core> core);
+struct pool_spec {
+  std::uint32_t slots = 0;        // staging buffers ...
+  std::uint64_t slot_bytes = 0;   // ... of this many bytes each
+  // The buffers, allocated through the transport by the pool's first incarnation and reused by
+  // its restarts (a restarted pool hands out the same memory).
+  std::shared_ptr<std::vector<desc>> buffers = std::make_shared<std::vector<desc>>();
+  std::shared_ptr<const child_directory> children;  // the current transport
+  std::shared_ptr<node_health> health;              // poisoned slots are counted there
+};
+
+buffer_pool_actor spawn_buffer_pool_actor(caf::actor_system& sys, pool_spec spec);
 
 }  // namespace kvferry

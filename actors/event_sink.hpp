@@ -2,7 +2,7 @@
 // No CAF here.
 #pragma once
 
-#include "actors/transfer_handle.hpp"
+#include "kvferry/transfer.hpp"
 
 #include <chrono>
 #include <condition_variable>

@@ -1,173 +1,170 @@
 // health supervisor actor
 //
-//   start ──> spawn transport, buffer pool, sender, receiver (monitored), publish in core
+//   start ──> spawn transport, buffer pool, sender, receiver (monitored), record them in the
+//             child directory
 //   tick (every progress_deadline_ms / 4, 25 ms .. 1 s) ──> stalled = work pending and no request
 //        terminal for progress_deadline_ms (F14); clears itself when progress resumes. One
-//        request timing out is progress, never a stall (F13).
-//   child DOWN (normal exit while stopping) ──> nothing
-//   child DOWN (any other reason) ──restarts in window < budget──> respawn, core updated,
+//        request timing out is progress, never a stall (F13). The transport refreshes its
+//        counters in health.
+//   child DOWN (user_shutdown: the node is stopping) ──> nothing
+//   child DOWN (any other reason) ──restarts in window < budget──> respawn, directory updated,
 //        │                                                        sender re-published on the
 //        │                                                        same port (asynchronously)
 //        └──budget spent──> node marked unhealthy; the child stays down
 //
-// Counters for health live in node_core (atomics), so health() never waits for an actor.
+// Counters live in node_health (atomics), so health() never waits for an actor.
 
 #include "actors/health_supervisor_actor.hpp"
 
-#include "actors/buffer_pool_actor.hpp"
 #include "actors/log.hpp"
-#include "actors/node_core.hpp"
+#include "actors/node_health.hpp"
 #include "actors/receiver_actor.hpp"
 #include "actors/sender_actor.hpp"
-#include "actors/transport_actor.hpp"
 
 #include <caf/io/middleman.hpp>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <deque>
 #include <map>
 
 namespace kvferry {
 
+const char* to_string(child_kind k) noexcept {
+  switch (k) {
+    case child_kind::transport: return "transport";
+    case child_kind::pool: return "pool";
+    case child_kind::sender: return "sender";
+    case child_kind::receiver: return "receiver";
+  }
+  return "unknown";
+}
+
+caf::actor node_children::get(child_kind k) const {
+  switch (k) {
+    case child_kind::transport: return caf::actor_cast<caf::actor>(transport);
+    case child_kind::pool: return caf::actor_cast<caf::actor>(pool);
+    case child_kind::sender: return caf::actor_cast<caf::actor>(sender);
+    case child_kind::receiver: return caf::actor_cast<caf::actor>(receiver);
+  }
+  return {};
+}
+
+bool node_children::find(const caf::actor_addr& a, child_kind* k) const {
+  for (auto kind : {child_kind::transport, child_kind::pool, child_kind::sender,
+                    child_kind::receiver}) {
+    if (a && get(kind).address() == a) {
+      *k = kind;
+      return true;
+    }
+  }
+  return false;
+}
+
 namespace {
 
 using clock_type = std::chrono::steady_clock;
+constexpr std::array<child_kind, 4> all_children{child_kind::transport, child_kind::pool,
+                                                 child_kind::sender, child_kind::receiver};
 
 struct supervisor_state {
   supervisor_spec spec;
-  std::map<std::string, std::deque<clock_type::time_point>> restarts;  // per child
+  std::uint16_t port = 0;  // where the sender is published (0: not yet)
+  std::map<child_kind, std::deque<clock_type::time_point>> restarts;
   static inline const char* name = "kvferry.health_supervisor";
 };
 
 using self_ptr = supervisor_actor::stateful_pointer<supervisor_state>;
 
-// Spawns one child (a first start or a restart) and records it in core.
-caf::actor spawn_child(caf::actor_system& sys, const std::shared_ptr<node_core>& core,
-                       const std::string& which) {
-  auto kids = core->children();
-  caf::actor spawned;
-  if (which == "transport") {
-    kids.transport = spawn_transport_actor(sys, core);
-    spawned = caf::actor_cast<caf::actor>(kids.transport);
-  } else if (which == "pool") {
-    kids.pool = spawn_buffer_pool_actor(sys, core);
-    spawned = caf::actor_cast<caf::actor>(kids.pool);
-  } else if (which == "sender") {
-    kids.sender =
-      spawn_sender_actor(sys, core->config.node_name, core->config.default_deadline_ms);
-    spawned = caf::actor_cast<caf::actor>(kids.sender);
-  } else if (which == "receiver") {
-    kids.receiver = spawn_receiver_actor(sys, core->config.max_fetches_in_flight);
-    spawned = caf::actor_cast<caf::actor>(kids.receiver);
+// Spawns one child (a first start or a restart) and records it in the directory.
+caf::actor spawn_child(caf::actor_system& sys, const supervisor_spec& spec, child_kind which) {
+  auto kids = spec.children->current();
+  switch (which) {
+    case child_kind::transport: kids.transport = spawn_transport_actor(sys, spec.transport); break;
+    case child_kind::pool: kids.pool = spawn_buffer_pool_actor(sys, spec.pool); break;
+    case child_kind::sender:
+      kids.sender = spawn_sender_actor(sys, spec.node_name, spec.default_park_ms);
+      break;
+    case child_kind::receiver:
+      kids.receiver = spawn_receiver_actor(sys, spec.max_fetches_in_flight);
+      break;
   }
-  core->set_children(kids);
-  return spawned;
-}
-
-constexpr const char* child_names[] = {"transport", "pool", "sender", "receiver"};
-
-std::string child_name(const node_children& kids, const caf::actor_addr& a) {
-  if (a == kids.transport.address())
-    return "transport";
-  if (a == kids.pool.address())
-    return "pool";
-  if (a == kids.sender.address())
-    return "sender";
-  if (a == kids.receiver.address())
-    return "receiver";
-  return {};
-}
-
-caf::actor child_handle(const node_children& kids, const std::string& which) {
-  if (which == "transport")
-    return caf::actor_cast<caf::actor>(kids.transport);
-  if (which == "pool")
-    return caf::actor_cast<caf::actor>(kids.pool);
-  if (which == "sender")
-    return caf::actor_cast<caf::actor>(kids.sender);
-  if (which == "receiver")
-    return caf::actor_cast<caf::actor>(kids.receiver);
-  return {};
+  spec.children->set(kids);
+  return kids.get(which);
 }
 
 void republish_sender(self_ptr self) {
-  auto& spec = self->state.spec;
-  auto port = spec.core->port.load();
-  if (port == 0)
+  auto& st = self->state;
+  if (st.port == 0)
     return;
   auto mm = self->system().middleman().actor_handle();
-  auto sender = caf::actor_cast<caf::strong_actor_ptr>(spec.core->children().sender);
-  self->request(mm, std::chrono::seconds{10}, caf::publish_atom::value, port,
-                std::move(sender), std::set<std::string>{}, spec.core->config.listen_host, true)
-    .then([](std::uint16_t) {},
-          [=](caf::error&) {
-            self->state.spec.core->unhealthy.store(true);
-            self->state.spec.core->notify_health();
-          });
+  auto sender = caf::actor_cast<caf::strong_actor_ptr>(st.spec.children->current().sender);
+  self->request(mm, std::chrono::seconds{10}, caf::publish_atom::value, st.port,
+                std::move(sender), std::set<std::string>{}, st.spec.listen_host, true)
+    .then([](std::uint16_t) {}, [=](caf::error&) { self->state.spec.health->set_unhealthy(); });
+}
+
+void on_child_down(self_ptr self, const caf::down_msg& dm) {
+  auto& st = self->state;
+  child_kind which;
+  if (!st.spec.children->current().find(dm.source, &which) ||
+      dm.reason == caf::exit_reason::user_shutdown)
+    return;
+  auto now = clock_type::now();
+  auto& times = st.restarts[which];
+  auto window = std::chrono::milliseconds{st.spec.restart_window_ms};
+  while (!times.empty() && now - times.front() > window)
+    times.pop_front();
+  if (times.size() >= st.spec.max_restarts) {
+    logger()->error("child '{}' crashed ({}) and its restart budget is spent: node unhealthy",
+                    to_string(which), caf::to_string(dm.reason));
+    st.spec.health->set_unhealthy();
+    return;
+  }
+  logger()->warn("child '{}' crashed ({}); restarting it", to_string(which),
+                 caf::to_string(dm.reason));
+  times.push_back(now);
+  st.spec.health->child_restarted();
+  self->monitor(spawn_child(self->system(), st.spec, which));
+  if (which == child_kind::sender)
+    republish_sender(self);
 }
 
 supervisor_actor::behavior_type supervisor_impl(self_ptr self, supervisor_spec spec) {
   self->state.spec = std::move(spec);
-  auto kids = self->state.spec.core->children();
-  for (auto which : child_names)
-    self->monitor(child_handle(kids, which));
-  self->set_down_handler([=](caf::down_msg& dm) {
-    auto& st = self->state;
-    auto which = child_name(st.spec.core->children(), dm.source);
-    if (which.empty() || dm.reason == caf::exit_reason::user_shutdown)
-      return;
-    auto now = clock_type::now();
-    auto& times = st.restarts[which];
-    auto window = std::chrono::milliseconds{st.spec.restart_window_ms};
-    while (!times.empty() && now - times.front() > window)
-      times.pop_front();
-    if (times.size() >= st.spec.max_restarts) {
-      logger()->error("child '{}' crashed ({}) and its restart budget is spent: node unhealthy",
-                      which, caf::to_string(dm.reason));
-      st.spec.core->unhealthy.store(true);
-      st.spec.core->notify_health();
-      return;
-    }
-    logger()->warn("child '{}' crashed ({}); restarting it", which, caf::to_string(dm.reason));
-    times.push_back(now);
-    st.spec.core->restarts.fetch_add(1);
-    st.spec.core->notify_health();
-    self->monitor(spawn_child(self->system(), st.spec.core, which));
-    if (which == "sender")
-      republish_sender(self);
-  });
+  auto kids = self->state.spec.children->current();
+  for (auto which : all_children)
+    self->monitor(kids.get(which));
+  self->set_down_handler([=](caf::down_msg& dm) { on_child_down(self, dm); });
   self->set_exit_handler([=](caf::exit_msg& em) {
     // Stopping: take the children down with us.
-    auto kids = self->state.spec.core->children();
-    for (auto which : child_names)
-      self->send_exit(child_handle(kids, which), caf::exit_reason::user_shutdown);
+    auto kids = self->state.spec.children->current();
+    for (auto which : all_children)
+      self->send_exit(kids.get(which), caf::exit_reason::user_shutdown);
     self->quit(em.reason);
   });
   self->send(self, tick_atom::value);
   return {
     [=](tick_atom) {
-      auto& core = *self->state.spec.core;
-      auto deadline_ms = core.config.progress_deadline_ms;
-      auto now = std::chrono::steady_clock::now().time_since_epoch().count();
-      auto idle_ns = now - core.last_progress_ns.load();
-      bool stalled = core.in_flight.load() > 0 &&
-                     idle_ns > static_cast<std::int64_t>(deadline_ms) * 1000000;
-      if (stalled != core.stalled.exchange(stalled)) {
-        core.notify_health();
-        if (stalled)
+      auto& st = self->state;
+      auto deadline = std::chrono::milliseconds{st.spec.progress_deadline_ms};
+      std::chrono::milliseconds idle{0};
+      if (st.spec.health->check_progress(deadline, &idle)) {
+        if (st.spec.health->snapshot().stalled)
           logger()->error("no transfer finished for {} ms with work pending: node unhealthy",
-                          idle_ns / 1000000);
+                          idle.count());
         else
           logger()->warn("transfers progress again: node healthy");
       }
-      auto tick = std::clamp<std::uint32_t>(deadline_ms / 4, 25, 1000);
+      self->send(st.spec.children->current().transport, refresh_atom::value);
+      auto tick = std::clamp<std::uint32_t>(st.spec.progress_deadline_ms / 4, 25, 1000);
       self->delayed_send(self, std::chrono::milliseconds{tick}, tick_atom::value);
     },
-    [=](crash_atom, const std::string& which) {
-      auto h = child_handle(self->state.spec.core->children(), which);
-      if (h)
+    [=](caf::publish_atom, std::uint16_t port) { self->state.port = port; },
+    [=](crash_atom, child_kind which) {
+      if (auto h = self->state.spec.children->current().get(which))
         self->send_exit(h, caf::exit_reason::kill);
     },
   };
@@ -176,10 +173,10 @@ supervisor_actor::behavior_type supervisor_impl(self_ptr self, supervisor_spec s
 }  // namespace
 
 supervisor_actor spawn_health_supervisor(caf::actor_system& sys, supervisor_spec spec) {
-  // The children exist before this returns, so the facade can use them at once; the
-  // supervisor monitors them from its first message on.
-  for (auto which : child_names)
-    spawn_child(sys, spec.core, which);
+  // The children exist before this returns, so the facade can use them at once; the supervisor
+  // monitors them from its first message on.
+  for (auto which : all_children)
+    spawn_child(sys, spec, which);
   return sys.spawn(supervisor_impl, std::move(spec));
 }
 

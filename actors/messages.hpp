@@ -1,15 +1,17 @@
 // Every message type and every actor interface of a kvferry node, in one place.
 //
-// Types that cross the network (fetch_msg, transfer_done, remote_block, errc) are registered
-// with CAF at start-up through the `kvferry` type-id block below (node.cpp calls
+// Types that cross the network (fetch_msg, transfer_done, desc, errc) are registered with CAF
+// at start-up through the `kvferry` type-id block below (node.cpp calls
 // add_message_types<caf::id_block::kvferry>()); a type missing here compiles and works locally,
 // then fails only across the network with `unexpected_message`.
 //
 // This header includes CAF: include it only from actor .cpp files and tests, never from the
-// engine-facing headers (node.hpp, transfer_handle.hpp).
+// public headers (include/kvferry).
 #pragma once
 
-#include "transport/errc.hpp"
+#include "core/descriptor.hpp"
+#include "kvferry/errc.hpp"
+#include "kvferry/transfer.hpp"
 
 #include <caf/all.hpp>
 
@@ -20,14 +22,6 @@
 namespace kvferry {
 
 // -- data that crosses the network -------------------------------------------------------------
-
-// One destination block of a fetch: `bytes` at `addr` inside the remote region whose packed
-// rkey is `rkeys[rkey_index]` of the same fetch.
-struct remote_block {
-  std::uint32_t rkey_index = 0;
-  std::uint64_t addr = 0;
-  std::uint64_t bytes = 0;
-};
 
 // decode (recv-request actor) -> prefill (sender actor, request/response): "write the blocks of
 // `request_id` into these destination blocks". Answered with transfer_done once every put
@@ -40,7 +34,8 @@ struct fetch_msg {
   std::vector<std::vector<std::uint8_t>> rkeys;  // packed rkeys of the destination regions
   std::vector<std::uint64_t> region_bases;    // per rkey: the region's base address ...
   std::vector<std::uint64_t> region_bytes;    // ... and size; every block must lie inside
-  std::vector<remote_block> blocks;           // destination blocks, in source-block order
+  std::vector<desc> blocks;                   // destination blocks (key: index into rkeys),
+                                              // in source-block order
   std::uint32_t deadline_ms = 0;              // what is left of the receive's deadline when the
                                               // fetch was sent (0: none); bounds its parking
   // An actor that lives exactly as long as the decode node (its health supervisor). The send
@@ -57,8 +52,8 @@ struct transfer_done {
 };
 
 template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, remote_block& x) {
-  return f(caf::meta::type_name("remote_block"), x.rkey_index, x.addr, x.bytes);
+typename Inspector::result_type inspect(Inspector& f, desc& x) {
+  return f(caf::meta::type_name("desc"), x.addr, x.bytes, x.key);
 }
 
 template <class Inspector>
@@ -75,13 +70,10 @@ typename Inspector::result_type inspect(Inspector& f, transfer_done& x) {
 
 // -- local data (between the actors of one node) ----------------------------------------------
 
-// One contiguous local->remote copy (addresses are local pointers as integers).
-struct put_item {
-  std::uint64_t local_addr = 0;
-  std::uint64_t bytes = 0;
-  std::uint64_t remote_addr = 0;
-  std::uint32_t rkey_index = 0;
-};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, copy_op& x) {
+  return f(caf::meta::type_name("copy_op"), x.src, x.dst);
+}
 
 // send-request -> transport: post these puts to the peer `peer_epoch`, flush, answer when every
 // UCX request completed. `token` names the operation for cancel (the requester's actor id).
@@ -90,14 +82,20 @@ struct put_request {
   std::uint64_t peer_epoch = 0;
   std::vector<std::uint8_t> peer_address;
   std::vector<std::vector<std::uint8_t>> rkeys;
-  std::vector<put_item> items;
+  std::vector<copy_op> ops;  // dst.key: index into rkeys
+};
+
+// Memory the transport registered (or allocated) for transfers.
+struct registered_memory {
+  std::uint64_t base = 0;
+  std::uint64_t bytes = 0;
+  std::vector<std::uint8_t> packed_rkey;
 };
 
 // A leased staging buffer of the buffer pool.
 struct lease {
   std::uint32_t slot = 0;
-  std::uint64_t addr = 0;
-  std::uint64_t bytes = 0;
+  desc buffer;
 };
 
 struct pool_stats {
@@ -107,20 +105,24 @@ struct pool_stats {
   std::uint32_t poisoned = 0;  // taken out of service: UCX may still have been using them
 };
 
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, put_item& x) {
-  return f(caf::meta::type_name("put_item"), x.local_addr, x.bytes, x.remote_addr, x.rkey_index);
-}
+// The children of the health supervisor.
+enum class child_kind : std::uint8_t { transport, pool, sender, receiver };
+const char* to_string(child_kind k) noexcept;
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, put_request& x) {
   return f(caf::meta::type_name("put_request"), x.token, x.peer_epoch, x.peer_address, x.rkeys,
-           x.items);
+           x.ops);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, registered_memory& x) {
+  return f(caf::meta::type_name("registered_memory"), x.base, x.bytes, x.packed_rkey);
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, lease& x) {
-  return f(caf::meta::type_name("lease"), x.slot, x.addr, x.bytes);
+  return f(caf::meta::type_name("lease"), x.slot, x.buffer);
 }
 
 template <class Inspector>
@@ -131,55 +133,72 @@ typename Inspector::result_type inspect(Inspector& f, pool_stats& x) {
 // -- atoms ---------------------------------------------------------------------------------------
 
 using put_atom = caf::atom_constant<caf::atom("put")>;
+using copy_atom = caf::atom_constant<caf::atom("copy")>;
 using op_done_atom = caf::atom_constant<caf::atom("op_done")>;
 using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
 using cancel_fetch_atom = caf::atom_constant<caf::atom("cancel_f")>;
 using announce_atom = caf::atom_constant<caf::atom("announce")>;
 using admit_atom = caf::atom_constant<caf::atom("admit")>;
 using acquire_atom = caf::atom_constant<caf::atom("acquire")>;
+using leased_atom = caf::atom_constant<caf::atom("leased")>;
 using wait_expired_atom = caf::atom_constant<caf::atom("wait_exp")>;
 using release_atom = caf::atom_constant<caf::atom("release")>;
 using poison_atom = caf::atom_constant<caf::atom("poison")>;
 using quiescent_atom = caf::atom_constant<caf::atom("quiescent")>;
 using forget_peer_atom = caf::atom_constant<caf::atom("forget_p")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
+using ready_atom = caf::atom_constant<caf::atom("ready")>;
 using peer_down_atom = caf::atom_constant<caf::atom("peer_down")>;
 using crash_atom = caf::atom_constant<caf::atom("crash")>;
-using copy_done_atom = caf::atom_constant<caf::atom("copy_done")>;
+using step_done_atom = caf::atom_constant<caf::atom("step_done")>;
 using deadline_atom = caf::atom_constant<caf::atom("deadline")>;
 using park_expired_atom = caf::atom_constant<caf::atom("park_exp")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using admit_retry_atom = caf::atom_constant<caf::atom("admit_re")>;
-
-// The phase a request actor reports in answer to cancel (what the cancel found).
-enum class cancel_answer : std::uint8_t {
-  not_found,
-  already_complete,
-  cancelled_before_advertise,
-  cancel_requested_in_flight,
-  backend_unhealthy,
-  not_cancellable,
-};
+using register_atom = caf::atom_constant<caf::atom("register")>;
+using allocate_atom = caf::atom_constant<caf::atom("allocate")>;
+using address_atom = caf::atom_constant<caf::atom("address")>;
+using endpoint_atom = caf::atom_constant<caf::atom("endpoint")>;
+using peers_atom = caf::atom_constant<caf::atom("peers")>;
+using refresh_atom = caf::atom_constant<caf::atom("refresh")>;
 
 // -- actor interfaces ------------------------------------------------------------------------------
 
-// transport: the only actor that talks to UCX (through transport::engine).
+// transport: the only actor that talks to UCX (transport::engine) and to the copy engine.
+// Operations are named by a token (the requester's actor id): at most one per token at a time.
 using transport_actor = caf::typed_actor<
   // Post the puts, flush, answer with the bytes written once every UCX request completed.
   caf::replies_to<put_atom, put_request>::with<std::uint64_t>,
-  // Ask UCX to cancel the operation `token`; its put answer still comes, exactly once.
+  // Copy with the copy engine (token, copies between local memory), answer the bytes copied.
+  caf::replies_to<copy_atom, std::uint64_t, std::vector<copy_op>>::with<std::uint64_t>,
+  // Ask UCX to cancel the puts of `token`; their answer still comes, exactly once.
   caf::reacts_to<cancel_atom, std::uint64_t>,
-  // From the engine's progress thread: operation `token` completed (empty error: success).
+  // From the engine's or the copy engine's thread: operation `token` completed (empty: success).
   caf::reacts_to<op_done_atom, std::uint64_t, caf::error>,
   // From the engine's progress thread: the endpoint to peer `epoch` failed.
   caf::reacts_to<peer_down_atom, std::uint64_t, caf::error>,
   // True when no operation of `token` is in flight here (the pool asks for a dead holder).
   caf::replies_to<quiescent_atom, std::uint64_t>::with<bool>,
   // The peer `epoch` is known dead (CAF lost its node): close its endpoint.
-  caf::reacts_to<forget_peer_atom, std::uint64_t>>;
+  caf::reacts_to<forget_peer_atom, std::uint64_t>,
+  // Register [addr, addr + bytes) of this process for transfers (lives as long as the node).
+  caf::replies_to<register_atom, std::uint64_t, std::uint64_t>::with<registered_memory>,
+  // Let UCX allocate and register `bytes` (zero-filled; lives as long as the node).
+  caf::replies_to<allocate_atom, std::uint64_t>::with<registered_memory>,
+  // This node's UCX worker address (it changes when a wedged worker is replaced).
+  caf::replies_to<address_atom>::with<std::vector<std::uint8_t>>,
+  // Diagnostics (may take up to 2 s): the UCX transports the endpoint to peer `epoch` uses.
+  caf::replies_to<endpoint_atom, std::uint64_t>::with<std::vector<std::string>>,
+  // Diagnostics: the epochs of the peers this node has put data to.
+  caf::replies_to<peers_atom>::with<std::vector<std::uint64_t>>,
+  // Copy the engine's counters into the node's health (the supervisor's tick sends it).
+  caf::reacts_to<refresh_atom>>;
 
 // buffer pool: staging buffers handed out as leases, with bounded waits.
 using buffer_pool_actor = caf::typed_actor<
+  // Answers the number of slots once the staging buffers exist (an error if they could not be
+  // allocated). Acquires that come earlier wait.
+  caf::replies_to<ready_atom>::with<std::uint32_t>,
   // Lease a slot, waiting at most `wait_ms`; errc::timed_out when none came free in time.
   caf::replies_to<acquire_atom, std::uint32_t>::with<lease>,
   // Give slot back (only its holder may).
@@ -196,18 +215,20 @@ using send_request_actor = caf::typed_actor<
   // The peer's fetch (routed by the sender): validate, put, flush, answer.
   caf::replies_to<fetch_msg>::with<transfer_done>,
   // The engine cancels: answers what the cancel found.
-  caf::replies_to<cancel_atom>::with<cancel_answer>,
+  caf::replies_to<cancel_atom>::with<cancel_result>,
   // The fetching peer (epoch) gave up.
   caf::reacts_to<cancel_fetch_atom, std::string, std::uint64_t>,
-  // From the copy engine's thread: the staging copy finished (empty error: success).
-  caf::reacts_to<copy_done_atom, caf::error>,
   // Internal: the request's deadline passed.
-  caf::reacts_to<deadline_atom>>;
+  caf::reacts_to<deadline_atom>,
+  // Internal: the staging slot this request waited for was leased to it.
+  caf::reacts_to<leased_atom, lease>,
+  // Internal: the outstanding step (staging wait, copy or puts) ended; bytes put, or an error.
+  caf::reacts_to<step_done_atom, std::uint64_t, caf::error>>;
 
 // recv-request (decode side, one per transfer): owns the destination blocks until released.
 using recv_request_actor = caf::typed_actor<
   // The engine cancels: answers what the cancel found.
-  caf::replies_to<cancel_atom>::with<cancel_answer>,
+  caf::replies_to<cancel_atom>::with<cancel_result>,
   // Internal: the request's deadline passed.
   caf::reacts_to<deadline_atom>,
   // Internal: the receiver that queued us is gone; queue again at the current one.
@@ -234,22 +255,30 @@ using receiver_actor = caf::typed_actor<
 using supervisor_actor = caf::typed_actor<
   // Internal, periodic: check the global progress deadline.
   caf::reacts_to<tick_atom>,
-  // Test hook: make the named child ("transport", "pool", "sender", "receiver") crash.
-  caf::reacts_to<crash_atom, std::string>>;
+  // The node published the sender on this port: a restarted sender is re-published there.
+  caf::reacts_to<caf::publish_atom, std::uint16_t>,
+  // Test hook (the test library): make a child crash.
+  caf::reacts_to<crash_atom, child_kind>>;
 
 }  // namespace kvferry
 
 CAF_BEGIN_TYPE_ID_BLOCK(kvferry, caf::first_custom_type_id)
-  CAF_ADD_TYPE_ID(kvferry, (kvferry::remote_block))
+  CAF_ADD_TYPE_ID(kvferry, (kvferry::desc))
   CAF_ADD_TYPE_ID(kvferry, (kvferry::fetch_msg))
   CAF_ADD_TYPE_ID(kvferry, (kvferry::transfer_done))
   CAF_ADD_TYPE_ID(kvferry, (kvferry::errc))
-  CAF_ADD_TYPE_ID(kvferry, (kvferry::cancel_answer))
-  CAF_ADD_TYPE_ID(kvferry, (kvferry::put_item))
+  CAF_ADD_TYPE_ID(kvferry, (kvferry::cancel_result))
+  CAF_ADD_TYPE_ID(kvferry, (kvferry::copy_op))
   CAF_ADD_TYPE_ID(kvferry, (kvferry::put_request))
+  CAF_ADD_TYPE_ID(kvferry, (kvferry::registered_memory))
   CAF_ADD_TYPE_ID(kvferry, (kvferry::lease))
   CAF_ADD_TYPE_ID(kvferry, (kvferry::pool_stats))
+  CAF_ADD_TYPE_ID(kvferry, (kvferry::child_kind))
   CAF_ADD_TYPE_ID(kvferry, (kvferry::sender_actor))
+  CAF_ADD_TYPE_ID(kvferry, (std::vector<kvferry::copy_op>))
+  CAF_ADD_TYPE_ID(kvferry, (std::vector<std::string>))
+  CAF_ADD_TYPE_ID(kvferry, (std::vector<std::uint8_t>))
+  CAF_ADD_TYPE_ID(kvferry, (std::vector<std::uint64_t>))
 CAF_END_TYPE_ID_BLOCK(kvferry)
 
 CAF_ERROR_CODE_ENUM(kvferry::errc, "kvferry")

@@ -2,22 +2,15 @@
 #pragma once
 
 #include "actors/messages.hpp"
-
-#include <memory>
+#include "actors/request_lifecycle.hpp"
 
 namespace kvferry {
 
-struct node_core;
-namespace detail {
-class handle_state;
-}
-
 struct recv_spec {
-  std::shared_ptr<node_core> core;
-  std::shared_ptr<detail::handle_state> handle;
-  sender_actor peer;   // the prefill node's entry
-  fetch_msg fetch;     // complete: destination blocks, rkeys, our address and epoch
-  std::uint32_t deadline_ms = 0;  // from spawn; 0: none
+  request_context ctx;
+  sender_actor peer;  // the prefill node's entry
+  fetch_msg fetch;    // destination blocks, rkeys, our epoch and anchor; the worker address is
+                      // asked of the transport when the fetch is sent
 };
 
 recv_request_actor spawn_recv_request_actor(caf::actor_system& sys, recv_spec spec);

@@ -14,7 +14,7 @@
 
 #include "actors/sender_actor.hpp"
 
-#include "actors/node_core.hpp"
+#include "actors/messages.hpp"
 
 #include <chrono>
 #include <unordered_map>

@@ -1,19 +1,27 @@
 // transport actor
 //
-//   put_request ──> [posted] ──engine completion (any outcome)──> answer the requester
+//   put_request ──> [puts posted] ──engine completion (any outcome)──> answer the requester
+//   copy        ──> [copy queued] ──copy engine completion──────────> answer the requester
 //                     │  ^
-//              cancel │  │ the completion still comes exactly once (engine contract)
+//   cancel (puts only)│  │ the completion still comes exactly once (engine contract)
 //                     v  │
 //                  [cancel asked]
 //
-// The actor never blocks: the engine posts UCX work to its own progress thread and reports
-// completions back as op_done messages. A requester's answer is sent only after the engine's
-// completion callback, which is the transport's proof of quiescence for the batch's memory.
+//   register / allocate ──> the engine registers (or allocates) memory; kept for the node's life
+//   address / endpoint / peers / refresh ──> what the engine knows (set-up and diagnostics)
+//
+// The actor never blocks on a transfer: both engines work on their own threads and report
+// completions back as op_done messages. A requester's answer is sent only after the completion
+// callback, which is the proof that the operation's memory is quiescent.
 
 #include "actors/transport_actor.hpp"
 
-#include "actors/node_core.hpp"
+#include "actors/node_health.hpp"
+#include "actors/request_lifecycle.hpp"
+#include "actors/transport_services.hpp"
 
+#include <cstring>
+#include <set>
 #include <unordered_map>
 #include <vector>
 
@@ -22,71 +30,113 @@ namespace kvferry {
 namespace {
 
 struct pending_op {
-  std::uint64_t engine_op = 0;
+  bool is_put = false;
+  std::uint64_t engine_op = 0;  // the engine's id, for cancel (puts only)
   std::uint64_t bytes = 0;
   caf::typed_response_promise<std::uint64_t> promise;
 };
 
 struct transport_state {
-  std::shared_ptr<node_core> core;
+  transport_spec spec;
   std::unordered_map<std::uint64_t, pending_op> ops;  // token -> operation
   // Peer epoch -> the worker address its endpoint was made for. A peer's address changes when
   // it replaced a wedged worker; its next fetch carries the new one, and we connect again.
   std::unordered_map<std::uint64_t, std::vector<std::uint8_t>> connected;
+  std::set<std::uint64_t> put_to;  // every peer epoch we posted puts to (diagnostics)
   static inline const char* name = "kvferry.transport";
+
+  transport::engine& engine() { return *spec.services->engine; }
 };
 
-transport_actor::behavior_type transport_impl(
-  transport_actor::stateful_pointer<transport_state> self, std::shared_ptr<node_core> core) {
-  self->state.core = std::move(core);
+using self_ptr = transport_actor::stateful_pointer<transport_state>;
+
+caf::typed_response_promise<std::uint64_t> refuse(caf::typed_response_promise<std::uint64_t> rp,
+                                                  errc code, std::string msg) {
+  rp.deliver(make_kvferry_error(code, std::move(msg)));
+  return rp;
+}
+
+// Reports a completion from another thread as an op_done message to this actor.
+auto completion_to(self_ptr self, std::uint64_t token) {
+  auto me = caf::actor_cast<transport_actor>(self);
+  return [me, token](errc code, const std::string& detail) {
+    caf::anon_send(me, op_done_atom::value, token,
+                   code == errc::none ? caf::error{} : make_kvferry_error(code, detail));
+  };
+}
+
+caf::result<registered_memory> keep(self_ptr self,
+                                    result<std::shared_ptr<transport::memory_registration>> reg) {
+  if (!reg)
+    return make_kvferry_error(reg.error().code, reg.error().message);
+  auto& r = *reg.value();
+  registered_memory out{addr_of(r.base()), r.bytes(), r.packed_rkey()};
+  self->state.spec.services->keep(std::move(reg.value()));
+  return out;
+}
+
+caf::typed_response_promise<std::uint64_t> on_put(self_ptr self, put_request& req) {
+  auto rp = self->make_response_promise<std::uint64_t>();
+  auto& st = self->state;
+  if (st.ops.count(req.token) > 0)
+    return refuse(rp, errc::internal_error,
+                  "transport token " + std::to_string(req.token) + " in use");
+  auto& engine = st.engine();
+  if (auto& known = st.connected[req.peer_epoch]; known != req.peer_address) {
+    known = req.peer_address;
+    engine.connect(req.peer_epoch, req.peer_address);
+  }
+  st.put_to.insert(req.peer_epoch);
+  std::uint64_t bytes = 0;
+  for (auto& op : req.ops)
+    bytes += op.dst.bytes;
+  transport::put_batch batch{req.peer_epoch, std::move(req.rkeys), std::move(req.ops)};
+  std::uint64_t op = 0;
+  try {
+    op = engine.put(std::move(batch), completion_to(self, req.token));
+  } catch (...) {
+    // The engine threw before taking the batch: nothing was posted, so this request fails on
+    // its own and the transport keeps serving the others (F10).
+    return refuse(rp, errc::internal_error,
+                  "the transport threw while posting puts: " +
+                    describe_exception(std::current_exception()));
+  }
+  st.ops.emplace(req.token, pending_op{true, op, bytes, rp});
+  return rp;
+}
+
+caf::typed_response_promise<std::uint64_t> on_copy(self_ptr self, std::uint64_t token,
+                                                   std::vector<copy_op>& copies) {
+  auto rp = self->make_response_promise<std::uint64_t>();
+  auto& st = self->state;
+  if (st.ops.count(token) > 0)
+    return refuse(rp, errc::internal_error, "transport token " + std::to_string(token) + " in use");
+  std::uint64_t bytes = 0;
+  for (auto& c : copies)
+    bytes += c.dst.bytes;
+  std::uint64_t ticket = 0;
+  try {
+    ticket = st.spec.services->copier->submit(std::move(copies), completion_to(self, token));
+  } catch (...) {
+    return refuse(rp, errc::internal_error,
+                  "the copy engine threw while taking a copy: " +
+                    describe_exception(std::current_exception()));
+  }
+  st.ops.emplace(token, pending_op{false, ticket, bytes, rp});
+  return rp;
+}
+
+transport_actor::behavior_type transport_impl(self_ptr self, transport_spec spec) {
+  self->state.spec = std::move(spec);
   return {
-    [=](put_atom, put_request& req) -> caf::typed_response_promise<std::uint64_t> {
-      auto rp = self->make_response_promise<std::uint64_t>();
-      auto& st = self->state;
-      if (st.ops.count(req.token) > 0) {
-        rp.deliver(caf::make_error(errc::internal_error,
-                                   "transport token " + std::to_string(req.token) + " in use"));
-        return rp;
-      }
-      auto& engine = *st.core->engine;
-      if (auto& known = st.connected[req.peer_epoch]; known != req.peer_address) {
-        known = req.peer_address;
-        engine.connect(req.peer_epoch, req.peer_address);
-      }
-      transport::put_batch batch;
-      batch.peer = req.peer_epoch;
-      batch.rkeys = std::move(req.rkeys);
-      batch.ops.reserve(req.items.size());
-      std::uint64_t bytes = 0;
-      for (auto& it : req.items) {
-        batch.ops.push_back(transport::put_op{reinterpret_cast<const void*>(it.local_addr),
-                                              static_cast<std::size_t>(it.bytes),
-                                              it.remote_addr, it.rkey_index});
-        bytes += it.bytes;
-      }
-      auto token = req.token;
-      auto me = caf::actor_cast<transport_actor>(self);
-      std::uint64_t op = 0;
-      try {
-        op = engine.put(std::move(batch), [me, token](errc code, const std::string& detail) {
-          caf::anon_send(me, op_done_atom::value, token,
-                         code == errc::none ? caf::error{} : caf::make_error(code, detail));
-        });
-      } catch (...) {
-        // The engine threw before taking the batch: nothing was posted, so this request fails
-        // on its own and the transport keeps serving the others (F10).
-        rp.deliver(caf::make_error(errc::internal_error,
-                                   "the transport threw while posting puts: " +
-                                     describe_exception(std::current_exception())));
-        return rp;
-      }
-      st.ops.emplace(token, pending_op{op, bytes, rp});
-      return rp;
+    [=](put_atom, put_request& req) { return on_put(self, req); },
+    [=](copy_atom, std::uint64_t token, std::vector<copy_op>& copies) {
+      return on_copy(self, token, copies);
     },
     [=](cancel_atom, std::uint64_t token) {
       auto it = self->state.ops.find(token);
-      if (it != self->state.ops.end())
-        self->state.core->engine->cancel(it->second.engine_op);
+      if (it != self->state.ops.end() && it->second.is_put)
+        self->state.engine().cancel(it->second.engine_op);
     },
     [=](op_done_atom, std::uint64_t token, caf::error& err) {
       auto it = self->state.ops.find(token);
@@ -100,23 +150,48 @@ transport_actor::behavior_type transport_impl(
         op.promise.deliver(std::move(err));
     },
     [=](peer_down_atom, std::uint64_t peer_epoch, const caf::error&) {
-      // The engine already failed that peer's operations; reconnect on the next put.
+      // The engine already failed that peer's operations; reconnect on the next put. A worker
+      // replacement reports every peer this way: the count in health follows.
       self->state.connected.erase(peer_epoch);
+      self->state.spec.health->set_worker_replacements(
+        self->state.engine().stats().worker_replacements);
     },
     [=](quiescent_atom, std::uint64_t token) { return self->state.ops.count(token) == 0; },
     [=](forget_peer_atom, std::uint64_t peer_epoch) {
       // Endpoint state stays bounded as peers come and go; in-flight puts to it complete with
       // an error (each still answers its requester exactly once).
       if (self->state.connected.erase(peer_epoch) > 0)
-        self->state.core->engine->disconnect(peer_epoch);
+        self->state.engine().disconnect(peer_epoch);
+    },
+    [=](register_atom, std::uint64_t addr, std::uint64_t bytes) {
+      return keep(self, self->state.engine().register_memory(ptr_of(addr), bytes));
+    },
+    [=](allocate_atom, std::uint64_t bytes) {
+      auto reg = self->state.engine().allocate_memory(bytes);
+      // Zero-filled, and every page faulted in now rather than by the first transfer into it.
+      if (reg)
+        std::memset(reg.value()->base(), 0, bytes);
+      return keep(self, std::move(reg));
+    },
+    [=](address_atom) { return self->state.engine().worker_address(); },
+    [=](endpoint_atom, std::uint64_t peer_epoch) {
+      return self->state.engine().endpoint_transports(peer_epoch);
+    },
+    [=](peers_atom) {
+      auto& p = self->state.put_to;
+      return std::vector<std::uint64_t>(p.begin(), p.end());
+    },
+    [=](refresh_atom) {
+      self->state.spec.health->set_worker_replacements(
+        self->state.engine().stats().worker_replacements);
     },
   };
 }
 
 }  // namespace
 
-transport_actor spawn_transport_actor(caf::actor_system& sys, std::shared_ptr<node_core> core) {
-  return sys.spawn(transport_impl, std::move(core));
+transport_actor spawn_transport_actor(caf::actor_system& sys, transport_spec spec) {
+  return sys.spawn(transport_impl, std::move(spec));
 }
 
 }  // namespace kvferry

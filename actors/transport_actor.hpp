@@ -1,4 +1,4 @@
-// transport actor: wraps transport::engine (UCX) for the other actors of a node.
+// transport actor: the one door to the UCX engine and the copy engine for the other actors.
 #pragma once
 
 #include "actors/messages.hpp"
@@ -7,10 +7,16 @@
 
 namespace kvferry {
 
-struct node_core;
+struct transport_services;
+class node_health;
 
-// Spawns the transport actor over the node's engine. Its state maps each operation token to the
-// response promise of the requester; engine completions come back as op_done messages.
-transport_actor spawn_transport_actor(caf::actor_system& sys, std::shared_ptr<node_core> core);
+struct transport_spec {
+  std::shared_ptr<transport_services> services;
+  std::shared_ptr<node_health> health;  // the engine's worker replacements are reported there
+};
+
+// Spawns the transport actor. Its state maps each operation token to the response promise of
+// the requester; completions of both engines come back as op_done messages.
+transport_actor spawn_transport_actor(caf::actor_system& sys, transport_spec spec);
 
 }  // namespace kvferry

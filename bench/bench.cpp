@@ -1,6 +1,6 @@
 #include "bench/bench.hpp"
 
-#include "actors/node.hpp"
+#include "kvferry/node.hpp"
 #include "bench/limits.hpp"
 #include "cli/child_process.hpp"
 #include "cli/workload.hpp"

@@ -11,8 +11,9 @@
 
 #include "bench/chaos.hpp"
 
-#include "actors/node.hpp"
-#include "actors/transfer_handle.hpp"
+#include "actors/handle_state.hpp"  // exactly-once violations (diagnostics)
+#include "kvferry/node.hpp"
+#include "kvferry/transfer.hpp"
 #include "cli/child_process.hpp"
 #include "cli/workload.hpp"
 

@@ -14,12 +14,12 @@
 //
 // No CAF here: the tool uses the engine-facing facade only.
 
-#include "actors/node.hpp"
+#include "kvferry/node.hpp"
 #include "bench/bench.hpp"
 #include "bench/chaos.hpp"
 #include "cli/child_process.hpp"
 #include "cli/workload.hpp"
-#include "config/node_config.hpp"
+#include "kvferry/config.hpp"
 
 #include <CLI/CLI.hpp>
 

@@ -3,7 +3,7 @@
 // byte has a known value, so the decode side can verify all of them. No CAF here.
 #pragma once
 
-#include "actors/node.hpp"
+#include "kvferry/node.hpp"
 
 #include <cstdint>
 #include <string>

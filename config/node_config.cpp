@@ -2,7 +2,7 @@
 // validate(). Every key is described once, in `keys` below (name, setter from a string, setter
 // from a TOML node); the file, the environment and the command line all go through that table,
 // so a new key is one line in the struct, one line in the table and one check in validate().
-#include "config/node_config.hpp"
+#include "kvferry/config.hpp"
 
 #include <toml++/toml.h>
 

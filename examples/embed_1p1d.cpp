@@ -2,7 +2,7 @@
 // in a real deployment each lives in its own engine worker process, on its own host).
 //
 //   build/examples/kvferry_example_1p1d
-#include "actors/node.hpp"
+#include <kvferry/kvferry.hpp>  // the public API: standard library only
 
 #include <chrono>
 #include <cstdio>

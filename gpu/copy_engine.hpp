@@ -5,7 +5,8 @@
 // a worker thread; the CUDA implementation (when the build found CUDA) uses streams and events.
 #pragma once
 
-#include "transport/errc.hpp"
+#include "core/descriptor.hpp"
+#include "kvferry/errc.hpp"
 
 #include <chrono>
 #include <cstddef>
@@ -16,12 +17,6 @@
 #include <vector>
 
 namespace kvferry::gpu {
-
-struct copy_segment {
-  void* dst = nullptr;
-  const void* src = nullptr;
-  std::size_t bytes = 0;
-};
 
 // Called exactly once per submitted copy, on the engine's own thread, after every segment was
 // copied (errc::none) or the copy failed. Must not block, must not throw (an exception is caught
@@ -36,7 +31,7 @@ class copy_engine {
   // segments (null pointer with non-zero size; for the CPU engine also overlapping source and
   // destination) fail that copy through `done` with errc::invalid_argument, before any byte of
   // it is written. Thread-safe; may be called from a `done` callback.
-  virtual std::uint64_t submit(std::vector<copy_segment> segments, copy_done_fn done) = 0;
+  virtual std::uint64_t submit(std::vector<copy_op> segments, copy_done_fn done) = 0;
   // Copies submitted and not yet completed (a copy completes when its `done` has returned).
   virtual std::size_t pending() const = 0;
   // Waits at most `timeout` until nothing is pending; true if that happened. Not from a `done`.

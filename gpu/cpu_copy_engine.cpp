@@ -30,22 +30,23 @@ namespace {
 
 struct copy_job {
   std::uint64_t ticket = 0;
-  std::vector<copy_segment> segments;
+  std::vector<copy_op> segments;
   copy_done_fn done;
 };
 
 // Returns an empty string for a valid copy, otherwise what is wrong with it.
-std::string check_segments(const std::vector<copy_segment>& segments) {
+std::string check_segments(const std::vector<copy_op>& segments) {
   for (std::size_t i = 0; i < segments.size(); ++i) {
     const auto& s = segments[i];
-    if (s.bytes == 0) continue;
-    if (s.dst == nullptr || s.src == nullptr) {
-      return "segment " + std::to_string(i) + ": null " + (s.dst == nullptr ? "dst" : "src") +
-             " with " + std::to_string(s.bytes) + " bytes";
+    const auto bytes = s.dst.bytes;
+    if (bytes == 0) continue;
+    if (s.dst.addr == 0 || s.src == 0) {
+      return "segment " + std::to_string(i) + ": null " + (s.dst.addr == 0 ? "dst" : "src") +
+             " with " + std::to_string(bytes) + " bytes";
     }
-    const auto dst = reinterpret_cast<std::uintptr_t>(s.dst);
-    const auto src = reinterpret_cast<std::uintptr_t>(s.src);
-    if (dst < src + s.bytes && src < dst + s.bytes) {
+    const auto dst = s.dst.addr;
+    const auto src = s.src;
+    if (dst < src + bytes && src < dst + bytes) {
       return "segment " + std::to_string(i) + ": source and destination overlap";
     }
   }
@@ -68,7 +69,7 @@ class cpu_copy_engine final : public copy_engine {
   cpu_copy_engine(const cpu_copy_engine&) = delete;
   cpu_copy_engine& operator=(const cpu_copy_engine&) = delete;
 
-  std::uint64_t submit(std::vector<copy_segment> segments, copy_done_fn done) override {
+  std::uint64_t submit(std::vector<copy_op> segments, copy_done_fn done) override {
     std::uint64_t ticket = 0;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -113,7 +114,7 @@ class cpu_copy_engine final : public copy_engine {
     errc code = errc::none;
     if (problem.empty()) {
       for (const auto& s : job.segments) {
-        if (s.bytes != 0) std::memcpy(s.dst, s.src, s.bytes);
+        if (s.dst.bytes != 0) std::memcpy(ptr_of(s.dst.addr), ptr_of(s.src), s.dst.bytes);
       }
     } else {
       code = errc::invalid_argument;

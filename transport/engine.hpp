@@ -12,8 +12,9 @@
 // batch be reused: that callback is the transport's proof of quiescence.
 #pragma once
 
-#include "transport/errc.hpp"
-#include "transport/result.hpp"
+#include "core/descriptor.hpp"
+#include "kvferry/errc.hpp"
+#include "kvferry/result.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -53,19 +54,12 @@ class memory_registration {
   virtual bool ucx_allocated() const noexcept = 0;
 };
 
-// One contiguous put: `bytes` from local address `local` to `remote_addr` in the remote region
-// whose packed rkey is `rkeys[rkey_index]` of the batch.
-struct put_op {
-  const void* local = nullptr;
-  std::size_t bytes = 0;
-  std::uint64_t remote_addr = 0;
-  std::uint32_t rkey_index = 0;
-};
-
 struct put_batch {
   std::uint64_t peer = 0;                         // a key given to connect()
   std::vector<std::vector<std::uint8_t>> rkeys;  // packed remote keys used by ops
-  std::vector<put_op> ops;
+  // Each op: dst.bytes from local address src to dst.addr in the remote region whose packed
+  // rkey is rkeys[dst.key].
+  std::vector<copy_op> ops;
 };
 
 // Exactly-once completion of a put batch: errc::none when every byte was written and flushed.

@@ -103,7 +103,7 @@ struct batch_state {
   peer_state* peer = nullptr;
   completion_fn done;
   std::vector<shared_rkey> rkeys;  // by put_batch::rkeys index
-  std::vector<put_op> ops;
+  std::vector<copy_op> ops;
   std::size_t next_op = 0;      // posting cursor
   std::size_t next_offset = 0;
   std::size_t outstanding_puts = 0;

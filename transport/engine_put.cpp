@@ -65,13 +65,13 @@ void engine_impl::do_put(std::uint64_t id, put_batch request, completion_fn done
     return;
   }
   peer_state& peer = *peer_it->second;
-  for (const put_op& op : request.ops) {
-    if (op.rkey_index >= request.rkeys.size()) {
-      deliver(done, errc::invalid_argument, "put_op.rkey_index outside put_batch.rkeys");
+  for (const copy_op& op : request.ops) {
+    if (op.dst.key >= request.rkeys.size()) {
+      deliver(done, errc::invalid_argument, "a put's dst.key lies outside put_batch.rkeys");
       return;
     }
-    if (op.local == nullptr && op.bytes > 0) {
-      deliver(done, errc::invalid_argument, "put_op.local is null");
+    if (op.src == 0 && op.dst.bytes > 0) {
+      deliver(done, errc::invalid_argument, "a put's source address is null");
       return;
     }
   }
@@ -203,8 +203,9 @@ void engine_impl::post_puts(batch_state& batch) {
   }
   while (batch.next_op < batch.ops.size() && batch.outstanding_puts < window_requests &&
          batch.outstanding_bytes < window_bytes) {
-    const put_op& op = batch.ops[batch.next_op];
-    const std::size_t length = std::min(op.bytes - batch.next_offset, chunk_bytes);
+    const copy_op& op = batch.ops[batch.next_op];
+    const std::size_t length =
+      std::min(static_cast<std::size_t>(op.dst.bytes) - batch.next_offset, chunk_bytes);
     if (length == 0) {
       ++batch.next_op;
       batch.next_offset = 0;
@@ -212,11 +213,11 @@ void engine_impl::post_puts(batch_state& batch) {
     }
     auto record = new_record(batch, length, false);
     ucp_request_param_t param = callback_param(record.get());
-    ucx::request req(ucp_put_nbx(ep, static_cast<const char*>(op.local) + batch.next_offset,
-                                 length, op.remote_addr + batch.next_offset,
-                                 batch.rkeys[op.rkey_index].get(), &param));
+    ucx::request req(ucp_put_nbx(ep, static_cast<const char*>(ptr_of(op.src)) + batch.next_offset,
+                                 length, op.dst.addr + batch.next_offset,
+                                 batch.rkeys[op.dst.key].get(), &param));
     batch.next_offset += length;
-    if (batch.next_offset == op.bytes) {
+    if (batch.next_offset == op.dst.bytes) {
       ++batch.next_op;
       batch.next_offset = 0;
     }

@@ -2,7 +2,7 @@
 #pragma once
 
 #include "transport/engine.hpp"
-#include "transport/result.hpp"
+#include "kvferry/result.hpp"
 
 #include <ucp/api/ucp.h>
 

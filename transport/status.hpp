@@ -1,7 +1,7 @@
 // The one place where UCX status codes become kvferry error codes.
 #pragma once
 
-#include "transport/errc.hpp"
+#include "kvferry/errc.hpp"
 
 #include <ucs/type/status.h>
 

@@ -1,7 +1,8 @@
 // The buffer pool actor: leases, bounded waits, release by holder death.
 #include "actors/buffer_pool_actor.hpp"
-#include "actors/node_core.hpp"
+#include "actors/node_health.hpp"
 #include "actors/transport_actor.hpp"
+#include "actors/transport_services.hpp"
 
 #include <doctest/doctest.h>
 
@@ -13,27 +14,34 @@ namespace {
 struct pool_fixture {
   caf::actor_system_config cfg;
   std::unique_ptr<caf::actor_system> sys;
-  std::shared_ptr<node_core> core;
+  std::shared_ptr<child_directory> children = std::make_shared<child_directory>();
+  std::shared_ptr<node_health> health = std::make_shared<node_health>(1024);
+  std::shared_ptr<std::vector<desc>> buffers = std::make_shared<std::vector<desc>>();
   buffer_pool_actor pool;
 
   explicit pool_fixture(std::uint32_t slots) {
-    core = std::make_shared<node_core>(node_config{}, 1);
+    auto services = std::make_shared<transport_services>();
     auto eng = transport::engine::start({}, nullptr);
     REQUIRE_MESSAGE(eng, eng.error().message);
-    core->engine = std::shared_ptr<transport::engine>(std::move(eng.value()));
-    for (std::uint32_t i = 0; i < slots; ++i)
-      core->staging.push_back(core->engine->allocate_memory(4096).value());
+    services->engine = std::shared_ptr<transport::engine>(std::move(eng.value()));
+    services->copier = gpu::make_cpu_copy_engine();
+    cfg.add_message_types<caf::id_block::kvferry>();
     sys = std::make_unique<caf::actor_system>(cfg);
-    // The pool asks the transport whether a dead holder's operations are quiescent.
+    // The pool has the transport allocate its buffers, and asks it whether a dead holder's
+    // operations are quiescent.
     node_children kids;
-    kids.transport = spawn_transport_actor(*sys, core);
-    core->set_children(kids);
-    pool = spawn_buffer_pool_actor(*sys, core);
+    kids.transport = spawn_transport_actor(*sys, transport_spec{services, health});
+    children->set(kids);
+    pool = spawn_buffer_pool_actor(*sys, pool_spec{slots, 4096, buffers, children, health});
+    caf::scoped_actor self{*sys};
+    self->request(pool, 10s, ready_atom::value)
+      .receive([&](std::uint32_t n) { REQUIRE(n == slots); },
+               [&](caf::error& e) { FAIL(caf::to_string(e)); });
   }
   ~pool_fixture() {
     caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
-    caf::anon_send_exit(core->children().transport, caf::exit_reason::user_shutdown);
-    core->set_children({});
+    caf::anon_send_exit(children->current().transport, caf::exit_reason::user_shutdown);
+    children->set({});
     sys.reset();
   }
 
@@ -62,8 +70,8 @@ TEST_CASE("a lease is a registered staging buffer, and a full pool's wait is bou
   caf::scoped_actor holder{*f.sys};
   auto l = acquire(holder, f.pool, 100);
   REQUIRE(l);
-  CHECK(l->bytes == 4096);
-  CHECK(l->addr == reinterpret_cast<std::uint64_t>(f.core->staging[0]->base()));
+  CHECK(l->buffer.addr == (*f.buffers)[0].addr);
+  CHECK(l->buffer.bytes == 4096);
   caf::scoped_actor other{*f.sys};
   auto t0 = std::chrono::steady_clock::now();
   auto none = acquire(other, f.pool, 50);

@@ -1,4 +1,4 @@
-// Faults injected over the real transport (transport/fault_plan.hpp): operations held, thrown,
+// Faults injected over the real transport (tests/support/fault_plan.hpp): operations held, thrown,
 // failed. Tests are named after their row in FAILURE-MODES.md.
 #include "node_pair.hpp"
 
@@ -127,7 +127,7 @@ TEST_CASE("F9: when the transport dies mid-operation the request fails and its m
   node_pair np{4 * 4096, {}, plan};
   auto [s, r] = np.start("orphan", 0, 0, 4096);
   REQUIRE(plan->wait_held(1, patience));
-  np.prefill->crash_child_for_testing("transport");
+  testing::crash_child(*np.prefill, testing::child::transport);
   auto sr = s.wait_for(patience);
   REQUIRE(sr);
   CHECK(sr->status == transfer_status::failed);
@@ -168,7 +168,7 @@ TEST_CASE("a staging slot that lost its transport mid-put is poisoned, counted, 
   auto [s, r] = np.start("staged-orphan", 0, 0, 4096, staged);
   REQUIRE(plan->wait_held(1, patience));  // the put from staging is held
   CHECK(np.prefill->health().healthy);
-  np.prefill->crash_child_for_testing("transport");
+  testing::crash_child(*np.prefill, testing::child::transport);
   auto sr = s.wait_for(patience);
   REQUIRE(sr);
   CHECK_MESSAGE(sr->code == errc::backend_unhealthy, sr->message);
@@ -218,7 +218,7 @@ TEST_CASE("a lease whose holder dies mid-put is poisoned, and no staged send can
   // Holder killed while its put from the staging slot is held in the transport: poisoned.
   auto [s, r] = np.start("killed", 0, 0, 4096, staged);
   REQUIRE(plan->wait_held(1, patience));
-  np.prefill->crash_request_for_testing("killed");
+  testing::crash_request(*np.prefill, "killed");
   REQUIRE(s.wait_for(patience));
   CHECK(s.result()->code == errc::internal_error);
   REQUIRE(health_until(*np.prefill, [](auto& h) { return h.poisoned == 1; }));

@@ -1,6 +1,6 @@
 // transfer_handle / handle_state: exactly-once resolution and what waiters may rely on.
 #include "actors/event_sink.hpp"
-#include "actors/transfer_handle.hpp"
+#include "actors/handle_state.hpp"
 
 #include <doctest/doctest.h>
 

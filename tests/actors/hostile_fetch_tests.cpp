@@ -2,7 +2,7 @@
 // client with its own CAF actor system and its own UCX engine and memory (so that a put that
 // should not happen would really land in memory this test can inspect).
 #include "actors/messages.hpp"
-#include "actors/node.hpp"
+#include "kvferry/node.hpp"
 #include "transport/engine.hpp"
 
 #include <caf/io/all.hpp>
@@ -56,7 +56,7 @@ struct hostile_client {
     auto base = reinterpret_cast<std::uint64_t>(memory.data());
     f.region_bases = {base + region_off};
     f.region_bytes = {region_bytes};
-    f.blocks = {{0, base + offset, bytes}};
+    f.blocks = {{base + offset, bytes, 0}};
     f.deadline_ms = 2000;
     return f;
   }

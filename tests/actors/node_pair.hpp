@@ -2,9 +2,10 @@
 // each with a registered pool, and helpers that wait for events with a generous bound.
 #pragma once
 
-#include "actors/node.hpp"
-#include "actors/transfer_handle.hpp"
-#include "transport/fault_plan.hpp"
+#include "kvferry/node.hpp"
+#include "kvferry/transfer.hpp"
+#include "actors/handle_state.hpp"
+#include "tests/support/node_testing.hpp"
 
 #include <doctest/doctest.h>
 
@@ -36,7 +37,8 @@ struct node_pair {
   explicit node_pair(std::size_t pool_bytes, node_config cfg = {},
                      std::shared_ptr<transport::fault_plan> prefill_faults = nullptr) {
     cfg.transport = "tcp";
-    auto p = node::start(cfg, std::move(prefill_faults));
+    auto p = prefill_faults ? testing::start_with_faults(cfg, std::move(prefill_faults))
+                            : node::start(cfg);
     REQUIRE_MESSAGE(p, p.error().message);
     auto d = node::start(cfg);
     REQUIRE_MESSAGE(d, d.error().message);

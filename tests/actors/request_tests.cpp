@@ -285,8 +285,8 @@ TEST_CASE("cancel of an unknown id is not_found, of a finished one already_compl
 
 TEST_CASE("the supervisor restarts a crashed child and the node keeps serving") {
   node_pair np{4 * 4096};
-  np.decode->crash_child_for_testing("receiver");
-  np.prefill->crash_child_for_testing("pool");
+  testing::crash_child(*np.decode, testing::child::receiver);
+  testing::crash_child(*np.prefill, testing::child::pool);
   REQUIRE(health_until(*np.decode, [](auto& h) { return h.restarts == 1; }));
   REQUIRE(health_until(*np.prefill, [](auto& h) { return h.restarts == 1; }));
   CHECK(np.decode->health().healthy);
@@ -298,7 +298,7 @@ TEST_CASE("a receive queued at a receiver that crashes queues again at its resta
   auto& np = f.np;
   auto& a = f.a;
   auto& b = f.b;
-  np.decode->crash_child_for_testing("receiver");
+  testing::crash_child(*np.decode, testing::child::receiver);
   REQUIRE(health_until(*np.decode, [](auto& h) { return h.restarts == 1; }));
   auto sa = np.prefill->send("a", {{np.src_region, 0, 4096}});
   auto sb = np.prefill->send("b", {{np.src_region, 4096, 4096}});

@@ -1,5 +1,5 @@
 // node_config: defaults, precedence file < environment < CLI, strict parsing, validation.
-#include "config/node_config.hpp"
+#include "kvferry/config.hpp"
 
 #include <doctest/doctest.h>
 

@@ -21,7 +21,12 @@
 namespace {
 
 using kvferry::errc;
-using kvferry::gpu::copy_segment;
+using kvferry::copy_op;
+
+// A copy of `bytes` from `src` to `dst` (both local).
+copy_op seg(const void* dst, const void* src, std::size_t bytes) {
+  return copy_op{kvferry::addr_of(src), {kvferry::addr_of(dst), bytes, 0}};
+}
 using kvferry::gpu::make_cpu_copy_engine;
 using namespace std::chrono_literals;
 
@@ -72,7 +77,7 @@ TEST_CASE("copies of many segments land byte-exact") {
 
   // Scatter: segment i copies a block of src into the mirrored position of dst, with sizes
   // from 0 bytes to 64 KiB + 7 so unaligned and empty segments are covered.
-  std::vector<copy_segment> segments;
+  std::vector<copy_op> segments;
   std::vector<std::pair<std::size_t, std::size_t>> ranges;  // (offset, bytes)
   std::mt19937 gen(7);
   std::size_t offset = 0;
@@ -82,7 +87,7 @@ TEST_CASE("copies of many segments land byte-exact") {
     offset += bytes;
   }
   for (const auto& [off, bytes] : ranges) {
-    segments.push_back({dst.data() + (total - off - bytes), src.data() + off, bytes});
+    segments.push_back(seg(dst.data() + (total - off - bytes), src.data() + off, bytes));
   }
   REQUIRE(segments.size() > 100);
 
@@ -114,7 +119,7 @@ TEST_CASE("done fires exactly once per submit across 1000 submits") {
   {
     auto engine = make_cpu_copy_engine();
     for (int i = 0; i < submits; ++i) {
-      tickets.push_back(engine->submit({{dst[i].data(), src.data(), src.size()}},
+      tickets.push_back(engine->submit({seg(dst[i].data(), src.data(), src.size())},
                                        [&, i](errc code, const std::string&) {
                                          if (std::this_thread::get_id() == caller) ++on_caller_thread;
                                          ++calls[i];
@@ -143,7 +148,7 @@ TEST_CASE("an invalid segment fails with invalid_argument and later copies still
   errc first = errc::none;
   std::string detail;
   // A valid segment before the bad one: nothing of a refused copy is written.
-  engine->submit({{dst.data(), src.data(), 32}, {nullptr, src.data(), 16}},
+  engine->submit({seg(dst.data(), src.data(), 32), seg(nullptr, src.data(), 16)},
                  [&](errc code, const std::string& d) {
                    first = code;
                    detail = d;
@@ -155,22 +160,22 @@ TEST_CASE("an invalid segment fails with invalid_argument and later copies still
   CHECK(dst[0] == 0);
 
   errc null_src = errc::none;
-  engine->submit({{dst.data(), nullptr, 1}}, [&](errc code, const std::string&) {
+  engine->submit({seg(dst.data(), nullptr, 1)}, [&](errc code, const std::string&) {
     null_src = code;
     done.arrived(code);
   });
   errc overlap = errc::none;
-  engine->submit({{src.data() + 1, src.data(), 8}}, [&](errc code, const std::string&) {
+  engine->submit({seg(src.data() + 1, src.data(), 8)}, [&](errc code, const std::string&) {
     overlap = code;
     done.arrived(code);
   });
   errc zero = errc::internal_error;
-  engine->submit({{nullptr, nullptr, 0}}, [&](errc code, const std::string&) {  // empty is fine
+  engine->submit({seg(nullptr, nullptr, 0)}, [&](errc code, const std::string&) {  // empty is fine
     zero = code;
     done.arrived(code);
   });
   errc later = errc::internal_error;
-  engine->submit({{dst.data(), src.data(), 64}}, [&](errc code, const std::string&) {
+  engine->submit({seg(dst.data(), src.data(), 64)}, [&](errc code, const std::string&) {
     later = code;
     done.arrived(code);
   });
@@ -195,7 +200,7 @@ TEST_CASE("the destructor drains queued work before it returns") {
     auto gate = go.get_future().share();
     engine->submit({}, [gate](errc, const std::string&) { gate.wait(); });
     for (int i = 0; i < submits; ++i) {
-      engine->submit({{dst[i].data(), src.data(), src.size()}},
+      engine->submit({seg(dst[i].data(), src.data(), src.size())},
                      [&](errc code, const std::string&) {
                        if (code == errc::none) ++completed;
                      });
@@ -216,7 +221,7 @@ TEST_CASE("a throwing callback does not stop later copies") {
   std::uint8_t src[16] = {1, 2, 3};
   std::uint8_t dst[16] = {};
   callback_counter done;
-  engine->submit({{dst, src, sizeof src}}, [&](errc code, const std::string&) { done.arrived(code); });
+  engine->submit({seg(dst, src, sizeof src)}, [&](errc code, const std::string&) { done.arrived(code); });
   REQUIRE(done.wait_for(1));
   CHECK(done.failures() == 0);
   CHECK(std::memcmp(dst, src, sizeof src) == 0);
@@ -251,7 +256,7 @@ TEST_CASE("a callback may submit further copies, also while the engine drains") 
     auto gate = go.get_future().share();
     engine->submit({}, [&, raw, gate](errc, const std::string&) {
       gate.wait();  // released as the engine's destructor is about to run
-      raw->submit({{dst, src, sizeof src}}, [&](errc code, const std::string&) {
+      raw->submit({seg(dst, src, sizeof src)}, [&](errc code, const std::string&) {
         if (code == errc::none) ++second;
       });
     });
@@ -265,7 +270,7 @@ TEST_CASE("an empty done function is allowed") {
   auto engine = make_cpu_copy_engine();
   std::uint8_t src[4] = {1, 2, 3, 4};
   std::uint8_t dst[4] = {};
-  engine->submit({{dst, src, sizeof src}}, nullptr);
+  engine->submit({seg(dst, src, sizeof src)}, nullptr);
   callback_counter done;
   engine->submit({}, [&](errc code, const std::string&) { done.arrived(code); });
   REQUIRE(done.wait_for(1));

@@ -1,6 +1,6 @@
 // F15: a decode process killed mid-transfer, then restarted. The prefill node runs in this test
 // process; the decode nodes are real `kvferry node` processes over UCX tcp and CAF networking.
-#include "actors/node.hpp"
+#include "kvferry/node.hpp"
 #include "cli/child_process.hpp"
 #include "cli/workload.hpp"
 

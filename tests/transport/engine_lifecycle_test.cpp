@@ -5,7 +5,6 @@
 using namespace kvferry;
 using namespace kvferry::test;
 using transport::put_batch;
-using transport::put_op;
 
 namespace {
 
@@ -17,8 +16,8 @@ put_batch one_block(std::uint64_t peer, const std::vector<std::uint8_t>& source,
   put_batch batch;
   batch.peer = peer;
   batch.rkeys.push_back(region.packed_rkey());
-  batch.ops.push_back(put_op{source.data() + offset, bytes,
-                             reinterpret_cast<std::uint64_t>(region.base()) + offset, 0});
+  batch.ops.push_back(put_to(source.data() + offset, bytes,
+                             reinterpret_cast<std::uint64_t>(region.base()) + offset, 0));
   return batch;
 }
 

@@ -8,7 +8,6 @@
 using namespace kvferry;
 using namespace kvferry::test;
 using transport::put_batch;
-using transport::put_op;
 
 namespace {
 
@@ -87,8 +86,8 @@ void put_scatter_and_verify(transport::engine& a, transport::engine& b, bool ucx
   batch.rkeys.push_back(region->packed_rkey());
   const auto base = reinterpret_cast<std::uint64_t>(region->base());
   for (std::size_t i = 0; i < layout.sizes.size(); ++i) {
-    batch.ops.push_back(put_op{source.data() + layout.source_offsets[i], layout.sizes[i],
-                               base + layout.target_offsets[i], 0});
+    batch.ops.push_back(put_to(source.data() + layout.source_offsets[i], layout.sizes[i],
+                               base + layout.target_offsets[i], 0));
   }
   completion_log log;
   a.put(std::move(batch), log.callback(1));
@@ -175,7 +174,7 @@ TEST_CASE("a put to a peer that was never connected completes once with not_conn
   put_batch batch;
   batch.peer = 99;
   batch.rkeys.push_back({1, 2, 3});
-  batch.ops.push_back(put_op{source.data(), source.size(), 0x1000, 0});
+  batch.ops.push_back(put_to(source.data(), source.size(), 0x1000, 0));
   completion_log log;
   a->put(std::move(batch), log.callback(1));
   REQUIRE(log.wait_for_tags(1));
@@ -194,8 +193,8 @@ TEST_CASE("a malformed batch completes once with invalid_argument and posts noth
   put_batch batch;
   batch.peer = peer_b;
   batch.rkeys.push_back(region.value()->packed_rkey());
-  batch.ops.push_back(put_op{source.data(), source.size(),
-                             reinterpret_cast<std::uint64_t>(target.data()), 3});
+  batch.ops.push_back(put_to(source.data(), source.size(),
+                             reinterpret_cast<std::uint64_t>(target.data()), 3));
   completion_log log;
   a->put(std::move(batch), log.callback(1));
   REQUIRE(log.wait_for_tags(1));
@@ -228,7 +227,7 @@ TEST_CASE("cancelling a large in-flight put completes it exactly once, cancelled
   batch.peer = peer_b;
   batch.rkeys.push_back(region.value()->packed_rkey());
   batch.ops.push_back(
-      put_op{source.data(), bytes, reinterpret_cast<std::uint64_t>(target.data()), 0});
+      put_to(source.data(), bytes, reinterpret_cast<std::uint64_t>(target.data()), 0));
   completion_log log;
   const std::uint64_t id = a->put(std::move(batch), log.callback(1));
   a->cancel(id);
@@ -262,8 +261,8 @@ TEST_CASE("every one of many batches completes exactly once and the stats agree"
     batch.rkeys.push_back(region.value()->packed_rkey());
     for (std::size_t j = 0; j < blocks_per_batch; ++j) {
       const std::size_t offset = (i * blocks_per_batch + j) * block;
-      batch.ops.push_back(put_op{source.data() + offset, block,
-                                 reinterpret_cast<std::uint64_t>(target.data()) + offset, 0});
+      batch.ops.push_back(put_to(source.data() + offset, block,
+                                 reinterpret_cast<std::uint64_t>(target.data()) + offset, 0));
     }
     ids.push_back(a->put(std::move(batch), log.callback(i)));
     if (i % 7 == 3) {

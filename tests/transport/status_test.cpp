@@ -1,4 +1,4 @@
-#include "transport/errc.hpp"
+#include "kvferry/errc.hpp"
 #include "transport/status.hpp"
 
 #include <doctest/doctest.h>

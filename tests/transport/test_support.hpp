@@ -18,6 +18,12 @@ namespace kvferry::test {
 
 using namespace std::chrono_literals;
 
+// One put: `bytes` from `local` to `remote_addr` in the region of the batch's rkey `key`.
+inline copy_op put_to(const void* local, std::size_t bytes, std::uint64_t remote_addr,
+                      std::uint32_t key) {
+  return copy_op{addr_of(local), desc{remote_addr, bytes, key}};
+}
+
 // Records every completion callback by tag. All waits are bounded.
 class completion_log {
  public:

@@ -10,7 +10,6 @@
 using namespace kvferry;
 using namespace kvferry::test;
 using transport::put_batch;
-using transport::put_op;
 using transport::wedge_detector;
 
 namespace {
@@ -32,7 +31,7 @@ std::pair<errc, bool> put_and_check(transport::engine& from, std::uint64_t peer,
   batch.peer = peer;
   batch.rkeys.push_back(region.value()->packed_rkey());
   batch.ops.push_back(
-      put_op{source.data(), bytes, reinterpret_cast<std::uint64_t>(region.value()->base()), 0});
+      put_to(source.data(), bytes, reinterpret_cast<std::uint64_t>(region.value()->base()), 0));
   completion_log log;
   from.put(std::move(batch), log.callback(1));
   REQUIRE(log.wait_for_tags(1));
@@ -127,7 +126,7 @@ TEST_CASE("a put posted just before its worker is replaced completes exactly onc
   batch.peer = peer_b;
   batch.rkeys.push_back(region.value()->packed_rkey());
   batch.ops.push_back(
-      put_op{source.data(), bytes, reinterpret_cast<std::uint64_t>(region.value()->base()), 0});
+      put_to(source.data(), bytes, reinterpret_cast<std::uint64_t>(region.value()->base()), 0));
   completion_log log;
   a->put(std::move(batch), log.callback(1));
   a->replace_worker("replaced by the test");

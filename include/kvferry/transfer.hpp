@@ -1,4 +1,5 @@
-// transfer_handle: the engine's view of one transfer. No CAF here.
+// kvferry/transfer.hpp — one transfer as the engine sees it: status, result, events, options,
+// cancel results and the handle. Standard library only.
 //
 // A handle is a value (cheap to copy, nothrow-movable); dropping every copy is safe at any time:
 // the owning request actor keeps what the transport may still touch. The owning actor resolves
@@ -6,19 +7,15 @@
 // the request's memory may be reused (which can come later than the terminal result).
 #pragma once
 
-#include "transport/errc.hpp"
+#include "errc.hpp"
 
-#include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <type_traits>
-#include <vector>
 
 namespace kvferry {
 
@@ -55,47 +52,31 @@ struct transfer_event {
 };
 
 namespace detail {
+class handle_state;  // shared by the handle copies and the owning request actor (internal)
+}  // namespace detail
 
-class event_sink;  // the node's poll() queue (node_core.hpp)
-
-// Shared between the handle copies and the owning request actor.
-class handle_state {
- public:
-  handle_state(std::string request_id, std::weak_ptr<event_sink> sink);
-
-  const std::string& request_id() const noexcept { return request_id_; }
-  transfer_status status() const noexcept { return status_.load(std::memory_order_acquire); }
-  bool released() const noexcept { return released_.load(std::memory_order_acquire); }
-
-  // Non-terminal phase change (pending -> in_flight); ignored once terminal.
-  void set_in_flight() noexcept;
-  // Terminal result, exactly once: returns false (and counts a violation) on a second call.
-  bool resolve(transfer_result r);
-  // Memory may be reused; exactly once, returns false on a second call.
-  bool release();
-
-  std::optional<transfer_result> result() const;
-  std::optional<transfer_result> wait_for(std::chrono::milliseconds timeout) const;
-  bool wait_released(std::chrono::milliseconds timeout) const;
-  bool wait_started(std::chrono::milliseconds timeout) const;
-  void on_done(std::function<void(const transfer_result&)> callback);
-
-  // Process-wide count of second resolve()/release() attempts: must stay 0 (tests assert it).
-  static std::uint64_t violations() noexcept;
-
- private:
-  std::string request_id_;
-  std::weak_ptr<event_sink> sink_;
-  std::atomic<transfer_status> status_{transfer_status::pending};
-  std::atomic<bool> released_{false};
-  mutable std::mutex mtx_;
-  mutable std::condition_variable cv_;
-  std::optional<transfer_result> result_;  // set first; visible once settled_
-  bool settled_ = false;                   // the on_done callbacks have returned
-  std::vector<std::function<void(const transfer_result&)>> callbacks_;
+struct transfer_options {
+  // Deadline in milliseconds from the call, enforced by the request's owning actor in every
+  // state (queued, waiting for the peer, parked, staging, in flight); 0: the node's
+  // default_deadline_ms. When it passes, the terminal event (failed, errc::timed_out) comes at
+  // once; the *released* event follows once the transport proves the memory quiescent.
+  std::uint32_t deadline_ms = 0;
+  // Send side: copy the source blocks through the node's registered staging buffers (buffer
+  // pool leases, filled by the copy engine) and put from there, instead of exposing the
+  // blocks to the network directly. The path device memory takes; for host memory it keeps
+  // the engine's blocks out of UCX's hands. Ignored by receive().
+  bool stage_through_pool = false;
 };
 
-}  // namespace detail
+enum class cancel_result : std::uint8_t {
+  not_found,                   // no such request on this node (never seen, or long finished)
+  already_complete,            // it had reached a terminal state; nothing to do
+  cancelled_before_advertise,  // nothing was exposed to the peer: cancelled, memory released
+  cancel_requested_in_flight,  // the transport is being stopped; a terminal event follows
+  backend_unhealthy,           // the owning actor did not answer within cancel_timeout_ms
+  not_cancellable,             // the request is in a state that cannot be cancelled
+};
+const char* to_string(cancel_result r) noexcept;
 
 class transfer_handle {
  public:

@@ -28,7 +28,7 @@ extern "C" const char* __tsan_default_suppressions() {
       // (Debian's CAF is not instrumented): scheduler job queues, BASP workers, the proxy
       // registry. What CAF's code calls in libc is skipped (malloc/free, memcpy, and its mutexes,
       // so their ordering is lost too); kvferry's code, and CAF templates compiled into it, are
-      // still checked, with CAF's hand-overs stated by tests/support/tsan_caf_sync.cpp.
+      // still checked, with CAF's hand-overs stated by sanitizers/tsan_caf_sync.cpp.
       "called_from_lib:libcaf_core.so\n"
       "called_from_lib:libcaf_io.so\n"
       // ... whose message_queue::push ends in a tail call to pthread_mutex_unlock, so the

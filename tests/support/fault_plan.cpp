@@ -1,4 +1,4 @@
-#include "transport/fault_plan.hpp"
+#include "tests/support/fault_plan.hpp"
 
 #include <algorithm>
 #include <stdexcept>

@@ -1,21 +1,10 @@
-#include "actors/transfer_handle.hpp"
+#include "actors/handle_state.hpp"
 
 #include "actors/event_sink.hpp"
 
 #include <stdexcept>
 
 namespace kvferry {
-
-const char* to_string(transfer_status s) noexcept {
-  switch (s) {
-    case transfer_status::pending: return "pending";
-    case transfer_status::in_flight: return "in_flight";
-    case transfer_status::succeeded: return "succeeded";
-    case transfer_status::failed: return "failed";
-    case transfer_status::cancelled: return "cancelled";
-  }
-  return "unknown";
-}
 
 namespace detail {
 

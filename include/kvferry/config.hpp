@@ -14,7 +14,7 @@
 // the whole string, within the field's range; no sign, no spaces, no suffixes.
 #pragma once
 
-#include "transport/result.hpp"
+#include "result.hpp"
 
 #include <cstdint>
 #include <map>

@@ -2,7 +2,7 @@
 // kvferry needs, shared by every CAF-free layer.
 #pragma once
 
-#include "transport/errc.hpp"
+#include "errc.hpp"
 
 #include <optional>
 #include <string>

@@ -1,0 +1,113 @@
+#include "actors/node_health.hpp"
+
+namespace kvferry {
+
+node_health::node_health(std::uint32_t quarantine_budget)
+    : quarantine_budget_(quarantine_budget), last_progress_ns_(now_ns()) {}
+
+std::int64_t node_health::now_ns() {
+  return std::chrono::steady_clock::now().time_since_epoch().count();
+}
+
+void node_health::notify() {
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    ++changes_;
+  }
+  cv_.notify_all();
+}
+
+void node_health::request_started() {
+  if (in_flight_.fetch_add(1) == 0)
+    last_progress_ns_.store(now_ns());
+  notify();
+}
+
+void node_health::request_finished(const transfer_result& r, request_side side, bool released) {
+  last_progress_ns_.store(now_ns());
+  in_flight_.fetch_sub(1);
+  switch (r.status) {
+    case transfer_status::succeeded:
+      succeeded_.fetch_add(1);
+      (side == request_side::send ? bytes_sent_ : bytes_received_).fetch_add(r.bytes);
+      break;
+    case transfer_status::cancelled: cancelled_.fetch_add(1); break;
+    default: failed_.fetch_add(1); break;
+  }
+  if (!released)
+    unreleased_.fetch_add(1);
+  notify();
+}
+
+void node_health::request_released_late() {
+  unreleased_.fetch_sub(1);
+  notify();
+}
+
+void node_health::child_restarted() {
+  restarts_.fetch_add(1);
+  notify();
+}
+
+void node_health::slot_poisoned() {
+  poisoned_.fetch_add(1);
+  notify();
+}
+
+void node_health::set_worker_replacements(std::uint64_t n) {
+  if (worker_replacements_.exchange(n) != n)
+    notify();
+}
+
+void node_health::set_unhealthy() {
+  unhealthy_.store(true);
+  notify();
+}
+
+bool node_health::check_progress(std::chrono::milliseconds deadline,
+                                 std::chrono::milliseconds* idle) {
+  auto idle_ns = now_ns() - last_progress_ns_.load();
+  *idle = std::chrono::milliseconds{idle_ns / 1000000};
+  bool stalled = in_flight_.load() > 0 &&
+                 idle_ns > std::chrono::nanoseconds{deadline}.count();
+  if (stalled == stalled_.exchange(stalled))
+    return false;
+  notify();
+  return true;
+}
+
+health_snapshot node_health::snapshot() const {
+  health_snapshot h;
+  h.stalled = stalled_.load();
+  h.unreleased = unreleased_.load();
+  h.poisoned = poisoned_.load();
+  h.quarantine_full = h.unreleased + h.poisoned >= quarantine_budget_;
+  h.healthy = !unhealthy_.load() && !h.stalled && !h.quarantine_full;
+  h.ms_since_progress = static_cast<std::uint64_t>((now_ns() - last_progress_ns_.load()) / 1000000);
+  h.in_flight = in_flight_.load();
+  h.succeeded = succeeded_.load();
+  h.failed = failed_.load();
+  h.cancelled = cancelled_.load();
+  h.restarts = restarts_.load();
+  h.worker_replacements = worker_replacements_.load();
+  h.bytes_sent = bytes_sent_.load();
+  h.bytes_received = bytes_received_.load();
+  return h;
+}
+
+bool node_health::wait_for(const std::function<bool(const health_snapshot&)>& pred,
+                           std::chrono::milliseconds timeout) const {
+  auto until = std::chrono::steady_clock::now() + timeout;
+  std::unique_lock<std::mutex> guard{mtx_};
+  for (;;) {
+    auto seen = changes_;
+    guard.unlock();
+    if (pred(snapshot()))
+      return true;
+    guard.lock();
+    if (!cv_.wait_until(guard, until, [&] { return changes_ != seen; }))
+      return false;
+  }
+}
+
+}  // namespace kvferry

@@ -1,0 +1,64 @@
+// node_health: the counters and flags behind node::health(), written by the actors (request
+// owners, supervisor, buffer pool, transport) and read by the facade without waiting for any
+// actor. Every change is announced to wait_for() callers. No CAF here.
+#pragma once
+
+#include "kvferry/health.hpp"
+#include "kvferry/transfer.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+
+namespace kvferry {
+
+enum class request_side : std::uint8_t { send, receive };
+
+class node_health {
+ public:
+  explicit node_health(std::uint32_t quarantine_budget);
+
+  // -- request owners ---------------------------------------------------------------------------
+  // A request exists (work pending; the progress clock starts here if the node was idle).
+  void request_started();
+  // It reached its terminal state (`released`: its memory was proven quiescent before).
+  void request_finished(const transfer_result& r, request_side side, bool released);
+  // Its memory was proven quiescent after it reached its terminal state.
+  void request_released_late();
+
+  // -- supervisor, pool, transport --------------------------------------------------------------
+  void child_restarted();
+  void slot_poisoned();
+  void set_worker_replacements(std::uint64_t n);
+  void set_unhealthy();  // the restart budget is spent, or the entry could not be republished
+  // The global progress check (F13/F14): stalled = work pending and no request terminal for
+  // `deadline`. Returns true when the flag changed.
+  bool check_progress(std::chrono::milliseconds deadline, std::chrono::milliseconds* idle);
+
+  std::uint64_t in_flight() const noexcept { return in_flight_.load(); }
+  health_snapshot snapshot() const;
+  // Waits at most `timeout` until `pred(snapshot())` holds, waking on every change.
+  bool wait_for(const std::function<bool(const health_snapshot&)>& pred,
+                std::chrono::milliseconds timeout) const;
+
+ private:
+  void notify();
+  static std::int64_t now_ns();
+
+  const std::uint32_t quarantine_budget_;
+  std::atomic<std::uint64_t> in_flight_{0}, succeeded_{0}, failed_{0}, cancelled_{0},
+      unreleased_{0}, restarts_{0}, bytes_sent_{0}, bytes_received_{0}, poisoned_{0},
+      worker_replacements_{0};
+  // steady_clock ns of the last terminal request, or of work arriving at an idle node.
+  std::atomic<std::int64_t> last_progress_ns_;
+  std::atomic<bool> stalled_{false};
+  std::atomic<bool> unhealthy_{false};
+  mutable std::mutex mtx_;
+  mutable std::condition_variable cv_;
+  std::uint64_t changes_ = 0;
+};
+
+}  // namespace kvferry

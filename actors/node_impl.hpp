@@ -1,0 +1,54 @@
+// What a node is made of, and the internal door to it (node_access): used by node.cpp and by
+// the test library (tests/support), never by engines. Includes CAF.
+#pragma once
+
+#include "actors/child_directory.hpp"
+#include "actors/event_sink.hpp"
+#include "actors/messages.hpp"
+#include "actors/node_health.hpp"
+#include "actors/region_table.hpp"
+#include "actors/request_registry.hpp"
+#include "actors/transport_services.hpp"
+#include "kvferry/node.hpp"
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+namespace kvferry {
+
+struct node::impl {
+  node_config config;
+  std::uint64_t epoch = 0;
+  // Shared ground, one object per concern; each actor's spec carries the ones it uses.
+  std::shared_ptr<transport_services> services;  // only the transport actor calls into it
+  std::shared_ptr<region_table> regions;
+  std::shared_ptr<request_registry> registry = std::make_shared<request_registry>();
+  std::shared_ptr<node_health> health;
+  std::shared_ptr<detail::event_sink> events = std::make_shared<detail::event_sink>();
+  std::shared_ptr<child_directory> children = std::make_shared<child_directory>();
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  supervisor_actor supervisor;
+  // The supervisor, which lives as long as the node: fetches carry it so that peers watch this
+  // node through one actor (fetch_msg::anchor).
+  caf::actor_addr anchor;
+  std::uint16_t port = 0;  // where the sender is published
+  std::atomic<bool> accepting{true};
+  mutable std::mutex peers_mtx;
+  std::vector<sender_actor> peers;  // peer_id.value = index + 1
+  bool stopped = false;
+};
+
+// The internal door to a node.
+struct node_access {
+  // Wraps the node's UCX engine before anything uses it (the test library's fault plans).
+  using engine_wrapper =
+    std::function<std::unique_ptr<transport::engine>(std::unique_ptr<transport::engine>)>;
+  static result<std::unique_ptr<node>> start(const node_config& config, engine_wrapper wrap);
+  static node::impl& of(node& n) { return *n.impl_; }
+};
+
+}  // namespace kvferry

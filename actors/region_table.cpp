@@ -1,0 +1,54 @@
+#include "actors/region_table.hpp"
+
+#include <mutex>
+#include <string>
+
+namespace kvferry {
+
+region_id region_table::add(region_info r) {
+  std::unique_lock<std::shared_mutex> guard{mtx_};
+  regions_.push_back(std::move(r));
+  return static_cast<region_id>(regions_.size());
+}
+
+region_info region_table::find(region_id id) const {
+  std::shared_lock<std::shared_mutex> guard{mtx_};
+  if (id == 0 || id > regions_.size())
+    return {};
+  return regions_[id - 1];
+}
+
+result<std::vector<desc>> region_table::resolve(const std::vector<block_span>& blocks) const {
+  using out_t = std::vector<desc>;
+  if (blocks.empty())
+    return result<out_t>{errc::invalid_argument, "a transfer needs at least one block"};
+  if (blocks.size() > max_blocks_)
+    return result<out_t>{errc::invalid_argument,
+                         "request has " + std::to_string(blocks.size()) +
+                           " blocks, more than max_blocks_per_request (" +
+                           std::to_string(max_blocks_) + ")"};
+  out_t out;
+  out.reserve(blocks.size());
+  std::shared_lock<std::shared_mutex> guard{mtx_};
+  for (std::size_t i = 0; i < blocks.size(); ++i) {
+    const auto& b = blocks[i];
+    if (b.region == 0 || b.region > regions_.size())
+      return result<out_t>{errc::unknown_region, "block " + std::to_string(i) +
+                                                   " names unknown region " +
+                                                   std::to_string(b.region)};
+    const auto& reg = regions_[b.region - 1];
+    if (b.bytes == 0)
+      return result<out_t>{errc::invalid_argument,
+                           "block " + std::to_string(i) + " is empty (0 bytes)"};
+    if (b.offset > reg.bytes || b.bytes > reg.bytes - b.offset)
+      return result<out_t>{errc::out_of_range,
+                           "block " + std::to_string(i) + " [" + std::to_string(b.offset) +
+                             ", +" + std::to_string(b.bytes) + ") lies outside region " +
+                             std::to_string(b.region) + " of " + std::to_string(reg.bytes) +
+                             " bytes"};
+    out.push_back(desc{reg.base + b.offset, b.bytes, b.region});
+  }
+  return out;
+}
+
+}  // namespace kvferry

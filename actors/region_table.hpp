@@ -1,0 +1,41 @@
+// region_table: the memory a node registered for transfers, and the resolution of the engine's
+// block spans into descriptors. Shared by the facade (which adds regions and resolves the
+// blocks of each call) and nobody else: the actors receive resolved descriptors. No CAF here.
+#pragma once
+
+#include "core/descriptor.hpp"
+#include "kvferry/block.hpp"
+#include "kvferry/result.hpp"
+
+#include <cstdint>
+#include <shared_mutex>
+#include <vector>
+
+namespace kvferry {
+
+struct region_info {
+  std::uint64_t base = 0;
+  std::uint64_t bytes = 0;
+  memory_kind kind = memory_kind::host;
+  std::vector<std::uint8_t> packed_rkey;  // for peers to write into it
+};
+
+class region_table {
+ public:
+  explicit region_table(std::uint32_t max_blocks_per_request)
+      : max_blocks_(max_blocks_per_request) {}
+
+  region_id add(region_info r);
+  // A copy of the region's description; nullopt-like (bytes == 0) for an unknown id.
+  region_info find(region_id id) const;
+  // Resolves the engine's spans into descriptors (key: the region id), checking the count,
+  // ids, emptiness and ranges; the error names the offending block.
+  result<std::vector<desc>> resolve(const std::vector<block_span>& blocks) const;
+
+ private:
+  const std::uint32_t max_blocks_;
+  mutable std::shared_mutex mtx_;
+  std::vector<region_info> regions_;  // region_id = index + 1; never removed while a node runs
+};
+
+}  // namespace kvferry

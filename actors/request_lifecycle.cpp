@@ -1,0 +1,142 @@
+#include "actors/request_lifecycle.hpp"
+
+#include "actors/handle_state.hpp"
+
+#include <algorithm>
+
+namespace kvferry {
+
+// -- request_owner ----------------------------------------------------------------------------
+
+request_owner::request_owner(const request_context& ctx, request_side side)
+    : handle_(ctx.handle), registry_(ctx.registry), health_(ctx.health), side_(side) {
+  health_->request_started();
+}
+
+request_owner::~request_owner() {
+  if (!terminal_)
+    finish(make_result(transfer_status::failed, errc::internal_error,
+                       "the request's owning actor terminated before the transfer finished"));
+  // Memory not proven quiescent stays unreleased (counted in health().unreleased).
+  registry_->unregister(id(), handle_.get());
+}
+
+const std::string& request_owner::id() const {
+  return handle_->request_id();
+}
+
+void request_owner::set_in_flight() {
+  handle_->set_in_flight();
+}
+
+void request_owner::finish(transfer_result r) {
+  if (terminal_)
+    return;
+  terminal_ = true;
+  health_->request_finished(r, side_, released_);
+  // Terminal and released: the id is free for a new request as soon as the engine hears so.
+  if (released_)
+    registry_->unregister(id(), handle_.get());
+  handle_->resolve(std::move(r));
+}
+
+void request_owner::release() {
+  if (released_)
+    return;
+  released_ = true;
+  if (terminal_) {
+    health_->request_released_late();
+    registry_->unregister(id(), handle_.get());
+  }
+  handle_->release();
+}
+
+// -- scoped_monitors --------------------------------------------------------------------------
+
+void scoped_monitors::watch(caf::scheduled_actor* self, const caf::actor_addr& a) {
+  if (!a || watching(a))
+    return;
+  self->monitor(a);
+  watched_.push_back(a);
+}
+
+void scoped_monitors::unwatch(caf::scheduled_actor* self, const caf::actor_addr& a) {
+  auto it = std::find(watched_.begin(), watched_.end(), a);
+  if (it == watched_.end())
+    return;
+  self->demonitor(a);
+  watched_.erase(it);
+}
+
+bool scoped_monitors::watching(const caf::actor_addr& a) const {
+  return a && std::find(watched_.begin(), watched_.end(), a) != watched_.end();
+}
+
+void scoped_monitors::clear(caf::scheduled_actor* self) {
+  for (auto& a : watched_)
+    self->demonitor(a);
+  watched_.clear();
+}
+
+// -- request_base -----------------------------------------------------------------------------
+
+void request_base::end(caf::scheduled_actor* self, transfer_result r, bool quiescent) {
+  owner->conclude(std::move(r), quiescent);
+  monitors.clear(self);
+  self->quit();
+}
+
+std::string request_base::deadline_text() const {
+  return "request '" + owner->id() + "' passed its deadline (" + std::to_string(ctx.deadline_ms) +
+         " ms)";
+}
+
+// -- results ----------------------------------------------------------------------------------
+
+transfer_result make_result(transfer_status s, errc code, std::string msg, std::uint64_t bytes) {
+  return transfer_result{s, code, std::move(msg), bytes};
+}
+
+caf::error make_kvferry_error(errc code, std::string msg) {
+  return caf::make_error(code, std::move(msg));
+}
+
+std::string describe_exception(std::exception_ptr ep) {
+  try {
+    if (ep)
+      std::rethrow_exception(ep);
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "an exception that is not a std::exception";
+  }
+  return "no exception";
+}
+
+transfer_result stopped_result(const caf::error& exit_reason) {
+  return make_result(transfer_status::failed, errc::stopped,
+                     "the node stopped before the transfer finished: " +
+                       caf::to_string(exit_reason));
+}
+
+transfer_result result_from_error(const caf::error& err) {
+  if (err.category() == caf::atom("kvferry")) {
+    auto code = static_cast<errc>(err.code());
+    std::string msg;
+    if (!err.context().empty() && err.context().match_elements<std::string>())
+      msg = err.context().get_as<std::string>(0);
+    else
+      msg = to_string(code);
+    return make_result(code == errc::cancelled ? transfer_status::cancelled
+                                               : transfer_status::failed,
+                       code, std::move(msg));
+  }
+  // CAF's own errors: the peer node went away or the message could not be delivered.
+  auto text = caf::to_string(err);
+  if (err == caf::sec::request_receiver_down || err == caf::sec::no_route_to_receiving_node ||
+      err == caf::sec::disconnect_during_handshake)
+    return make_result(transfer_status::failed, errc::peer_failed, "peer unreachable: " + text);
+  return make_result(transfer_status::failed, errc::internal_error, text);
+}
+
+}  // namespace kvferry

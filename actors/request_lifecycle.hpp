@@ -1,0 +1,134 @@
+// The lifecycle both request actors share: the one exit path (request_owner), the monitors a
+// request holds only while it must (scoped_monitors), and the set-up every request actor does
+// at spawn (deadline timer, exception and exit handlers: start_lifecycle).
+//
+//   spawn ──start_lifecycle──> deadline armed; an exception fails the request (F10); an exit
+//                              (node stopping) fails it with errc::stopped
+//   ...phases (the actor's behaviours)...
+//   end(): owner.conclude (terminal event once, released event once if quiescent)
+//          ──> every monitor taken off ──> quit
+#pragma once
+
+#include "actors/child_directory.hpp"
+#include "actors/messages.hpp"
+#include "actors/node_health.hpp"
+#include "actors/request_registry.hpp"
+#include "kvferry/transfer.hpp"
+
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace kvferry {
+
+namespace detail {
+class handle_state;
+}
+
+// Builds a terminal result.
+transfer_result make_result(transfer_status s, errc code = errc::none, std::string msg = {},
+                            std::uint64_t bytes = 0);
+// Turns a CAF error (ours or CAF's own) into a terminal failed/cancelled result.
+transfer_result result_from_error(const caf::error& err);
+// A kvferry error with a message, as it crosses actor boundaries.
+caf::error make_kvferry_error(errc code, std::string msg);
+// What an exception says: what() for a std::exception, a fixed text for anything else.
+std::string describe_exception(std::exception_ptr ep);
+// The result of a request whose actor was told to exit (the node is stopping).
+transfer_result stopped_result(const caf::error& exit_reason);
+
+
+// What every request actor is given at spawn, besides its own blocks.
+struct request_context {
+  std::shared_ptr<detail::handle_state> handle;
+  std::shared_ptr<request_registry> registry;      // to free the id once terminal and released
+  std::shared_ptr<node_health> health;             // counters
+  std::shared_ptr<const child_directory> children; // the current transport, pool, sender, receiver
+  std::uint32_t deadline_ms = 0;                   // from spawn; 0: none
+};
+
+// The single exit path of a request: finish() delivers the terminal result exactly once,
+// release() the *released* event exactly once; the destructor is the backstop (an actor that
+// ends without finishing fails its request; memory never proven quiescent is not released).
+class request_owner {
+ public:
+  request_owner(const request_context& ctx, request_side side);
+  ~request_owner();
+  request_owner(const request_owner&) = delete;
+  request_owner& operator=(const request_owner&) = delete;
+
+  const std::string& id() const;
+  bool terminal() const noexcept { return terminal_; }
+  void set_in_flight();
+  void finish(transfer_result r);
+  void release();
+  // The usual ending: finish, and release when the memory is proven quiescent.
+  void conclude(transfer_result r, bool quiescent) {
+    finish(std::move(r));
+    if (quiescent)
+      release();
+  }
+
+ private:
+  std::shared_ptr<detail::handle_state> handle_;
+  std::shared_ptr<request_registry> registry_;
+  std::shared_ptr<node_health> health_;
+  request_side side_;
+  bool terminal_ = false;
+  bool released_ = false;
+};
+
+// Monitors held by one request. In CAF 0.17 a monitor stays attached to the watched actor until
+// that actor dies and pins the dead watcher's storage: a request watches a long-lived actor only
+// while it must, and every watch is taken off when the request ends.
+class scoped_monitors {
+ public:
+  void watch(caf::scheduled_actor* self, const caf::actor_addr& a);
+  void unwatch(caf::scheduled_actor* self, const caf::actor_addr& a);
+  bool watching(const caf::actor_addr& a) const;
+  void clear(caf::scheduled_actor* self);
+
+ private:
+  std::vector<caf::actor_addr> watched_;  // a handful at most
+};
+
+// The part of a request actor's state that both sides share.
+struct request_base {
+  std::unique_ptr<request_owner> owner;
+  request_context ctx;
+  scoped_monitors monitors;
+
+  // Ends the request: the terminal result (once), the release when quiescent, every monitor off,
+  // and the actor quits. Call it last in a handler.
+  void end(caf::scheduled_actor* self, transfer_result r, bool quiescent);
+  // "request '<id>' passed its deadline (<n> ms)"
+  std::string deadline_text() const;
+};
+
+// Arms the deadline (a deadline_atom to the actor itself) and installs the handlers every request
+// actor has: an exception fails the request (F10), released only if `quiescent_now()` says nothing
+// of its memory can be in UCX's hands; an exit (the node is stopping) fails it with
+// errc::stopped, unreleased (the node's teardown makes the memory safe). `end_side` runs the
+// side's own clean-up before the shared end (e.g. giving back a staging slot).
+template <class Self, class EndSide, class QuiescentNow>
+void start_lifecycle(Self* self, request_side side, EndSide end_side, QuiescentNow quiescent_now) {
+  auto& st = self->state;
+  st.base.owner = std::make_unique<request_owner>(st.base.ctx, side);
+  if (st.base.ctx.deadline_ms > 0)
+    self->delayed_send(self, std::chrono::milliseconds{st.base.ctx.deadline_ms},
+                       deadline_atom::value);
+  self->set_exception_handler(
+    [=](caf::scheduled_actor*, std::exception_ptr& ep) -> caf::error {
+      auto text = describe_exception(ep);
+      end_side(self, make_result(transfer_status::failed, errc::internal_error,
+                                 "request '" + self->state.base.owner->id() + "' failed: " + text),
+               quiescent_now(self));
+      return caf::make_error(errc::internal_error, text);
+    });
+  self->set_exit_handler(
+    [=](caf::exit_msg& em) { end_side(self, stopped_result(em.reason), false); });
+}
+
+}  // namespace kvferry

@@ -1,0 +1,59 @@
+#include "actors/request_registry.hpp"
+
+#include <algorithm>
+
+namespace kvferry {
+
+namespace {
+constexpr std::size_t recent_capacity = 4096;  // finished ids remembered for cancel()
+}
+
+bool request_registry::reserve(const std::string& id,
+                               std::shared_ptr<detail::handle_state> handle) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto added = entries_.emplace(id, entry{std::move(handle), caf::actor{}}).second;
+  if (added && recent_finished_.erase(id) > 0)
+    recent_order_.erase(std::find(recent_order_.begin(), recent_order_.end(), id));
+  return added;
+}
+
+void request_registry::attach_owner(const std::string& id, caf::actor owner) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto it = entries_.find(id);
+  if (it != entries_.end())
+    it->second.owner = std::move(owner);
+}
+
+caf::actor request_registry::owner_of(const std::string& id, bool* recently_finished) const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto it = entries_.find(id);
+  if (recently_finished)
+    *recently_finished = recent_finished_.count(id) > 0;
+  return it == entries_.end() ? caf::actor{} : it->second.owner;
+}
+
+void request_registry::unregister(const std::string& id, const detail::handle_state* handle) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto it = entries_.find(id);
+  if (it == entries_.end() || it->second.handle.get() != handle)
+    return;
+  entries_.erase(it);
+  if (recent_finished_.insert(id).second) {
+    recent_order_.push_back(id);
+    if (recent_order_.size() > recent_capacity) {
+      recent_finished_.erase(recent_order_.front());
+      recent_order_.pop_front();
+    }
+  }
+}
+
+std::vector<caf::actor> request_registry::all_owners() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  std::vector<caf::actor> out;
+  for (auto& kv : entries_)
+    if (kv.second.owner)
+      out.push_back(kv.second.owner);
+  return out;
+}
+
+}  // namespace kvferry

@@ -1,0 +1,46 @@
+// request_registry: which actor owns which request id on this node (F12: an id is never
+// doubled), and which ids finished recently (so cancel() can answer already_complete). Written
+// by the facade (reserve, attach) and by request owners (unregister); read by cancel().
+#pragma once
+
+#include <caf/actor.hpp>
+
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+namespace kvferry {
+
+namespace detail {
+class handle_state;
+}
+
+class request_registry {
+ public:
+  // Reserves `id` for a new request; false when the id is in use.
+  bool reserve(const std::string& id, std::shared_ptr<detail::handle_state> handle);
+  // Attaches the owning actor to a reserved id.
+  void attach_owner(const std::string& id, caf::actor owner);
+  // The owning actor of `id` (invalid if none), and whether `id` finished recently.
+  caf::actor owner_of(const std::string& id, bool* recently_finished) const;
+  // Removes `id` if `handle` still owns it (a newer request may own the id by then).
+  void unregister(const std::string& id, const detail::handle_state* handle);
+  // Owners of every registered request (stop() uses it).
+  std::vector<caf::actor> all_owners() const;
+
+ private:
+  struct entry {
+    std::shared_ptr<detail::handle_state> handle;
+    caf::actor owner;
+  };
+  mutable std::mutex mtx_;
+  std::unordered_map<std::string, entry> entries_;
+  std::deque<std::string> recent_order_;  // bounded memory of finished ids
+  std::unordered_set<std::string> recent_finished_;
+};
+
+}  // namespace kvferry

@@ -1,0 +1,80 @@
+#include "actors/transfer_plan.hpp"
+
+#include <algorithm>
+
+namespace kvferry {
+
+namespace {
+
+result<std::vector<copy_op>> refuse(errc code, std::string msg) {
+  return result<std::vector<copy_op>>{code, std::move(msg)};
+}
+
+}  // namespace
+
+result<std::vector<copy_op>> plan_puts(const std::vector<desc>& source, const destination& dst) {
+  const auto& id = dst.request_id;
+  if (dst.blocks.size() != source.size())
+    return refuse(errc::size_mismatch, "fetch for '" + id + "' names " +
+                                         std::to_string(dst.blocks.size()) +
+                                         " destination blocks, the sender has " +
+                                         std::to_string(source.size()));
+  if (dst.region_bases.size() != dst.rkeys || dst.region_bytes.size() != dst.rkeys)
+    return refuse(errc::malformed_message, "fetch for '" + id + "' describes " +
+                                             std::to_string(dst.region_bases.size()) +
+                                             " regions for " + std::to_string(dst.rkeys) +
+                                             " rkeys");
+  if (dst.epoch == 0)
+    return refuse(errc::stale_epoch, "fetch for '" + id + "' carries no node epoch");
+  if (dst.worker_address_bytes == 0)
+    return refuse(errc::malformed_message,
+                  "fetch for '" + id + "' carries no worker address");
+  std::vector<copy_op> out;
+  out.reserve(source.size());
+  for (std::size_t i = 0; i < source.size(); ++i) {
+    const auto& to = dst.blocks[i];
+    const auto block = "block " + std::to_string(i) + " of '" + id + "'";
+    if (to.bytes != source[i].bytes)
+      return refuse(errc::size_mismatch, block + ": destination has " +
+                                           std::to_string(to.bytes) + " bytes, source " +
+                                           std::to_string(source[i].bytes));
+    if (to.key >= dst.rkeys)
+      return refuse(errc::malformed_message, block + " names rkey " + std::to_string(to.key) +
+                                               " of " + std::to_string(dst.rkeys));
+    auto base = dst.region_bases[to.key];
+    auto size = dst.region_bytes[to.key];
+    if (to.addr < base || to.addr - base > size || to.bytes > size - (to.addr - base))
+      return refuse(errc::out_of_range, block + " lies outside its destination region");
+    if (!out.empty()) {
+      auto& last = out.back();
+      if (last.dst.key == to.key && last.src + last.dst.bytes == source[i].addr &&
+          last.dst.addr + last.dst.bytes == to.addr) {
+        last.dst.bytes += to.bytes;
+        continue;
+      }
+    }
+    out.push_back(copy_op{source[i].addr, to});
+  }
+  return out;
+}
+
+staged_chunk next_chunk(const std::vector<copy_op>& ops, std::size_t& next, std::uint64_t& offset,
+                        const desc& staging) {
+  staged_chunk out;
+  std::uint64_t used = 0;
+  while (next < ops.size() && used < staging.bytes) {
+    const auto& op = ops[next];
+    auto n = std::min(op.dst.bytes - offset, staging.bytes - used);
+    out.copies.push_back(copy_op{op.src + offset, desc{staging.addr + used, n, 0}});
+    out.puts.push_back(copy_op{staging.addr + used, desc{op.dst.addr + offset, n, op.dst.key}});
+    used += n;
+    offset += n;
+    if (offset == op.dst.bytes) {
+      ++next;
+      offset = 0;
+    }
+  }
+  return out;
+}
+
+}  // namespace kvferry

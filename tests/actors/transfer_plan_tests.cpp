@@ -1,0 +1,116 @@
+// The send side's planning helpers (actors/transfer_plan.hpp): pure functions, no actor.
+#include "actors/transfer_plan.hpp"
+
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+using namespace kvferry;
+
+namespace {
+
+// A fetch's destination, as the planner reads it.
+struct fetch {
+  std::string request_id;
+  std::uint64_t epoch = 0;
+  std::vector<std::uint8_t> worker_address;
+  std::vector<std::vector<std::uint8_t>> rkeys;
+  std::vector<std::uint64_t> region_bases;
+  std::vector<std::uint64_t> region_bytes;
+  std::vector<desc> blocks;
+};
+
+result<std::vector<copy_op>> plan_for(const std::vector<desc>& src, const fetch& f) {
+  return plan_puts(src, destination{f.request_id, f.epoch, f.worker_address.size(),
+                                    f.rkeys.size(), f.region_bases, f.region_bytes, f.blocks});
+}
+
+}  // namespace
+
+TEST_CASE("the put planner coalesces runs contiguous on both sides and keeps the rest apart") {
+  std::vector<desc> src{{1000, 100, 1}, {1100, 100, 1}, {5000, 100, 1}, {5100, 50, 1}};
+  fetch f;
+  f.request_id = "r";
+  f.epoch = 1;
+  f.worker_address = {1};
+  f.rkeys = {{1}, {2}};
+  f.region_bases = {9000, 9400};
+  f.region_bytes = {400, 50};
+  f.blocks = {{9000, 100, 0}, {9100, 100, 0}, {9300, 100, 0}, {9400, 50, 1}};
+  auto plan = plan_for(src, f);
+  REQUIRE(plan);
+  REQUIRE(plan->size() == 3);
+  CHECK((*plan)[0].src == 1000);
+  CHECK((*plan)[0].dst.bytes == 200);
+  CHECK((*plan)[0].dst.addr == 9000);
+  CHECK((*plan)[1].dst.bytes == 100);
+  CHECK((*plan)[2].dst.key == 1);
+}
+
+TEST_CASE("the put planner refuses a count or size mismatch and a bad rkey index, naming it") {
+  std::vector<desc> src{{1000, 100, 1}, {2000, 100, 1}};
+  fetch f;
+  f.request_id = "r";
+  f.epoch = 1;
+  f.worker_address = {1};
+  f.rkeys = {{1}};
+  f.region_bases = {9000};
+  f.region_bytes = {1000};
+  f.blocks = {{9000, 100, 0}};
+  auto e1 = plan_for(src, f);
+  REQUIRE(!e1);
+  CHECK(e1.error().code == errc::size_mismatch);
+  f.blocks = {{9000, 100, 0}, {9500, 64, 0}};
+  auto e2 = plan_for(src, f);
+  REQUIRE(!e2);
+  CHECK(e2.error().code == errc::size_mismatch);
+  CHECK(e2.error().message.find("block 1") != std::string::npos);
+  f.blocks = {{9000, 100, 0}, {9500, 100, 3}};
+  auto e3 = plan_for(src, f);
+  REQUIRE(!e3);
+  CHECK(e3.error().code == errc::malformed_message);
+  // A block past its region's end, or before its start.
+  f.blocks = {{9000, 100, 0}, {9950, 100, 0}};
+  auto e4 = plan_for(src, f);
+  REQUIRE(!e4);
+  CHECK(e4.error().code == errc::out_of_range);
+  CHECK(e4.error().message.find("block 1") != std::string::npos);
+  f.blocks = {{8999, 100, 0}, {9500, 100, 0}};
+  CHECK(plan_for(src, f).error().code == errc::out_of_range);
+  // A fetch from no node incarnation at all.
+  f.blocks = {{9000, 100, 0}, {9500, 100, 0}};
+  f.epoch = 0;
+  CHECK(plan_for(src, f).error().code == errc::stale_epoch);
+  f.epoch = 1;
+  // Region descriptors that do not match the rkeys.
+  f.blocks = {{9000, 100, 0}, {9500, 100, 0}};
+  f.region_bytes.clear();
+  CHECK(plan_for(src, f).error().code == errc::malformed_message);
+}
+
+TEST_CASE("staging chunks fill a buffer, split an item that does not fit, and cover every byte") {
+  std::vector<copy_op> items{{1000, {50000, 3000, 0}}, {9000, {70000, 1500, 1}}};
+  const desc staging{0x10000, 4096, 0};
+  std::size_t next = 0;
+  std::uint64_t offset = 0;
+  auto c1 = next_chunk(items, next, offset, staging);
+  REQUIRE(c1.puts.size() == 2);
+  CHECK(c1.puts[0].src == 0x10000);
+  CHECK(c1.puts[0].dst.bytes == 3000);
+  CHECK(c1.puts[1].src == 0x10000 + 3000);
+  CHECK(c1.puts[1].dst.bytes == 1096);  // the second op is split at the buffer's end
+  CHECK(c1.copies[1].dst.addr == 0x10000 + 3000);  // gathered where it is put from
+  CHECK(c1.puts[1].dst.addr == 70000);
+  CHECK(c1.copies[1].src == 9000);
+  CHECK(next == 1);
+  CHECK(offset == 1096);
+  auto c2 = next_chunk(items, next, offset, staging);
+  REQUIRE(c2.puts.size() == 1);
+  CHECK(c2.puts[0].dst.bytes == 1500 - 1096);
+  CHECK(c2.puts[0].dst.addr == 70000 + 1096);
+  CHECK(c2.copies[0].src == 9000 + 1096);
+  CHECK(c2.puts[0].dst.key == 1);
+  CHECK(next == 2);
+  CHECK(next_chunk(items, next, offset, staging).puts.empty());
+}
