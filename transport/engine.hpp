@@ -31,7 +31,7 @@ struct engine_options {
   // export UCX_* variables (an explicit UCX_TLS in the environment still wins).
   std::string tls = "auto";
   // UCX 1.13 drops shared memory when endpoints use UCP_ERR_HANDLING_MODE_PEER unless these are
-  // switched on (see DESIGN.md, platform facts). Always on in kvferry; a switch for tests only.
+  // switched on (docs/design.md, platform facts). Always on in kvferry; a switch for tests only.
   bool shm_error_handling = true;
   // UCX keepalive interval; 0 keeps UCX's default (20 s).
   unsigned keepalive_interval_ms = 0;

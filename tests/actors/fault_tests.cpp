@@ -1,5 +1,5 @@
 // Faults injected over the real transport (tests/support/fault_plan.hpp): operations held, thrown,
-// failed. Tests are named after their row in FAILURE-MODES.md.
+// failed. Tests are named after their row in docs/failure-modes.md.
 #include "node_pair.hpp"
 
 using namespace kvferry;

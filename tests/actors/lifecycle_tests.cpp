@@ -1,5 +1,5 @@
 // Deadlines and the global progress deadline, between two nodes over real UCX and CAF
-// networking. Tests are named after their row in FAILURE-MODES.md.
+// networking. Tests are named after their row in docs/failure-modes.md.
 #include "node_pair.hpp"
 
 using namespace kvferry;

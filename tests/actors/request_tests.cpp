@@ -1,6 +1,6 @@
 // The request state machines, end to end between two nodes over real UCX and real CAF
 // networking on loopback (both nodes in this test process; the two-process runs are in
-// tests/integration). Failure-mode tests are named after their row in FAILURE-MODES.md.
+// tests/integration). Failure-mode tests are named after their row in docs/failure-modes.md.
 #include "node_pair.hpp"
 
 #include <doctest/doctest.h>

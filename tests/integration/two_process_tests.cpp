@@ -67,7 +67,7 @@ TEST_CASE("two processes over UCX shared memory move the workload, and shared me
   CHECK(status == 0);
   CHECK(json_field(json, "failed") == "0");
   CHECK(json_field(json, "verified_bytes") == std::to_string(24ull * 8 * 65536));
-  // The regression guard for PEER error mode silently dropping shared memory (DESIGN.md).
+  // The regression guard for PEER error mode silently dropping shared memory (docs/design.md).
   auto tls = json_field(json, "rma_transports");
   CHECK(names_shared_memory(tls));
   CHECK(tls.find("tcp") == std::string::npos);
