@@ -150,18 +150,4 @@ std::string self_executable() {
   return std::string(buf, static_cast<std::size_t>(n));
 }
 
-std::optional<std::string> field(const std::string& line, const std::string& key) {
-  auto needle = key + "=";
-  std::size_t pos = 0;
-  while ((pos = line.find(needle, pos)) != std::string::npos) {
-    if (pos == 0 || line[pos - 1] == ' ') {
-      auto start = pos + needle.size();
-      auto end = line.find(' ', start);
-      return line.substr(start, end == std::string::npos ? std::string::npos : end - start);
-    }
-    pos += needle.size();
-  }
-  return std::nullopt;
-}
-
 }  // namespace kvferry::cli

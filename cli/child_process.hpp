@@ -67,7 +67,4 @@ class child_process {
 // The running executable's own path (/proc/self/exe).
 std::string self_executable();
 
-// Extracts `key=value` from a line of space-separated pairs.
-std::optional<std::string> field(const std::string& line, const std::string& key);
-
 }  // namespace kvferry::cli
