@@ -106,7 +106,7 @@ TEST_CASE("bytes that are not UTF-8 are written as replacement characters, not t
 }
 
 TEST_CASE("a line that is not a JSON object is refused with an error, not an exception") {
-  CHECK(mentions(refusal<protocol::ready>("KVFERRY_READY port=7000 epoch=1 role=prefill"),
+  CHECK(mentions(refusal<protocol::ready>("ready port=7000 epoch=1 role=prefill"),
                  "not JSON"));
   CHECK(mentions(refusal<protocol::ready>(""), "not JSON"));
   CHECK(mentions(refusal<protocol::ready>(R"({"msg":"ready","port":1)"), "not JSON"));
