@@ -3,7 +3,10 @@
 #include "kvferry/node.hpp"
 #include "bench/limits.hpp"
 #include "cli/child_process.hpp"
+#include "cli/protocol.hpp"
 #include "cli/workload.hpp"
+
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -71,11 +74,11 @@ case_result run_case(node& n, peer_id peer, cli::child_process& prefill,
     pools.push_back(std::move(p.value()));
   }
   auto& pool = pools.back();
-  prefill.write_line("offer " + std::to_string(w.requests) + " " + std::to_string(w.layers) +
-                     " " + std::to_string(w.block_bytes) + " " + std::to_string(w.seed));
-  auto offered = prefill.wait_for_line("KVFERRY_OFFERED", 300s);
-  if (!offered || offered->find("error") != std::string::npos) {
-    std::cerr << "kvferry bench: the prefill node did not offer the case\n";
+  prefill.send_message(cli::protocol::offer{w.requests, w.layers, w.block_bytes, w.seed});
+  auto offered = prefill.wait_for_message<cli::protocol::offered>(300s);
+  if (!offered || !offered->accepted()) {
+    std::cerr << "kvferry bench: the prefill node did not offer the case: "
+              << (offered ? offered->error : offered.error) << "\n";
     res.failed = w.requests;
     return res;
   }
@@ -271,42 +274,50 @@ void print_table(const options& opts, const std::vector<case_result>& results,
 
 void print_json(const options& opts, const std::vector<case_result>& results,
                 const std::optional<memory_result>& mem) {
-  std::ostringstream out;
-  out << "{\"transport\":\"" << opts.transport << "\",\"pool\":\"" << opts.pool
-      << "\",\"verify\":" << (opts.verify ? "true" : "false") << ",\"cases\":[";
-  bool first = true;
+  using json = nlohmann::ordered_json;  // ordered: fields print in the order they have always had
+  // A figure that was not measured is null.
+  auto maybe = [](const auto& v) { return v ? json(*v) : json(nullptr); };
+  json out;
+  out["transport"] = opts.transport;
+  out["pool"] = opts.pool;
+  out["verify"] = opts.verify;
+  out["cases"] = json::array();
   for (auto& r : results) {
-    out << (first ? "" : ",") << "{\"kind\":\"" << r.spec.kind
-        << "\",\"blocks_per_request\":" << r.spec.load.layers
-        << ",\"block_bytes\":" << r.spec.load.block_bytes
-        << ",\"concurrency\":" << r.spec.concurrency << ",\"requests\":" << r.spec.load.requests
-        << ",\"succeeded\":" << r.succeeded << ",\"failed\":" << r.failed
-        << ",\"bytes\":" << r.bytes << ",\"verified_bytes\":" << r.verified_bytes
-        << ",\"seconds\":" << r.seconds << ",\"gb_per_s\":" << r.gbps
-        << ",\"transfers_per_s\":" << r.per_second << ",\"p50_ms\":" << r.p50_ms
-        << ",\"p99_ms\":" << r.p99_ms << ",\"ucx_put_gb_per_s\":"
-        << (r.limit_gbps ? std::to_string(*r.limit_gbps) : "null")
-        << ",\"memcpy_gb_per_s\":" << (r.memcpy_gbps ? std::to_string(*r.memcpy_gbps) : "null")
-        << ",\"ucx_tag_lat_us\":" << (r.tag_lat_us ? std::to_string(*r.tag_lat_us) : "null")
-        << "}";
-    first = false;
+    json c;
+    c["kind"] = r.spec.kind;
+    c["blocks_per_request"] = r.spec.load.layers;
+    c["block_bytes"] = r.spec.load.block_bytes;
+    c["concurrency"] = r.spec.concurrency;
+    c["requests"] = r.spec.load.requests;
+    c["succeeded"] = r.succeeded;
+    c["failed"] = r.failed;
+    c["bytes"] = r.bytes;
+    c["verified_bytes"] = r.verified_bytes;
+    c["seconds"] = r.seconds;
+    c["gb_per_s"] = r.gbps;
+    c["transfers_per_s"] = r.per_second;
+    c["p50_ms"] = r.p50_ms;
+    c["p99_ms"] = r.p99_ms;
+    c["ucx_put_gb_per_s"] = maybe(r.limit_gbps);
+    c["memcpy_gb_per_s"] = maybe(r.memcpy_gbps);
+    c["ucx_tag_lat_us"] = maybe(r.tag_lat_us);
+    out["cases"].push_back(std::move(c));
   }
-  out << "]";
-  if (mem)
-    out << ",\"memory\":{\"in_flight\":" << mem->requests
-        << ",\"send_heap_bytes_per_request\":"
-        << (mem->heap_known ? std::to_string(mem->send_bytes) : "null")
-        << ",\"send_rss_bytes_per_request\":" << mem->send_rss_bytes
-        << ",\"recv_heap_bytes_per_request\":"
-        << (mem->heap_known ? std::to_string(mem->recv_bytes) : "null")
-        << ",\"recv_rss_bytes_per_request\":" << mem->recv_rss_bytes
-        << ",\"send_retained_bytes_per_request\":"
-        << (mem->heap_known ? std::to_string(mem->send_retained) : "null")
-        << ",\"recv_retained_bytes_per_request\":"
-        << (mem->heap_known ? std::to_string(mem->recv_retained) : "null")
-        << ",\"all_resolved\":" << (mem->all_resolved ? "true" : "false") << "}";
-  out << "}";
-  std::cout << out.str() << std::endl;
+  if (mem) {
+    // Heap figures are unknown under a sanitizer's allocator (memory_result::heap_known).
+    auto heap = [&](auto v) { return mem->heap_known ? json(v) : json(nullptr); };
+    json m;
+    m["in_flight"] = mem->requests;
+    m["send_heap_bytes_per_request"] = heap(mem->send_bytes);
+    m["send_rss_bytes_per_request"] = mem->send_rss_bytes;
+    m["recv_heap_bytes_per_request"] = heap(mem->recv_bytes);
+    m["recv_rss_bytes_per_request"] = mem->recv_rss_bytes;
+    m["send_retained_bytes_per_request"] = heap(mem->send_retained);
+    m["recv_retained_bytes_per_request"] = heap(mem->recv_retained);
+    m["all_resolved"] = mem->all_resolved;
+    out["memory"] = std::move(m);
+  }
+  std::cout << out.dump(-1, ' ', false, json::error_handler_t::replace) << std::endl;
 }
 
 // GB/s against block size for the bandwidth cases (best concurrency), beside the limits.
@@ -350,12 +361,12 @@ int run(const options& opts) {
                               "127.0.0.1:0", "--transport", opts.transport, "--requests", "1",
                               "--layers", "1", "--block-bytes", "4096", "--pool", opts.pool,
                               "--set", "default_deadline_ms=0"}};
-  auto ready = prefill.wait_for_line("KVFERRY_READY", 60s);
+  auto ready = prefill.wait_for_message<cli::protocol::ready>(60s);
   if (!ready) {
-    std::cerr << "kvferry bench: the prefill node did not start\n";
+    std::cerr << "kvferry bench: the prefill node did not start: " << ready.error << "\n";
     return 1;
   }
-  auto port = static_cast<std::uint16_t>(std::stoul(cli::field(*ready, "port").value_or("0")));
+  auto port = ready->port;
   auto started = node::start(cfg);
   if (!started) {
     std::cerr << "kvferry bench: " << started.error().message << "\n";

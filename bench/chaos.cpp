@@ -15,7 +15,10 @@
 #include "kvferry/node.hpp"
 #include "kvferry/transfer.hpp"
 #include "cli/child_process.hpp"
+#include "cli/protocol.hpp"
 #include "cli/workload.hpp"
+
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -28,7 +31,6 @@
 #include <mutex>
 #include <queue>
 #include <random>
-#include <sstream>
 #include <thread>
 
 namespace kvferry::bench {
@@ -48,17 +50,21 @@ prefill_process start_prefill(const chaos_options& opts) {
   p.proc = std::make_unique<cli::child_process>(std::vector<std::string>{
     cli::self_executable(), "node", "--role", "prefill", "--listen", "127.0.0.1:0", "--transport",
     opts.transport, "--requests", "1", "--layers", "1", "--block-bytes", "4096"});
-  auto ready = p.proc->wait_for_line("KVFERRY_READY", 60s);
+  auto ready = p.proc->wait_for_message<cli::protocol::ready>(60s);
   if (ready)
-    p.port = static_cast<std::uint16_t>(std::stoul(cli::field(*ready, "port").value_or("0")));
+    p.port = ready->port;
+  else
+    std::cerr << "kvferry chaos: " << ready.error << "\n";
   return p;
 }
 
 bool offer(prefill_process& p, const cli::workload& w) {
-  p.proc->write_line("offer " + std::to_string(w.requests) + " " + std::to_string(w.layers) + " " +
-                     std::to_string(w.block_bytes) + " " + std::to_string(w.seed));
-  auto line = p.proc->wait_for_line("KVFERRY_OFFERED", 120s);
-  return line && line->find("error") == std::string::npos;
+  p.proc->send_message(cli::protocol::offer{w.requests, w.layers, w.block_bytes, w.seed});
+  auto offered = p.proc->wait_for_message<cli::protocol::offered>(120s);
+  if (!offered || !offered->accepted())
+    std::cerr << "kvferry chaos: offer refused: " << (offered ? offered->error : offered.error)
+              << "\n";
+  return offered && offered->accepted();
 }
 
 struct tracked {
@@ -268,28 +274,39 @@ int run_chaos(const chaos_options& opts) {
     }
   }
   auto health_after = n.health();
-  prefill.proc->write_line("report");
-  auto report = prefill.proc->wait_for_line("KVFERRY_REPORT", 10s).value_or("");
+  prefill.proc->send_message(cli::protocol::report_request{});
+  auto report = prefill.proc->wait_for_message<cli::protocol::report>(10s);
+  auto report_text = report ? report->summary() : std::string{};  // empty without one, as before
 
   bool ok = twice == 0 && never == 0 && not_released == health_idle.unreleased &&
             probes_passed == opts.probes;
   if (opts.json) {
-    std::ostringstream out;
-    out << "{\"seed\":" << opts.seed << ",\"concurrency\":" << opts.concurrency
-        << ",\"requests\":" << opts.requests << ",\"peer_killed\":"
-        << (opts.kill_peer ? "true" : "false") << ",\"restart_ms\":" << restart_ms
-        << ",\"burst_seconds\":" << burst_s << ",\"completed\":" << completed
-        << ",\"failed\":" << failed << ",\"cancelled\":" << cancelled
-        << ",\"timed_out\":" << timed_out << ",\"resolved_once\":" << once
-        << ",\"resolved_twice\":" << twice << ",\"resolved_never\":" << never
-        << ",\"not_released\":" << not_released << ",\"quarantined\":" << health_idle.unreleased
-        << ",\"poisoned\":" << health_idle.poisoned << ",\"probes\":" << opts.probes
-        << ",\"probes_passed\":" << probes_passed << ",\"probe_worst_ms\":" << probe_worst_ms
-        << ",\"healthy_before\":" << (health_before.healthy ? "true" : "false")
-        << ",\"healthy_after\":" << (health_after.healthy ? "true" : "false")
-        << ",\"worker_replacements\":" << health_after.worker_replacements
-        << ",\"ok\":" << (ok ? "true" : "false") << "}";
-    std::cout << out.str() << std::endl;
+    nlohmann::ordered_json out;  // ordered: fields print in the order they have always had
+    out["seed"] = opts.seed;
+    out["concurrency"] = opts.concurrency;
+    out["requests"] = opts.requests;
+    out["peer_killed"] = opts.kill_peer;
+    out["restart_ms"] = restart_ms;
+    out["burst_seconds"] = burst_s;
+    out["completed"] = completed;
+    out["failed"] = failed;
+    out["cancelled"] = cancelled;
+    out["timed_out"] = timed_out;
+    out["resolved_once"] = once;
+    out["resolved_twice"] = twice;
+    out["resolved_never"] = never;
+    out["not_released"] = not_released;
+    out["quarantined"] = health_idle.unreleased;
+    out["poisoned"] = health_idle.poisoned;
+    out["probes"] = opts.probes;
+    out["probes_passed"] = probes_passed;
+    out["probe_worst_ms"] = probe_worst_ms;
+    out["healthy_before"] = health_before.healthy;
+    out["healthy_after"] = health_after.healthy;
+    out["worker_replacements"] = health_after.worker_replacements;
+    out["ok"] = ok;
+    std::cout << out.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace)
+              << std::endl;
   } else {
     std::printf("kvferry chaos: seed %llu, concurrency %u, %u requests, cancel %.0f%%, short "
                 "deadlines %.0f%%, peer kill %s\n",
@@ -314,7 +331,7 @@ int run_chaos(const chaos_options& opts) {
                 probe_worst_ms);
     std::printf("  decode health before: %s\n  decode health after:  %s\n  prefill: %s\n",
                 health_line(health_before).c_str(), health_line(health_after).c_str(),
-                report.c_str());
+                report_text.c_str());
     std::printf("%s\n", ok ? "OK: every invariant held" : "FAILED: an invariant broke");
   }
   prefill.proc->close_stdin();

@@ -80,6 +80,18 @@ std::optional<std::string> child_process::read_line(std::chrono::milliseconds ti
 
 std::optional<std::string> child_process::wait_for_line(const std::string& prefix,
                                                         std::chrono::milliseconds timeout) {
+  return first_line_where(
+    [&](const std::string& line) { return line.compare(0, prefix.size(), prefix) == 0; }, timeout);
+}
+
+std::optional<std::string> child_process::wait_for_message(std::string_view kind,
+                                                           std::chrono::milliseconds timeout) {
+  return first_line_where(
+    [&](const std::string& line) { return protocol::kind_of(line) == kind; }, timeout);
+}
+
+std::optional<std::string> child_process::first_line_where(
+  const std::function<bool(const std::string&)>& wanted, std::chrono::milliseconds timeout) {
   auto until = std::chrono::steady_clock::now() + timeout;
   for (;;) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -89,7 +101,7 @@ std::optional<std::string> child_process::wait_for_line(const std::string& prefi
     auto line = read_line(left);
     if (!line)
       return std::nullopt;
-    if (line->compare(0, prefix.size(), prefix) == 0)
+    if (wanted(*line))
       return line;
   }
 }
@@ -136,20 +148,6 @@ std::string self_executable() {
   if (n <= 0)
     return {};
   return std::string(buf, static_cast<std::size_t>(n));
-}
-
-std::optional<std::string> field(const std::string& line, const std::string& key) {
-  auto needle = key + "=";
-  std::size_t pos = 0;
-  while ((pos = line.find(needle, pos)) != std::string::npos) {
-    if (pos == 0 || line[pos - 1] == ' ') {
-      auto start = pos + needle.size();
-      auto end = line.find(' ', start);
-      return line.substr(start, end == std::string::npos ? std::string::npos : end - start);
-    }
-    pos += needle.size();
-  }
-  return std::nullopt;
 }
 
 }  // namespace kvferry::cli

@@ -2,9 +2,13 @@
 // the integration tests their nodes. No CAF here.
 #pragma once
 
+#include "cli/protocol.hpp"
+
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <sys/types.h>
 #include <vector>
 
@@ -26,12 +30,33 @@ class child_process {
   std::optional<std::string> wait_for_line(const std::string& prefix,
                                            std::chrono::milliseconds timeout);
   bool write_line(const std::string& line);
+  // Reads lines until a protocol message (cli/protocol.hpp) of kind `kind`, skipping any
+  // other line; returns it (or nothing on timeout / EOF).
+  std::optional<std::string> wait_for_message(std::string_view kind,
+                                              std::chrono::milliseconds timeout);
+  // The same, parsed: the next `Message`, or why there is none.
+  template <class Message>
+  protocol::parsed<Message> wait_for_message(std::chrono::milliseconds timeout) {
+    auto line = wait_for_message(Message::name, timeout);
+    if (!line)
+      return protocol::parsed<Message>::failure(
+        "no \"" + std::string{Message::name} + "\" message within " +
+        std::to_string(timeout.count()) + " ms, or the process closed its output");
+    return protocol::parse<Message>(*line);
+  }
+  template <class Message>
+  bool send_message(const Message& m) {
+    return write_line(protocol::to_line(m));
+  }
   void close_stdin();
   // Waits at most `timeout` for the exit; the exit status, or nothing if still running.
   std::optional<int> wait(std::chrono::milliseconds timeout);
   void kill_now(int sig = 9);
 
  private:
+  std::optional<std::string> first_line_where(const std::function<bool(const std::string&)>& wanted,
+                                              std::chrono::milliseconds timeout);
+
   pid_t pid_ = -1;
   int in_fd_ = -1;   // our end of the child's stdin
   int out_fd_ = -1;  // our end of the child's stdout
@@ -41,8 +66,5 @@ class child_process {
 
 // The running executable's own path (/proc/self/exe).
 std::string self_executable();
-
-// Extracts `key=value` from a line of space-separated pairs.
-std::optional<std::string> field(const std::string& line, const std::string& key);
 
 }  // namespace kvferry::cli

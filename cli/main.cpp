@@ -5,7 +5,7 @@
 //       the workload; every byte is verified. Exit 0 only if all bytes were verified.
 //   kvferry node --role prefill|decode [--listen H:P] [--peer H:P] [--config F] [--set k=v]...
 //       one standalone node serving (prefill) or fetching (decode) the same workload; talks
-//       KVFERRY_* lines on stdout, reads commands ("report", "offer ...", "quit") on stdin.
+//       the JSON-lines protocol of cli/protocol.hpp: messages on stdout, commands on stdin.
 //   kvferry bench [--transport shm|tcp] [--sizes ...] [--concurrency ...] [--verify] [--json]
 //       bandwidth sweep, small scattered blocks, small-transfer rate, each beside ucx_perftest
 //       and memcpy measured in the same run.
@@ -18,17 +18,18 @@
 #include "bench/bench.hpp"
 #include "bench/chaos.hpp"
 #include "cli/child_process.hpp"
+#include "cli/protocol.hpp"
 #include "cli/workload.hpp"
 #include "kvferry/config.hpp"
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -155,23 +156,10 @@ decode_stats run_decode(node& n, peer_id peer, const pool_memory& pool, const cl
   return s;
 }
 
-std::string join(const std::vector<std::string>& v, const char* sep) {
-  std::string out;
-  for (auto& x : v)
-    out += (out.empty() ? "" : sep) + x;
-  return out;
-}
-
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\')
-      out += '\\';
-    if (static_cast<unsigned char>(c) < 0x20)
-      continue;
-    out += c;
-  }
-  return out + "\"";
+// One protocol message on stdout, flushed: the driver waits for it.
+template <class Message>
+void say(const Message& m) {
+  std::cout << cli::protocol::to_line(m) << std::endl;
 }
 
 // -- kvferry node -------------------------------------------------------------------------------
@@ -201,8 +189,7 @@ int run_node(const node_args& a) {
     for (std::uint32_t i = 0; i < a.load.requests; ++i)
       sends.push_back(n.send(a.load.request_id(i), a.load.source_spans(pool->region, i), opts));
   }
-  std::cout << "KVFERRY_READY port=" << n.port() << " epoch=" << n.epoch() << " role=" << a.role
-            << std::endl;
+  say(cli::protocol::ready{n.port(), n.epoch(), a.role});
   if (a.role == "decode") {
     std::string host;
     std::uint16_t port = 0;
@@ -216,34 +203,38 @@ int run_node(const node_args& a) {
       return 1;
     }
     auto s = run_decode(n, peer.value(), pool.value(), a.load);
-    std::cout << "KVFERRY_RESULT requests=" << s.requests << " succeeded=" << s.succeeded
-              << " failed=" << s.failed << " bytes=" << s.bytes
-              << " verified_bytes=" << s.verified_bytes << std::endl;
+    say(cli::protocol::result{s.requests, s.succeeded, s.failed, s.bytes, s.verified_bytes});
     for (auto& e : s.errors)
       std::cerr << "kvferry node: " << e << "\n";
     n.stop(1000ms);
     return s.failed == 0 && s.verified_bytes == a.load.pool_bytes() ? 0 : 1;
   }
-  // Serve until stdin closes; answer "report" with counts and the transports used, and
-  // "offer <requests> <layers> <block_bytes> <seed>" by sending that workload too (kvferry
-  // bench drives its cases this way).
+  // Serve until stdin closes or "quit"; answer "report" with counts and the transports used,
+  // and "offer" by sending that workload too (kvferry bench drives its cases this way).
+  // Other lines are ignored, as before, with a note on stderr.
   std::vector<pool_memory> offered_pools;
   std::string line;
   while (std::getline(std::cin, line)) {
-    if (line == "quit")
+    auto kind = cli::protocol::kind_of(line).value_or("");
+    if (kind == cli::protocol::quit::name)
       break;
-    if (line.rfind("offer ", 0) == 0) {
-      cli::workload w;
-      std::istringstream in{line.substr(6)};
-      if (!(in >> w.requests >> w.layers >> w.block_bytes >> w.seed) || w.requests == 0 ||
-          w.layers == 0 || w.block_bytes == 0) {
-        std::cout << "KVFERRY_OFFERED error=bad_offer" << std::endl;
+    if (kind == cli::protocol::offer::name) {
+      auto o = cli::protocol::parse<cli::protocol::offer>(line);
+      if (!o)
+        std::cerr << "kvferry node: " << o.error << "\n";
+      if (!o || o->requests == 0 || o->layers == 0 || o->block_bytes == 0) {
+        say(cli::protocol::offered{0, "bad_offer"});
         continue;
       }
+      cli::workload w;
+      w.requests = o->requests;
+      w.layers = o->layers;
+      w.block_bytes = o->block_bytes;
+      w.seed = o->seed;
       if (offered_pools.empty() || offered_pools.back().bytes < w.pool_bytes()) {
         auto p = cli::make_pool(n, a.pool, w.pool_bytes());
         if (!p) {
-          std::cout << "KVFERRY_OFFERED error=pool" << std::endl;
+          say(cli::protocol::offered{0, "pool"});
           continue;
         }
         offered_pools.push_back(std::move(p.value()));
@@ -254,21 +245,21 @@ int run_node(const node_args& a) {
       opts.stage_through_pool = a.staged;
       for (std::uint32_t i = 0; i < w.requests; ++i)
         sends.push_back(n.send(w.request_id(i), w.source_spans(p.region, i), opts));
-      std::cout << "KVFERRY_OFFERED requests=" << w.requests << std::endl;
+      say(cli::protocol::offered{w.requests, ""});
       continue;
     }
-    if (line == "report") {
+    if (kind == cli::protocol::report_request::name) {
       auto h = n.health();
-      std::vector<std::string> tls;
+      cli::protocol::report r{h.succeeded, h.failed, h.cancelled, h.in_flight, h.unreleased,
+                              {}, h.healthy};
       for (auto peer : n.sent_to_peers())
         for (auto& t : n.transports_to(peer))
-          if (std::find(tls.begin(), tls.end(), t) == tls.end())
-            tls.push_back(t);
-      std::cout << "KVFERRY_REPORT succeeded=" << h.succeeded << " failed=" << h.failed
-                << " cancelled=" << h.cancelled << " in_flight=" << h.in_flight
-                << " unreleased=" << h.unreleased << " transports=" << join(tls, ",")
-                << " healthy=" << (h.healthy ? 1 : 0) << std::endl;
+          if (std::find(r.transports.begin(), r.transports.end(), t) == r.transports.end())
+            r.transports.push_back(t);
+      say(r);
+      continue;
     }
+    std::cerr << "kvferry node: ignoring a line that is no command: " << line << "\n";
   }
   n.stop(1000ms);
   return 0;
@@ -303,12 +294,12 @@ int run_demo(node_args a, bool json) {
     std::cerr << "kvferry demo: cannot start the prefill node process\n";
     return 1;
   }
-  auto ready = prefill.wait_for_line("KVFERRY_READY", 60s);
+  auto ready = prefill.wait_for_message<cli::protocol::ready>(60s);
   if (!ready) {
-    std::cerr << "kvferry demo: the prefill node did not become ready\n";
+    std::cerr << "kvferry demo: the prefill node did not become ready: " << ready.error << "\n";
     return 1;
   }
-  auto port = static_cast<std::uint16_t>(std::stoul(cli::field(*ready, "port").value_or("0")));
+  auto port = ready->port;
   auto started = node::start(cfg.value());
   if (!started) {
     std::cerr << "kvferry demo: cannot start the decode node: " << started.error().message << "\n";
@@ -326,27 +317,39 @@ int run_demo(node_args a, bool json) {
     return 1;
   }
   auto s = run_decode(n, peer.value(), pool.value(), a.load);
-  prefill.write_line("report");
-  auto report = prefill.wait_for_line("KVFERRY_REPORT", 10s).value_or("");
+  prefill.send_message(cli::protocol::report_request{});
+  auto report = prefill.wait_for_message<cli::protocol::report>(10s);
+  if (!report)
+    std::cerr << "kvferry demo: no report from the prefill node: " << report.error << "\n";
+  // Empty without a report, as the summary has always shown it.
+  auto report_text = report ? report->summary() : std::string{};
+  auto transports = report ? report->transport_list() : std::string{};
   prefill.close_stdin();
   auto decode_health = n.health();
   n.stop(1000ms);
   auto child_status = prefill.wait(10s);
-  auto transports = cli::field(report, "transports").value_or("");
   bool ok = s.failed == 0 && s.verified_bytes == a.load.pool_bytes() && child_status &&
             *child_status == 0;
   double gbps = s.seconds > 0 ? static_cast<double>(s.bytes) / s.seconds / 1e9 : 0.0;
   if (json) {
-    std::cout << "{\"requests\":" << s.requests << ",\"succeeded\":" << s.succeeded
-              << ",\"failed\":" << s.failed << ",\"bytes\":" << s.bytes
-              << ",\"verified_bytes\":" << s.verified_bytes << ",\"expected_bytes\":"
-              << a.load.pool_bytes() << ",\"seconds\":" << s.seconds << ",\"gb_per_s\":" << gbps
-              << ",\"p50_ms\":" << s.p50_ms << ",\"p99_ms\":" << s.p99_ms
-              << ",\"transport\":" << json_string(cfg->transport)
-              << ",\"rma_transports\":" << json_string(transports)
-              << ",\"decode_health\":" << json_string(decode_health.to_string())
-              << ",\"prefill_report\":" << json_string(report) << ",\"ok\":"
-              << (ok ? "true" : "false") << "}" << std::endl;
+    nlohmann::ordered_json out;  // ordered: fields print in the order they have always had
+    out["requests"] = s.requests;
+    out["succeeded"] = s.succeeded;
+    out["failed"] = s.failed;
+    out["bytes"] = s.bytes;
+    out["verified_bytes"] = s.verified_bytes;
+    out["expected_bytes"] = a.load.pool_bytes();
+    out["seconds"] = s.seconds;
+    out["gb_per_s"] = gbps;
+    out["p50_ms"] = s.p50_ms;
+    out["p99_ms"] = s.p99_ms;
+    out["transport"] = cfg->transport;
+    out["rma_transports"] = transports;
+    out["decode_health"] = decode_health.to_string();
+    out["prefill_report"] = report_text;
+    out["ok"] = ok;
+    std::cout << out.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace)
+              << std::endl;
   } else {
     std::printf("kvferry demo: %llu requests x %u layers x %llu B blocks, transport %s (UCX: %s)\n",
                 static_cast<unsigned long long>(s.requests), a.load.layers,
@@ -361,7 +364,7 @@ int run_demo(node_args a, bool json) {
     std::printf("  %.3f s, %.2f GB/s, request latency p50 %.2f ms, p99 %.2f ms\n", s.seconds, gbps,
                 s.p50_ms, s.p99_ms);
     std::printf("  decode health: %s\n  prefill: %s\n", decode_health.to_string().c_str(),
-                report.c_str());
+                report_text.c_str());
     std::printf("%s\n", ok ? "OK: every byte verified" : "FAILED");
   }
   for (auto& e : s.errors)

@@ -2,6 +2,7 @@
 // process; the decode nodes are real `kvferry node` processes over UCX tcp and CAF networking.
 #include "kvferry/node.hpp"
 #include "cli/child_process.hpp"
+#include "cli/protocol.hpp"
 #include "cli/workload.hpp"
 
 #include <doctest/doctest.h>
@@ -97,10 +98,10 @@ TEST_CASE("F15: a peer killed mid-transfer fails its transfers within about a se
   auto sends2 = send_all(prefill, region2, w2);
   cli::child_process restarted{decode_args(prefill.port(), w2)};
   REQUIRE(restarted.running());
-  auto result = restarted.wait_for_line("KVFERRY_RESULT", 60s);
-  REQUIRE(result);
-  CHECK(cli::field(*result, "failed") == "0");
-  CHECK(cli::field(*result, "verified_bytes") == std::to_string(w2.pool_bytes()));
+  auto result = restarted.wait_for_message<cli::protocol::result>(60s);
+  REQUIRE_MESSAGE(result, result.error);
+  CHECK(result->failed == 0);
+  CHECK(result->verified_bytes == w2.pool_bytes());
   CHECK(restarted.wait(30s) == 0);
   for (auto& h : sends2) {
     auto r = h.wait_for(10s);

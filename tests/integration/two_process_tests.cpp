@@ -2,8 +2,10 @@
 // process) and two standalone `kvferry node` processes. Every byte is verified by the decode
 // side; the shm runs assert that shared memory, not TCP, really carried the bytes.
 #include "cli/child_process.hpp"
+#include "cli/protocol.hpp"
 
 #include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
 
 #include <cstdlib>
 #include <string>
@@ -12,6 +14,25 @@ using namespace kvferry::cli;
 using namespace std::chrono_literals;
 
 namespace {
+
+// The line as a JSON object; a null object (every field missing) when it is not one.
+nlohmann::json parse_object(const std::string& line) {
+  auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+  return j.is_object() ? j : nlohmann::json::object();
+}
+
+// A field as text: a string's content, other values as JSON ("24", "true", "null"); "" when
+// absent. Keeps the checks below short.
+std::string json_field(const nlohmann::json& j, const std::string& key) {
+  auto it = j.find(key);
+  if (it == j.end())
+    return {};
+  return it->is_string() ? it->get<std::string>() : it->dump();
+}
+
+std::string json_field(const std::string& line, const std::string& key) {
+  return json_field(parse_object(line), key);
+}
 
 // Runs `kvferry demo --json ...`; returns its JSON line and exit status.
 std::pair<std::string, int> run_demo(const std::vector<std::string>& extra) {
@@ -23,20 +44,6 @@ std::pair<std::string, int> run_demo(const std::vector<std::string>& extra) {
   auto status = demo.wait(60s);
   REQUIRE(status);
   return {line, *status};
-}
-
-// The number after "key": in a flat JSON object (the demo prints numbers and strings only).
-std::string json_field(const std::string& json, const std::string& key) {
-  auto pos = json.find("\"" + key + "\":");
-  if (pos == std::string::npos)
-    return {};
-  pos += key.size() + 3;
-  if (json[pos] == '"') {
-    auto end = json.find('"', pos + 1);
-    return json.substr(pos + 1, end - pos - 1);
-  }
-  auto end = json.find_first_of(",}", pos);
-  return json.substr(pos, end - pos);
 }
 
 bool names_shared_memory(const std::string& transports) {
@@ -90,25 +97,26 @@ TEST_CASE("two standalone node processes, engine-owned memory, transfer and veri
                          "--transport", "tcp", "--requests", "8", "--layers", "4",
                          "--block-bytes", "12288", "--pool", "engine"}};
   REQUIRE(prefill.running());
-  auto ready = prefill.wait_for_line("KVFERRY_READY", 60s);
-  REQUIRE(ready);
-  auto port = field(*ready, "port").value_or("0");
-  REQUIRE(port != "0");
+  auto ready = prefill.wait_for_message<protocol::ready>(60s);
+  REQUIRE_MESSAGE(ready, ready.error);
+  REQUIRE(ready->port != 0);
+  CHECK(ready->role == "prefill");
+  auto port = std::to_string(ready->port);
   child_process decode{{KVFERRY_BINARY, "node", "--role", "decode", "--peer", "127.0.0.1:" + port,
                         "--transport", "tcp", "--requests", "8", "--layers", "4",
                         "--block-bytes", "12288", "--pool", "engine"}};
   REQUIRE(decode.running());
-  auto result = decode.wait_for_line("KVFERRY_RESULT", 120s);
-  REQUIRE(result);
-  CHECK(field(*result, "succeeded") == "8");
-  CHECK(field(*result, "failed") == "0");
-  CHECK(field(*result, "verified_bytes") == std::to_string(8ull * 4 * 12288));
+  auto result = decode.wait_for_message<protocol::result>(120s);
+  REQUIRE_MESSAGE(result, result.error);
+  CHECK(result->succeeded == 8);
+  CHECK(result->failed == 0);
+  CHECK(result->verified_bytes == 8ull * 4 * 12288);
   CHECK(decode.wait(60s) == 0);
-  prefill.write_line("report");
-  auto report = prefill.wait_for_line("KVFERRY_REPORT", 30s);
-  REQUIRE(report);
-  CHECK(field(*report, "succeeded") == "8");
-  CHECK(field(*report, "unreleased") == "0");
+  prefill.send_message(protocol::report_request{});
+  auto report = prefill.wait_for_message<protocol::report>(30s);
+  REQUIRE_MESSAGE(report, report.error);
+  CHECK(report->succeeded == 8);
+  CHECK(report->unreleased == 0);
   prefill.close_stdin();
   CHECK(prefill.wait(30s) == 0);
 }
@@ -126,26 +134,27 @@ TEST_CASE("kvferry bench runs every case between two processes and verifies the 
                        "--rate-requests", "50", "--memory-requests", "2000", "--verify",
                        "--no-limits", "--json"}};
   REQUIRE(bench.running());
-  auto json = bench.wait_for_line("{", 120s).value_or("");
-  CAPTURE(json);
+  auto line = bench.wait_for_line("{", 120s).value_or("");
+  CAPTURE(line);
   CHECK(bench.wait(60s) == 0);
-  CHECK(json.find("\"kind\":\"bandwidth\"") != std::string::npos);
-  CHECK(json.find("\"kind\":\"small-blocks\"") != std::string::npos);
-  CHECK(json.find("\"kind\":\"rate\"") != std::string::npos);
+  auto out = parse_object(line);
+  REQUIRE(out.contains("cases"));
+  REQUIRE(out["cases"].is_array());
   // Every case: nothing failed, and every byte was verified.
-  std::size_t cases = 0;
-  for (auto pos = json.find("\"failed\":"); pos != std::string::npos;
-       pos = json.find("\"failed\":", pos + 1)) {
-    ++cases;
-    CHECK(json.compare(pos, 11, "\"failed\":0,") == 0);
-    auto bytes = json_field(json.substr(pos), "bytes");
+  std::vector<std::string> kinds;
+  for (auto& c : out["cases"]) {
+    kinds.push_back(json_field(c, "kind"));
+    CAPTURE(kinds.back());
+    CHECK(json_field(c, "failed") == "0");
+    auto bytes = json_field(c, "bytes");
     CHECK(bytes != "0");
-    CHECK(json_field(json.substr(pos), "verified_bytes") == bytes);
+    CHECK(json_field(c, "verified_bytes") == bytes);
   }
-  CHECK(cases == 3);  // bandwidth (one size, one concurrency), small-blocks, rate
+  // bandwidth (one size, one concurrency), small-blocks, rate
+  CHECK(kinds == std::vector<std::string>{"bandwidth", "small-blocks", "rate"});
   // The memory case held its requests in flight, measured something, and every one of them
   // resolved after its cancel.
-  auto memory = json.substr(std::min(json.size(), json.find("\"memory\":")));
+  auto memory = out.value("memory", nlohmann::json::object());
   CHECK(json_field(memory, "in_flight") == "2000");
   for (const char* side : {"send", "recv"}) {
     CAPTURE(side);
