@@ -4,6 +4,7 @@
 
 #include <exception>
 #include <limits>
+#include <type_traits>
 
 namespace kvferry::cli::protocol {
 
@@ -74,6 +75,16 @@ class reader {
     out = std::move(items);
   }
 
+  // fields() below reads through these.
+  template <class U>
+  std::enable_if_t<std::is_unsigned_v<U> && !std::is_same_v<U, bool>> field(const char* key,
+                                                                             U& out) {
+    unsigned_field(key, out);
+  }
+  void field(const char* key, std::string& out) { string_field(key, out); }
+  void field(const char* key, bool& out) { bool_field(key, out); }
+  void field(const char* key, std::vector<std::string>& out) { strings_field(key, out); }
+
   void fail(const char* key, const std::string& why) {
     if (ok())
       error_ = "\"" + std::string{kind_} + "\" message: field \"" + key + "\" " + why;
@@ -100,19 +111,69 @@ class reader {
   std::string error_;
 };
 
-// One pair per message: its fields into JSON, and back.
+// Writes the fields of one message (the writer side of fields()).
+struct writer {
+  json& j;
+  template <class T>
+  void field(const char* key, const T& value) {
+    j[key] = value;
+  }
+};
 
-void write(json& j, const ready& m) {
-  j["port"] = m.port;
-  j["epoch"] = m.epoch;
-  j["role"] = m.role;
-}
-void read(reader& r, ready& m) {
-  r.unsigned_field("port", m.port);
-  r.unsigned_field("epoch", m.epoch);
-  r.string_field("role", m.role);
+// One list of fields per message, read and written through the same function.
+
+template <class V>
+void fields(V& v, ready& m) {
+  v.field("port", m.port);
+  v.field("epoch", m.epoch);
+  v.field("role", m.role);
 }
 
+template <class V>
+void fields(V& v, result& m) {
+  v.field("requests", m.requests);
+  v.field("succeeded", m.succeeded);
+  v.field("failed", m.failed);
+  v.field("bytes", m.bytes);
+  v.field("verified_bytes", m.verified_bytes);
+}
+
+template <class V>
+void fields(V& v, report& m) {
+  v.field("succeeded", m.succeeded);
+  v.field("failed", m.failed);
+  v.field("cancelled", m.cancelled);
+  v.field("in_flight", m.in_flight);
+  v.field("unreleased", m.unreleased);
+  v.field("transports", m.transports);
+  v.field("healthy", m.healthy);
+}
+
+template <class V>
+void fields(V& v, offer& m) {
+  v.field("requests", m.requests);
+  v.field("layers", m.layers);
+  v.field("block_bytes", m.block_bytes);
+  v.field("seed", m.seed);
+}
+
+template <class V>
+void fields(V&, report_request&) {}
+
+template <class V>
+void fields(V&, quit&) {}
+
+template <class Message>
+void write(json& j, const Message& m) {
+  writer w{j};
+  fields(w, const_cast<Message&>(m));  // the writer only reads
+}
+template <class Message>
+void read(reader& r, Message& m) {
+  fields(r, m);
+}
+
+// An offer's answer carries either the count or the error, so it is written by hand.
 void write(json& j, const offered& m) {
   if (m.accepted())
     j["requests"] = m.requests;
@@ -126,59 +187,6 @@ void read(reader& r, offered& m) {
   if (r.ok() && m.error.empty())  // an empty error would read as accepted, with no count
     r.fail("error", "must not be empty");
 }
-
-void write(json& j, const result& m) {
-  j["requests"] = m.requests;
-  j["succeeded"] = m.succeeded;
-  j["failed"] = m.failed;
-  j["bytes"] = m.bytes;
-  j["verified_bytes"] = m.verified_bytes;
-}
-void read(reader& r, result& m) {
-  r.unsigned_field("requests", m.requests);
-  r.unsigned_field("succeeded", m.succeeded);
-  r.unsigned_field("failed", m.failed);
-  r.unsigned_field("bytes", m.bytes);
-  r.unsigned_field("verified_bytes", m.verified_bytes);
-}
-
-void write(json& j, const report& m) {
-  j["succeeded"] = m.succeeded;
-  j["failed"] = m.failed;
-  j["cancelled"] = m.cancelled;
-  j["in_flight"] = m.in_flight;
-  j["unreleased"] = m.unreleased;
-  j["transports"] = m.transports;
-  j["healthy"] = m.healthy;
-}
-void read(reader& r, report& m) {
-  r.unsigned_field("succeeded", m.succeeded);
-  r.unsigned_field("failed", m.failed);
-  r.unsigned_field("cancelled", m.cancelled);
-  r.unsigned_field("in_flight", m.in_flight);
-  r.unsigned_field("unreleased", m.unreleased);
-  r.strings_field("transports", m.transports);
-  r.bool_field("healthy", m.healthy);
-}
-
-void write(json& j, const offer& m) {
-  j["requests"] = m.requests;
-  j["layers"] = m.layers;
-  j["block_bytes"] = m.block_bytes;
-  j["seed"] = m.seed;
-}
-void read(reader& r, offer& m) {
-  r.unsigned_field("requests", m.requests);
-  r.unsigned_field("layers", m.layers);
-  r.unsigned_field("block_bytes", m.block_bytes);
-  r.unsigned_field("seed", m.seed);
-}
-
-void write(json&, const report_request&) {}
-void read(reader&, report_request&) {}
-
-void write(json&, const quit&) {}
-void read(reader&, quit&) {}
 
 }  // namespace
 
