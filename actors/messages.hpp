@@ -140,7 +140,6 @@ using cancel_fetch_atom = caf::atom_constant<caf::atom("cancel_f")>;
 using announce_atom = caf::atom_constant<caf::atom("announce")>;
 using admit_atom = caf::atom_constant<caf::atom("admit")>;
 using acquire_atom = caf::atom_constant<caf::atom("acquire")>;
-using leased_atom = caf::atom_constant<caf::atom("leased")>;
 using wait_expired_atom = caf::atom_constant<caf::atom("wait_exp")>;
 using release_atom = caf::atom_constant<caf::atom("release")>;
 using poison_atom = caf::atom_constant<caf::atom("poison")>;
@@ -150,7 +149,6 @@ using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using ready_atom = caf::atom_constant<caf::atom("ready")>;
 using peer_down_atom = caf::atom_constant<caf::atom("peer_down")>;
 using crash_atom = caf::atom_constant<caf::atom("crash")>;
-using step_done_atom = caf::atom_constant<caf::atom("step_done")>;
 using deadline_atom = caf::atom_constant<caf::atom("deadline")>;
 using park_expired_atom = caf::atom_constant<caf::atom("park_exp")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
@@ -219,11 +217,7 @@ using send_request_actor = caf::typed_actor<
   // The fetching peer (epoch) gave up.
   caf::reacts_to<cancel_fetch_atom, std::string, std::uint64_t>,
   // Internal: the request's deadline passed.
-  caf::reacts_to<deadline_atom>,
-  // Internal: the staging slot this request waited for was leased to it.
-  caf::reacts_to<leased_atom, lease>,
-  // Internal: the outstanding step (staging wait, copy or puts) ended; bytes put, or an error.
-  caf::reacts_to<step_done_atom, std::uint64_t, caf::error>>;
+  caf::reacts_to<deadline_atom>>;
 
 // recv-request (decode side, one per transfer): owns the destination blocks until released.
 using recv_request_actor = caf::typed_actor<

@@ -18,6 +18,9 @@
 //   transport DOWN while it holds a step: failed now, memory NOT released, slot poisoned (F9)
 //   an exception in a handler: failed; released only if no copy or put was outstanding (F10)
 //
+// Each phase is a behaviour (the messages it takes) plus what the answer of the outstanding
+// step means in it (`on_step`: the answers are responses, so they reach the phase through the
+// state, entered together with the behaviour by enter_transferring / enter_stopping).
 // Every end goes through end_send() -> request_base::end() (request_lifecycle.hpp).
 
 #include "actors/send_request_actor.hpp"
@@ -35,6 +38,10 @@ constexpr std::uint32_t staging_wait_ms = 30000;
 
 // What the request waits for from another actor while transferring.
 enum class step : std::uint8_t { none, lease, copy, puts };
+
+struct send_request_state;
+using self_ptr = send_request_actor::stateful_pointer<send_request_state>;
+using behavior = send_request_actor::behavior_type;
 
 struct send_request_state {
   request_base base;
@@ -55,14 +62,14 @@ struct send_request_state {
   std::vector<copy_op> chunk_puts;
   step outstanding = step::none;
   caf::error stop_reason;         // why a stop was asked: what the fetcher hears
+  // What the answer of the outstanding step means in the current phase (set with the phase's
+  // behaviour by enter()): the answers are responses, not messages of the interface.
+  void (*on_step)(self_ptr, std::uint64_t bytes, caf::error& err) = nullptr;
   static inline const char* name = "kvferry.send_request";
 };
 
-using self_ptr = send_request_actor::stateful_pointer<send_request_state>;
-using behavior = send_request_actor::behavior_type;
-
-behavior transferring(self_ptr self);
-behavior stopping(self_ptr self);
+void enter_transferring(self_ptr self);
+void enter_stopping(self_ptr self);
 
 // The send side's end: a staging slot UCX may still read from is poisoned, never given back.
 void end_send(self_ptr self, transfer_result r, bool quiescent) {
@@ -106,14 +113,15 @@ void post_puts(self_ptr self, std::vector<copy_op> ops) {
     .then(
       [=](std::uint64_t bytes) {
         self->state.base.monitors.unwatch(self, self->state.transport.address());
-        self->send(self, step_done_atom::value, bytes, caf::error{});
+        caf::error none;
+        self->state.on_step(self, bytes, none);
       },
       [=](caf::error& err) {
         self->state.base.monitors.unwatch(self, self->state.transport.address());
         if (err == caf::sec::request_receiver_down)  // our own transport, not the peer
           err = make_kvferry_error(errc::backend_unhealthy,
                                    "the transport was down (restarting) when the puts were posted");
-        self->send(self, step_done_atom::value, std::uint64_t{0}, std::move(err));
+        self->state.on_step(self, 0, err);
       });
 }
 
@@ -125,11 +133,12 @@ void post_copy(self_ptr self, std::vector<copy_op> copies) {
     .then(
       [=](std::uint64_t) {
         self->state.base.monitors.unwatch(self, self->state.transport.address());
-        self->send(self, step_done_atom::value, std::uint64_t{0}, caf::error{});
+        caf::error none;
+        self->state.on_step(self, 0, none);
       },
       [=](caf::error& err) {
         self->state.base.monitors.unwatch(self, self->state.transport.address());
-        self->send(self, step_done_atom::value, std::uint64_t{0}, std::move(err));
+        self->state.on_step(self, 0, err);
       });
 }
 
@@ -141,10 +150,16 @@ void lease_slot(self_ptr self) {
   // request (a restarted pool does not know it), so the wait is bounded either way.
   self->request(st.pool, std::chrono::milliseconds{staging_wait_ms + 1000}, acquire_atom::value,
                 staging_wait_ms)
-    .then([=](lease& l) { self->send(self, leased_atom::value, std::move(l)); },
-          [=](caf::error& err) {
-            self->send(self, step_done_atom::value, std::uint64_t{0}, std::move(err));
-          });
+    .then(
+      [=](lease& l) {
+        // Only `transferring` waits for a lease: a stop ends the wait at once (we quit).
+        auto& st = self->state;
+        st.held = l;
+        auto chunk = next_chunk(st.plan, st.next_op, st.op_offset, l.buffer);
+        st.chunk_puts = std::move(chunk.puts);
+        post_copy(self, std::move(chunk.copies));
+      },
+      [=](caf::error& err) { self->state.on_step(self, 0, err); });
 }
 
 // The next step after `done` succeeded, while transferring.
@@ -182,7 +197,7 @@ void stop(self_ptr self, caf::error reason) {
       finish_transfer(self, st.stop_reason);
       return;
   }
-  self->become(stopping(self));
+  enter_stopping(self);
 }
 
 caf::error cancelled_error(self_ptr self, const char* by) {
@@ -230,7 +245,7 @@ caf::typed_response_promise<transfer_done> on_fetch(self_ptr self, fetch_msg& fe
   st.transport = st.base.ctx.children->current().transport;
   st.puts = put_request{self->id(), fetch.epoch, std::move(fetch.worker_address),
                         std::move(fetch.rkeys), {}};
-  self->become(transferring(self));
+  enter_transferring(self);
   if (st.staged) {
     st.plan = std::move(plan.value());
     lease_slot(self);
@@ -258,8 +273,6 @@ behavior waiting_for_peer(self_ptr self) {
                true);
     },
     [=](cancel_fetch_atom, const std::string&, std::uint64_t) {},  // no fetch to cancel yet
-    [=](leased_atom, lease&) {},                                   // no step yet
-    [=](step_done_atom, std::uint64_t, caf::error&) {},
   };
 }
 
@@ -281,24 +294,19 @@ behavior transferring(self_ptr self) {
       if (epoch == self->state.fetch_epoch)
         stop(self, cancelled_error(self, "the receiver"));
     },
-    [=](leased_atom, lease& l) {
-      auto& st = self->state;
-      st.held = l;
-      auto chunk = next_chunk(st.plan, st.next_op, st.op_offset, l.buffer);
-      st.chunk_puts = std::move(chunk.puts);
-      post_copy(self, std::move(chunk.copies));
-    },
-    [=](step_done_atom, std::uint64_t bytes, caf::error& err) {
-      auto& st = self->state;
-      auto done = st.outstanding;
-      st.outstanding = step::none;
-      st.bytes_done += bytes;
-      if (err)
-        finish_transfer(self, err);
-      else
-        advance(self, done);
-    },
   };
+}
+
+// transferring: a step answered; on to the next one, or the end.
+void transferring_step(self_ptr self, std::uint64_t bytes, caf::error& err) {
+  auto& st = self->state;
+  auto done = st.outstanding;
+  st.outstanding = step::none;
+  st.bytes_done += bytes;
+  if (err)
+    finish_transfer(self, err);
+  else
+    advance(self, done);
 }
 
 behavior stopping(self_ptr self) {
@@ -317,24 +325,33 @@ behavior stopping(self_ptr self) {
       st.stop_reason = timed_out_error(self);
     },
     [=](cancel_fetch_atom, const std::string&, std::uint64_t) {},  // already stopping
-    [=](leased_atom, lease& l) {  // cannot come (a lease wait ends at once), but a slot is a slot
-      self->state.held = l;
-      finish_transfer(self, self->state.stop_reason);
-    },
-    [=](step_done_atom, std::uint64_t bytes, caf::error& err) {
-      auto& st = self->state;
-      auto done = st.outstanding;
-      st.outstanding = step::none;
-      st.bytes_done += bytes;
-      // The last puts won the race against the stop: the transfer succeeded, unless the request
-      // already ended otherwise (then both sides agree that it failed).
-      bool complete = !err && done == step::puts && (!st.staged || st.next_op == st.plan.size());
-      if (complete && !st.base.owner->terminal())
-        finish_transfer(self, caf::error{});
-      else
-        finish_transfer(self, st.stop_reason);
-    },
   };
+}
+
+// stopping: the step answered, so nothing is in flight any more: the request ends.
+void stopping_step(self_ptr self, std::uint64_t bytes, caf::error& err) {
+  auto& st = self->state;
+  auto done = st.outstanding;
+  st.outstanding = step::none;
+  st.bytes_done += bytes;
+  // The last puts won the race against the stop: the transfer succeeded, unless the request
+  // already ended otherwise (then both sides agree that it failed).
+  bool complete = !err && done == step::puts && (!st.staged || st.next_op == st.plan.size());
+  if (complete && !st.base.owner->terminal())
+    finish_transfer(self, caf::error{});
+  else
+    finish_transfer(self, st.stop_reason);
+}
+
+// A phase is its behaviour and what a step's answer means in it.
+void enter_transferring(self_ptr self) {
+  self->state.on_step = transferring_step;
+  self->become(transferring(self));
+}
+
+void enter_stopping(self_ptr self) {
+  self->state.on_step = stopping_step;
+  self->become(stopping(self));
 }
 
 behavior send_request_impl(self_ptr self, send_spec spec) {

@@ -1,0 +1,697 @@
+// The actors under virtual time: CAF's deterministic scheduler (tests/support/virtual_time.hpp),
+// a transport engine whose puts complete when the test says (tests/support/fake_engine.hpp) and
+// a copy engine likewise (fake_copy_engine.hpp). No UCX, no network, no wall-clock wait: every
+// step below happens because the test wrote it, so each race runs in exactly the order named.
+// The two-process tests (integration/, request_tests.cpp, fault_tests.cpp) stay the proof over
+// real UCX and CAF networking; these pin the interleavings that real processes hit by chance.
+#include "actors/buffer_pool_actor.hpp"
+#include "actors/event_sink.hpp"
+#include "actors/handle_state.hpp"
+#include "actors/receiver_actor.hpp"
+#include "actors/recv_request_actor.hpp"
+#include "actors/send_request_actor.hpp"
+#include "actors/sender_actor.hpp"
+#include "actors/transport_actor.hpp"
+#include "actors/transport_services.hpp"
+#include "tests/support/fake_copy_engine.hpp"
+#include "tests/support/fake_engine.hpp"
+#include "tests/support/virtual_time.hpp"
+
+#include <doctest/doctest.h>
+
+#include <cstring>
+
+using namespace kvferry;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr std::uint64_t peer_epoch = 0x7e57;
+
+// One node's actors over fake engines, wired as a node wires them (minus the supervisor, whose
+// tick is not under test here): transport, buffer pool, sender, receiver, and request actors
+// spawned as node::send / node::receive spawn them. A receive fetches from this node's own
+// sender, so a whole transfer runs inside the rig.
+struct node_rig : testing::virtual_time {
+  std::shared_ptr<testing::fake_engine> engine = std::make_shared<testing::fake_engine>();
+  std::shared_ptr<testing::fake_copy_engine> copier = std::make_shared<testing::fake_copy_engine>();
+  std::shared_ptr<child_directory> children = std::make_shared<child_directory>();
+  std::shared_ptr<node_health> health = std::make_shared<node_health>(1024);
+  // Request ids as the prefill side and as the decode side know them (one id is both a send and
+  // a receive here, as it is on two nodes).
+  std::shared_ptr<request_registry> registry = std::make_shared<request_registry>();
+  std::shared_ptr<request_registry> recv_registry = std::make_shared<request_registry>();
+  std::shared_ptr<detail::event_sink> sink = std::make_shared<detail::event_sink>();
+  std::shared_ptr<std::vector<desc>> staging = std::make_shared<std::vector<desc>>();
+  transport_actor transport;
+  buffer_pool_actor pool;
+  sender_actor sender;
+  receiver_actor receiver;
+  testing::recorder decode_node;  // the fetching node's anchor
+
+  explicit node_rig(std::uint32_t max_fetches = 4, std::uint32_t staging_slots = 1,
+                    std::uint64_t slot_bytes = 4096)
+      : testing::virtual_time([](caf::actor_system_config& cfg) {
+          cfg.add_message_types<caf::id_block::kvferry>();
+        }) {
+    auto services = std::make_shared<transport_services>();
+    services->engine = engine;
+    services->copier = copier;
+    transport = track(spawn_transport_actor(system(), transport_spec{services, health}));
+    children->set({transport, {}, {}, {}});
+    pool = track(spawn_buffer_pool_actor(
+      system(), pool_spec{staging_slots, slot_bytes, staging, children, health}));
+    sender = track(spawn_sender_actor(system(), "rig", 60000));
+    receiver = track(spawn_receiver_actor(system(), max_fetches));
+    children->set({transport, pool, sender, receiver});
+    decode_node = spawn_recorder();
+    run();  // the pool has the transport allocate its staging buffers
+    REQUIRE(staging->size() == staging_slots);
+  }
+  ~node_rig() override {
+    children->set({});  // the pool's spec holds the directory, the directory the pool
+  }
+
+  struct started {
+    std::shared_ptr<detail::handle_state> handle;
+    caf::actor actor;
+  };
+  request_context context(const std::shared_ptr<request_registry>& ids, const std::string& id,
+                          std::uint32_t deadline_ms) {
+    auto st = std::make_shared<detail::handle_state>(id, sink);
+    REQUIRE(ids->reserve(id, st));
+    return request_context{st, ids, health, children, deadline_ms};
+  }
+  started start_send(const std::string& id, std::vector<desc> blocks, std::uint32_t deadline_ms,
+                     bool staged = false) {
+    auto ctx = context(registry, id, deadline_ms);
+    auto h = ctx.handle;
+    auto owner = track(spawn_send_request_actor(system(), send_spec{ctx, std::move(blocks), staged}));
+    registry->attach_owner(id, caf::actor_cast<caf::actor>(owner));
+    return {h, caf::actor_cast<caf::actor>(owner)};
+  }
+  // A receive into `blocks` (one destination region [base, base + bytes), rkey index 0).
+  started start_recv(const std::string& id, std::vector<desc> blocks, std::uint64_t base,
+                     std::uint64_t bytes, std::uint32_t deadline_ms) {
+    auto ctx = context(recv_registry, id, deadline_ms);
+    auto h = ctx.handle;
+    fetch_msg f;
+    f.request_id = id;
+    f.node_name = "rig";
+    f.epoch = peer_epoch;
+    f.rkeys = {{0xCC}};
+    f.region_bases = {base};
+    f.region_bytes = {bytes};
+    f.blocks = std::move(blocks);
+    f.anchor = caf::actor_cast<caf::actor_addr>(decode_node.actor);
+    auto owner = track(spawn_recv_request_actor(system(), recv_spec{ctx, sender, std::move(f)}));
+    recv_registry->attach_owner(id, caf::actor_cast<caf::actor>(owner));
+    return {h, caf::actor_cast<caf::actor>(owner)};
+  }
+  // Asks the request's owner to cancel, as node::cancel does.
+  std::shared_ptr<const testing::reply<cancel_result>> cancel(const started& r) {
+    return this->request<cancel_result>(r.actor, cancel_atom::value);
+  }
+
+  // The completed/released events the request actors pushed to the poll() queue so far.
+  std::vector<transfer_event> events() { return sink->drain(); }
+  health_snapshot snapshot() const { return health->snapshot(); }
+};
+
+// A block of `mem` as a descriptor (key: region 1).
+desc block_of(const std::vector<unsigned char>& mem) {
+  return desc{addr_of(mem.data()), mem.size(), 1};
+}
+
+put_request sample_puts(std::uint64_t token) {
+  put_request req;
+  req.token = token;
+  req.peer_epoch = peer_epoch;
+  req.peer_address = {1, 2, 3};
+  req.rkeys = {{0xAA, 0xBB}};
+  req.ops = {{0x1000, {0x900000, 4096, 0}}, {0x3000, {0x901000, 1000, 0}}};
+  return req;
+}
+
+// A well-formed fetch of one 4096-byte block from a decode node that lives as long as `anchor`.
+fetch_msg sample_fetch(const std::string& id, const caf::actor& anchor) {
+  fetch_msg f;
+  f.request_id = id;
+  f.node_name = "decode-under-test";
+  f.epoch = peer_epoch;
+  f.worker_address = {4, 5, 6};
+  f.rkeys = {{0xCC}};
+  f.region_bases = {0x500000};
+  f.region_bytes = {65536};
+  f.blocks = {{0x500000, 4096, 0}};
+  f.deadline_ms = 100;
+  f.anchor = caf::actor_cast<caf::actor_addr>(anchor);
+  return f;
+}
+
+std::size_t events_of_kind(const std::vector<transfer_event>& evs, event_kind k) {
+  return static_cast<std::size_t>(
+    std::count_if(evs.begin(), evs.end(), [k](const transfer_event& e) { return e.kind == k; }));
+}
+
+}  // namespace
+
+TEST_SUITE("virtual time") {
+
+TEST_CASE("the fake engine completes a put only when told, exactly once, and its teardown completes the rest as stopped") {
+  std::vector<std::pair<std::uint64_t, errc>> seen;
+  {
+    testing::fake_engine eng;
+    auto record = [&seen](std::uint64_t tag) {
+      return [&seen, tag](errc code, const std::string&) { seen.emplace_back(tag, code); };
+    };
+    transport::put_batch b;
+    b.peer = 9;
+    b.ops = {{0, {0, 10, 0}}, {0, {0, 22, 0}}};
+    auto first = eng.put(b, record(1));
+    auto second = eng.put(b, record(2));
+    CHECK(eng.last_put().bytes == 32);
+    CHECK(eng.pending() == std::vector<std::uint64_t>{first, second});
+    CHECK(seen.empty());
+    eng.cancel(first);
+    CHECK(eng.cancel_requested(first));
+    CHECK(seen.empty());  // a cancel completes nothing by itself
+    CHECK(eng.complete(first, errc::cancelled));
+    CHECK_FALSE(eng.complete(first));  // exactly once
+    CHECK(eng.stats().ops_completed == 1);
+    auto mem = eng.allocate_memory(64);
+    REQUIRE(mem);
+    CHECK(mem.value()->base() != nullptr);
+    CHECK(mem.value()->packed_rkey() == std::vector<std::uint8_t>{'F', 'K', 1, 0, 0, 0});
+  }
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[0] == std::pair<std::uint64_t, errc>{1, errc::cancelled});
+  CHECK(seen[1] == std::pair<std::uint64_t, errc>{2, errc::stopped});
+}
+
+TEST_CASE("a put is answered only after the fake engine completes it, with the bytes of the batch") {
+  node_rig rig;
+  auto answer = rig.request<std::uint64_t>(rig.transport, put_atom::value, sample_puts(41));
+  rig.run();
+  // Posted: one batch to the peer, connected first, with both items.
+  REQUIRE(rig.engine->pending_count() == 1);
+  CHECK(rig.pending_timeouts() == 0);  // a request without a timeout arms no timer
+  auto posted = rig.engine->last_put();
+  CHECK(posted.batch.peer == peer_epoch);
+  CHECK(posted.batch.ops.size() == 2);
+  CHECK(posted.bytes == 5096);
+  CHECK(posted.batch.rkeys == std::vector<std::vector<std::uint8_t>>{{0xAA, 0xBB}});
+  REQUIRE(rig.engine->connects().size() == 1);
+  CHECK(rig.engine->connects()[0].peer == peer_epoch);
+  CHECK(rig.engine->connects()[0].worker_address == std::vector<std::uint8_t>{1, 2, 3});
+  // However long nothing happens, there is no answer: only the engine's completion gives one.
+  rig.advance_and_run(1h);
+  CHECK_FALSE(answer->answered());
+  REQUIRE(rig.engine->complete(posted.op));
+  CHECK_FALSE(answer->answered());  // the completion is a message, handled in the next run()
+  rig.run();
+  REQUIRE(answer->ok());
+  CHECK(answer->value() == 5096);
+  CHECK(answer->answers() == 1);
+}
+
+TEST_CASE("a cancelled put reaches the engine and is answered exactly once, when the engine reports the cancel") {
+  node_rig rig;
+  auto answer = rig.request<std::uint64_t>(rig.transport, put_atom::value, sample_puts(42));
+  rig.run();
+  auto op = rig.engine->last_put().op;
+  rig.send(rig.transport, cancel_atom::value, std::uint64_t{42});
+  rig.run();
+  CHECK(rig.engine->cancel_requested(op));
+  CHECK(rig.engine->cancel_calls() == std::vector<std::uint64_t>{op});
+  CHECK_FALSE(answer->answered());  // asking to cancel proves nothing about the memory
+
+  SUBCASE("the engine cancels the puts") {
+    REQUIRE(rig.engine->complete(op, errc::cancelled, "cancelled by the test"));
+    rig.run();
+    REQUIRE(answer->answered());
+    CHECK(answer->code() == errc::cancelled);
+  }
+  SUBCASE("the puts win the race against the cancel") {
+    REQUIRE(rig.engine->complete(op));
+    rig.run();
+    REQUIRE(answer->ok());
+    CHECK(answer->value() == 5096);
+  }
+  CHECK(answer->answers() == 1);
+  // The engine refuses a second completion; a late cancel finds nothing to cancel.
+  CHECK_FALSE(rig.engine->complete(op, errc::cancelled));
+  rig.send(rig.transport, cancel_atom::value, std::uint64_t{42});
+  auto quiet = rig.request<bool>(rig.transport, quiescent_atom::value, std::uint64_t{42});
+  rig.run();
+  CHECK(rig.engine->cancel_calls().size() == 1);
+  REQUIRE(quiet->ok());
+  CHECK(quiet->value());
+  CHECK(answer->answers() == 1);
+}
+
+TEST_CASE("F4 (virtual time): a send no peer fetches times out at its 100 ms deadline, not after 99 ms, and releases its blocks") {
+  node_rig rig;
+  std::vector<unsigned char> src(4096, 0x5A);
+  auto s = rig.start_send("waits-for-a-peer",
+                          {block_of(src)}, 100);
+  CHECK(rig.pending_timeouts() == 0);  // spawned, but its behaviour is built at its first run
+  rig.run();  // the actor starts: its deadline is armed now, at virtual time 0
+  CHECK(rig.pending_timeouts() == 1);
+  CHECK(rig.next_timeout_in() == caf::timespan{100ms});
+  CHECK(rig.advance_and_run(99ms) == 0);  // nothing fired, nothing ran
+  CHECK(s.handle->status() == transfer_status::pending);
+  CHECK_FALSE(s.handle->released());
+  CHECK(rig.advance_time(1ms) == 1);
+  CHECK(s.handle->status() == transfer_status::pending);  // fired, but not yet handled
+  rig.run();
+  auto r = s.handle->result();
+  REQUIRE(r);
+  CHECK(r->status == transfer_status::failed);
+  CHECK(r->code == errc::timed_out);
+  CHECK(s.handle->released());  // nothing was exposed to a peer: released with the result
+  CHECK(rig.now() == caf::timespan{100ms});
+  CHECK(rig.pending_timeouts() == 0);
+}
+
+TEST_CASE("a request timeout runs on virtual time too: a put the engine never completes times out only when the clock passes it") {
+  node_rig rig;
+  auto answer =
+    rig.request_within<std::uint64_t>(50ms, rig.transport, put_atom::value, sample_puts(43));
+  rig.run();
+  REQUIRE(rig.engine->pending_count() == 1);
+  rig.advance_and_run(49ms);
+  CHECK_FALSE(answer->answered());
+  rig.advance_and_run(1ms);
+  REQUIRE(answer->answered());
+  CHECK(answer->error() == caf::sec::request_timeout);
+  // The transport still waits for the engine, which completes later: nobody is answered twice.
+  rig.engine->complete(rig.engine->last_put().op);
+  rig.run();
+  CHECK(answer->answers() == 1);
+}
+
+TEST_CASE("F11 (virtual time): a send whose deadline passes with puts in flight fails at once as timed out and is released exactly once, when the engine reports the puts cancelled") {
+  node_rig rig;
+  auto violations_before = detail::handle_state::violations();
+  auto decode_node = rig.spawn_recorder();  // the fetching node's anchor
+  std::vector<unsigned char> src(4096, 0x5A);
+  auto s = rig.start_send("raced-by-its-deadline",
+                          {block_of(src)}, 100);
+  rig.run();
+  // The peer's fetch arrives (straight to the request actor, as the sender would route it).
+  auto fetcher = rig.request<transfer_done>(s.actor, sample_fetch("raced-by-its-deadline",
+                                                                   decode_node.actor));
+  rig.run();
+  REQUIRE(rig.engine->pending_count() == 1);
+  auto op = rig.engine->last_put().op;
+  CHECK(rig.engine->last_put().bytes == 4096);
+  CHECK(s.handle->status() == transfer_status::in_flight);
+
+  // The deadline passes while the puts are in UCX's hands.
+  rig.advance_and_run(100ms);
+  auto r = s.handle->result();
+  REQUIRE(r);  // at once: the engine did not have to answer first
+  CHECK(r->status == transfer_status::failed);
+  CHECK(r->code == errc::timed_out);
+  CHECK_FALSE(s.handle->released());  // UCX may still read the source blocks
+  CHECK(rig.snapshot().unreleased == 1);
+  CHECK(rig.engine->cancel_requested(op));  // the transport was asked to stop the puts
+  CHECK_FALSE(fetcher->answered());         // the fetcher hears the outcome with the release
+
+  // However long the engine takes, the memory stays pinned until it reports.
+  rig.advance_and_run(10s);
+  CHECK_FALSE(s.handle->released());
+
+  REQUIRE(rig.engine->complete(op, errc::cancelled, "cancelled on request"));
+  rig.run();
+  CHECK(s.handle->released());
+  CHECK(rig.snapshot().unreleased == 0);
+  REQUIRE(fetcher->answered());
+  CHECK(fetcher->code() == errc::timed_out);  // both sides agree the transfer failed
+  auto evs = rig.events();
+  CHECK(events_of_kind(evs, event_kind::completed) == 1);
+  CHECK(events_of_kind(evs, event_kind::released) == 1);
+  CHECK(detail::handle_state::violations() == violations_before);
+  CHECK(rig.snapshot().failed == 1);
+  CHECK(rig.snapshot().in_flight == 0);
+}
+
+TEST_CASE("when the puts complete in the instant the deadline passes, whichever reaches the request first decides, and the memory is released exactly once either way") {
+  node_rig rig;
+  auto violations_before = detail::handle_state::violations();
+  auto decode_node = rig.spawn_recorder();
+  std::vector<unsigned char> src(4096, 0x5A);
+  auto s = rig.start_send("photo-finish",
+                          {block_of(src)}, 100);
+  rig.run();
+  auto fetcher = rig.request<transfer_done>(s.actor, sample_fetch("photo-finish",
+                                                                   decode_node.actor));
+  rig.run();
+  auto op = rig.engine->last_put().op;
+  rig.advance_and_run(99ms);
+  // The engine's completion reaches the transport (a queued op_done message)...
+  REQUIRE(rig.engine->complete(op));
+
+  SUBCASE("the transport answers before the deadline fires: the transfer succeeded") {
+    CHECK(rig.dispatch_to(rig.transport));  // its answer is queued at the request now
+    CHECK(rig.advance_time(1ms) == 1);      // the deadline queues behind it
+    rig.run();
+    auto r = s.handle->result();
+    REQUIRE(r);
+    CHECK(r->status == transfer_status::succeeded);
+    CHECK(r->bytes == 4096);
+    REQUIRE(fetcher->ok());
+    CHECK(fetcher->value().bytes == 4096);
+  }
+  SUBCASE("the deadline fires before the transport answers: the transfer timed out") {
+    CHECK(rig.advance_time(1ms) == 1);  // the deadline is queued at the request first
+    CHECK(rig.dispatch_to(s.actor));    // and handled: failed, not released, cancel sent
+    CHECK(s.handle->status() == transfer_status::failed);
+    CHECK_FALSE(s.handle->released());
+    rig.run();  // the transport answers with the bytes; too late, the cancel finds nothing
+    auto r = s.handle->result();
+    REQUIRE(r);
+    CHECK(r->code == errc::timed_out);
+    CHECK(fetcher->code() == errc::timed_out);
+    CHECK(rig.engine->cancel_calls().empty());
+  }
+  CHECK(s.handle->released());
+  CHECK(fetcher->answers() == 1);
+  auto evs = rig.events();
+  CHECK(events_of_kind(evs, event_kind::completed) == 1);
+  CHECK(events_of_kind(evs, event_kind::released) == 1);
+  CHECK(detail::handle_state::violations() == violations_before);
+  CHECK(rig.snapshot().unreleased == 0);
+}
+
+// -- whole transfers inside one rig: recv-request -> sender -> send-request -> transport -------
+
+namespace {
+
+// A send of `src` and a receive of it into `dst`, run until the puts are in the engine's hands.
+struct transfer_in_flight {
+  node_rig::started send, recv;
+  std::uint64_t op = 0;
+};
+transfer_in_flight start_transfer(node_rig& rig, const std::string& id,
+                                  const std::vector<unsigned char>& src,
+                                  const std::vector<unsigned char>& dst,
+                                  std::uint32_t send_deadline_ms = 30000,
+                                  std::uint32_t recv_deadline_ms = 30000) {
+  transfer_in_flight t;
+  t.send = rig.start_send(id, {block_of(src)}, send_deadline_ms);
+  rig.run();
+  t.recv = rig.start_recv(id, {desc{addr_of(dst.data()), dst.size(), 0}}, addr_of(dst.data()),
+                          dst.size(), recv_deadline_ms);
+  rig.run();  // admitted, our address from the transport, fetch routed by the sender, puts posted
+  REQUIRE(rig.engine->pending_count() == 1);
+  t.op = rig.engine->last_put().op;
+  CHECK(t.send.handle->status() == transfer_status::in_flight);
+  CHECK(t.recv.handle->status() == transfer_status::in_flight);
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("a transfer between a recv-request and a send-request succeeds once the engine completes its puts, and both sides are released") {
+  node_rig rig;
+  std::vector<unsigned char> src(4096, 0x11), dst(4096, 0);
+  auto t = start_transfer(rig, "whole", src, dst);
+  auto posted = rig.engine->last_put();
+  CHECK(posted.bytes == 4096);
+  REQUIRE(posted.batch.ops.size() == 1);
+  CHECK(posted.batch.ops[0].src == addr_of(src.data()));
+  CHECK(posted.batch.ops[0].dst.addr == addr_of(dst.data()));
+  // The fetch carried the worker address the transport gave the receive.
+  REQUIRE(rig.engine->connects().size() == 1);
+  CHECK(rig.engine->connects()[0].worker_address == rig.engine->worker_address());
+  rig.engine->complete(t.op);
+  rig.run();
+  REQUIRE(t.send.handle->result());
+  REQUIRE(t.recv.handle->result());
+  CHECK(t.send.handle->result()->status == transfer_status::succeeded);
+  CHECK(t.recv.handle->result()->status == transfer_status::succeeded);
+  CHECK(t.recv.handle->result()->bytes == 4096);
+  CHECK(t.send.handle->released());
+  CHECK(t.recv.handle->released());
+  CHECK(rig.snapshot().succeeded == 2);
+  CHECK(rig.snapshot().in_flight == 0);
+}
+
+TEST_CASE("F2 (virtual time): a send cancelled after the peer's fetch arrived resolves both handles once, and each side is released only by the engine's answer") {
+  node_rig rig;
+  auto violations_before = detail::handle_state::violations();
+  std::vector<unsigned char> src(4096, 0x22), dst(4096, 0);
+  auto t = start_transfer(rig, "cancel-after-ready", src, dst);
+  auto c = rig.cancel(t.send);
+  rig.run();
+  REQUIRE(c->ok());
+  CHECK(c->value() == cancel_result::cancel_requested_in_flight);
+  CHECK(rig.engine->cancel_requested(t.op));
+  // Asking to stop proves nothing: neither side is terminal or released before the engine says.
+  CHECK_FALSE(t.send.handle->result());
+  CHECK_FALSE(t.recv.handle->result());
+  rig.advance_and_run(10s);  // long, but within both 30 s deadlines
+  CHECK_FALSE(t.send.handle->released());
+  CHECK_FALSE(t.recv.handle->released());
+  // A second cancel while stopping answers the same, and asks nothing new of the engine.
+  auto again = rig.cancel(t.send);
+  rig.run();
+  REQUIRE(again->ok());
+  CHECK(again->value() == cancel_result::cancel_requested_in_flight);
+  CHECK(rig.engine->cancel_calls().size() == 1);
+
+  rig.engine->complete(t.op, errc::cancelled, "cancelled on request");
+  rig.run();
+  REQUIRE(t.send.handle->result());
+  REQUIRE(t.recv.handle->result());
+  CHECK(t.send.handle->result()->status == transfer_status::cancelled);
+  CHECK(t.recv.handle->result()->status == transfer_status::cancelled);
+  CHECK(t.send.handle->released());
+  CHECK(t.recv.handle->released());
+  auto evs = rig.events();
+  CHECK(events_of_kind(evs, event_kind::completed) == 2);
+  CHECK(events_of_kind(evs, event_kind::released) == 2);
+  CHECK(detail::handle_state::violations() == violations_before);
+  CHECK(rig.snapshot().unreleased == 0);
+}
+
+TEST_CASE("F2 (virtual time): a cancel that arrives after the last put completed but before the transport's answer reached the request finds the transfer done: it succeeds, once") {
+  node_rig rig;
+  auto violations_before = detail::handle_state::violations();
+  std::vector<unsigned char> src(4096, 0x23), dst(4096, 0);
+  auto t = start_transfer(rig, "cancel-at-the-finish", src, dst);
+  REQUIRE(rig.engine->complete(t.op));  // the engine's completion is queued at the transport
+  rig.send(t.send.actor, cancel_atom::value);  // and the engine's cancel at the request
+  CHECK(rig.queued(rig.transport));
+  REQUIRE(rig.dispatch_to(t.send.actor));  // the cancel first: the request asks the transport
+  CHECK_FALSE(t.send.handle->result());    // to stop, and waits for its answer
+  rig.run();
+  // The transport answered the puts before it saw the cancel: nothing was left to cancel.
+  CHECK(rig.engine->cancel_calls().empty());
+  REQUIRE(t.send.handle->result());
+  CHECK(t.send.handle->result()->status == transfer_status::succeeded);
+  REQUIRE(t.recv.handle->result());
+  CHECK(t.recv.handle->result()->status == transfer_status::succeeded);
+  CHECK(t.send.handle->released());
+  CHECK(t.recv.handle->released());
+  CHECK(detail::handle_state::violations() == violations_before);
+}
+
+TEST_CASE("F3 (virtual time): a receive cancelled while queued resolves its handle once, released, and its fetch is never sent") {
+  node_rig rig{1};  // one fetch in flight at a time
+  std::vector<unsigned char> dst(2 * 4096, 0), src(4096, 0x33);
+  auto first = rig.start_recv("admitted", {desc{addr_of(dst.data()), 4096, 0}},
+                              addr_of(dst.data()), dst.size(), 30000);
+  auto queued = rig.start_recv("queued", {desc{addr_of(dst.data()) + 4096, 4096, 0}},
+                               addr_of(dst.data()), dst.size(), 30000);
+  rig.run();
+  CHECK(first.handle->status() == transfer_status::in_flight);  // its fetch is parked at the sender
+  CHECK(queued.handle->status() == transfer_status::pending);
+  auto c = rig.cancel(queued);
+  rig.run();
+  REQUIRE(c->ok());
+  CHECK(c->value() == cancel_result::cancelled_before_advertise);
+  REQUIRE(queued.handle->result());
+  CHECK(queued.handle->result()->status == transfer_status::cancelled);
+  CHECK(queued.handle->released());
+  // No fetch for it reached the prefill side: a send offered now waits for a peer.
+  auto late = rig.start_send("queued", {block_of(src)}, 30000);
+  rig.run();
+  CHECK(late.handle->status() == transfer_status::pending);
+  CHECK(rig.engine->pending_count() == 0);
+  // The place it queued for goes to nobody else: the admitted receive still runs.
+  CHECK(first.handle->status() == transfer_status::in_flight);
+  auto evs = rig.events();
+  CHECK(events_of_kind(evs, event_kind::completed) == 1);
+  CHECK(events_of_kind(evs, event_kind::released) == 1);
+}
+
+TEST_CASE("F8 (virtual time): after a receive is cancelled in flight, neither side's memory is released until the engine's late completion comes") {
+  node_rig rig;
+  std::vector<unsigned char> src(4096, 0x88), dst(4096, 0);
+  auto t = start_transfer(rig, "late-completion", src, dst);
+  auto c = rig.cancel(t.recv);
+  rig.run();
+  REQUIRE(c->ok());
+  CHECK(c->value() == cancel_result::cancel_requested_in_flight);
+  // The receiver told the sender, the sender its request, the request the transport.
+  CHECK(rig.engine->cancel_requested(t.op));
+  for (caf::timespan step : {caf::timespan{1ms}, caf::timespan{1s}, caf::timespan{20s}}) {
+    rig.advance_and_run(step);
+    CHECK_FALSE(t.send.handle->released());
+    CHECK_FALSE(t.recv.handle->released());
+  }
+  rig.engine->complete(t.op, errc::cancelled);
+  rig.run();
+  CHECK(t.send.handle->released());
+  CHECK(t.recv.handle->released());
+  REQUIRE(t.recv.handle->result());
+  CHECK(t.recv.handle->result()->status == transfer_status::cancelled);
+  REQUIRE(t.send.handle->result());
+  CHECK(t.send.handle->result()->status == transfer_status::cancelled);
+  CHECK(rig.snapshot().unreleased == 0);
+}
+
+TEST_CASE("F11 (virtual time): a receive whose deadline passes while fetching fails at once, tells the sender to stop, and is released only by the sender's answer") {
+  node_rig rig;
+  std::vector<unsigned char> src(4096, 0x44), dst(4096, 0);
+  auto t = start_transfer(rig, "recv-deadline", src, dst, 30000, 100);
+  rig.advance_and_run(100ms);
+  REQUIRE(t.recv.handle->result());
+  CHECK(t.recv.handle->result()->code == errc::timed_out);
+  CHECK_FALSE(t.recv.handle->released());
+  CHECK(rig.engine->cancel_requested(t.op));  // cancel_fetch reached the send side
+  CHECK_FALSE(t.send.handle->result());       // which waits for the engine before it ends
+  rig.engine->complete(t.op, errc::cancelled);
+  rig.run();
+  CHECK(t.recv.handle->released());
+  CHECK(t.recv.handle->result()->code == errc::timed_out);  // the first terminal result stands
+  REQUIRE(t.send.handle->result());
+  CHECK(t.send.handle->result()->status == transfer_status::cancelled);
+  CHECK(t.send.handle->released());
+  auto evs = rig.events();
+  CHECK(events_of_kind(evs, event_kind::completed) == 2);
+  CHECK(events_of_kind(evs, event_kind::released) == 2);
+}
+
+TEST_CASE("F4 (virtual time): a deadline that fires in the same instant as the fetch arrives: whichever the request handles first decides, and nothing is released twice") {
+  node_rig rig;
+  auto violations_before = detail::handle_state::violations();
+  std::vector<unsigned char> src(4096, 0x55);
+  auto s = rig.start_send("same-instant", {block_of(src)}, 100);
+  rig.run();
+  rig.advance_and_run(99ms);
+
+  SUBCASE("the deadline first: timed out with nothing exposed, released at once; the fetch finds no one") {
+    CHECK(rig.advance_time(1ms) == 1);  // the deadline is queued at the request
+    auto fetcher = rig.request<transfer_done>(s.actor, sample_fetch("same-instant",
+                                                                    rig.decode_node.actor));
+    rig.run();
+    REQUIRE(s.handle->result());
+    CHECK(s.handle->result()->code == errc::timed_out);
+    CHECK(s.handle->released());
+    CHECK(rig.engine->pending_count() == 0);  // no put was ever posted
+    REQUIRE(fetcher->answered());
+    CHECK_FALSE(fetcher->ok());
+  }
+  SUBCASE("the fetch first: the puts are posted, then the deadline fails the request in flight") {
+    auto fetcher = rig.request<transfer_done>(s.actor, sample_fetch("same-instant",
+                                                                    rig.decode_node.actor));
+    while (!rig.queued(s.actor))  // the probe sends the fetch
+      REQUIRE(rig.dispatch_one());
+    CHECK(rig.advance_time(1ms) == 1);  // the deadline queues behind the fetch
+    rig.run();
+    REQUIRE(rig.engine->pending_count() == 1);
+    REQUIRE(s.handle->result());
+    CHECK(s.handle->result()->code == errc::timed_out);
+    CHECK_FALSE(s.handle->released());
+    CHECK(rig.engine->cancel_requested(rig.engine->last_put().op));
+    rig.engine->complete(rig.engine->last_put().op, errc::cancelled);
+    rig.run();
+    CHECK(s.handle->released());
+    CHECK(fetcher->code() == errc::timed_out);
+  }
+  auto evs = rig.events();
+  CHECK(events_of_kind(evs, event_kind::completed) == 1);
+  CHECK(events_of_kind(evs, event_kind::released) == 1);
+  CHECK(detail::handle_state::violations() == violations_before);
+}
+
+TEST_CASE("a staged send gathers each chunk through the transport's copy engine, puts it from the staging slot, and gives the slot back") {
+  node_rig rig{4, 1, 4096};  // one staging slot of 4 KiB: two chunks for 8 KiB
+  std::vector<unsigned char> src(8192), dst(8192, 0);
+  for (std::size_t i = 0; i < src.size(); ++i)
+    src[i] = static_cast<unsigned char>(i * 7);
+  auto s = rig.start_send("staged", {block_of(src)}, 30000, true);
+  rig.run();
+  auto r = rig.start_recv("staged", {desc{addr_of(dst.data()), dst.size(), 0}},
+                          addr_of(dst.data()), dst.size(), 30000);
+  rig.run();
+  const auto slot = (*rig.staging)[0];
+  for (int chunk = 0; chunk < 2; ++chunk) {
+    // The chunk is being gathered: no put before its copy finished.
+    REQUIRE(rig.copier->pending() == 1);
+    CHECK(rig.engine->pending_count() == 0);
+    auto copy = rig.copier->copies().back();
+    REQUIRE(copy.segments.size() == 1);
+    CHECK(copy.segments[0].src == addr_of(src.data()) + chunk * 4096);
+    CHECK(copy.segments[0].dst.addr == slot.addr);
+    REQUIRE(rig.copier->complete(copy.ticket));
+    rig.run();
+    REQUIRE(rig.engine->pending_count() == 1);
+    auto put = rig.engine->last_put();
+    REQUIRE(put.batch.ops.size() == 1);
+    CHECK(put.batch.ops[0].src == slot.addr);  // put from the staging slot
+    CHECK(put.batch.ops[0].dst.addr == addr_of(dst.data()) + chunk * 4096);
+    // The slot holds the chunk's bytes, gathered from the source.
+    CHECK(std::memcmp(ptr_of(slot.addr), src.data() + chunk * 4096, 4096) == 0);
+    rig.engine->complete(put.op);
+    rig.run();
+  }
+  REQUIRE(s.handle->result());
+  CHECK(s.handle->result()->status == transfer_status::succeeded);
+  CHECK(s.handle->result()->bytes == 8192);
+  CHECK(s.handle->released());
+  REQUIRE(r.handle->result());
+  CHECK(r.handle->result()->status == transfer_status::succeeded);
+  auto stats = rig.request<pool_stats>(rig.pool, stats_atom::value);
+  rig.run();
+  REQUIRE(stats->ok());
+  CHECK(stats->value().leased == 0);
+  CHECK(stats->value().poisoned == 0);
+}
+
+TEST_CASE("F6 (virtual time): a staged send cancelled while its chunk is being copied ends when the copy ends, and its slot returns to the pool") {
+  node_rig rig{4, 1, 4096};
+  std::vector<unsigned char> src(8192, 0x66), dst(8192, 0);
+  auto s = rig.start_send("staged-cancel", {block_of(src)}, 30000, true);
+  rig.run();
+  auto r = rig.start_recv("staged-cancel", {desc{addr_of(dst.data()), dst.size(), 0}},
+                          addr_of(dst.data()), dst.size(), 30000);
+  rig.run();
+  REQUIRE(rig.copier->pending() == 1);
+  auto c = rig.cancel(s);
+  rig.run();
+  REQUIRE(c->ok());
+  CHECK(c->value() == cancel_result::cancel_requested_in_flight);
+  CHECK_FALSE(s.handle->result());  // the copy still writes into the slot
+  auto held = rig.request<pool_stats>(rig.pool, stats_atom::value);
+  rig.run();
+  CHECK(held->value().leased == 1);
+  rig.copier->complete_all();
+  rig.run();
+  REQUIRE(s.handle->result());
+  CHECK(s.handle->result()->status == transfer_status::cancelled);
+  CHECK(s.handle->released());
+  CHECK(rig.engine->pending_count() == 0);  // nothing of the cancelled chunk was put
+  REQUIRE(r.handle->result());
+  CHECK(r.handle->result()->status == transfer_status::cancelled);
+  auto stats = rig.request<pool_stats>(rig.pool, stats_atom::value);
+  rig.run();
+  CHECK(stats->value().leased == 0);
+  CHECK(stats->value().poisoned == 0);
+}
+
+}  // TEST_SUITE
