@@ -63,7 +63,7 @@ struct send_request_state {
   step outstanding = step::none;
   caf::error stop_reason;         // why a stop was asked: what the fetcher hears
   // What the answer of the outstanding step means in the current phase (set with the phase's
-  // behaviour by enter()): the answers are responses, not messages of the interface.
+  // behaviour by enter_transferring / enter_stopping): the answers are responses, not messages.
   void (*on_step)(self_ptr, std::uint64_t bytes, caf::error& err) = nullptr;
   static inline const char* name = "kvferry.send_request";
 };
