@@ -155,6 +155,7 @@ using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using admit_retry_atom = caf::atom_constant<caf::atom("admit_re")>;
 using register_atom = caf::atom_constant<caf::atom("register")>;
 using allocate_atom = caf::atom_constant<caf::atom("allocate")>;
+using address_atom = caf::atom_constant<caf::atom("address")>;
 using endpoint_atom = caf::atom_constant<caf::atom("endpoint")>;
 using peers_atom = caf::atom_constant<caf::atom("peers")>;
 using refresh_atom = caf::atom_constant<caf::atom("refresh")>;
@@ -182,12 +183,13 @@ using transport_actor = caf::typed_actor<
   caf::replies_to<register_atom, std::uint64_t, std::uint64_t>::with<registered_memory>,
   // Let UCX allocate and register `bytes` (zero-filled; lives as long as the node).
   caf::replies_to<allocate_atom, std::uint64_t>::with<registered_memory>,
+  // This node's UCX worker address (it changes when a wedged worker is replaced).
+  caf::replies_to<address_atom>::with<std::vector<std::uint8_t>>,
   // Diagnostics (may take up to 2 s): the UCX transports the endpoint to peer `epoch` uses.
   caf::replies_to<endpoint_atom, std::uint64_t>::with<std::vector<std::string>>,
   // Diagnostics: the epochs of the peers this node has put data to.
   caf::replies_to<peers_atom>::with<std::vector<std::uint64_t>>,
-  // Publish the worker address and counters anew if the engine replaced its worker (the
-  // supervisor's tick sends it; an endpoint failure does the same).
+  // Copy the engine's counters into the node's health (the supervisor's tick sends it).
   caf::reacts_to<refresh_atom>>;
 
 // buffer pool: staging buffers handed out as leases, with bounded waits.
@@ -269,6 +271,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(kvferry, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(kvferry, (kvferry::sender_actor))
   CAF_ADD_TYPE_ID(kvferry, (std::vector<kvferry::copy_op>))
   CAF_ADD_TYPE_ID(kvferry, (std::vector<std::string>))
+  CAF_ADD_TYPE_ID(kvferry, (std::vector<std::uint8_t>))
   CAF_ADD_TYPE_ID(kvferry, (std::vector<std::uint64_t>))
 CAF_END_TYPE_ID_BLOCK(kvferry)
 

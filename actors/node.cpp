@@ -126,7 +126,7 @@ result<std::unique_ptr<node>> node_access::start(const node_config& config, engi
   supervisor_spec spec;
   spec.children = p->children;
   spec.health = p->health;
-  spec.transport = transport_spec{p->services, p->health, p->address};
+  spec.transport = transport_spec{p->services, p->health};
   spec.pool = pool_spec{config.staging_slots, config.staging_slot_bytes,
                         std::make_shared<std::vector<desc>>(), p->children, p->health};
   spec.node_name = config.node_name;
@@ -305,7 +305,7 @@ transfer_handle node::receive(const std::string& request_id, peer_id peer,
     return refused(request_id, errc::duplicate_request_id,
                    "request id '" + request_id + "' is already in use on this node");
   auto owner = spawn_recv_request_actor(
-    *p.sys, recv_spec{context_for(p, st, options), std::move(entry), std::move(fetch), p.address});
+    *p.sys, recv_spec{context_for(p, st, options), std::move(entry), std::move(fetch)});
   p.registry->attach_owner(request_id, caf::actor_cast<caf::actor>(owner));
   return transfer_handle{std::move(st)};
 }

@@ -6,7 +6,6 @@
 #include "actors/event_sink.hpp"
 #include "actors/messages.hpp"
 #include "actors/node_health.hpp"
-#include "actors/published_address.hpp"
 #include "actors/region_table.hpp"
 #include "actors/request_registry.hpp"
 #include "actors/transport_services.hpp"
@@ -30,7 +29,6 @@ struct node::impl {
   std::shared_ptr<node_health> health;
   std::shared_ptr<detail::event_sink> events = std::make_shared<detail::event_sink>();
   std::shared_ptr<child_directory> children = std::make_shared<child_directory>();
-  std::shared_ptr<published_address> address = std::make_shared<published_address>();
   caf::actor_system_config cfg;
   std::unique_ptr<caf::actor_system> sys;
   supervisor_actor supervisor;

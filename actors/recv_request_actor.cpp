@@ -1,6 +1,7 @@
 // recv-request actor (one per decode-side transfer): one behaviour per phase.
 //
-//   queued ──admitted by the receiver: fetch sent──> fetching ──the sender's answer──> end
+//            admitted by the receiver,
+//   queued ──our worker address from the transport──> fetching ──the sender's answer──> end
 //     │ cancel: cancelled_before_advertise, end          │ cancel: cancel_fetch to the sender
 //     │ deadline: timed_out, end                         │ deadline: timed_out delivered now,
 //     │ the receiver dies: queue again at its restart    │   cancel_fetch to the sender
@@ -15,8 +16,6 @@
 
 #include "actors/recv_request_actor.hpp"
 
-#include "actors/published_address.hpp"
-
 #include <algorithm>
 #include <chrono>
 
@@ -28,7 +27,6 @@ struct recv_request_state {
   request_base base;
   sender_actor peer;
   fetch_msg fetch;
-  std::shared_ptr<const published_address> address;
   caf::actor_addr admitter;  // the receiver we queue at (watched while queued)
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   static inline const char* name = "kvferry.recv_request";
@@ -63,8 +61,6 @@ void on_answer(self_ptr self, caf::expected<transfer_done> answer) {
 
 void send_fetch(self_ptr self) {
   auto& st = self->state;
-  // Our worker address as the transport last published it (a replaced worker has a new one).
-  st.fetch.worker_address = *st.address->get();
   st.base.owner->set_in_flight();
   st.base.monitors.watch(self, st.peer.address());
   if (st.base.ctx.deadline_ms > 0) {
@@ -80,6 +76,24 @@ void send_fetch(self_ptr self) {
           [=](caf::error& err) { on_answer(self, std::move(err)); });
 }
 
+// Admitted: our worker address (it changes when a wedged worker is replaced), then the fetch.
+void ask_address(self_ptr self) {
+  auto transport = self->state.base.ctx.children->current().transport;
+  self->request(transport, caf::infinite, address_atom::value)
+    .then(
+      [=](std::vector<std::uint8_t>& address) {
+        self->state.fetch.worker_address = std::move(address);
+        send_fetch(self);
+      },
+      [=](caf::error& err) {
+        end_recv(self,
+                 make_result(transfer_status::failed, errc::backend_unhealthy,
+                             "the transport could not give its worker address: " +
+                               caf::to_string(err)),
+                 true);
+      });
+}
+
 // Queues for admission at the current receiver; its DOWN (not the error answer, which may come
 // too) is the one trigger for queueing again, so a request never holds two places.
 void ask_admission(self_ptr self) {
@@ -92,7 +106,7 @@ void ask_admission(self_ptr self) {
         // The receiver's restart no longer concerns us: only a queued request re-queues.
         self->state.base.monitors.unwatch(self, self->state.admitter);
         self->state.admitter = caf::actor_addr{};
-        send_fetch(self);
+        ask_address(self);
       },
       [=](caf::error& err) {
         if (err != caf::sec::request_receiver_down)
@@ -165,7 +179,6 @@ behavior recv_request_impl(self_ptr self, recv_spec spec) {
   st.base.ctx = std::move(spec.ctx);
   st.peer = std::move(spec.peer);
   st.fetch = std::move(spec.fetch);
-  st.address = std::move(spec.address);
   start_lifecycle(self, request_side::receive, end_recv, quiescent_now);
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;

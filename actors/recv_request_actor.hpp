@@ -6,14 +6,11 @@
 
 namespace kvferry {
 
-class published_address;
-
 struct recv_spec {
   request_context ctx;
   sender_actor peer;  // the prefill node's entry
-  fetch_msg fetch;    // destination blocks, rkeys, our epoch and anchor
-  std::shared_ptr<const published_address> address;  // our worker address, filled in when the
-                                                     // fetch is sent
+  fetch_msg fetch;    // destination blocks, rkeys, our epoch and anchor; the worker address is
+                      // asked of the transport when the fetch is sent
 };
 
 recv_request_actor spawn_recv_request_actor(caf::actor_system& sys, recv_spec spec);

@@ -8,9 +8,7 @@
 //                  [cancel asked]
 //
 //   register / allocate ──> the engine registers (or allocates) memory; kept for the node's life
-//   endpoint / peers ──> what the engine knows (diagnostics)
-//   start, peer_down, refresh ──> the worker address and the replacement count published anew
-//        when the engine replaced its worker (fetches carry the address: published_address)
+//   address / endpoint / peers / refresh ──> what the engine knows (set-up and diagnostics)
 //
 // The actor never blocks on a transfer: both engines work on their own threads and report
 // completions back as op_done messages. A requester's answer is sent only after the completion
@@ -19,7 +17,6 @@
 #include "actors/transport_actor.hpp"
 
 #include "actors/node_health.hpp"
-#include "actors/published_address.hpp"
 #include "actors/request_lifecycle.hpp"
 #include "actors/transport_services.hpp"
 
@@ -46,7 +43,6 @@ struct transport_state {
   // it replaced a wedged worker; its next fetch carries the new one, and we connect again.
   std::unordered_map<std::uint64_t, std::vector<std::uint8_t>> connected;
   std::set<std::uint64_t> put_to;  // every peer epoch we posted puts to (diagnostics)
-  std::uint64_t replacements_seen = ~std::uint64_t{0};  // worker replacements last published
   static inline const char* name = "kvferry.transport";
 
   transport::engine& engine() { return *spec.services->engine; }
@@ -77,18 +73,6 @@ caf::result<registered_memory> keep(self_ptr self,
   registered_memory out{addr_of(r.base()), r.bytes(), r.packed_rkey()};
   self->state.spec.services->keep(std::move(reg.value()));
   return out;
-}
-
-// Publishes the worker address and the replacement count when the worker changed (a replaced
-// worker has a new address; peers must be given it with our next fetches).
-void publish_worker(self_ptr self) {
-  auto& st = self->state;
-  auto n = st.engine().stats().worker_replacements;
-  if (n == st.replacements_seen)
-    return;
-  st.replacements_seen = n;
-  st.spec.address->set(st.engine().worker_address());
-  st.spec.health->set_worker_replacements(n);
 }
 
 caf::typed_response_promise<std::uint64_t> on_put(self_ptr self, put_request& req) {
@@ -144,7 +128,6 @@ caf::typed_response_promise<std::uint64_t> on_copy(self_ptr self, std::uint64_t 
 
 transport_actor::behavior_type transport_impl(self_ptr self, transport_spec spec) {
   self->state.spec = std::move(spec);
-  publish_worker(self);
   return {
     [=](put_atom, put_request& req) { return on_put(self, req); },
     [=](copy_atom, std::uint64_t token, std::vector<copy_op>& copies) {
@@ -170,7 +153,8 @@ transport_actor::behavior_type transport_impl(self_ptr self, transport_spec spec
       // The engine already failed that peer's operations; reconnect on the next put. A worker
       // replacement reports every peer this way: the count in health follows.
       self->state.connected.erase(peer_epoch);
-      publish_worker(self);
+      self->state.spec.health->set_worker_replacements(
+        self->state.engine().stats().worker_replacements);
     },
     [=](quiescent_atom, std::uint64_t token) { return self->state.ops.count(token) == 0; },
     [=](forget_peer_atom, std::uint64_t peer_epoch) {
@@ -189,6 +173,7 @@ transport_actor::behavior_type transport_impl(self_ptr self, transport_spec spec
         std::memset(reg.value()->base(), 0, bytes);
       return keep(self, std::move(reg));
     },
+    [=](address_atom) { return self->state.engine().worker_address(); },
     [=](endpoint_atom, std::uint64_t peer_epoch) {
       return self->state.engine().endpoint_transports(peer_epoch);
     },
@@ -196,7 +181,10 @@ transport_actor::behavior_type transport_impl(self_ptr self, transport_spec spec
       auto& p = self->state.put_to;
       return std::vector<std::uint64_t>(p.begin(), p.end());
     },
-    [=](refresh_atom) { publish_worker(self); },
+    [=](refresh_atom) {
+      self->state.spec.health->set_worker_replacements(
+        self->state.engine().stats().worker_replacements);
+    },
   };
 }
 

@@ -9,12 +9,10 @@ namespace kvferry {
 
 struct transport_services;
 class node_health;
-class published_address;
 
 struct transport_spec {
   std::shared_ptr<transport_services> services;
   std::shared_ptr<node_health> health;  // the engine's worker replacements are reported there
-  std::shared_ptr<published_address> address;  // the worker address fetches carry, kept current
 };
 
 // Spawns the transport actor. Its state maps each operation token to the response promise of

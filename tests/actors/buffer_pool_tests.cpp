@@ -1,7 +1,6 @@
 // The buffer pool actor: leases, bounded waits, release by holder death.
 #include "actors/buffer_pool_actor.hpp"
 #include "actors/node_health.hpp"
-#include "actors/published_address.hpp"
 #include "actors/transport_actor.hpp"
 #include "actors/transport_services.hpp"
 
@@ -31,7 +30,7 @@ struct pool_fixture {
     // The pool has the transport allocate its buffers, and asks it whether a dead holder's
     // operations are quiescent.
     node_children kids;
-    kids.transport = spawn_transport_actor(*sys, transport_spec{services, health, std::make_shared<published_address>()});
+    kids.transport = spawn_transport_actor(*sys, transport_spec{services, health});
     children->set(kids);
     pool = spawn_buffer_pool_actor(*sys, pool_spec{slots, 4096, buffers, children, health});
     caf::scoped_actor self{*sys};

@@ -7,7 +7,6 @@
 #include "actors/buffer_pool_actor.hpp"
 #include "actors/event_sink.hpp"
 #include "actors/handle_state.hpp"
-#include "actors/published_address.hpp"
 #include "actors/receiver_actor.hpp"
 #include "actors/recv_request_actor.hpp"
 #include "actors/send_request_actor.hpp"
@@ -44,7 +43,6 @@ struct node_rig : testing::virtual_time {
   std::shared_ptr<request_registry> recv_registry = std::make_shared<request_registry>();
   std::shared_ptr<detail::event_sink> sink = std::make_shared<detail::event_sink>();
   std::shared_ptr<std::vector<desc>> staging = std::make_shared<std::vector<desc>>();
-  std::shared_ptr<published_address> address = std::make_shared<published_address>();
   transport_actor transport;
   buffer_pool_actor pool;
   sender_actor sender;
@@ -59,7 +57,7 @@ struct node_rig : testing::virtual_time {
     auto services = std::make_shared<transport_services>();
     services->engine = engine;
     services->copier = copier;
-    transport = track(spawn_transport_actor(system(), transport_spec{services, health, address}));
+    transport = track(spawn_transport_actor(system(), transport_spec{services, health}));
     children->set({transport, {}, {}, {}});
     pool = track(spawn_buffer_pool_actor(
       system(), pool_spec{staging_slots, slot_bytes, staging, children, health}));
@@ -106,8 +104,7 @@ struct node_rig : testing::virtual_time {
     f.region_bytes = {bytes};
     f.blocks = std::move(blocks);
     f.anchor = caf::actor_cast<caf::actor_addr>(decode_node.actor);
-    auto owner =
-      track(spawn_recv_request_actor(system(), recv_spec{ctx, sender, std::move(f), address}));
+    auto owner = track(spawn_recv_request_actor(system(), recv_spec{ctx, sender, std::move(f)}));
     recv_registry->attach_owner(id, caf::actor_cast<caf::actor>(owner));
     return {h, caf::actor_cast<caf::actor>(owner)};
   }
@@ -426,7 +423,7 @@ TEST_CASE("a transfer between a recv-request and a send-request succeeds once th
   REQUIRE(posted.batch.ops.size() == 1);
   CHECK(posted.batch.ops[0].src == addr_of(src.data()));
   CHECK(posted.batch.ops[0].dst.addr == addr_of(dst.data()));
-  // The fetch carried the worker address the transport published.
+  // The fetch carried the worker address the transport gave the receive.
   REQUIRE(rig.engine->connects().size() == 1);
   CHECK(rig.engine->connects()[0].worker_address == rig.engine->worker_address());
   rig.engine->complete(t.op);
@@ -695,32 +692,6 @@ TEST_CASE("F6 (virtual time): a staged send cancelled while its chunk is being c
   rig.run();
   CHECK(stats->value().leased == 0);
   CHECK(stats->value().poisoned == 0);
-}
-
-TEST_CASE("after the engine replaced its worker, the next fetch carries the new worker address and health counts the replacement") {
-  node_rig rig;
-  std::vector<unsigned char> src(4096, 0x77), dst(4096, 0);
-  auto before = rig.engine->worker_address();
-  auto first = start_transfer(rig, "before-replacement", src, dst);
-  rig.engine->complete(first.op);
-  rig.run();
-  // The engine replaces its worker and reports each peer, as the node's callback does.
-  rig.engine->replace_worker("wedged (test)");
-  rig.send(rig.transport, peer_down_atom::value, peer_epoch,
-           caf::make_error(errc::peer_failed, "worker replaced"));
-  rig.run();
-  CHECK(rig.snapshot().worker_replacements == 1);
-  auto after = rig.engine->worker_address();
-  REQUIRE(after != before);
-  auto second = start_transfer(rig, "after-replacement", src, dst);
-  // The peer's endpoint was forgotten, so the send side connects again, to the new address.
-  REQUIRE(rig.engine->connects().size() == 2);
-  CHECK(rig.engine->connects()[0].worker_address == before);
-  CHECK(rig.engine->connects()[1].worker_address == after);
-  rig.engine->complete(second.op);
-  rig.run();
-  REQUIRE(second.recv.handle->result());
-  CHECK(second.recv.handle->result()->status == transfer_status::succeeded);
 }
 
 }  // TEST_SUITE
