@@ -694,4 +694,30 @@ TEST_CASE("F6 (virtual time): a staged send cancelled while its chunk is being c
   CHECK(stats->value().poisoned == 0);
 }
 
+TEST_CASE("after the engine replaced its worker, the next fetch carries the new worker address (asked of the transport per fetch) and health counts the replacement") {
+  node_rig rig;
+  std::vector<unsigned char> src(4096, 0x77), dst(4096, 0);
+  auto before = rig.engine->worker_address();
+  auto first = start_transfer(rig, "before-replacement", src, dst);
+  rig.engine->complete(first.op);
+  rig.run();
+  // The engine replaces its worker and reports each peer, as the node's callback does.
+  rig.engine->replace_worker("wedged (test)");
+  rig.send(rig.transport, peer_down_atom::value, peer_epoch,
+           caf::make_error(errc::peer_failed, "worker replaced"));
+  rig.run();
+  CHECK(rig.snapshot().worker_replacements == 1);
+  auto after = rig.engine->worker_address();
+  REQUIRE(after != before);
+  auto second = start_transfer(rig, "after-replacement", src, dst);
+  // The peer's endpoint was forgotten, so the send side connects again, to the new address.
+  REQUIRE(rig.engine->connects().size() == 2);
+  CHECK(rig.engine->connects()[0].worker_address == before);
+  CHECK(rig.engine->connects()[1].worker_address == after);
+  rig.engine->complete(second.op);
+  rig.run();
+  REQUIRE(second.recv.handle->result());
+  CHECK(second.recv.handle->result()->status == transfer_status::succeeded);
+}
+
 }  // TEST_SUITE
