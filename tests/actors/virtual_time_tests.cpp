@@ -149,6 +149,18 @@ fetch_msg sample_fetch(const std::string& id, const caf::actor& anchor) {
   return f;
 }
 
+// A send of `src` with `deadline_ms`, and the peer's fetch for it delivered straight to the
+// request actor (as the sender would route it): the puts are in the engine's hands after this.
+std::pair<node_rig::started, std::shared_ptr<const testing::reply<transfer_done>>> send_and_fetch(
+  node_rig& rig, const std::string& id, const std::vector<unsigned char>& src,
+  std::uint32_t deadline_ms) {
+  auto s = rig.start_send(id, {block_of(src)}, deadline_ms);
+  rig.run();
+  auto fetcher = rig.request<transfer_done>(s.actor, sample_fetch(id, rig.decode_node.actor));
+  rig.run();
+  return {s, fetcher};
+}
+
 std::size_t events_of_kind(const std::vector<transfer_event>& evs, event_kind k) {
   return static_cast<std::size_t>(
     std::count_if(evs.begin(), evs.end(), [k](const transfer_event& e) { return e.kind == k; }));
@@ -294,15 +306,8 @@ TEST_CASE("a request timeout runs on virtual time too: a put the engine never co
 TEST_CASE("F11 (virtual time): a send whose deadline passes with puts in flight fails at once as timed out and is released exactly once, when the engine reports the puts cancelled") {
   node_rig rig;
   auto violations_before = detail::handle_state::violations();
-  auto decode_node = rig.spawn_recorder();  // the fetching node's anchor
   std::vector<unsigned char> src(4096, 0x5A);
-  auto s = rig.start_send("raced-by-its-deadline",
-                          {block_of(src)}, 100);
-  rig.run();
-  // The peer's fetch arrives (straight to the request actor, as the sender would route it).
-  auto fetcher = rig.request<transfer_done>(s.actor, sample_fetch("raced-by-its-deadline",
-                                                                   decode_node.actor));
-  rig.run();
+  auto [s, fetcher] = send_and_fetch(rig, "raced-by-its-deadline", src, 100);
   REQUIRE(rig.engine->pending_count() == 1);
   auto op = rig.engine->last_put().op;
   CHECK(rig.engine->last_put().bytes == 4096);
@@ -340,14 +345,8 @@ TEST_CASE("F11 (virtual time): a send whose deadline passes with puts in flight 
 TEST_CASE("when the puts complete in the instant the deadline passes, whichever reaches the request first decides, and the memory is released exactly once either way") {
   node_rig rig;
   auto violations_before = detail::handle_state::violations();
-  auto decode_node = rig.spawn_recorder();
   std::vector<unsigned char> src(4096, 0x5A);
-  auto s = rig.start_send("photo-finish",
-                          {block_of(src)}, 100);
-  rig.run();
-  auto fetcher = rig.request<transfer_done>(s.actor, sample_fetch("photo-finish",
-                                                                   decode_node.actor));
-  rig.run();
+  auto [s, fetcher] = send_and_fetch(rig, "photo-finish", src, 100);
   auto op = rig.engine->last_put().op;
   rig.advance_and_run(99ms);
   // The engine's completion reaches the transport (a queued op_done message)...
