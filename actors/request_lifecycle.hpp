@@ -39,7 +39,6 @@ std::string describe_exception(std::exception_ptr ep);
 // The result of a request whose actor was told to exit (the node is stopping).
 transfer_result stopped_result(const caf::error& exit_reason);
 
-
 // What every request actor is given at spawn, besides its own blocks.
 struct request_context {
   std::shared_ptr<detail::handle_state> handle;
