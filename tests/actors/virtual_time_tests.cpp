@@ -411,6 +411,16 @@ transfer_in_flight start_transfer(node_rig& rig, const std::string& id,
   return t;
 }
 
+// Both sides of `t` reached `status`, each exactly once, and both were released.
+void check_both_ended(const transfer_in_flight& t, transfer_status status) {
+  REQUIRE(t.send.handle->result());
+  REQUIRE(t.recv.handle->result());
+  CHECK(t.send.handle->result()->status == status);
+  CHECK(t.recv.handle->result()->status == status);
+  CHECK(t.send.handle->released());
+  CHECK(t.recv.handle->released());
+}
+
 }  // namespace
 
 TEST_CASE("a transfer between a recv-request and a send-request succeeds once the engine completes its puts, and both sides are released") {
@@ -427,13 +437,8 @@ TEST_CASE("a transfer between a recv-request and a send-request succeeds once th
   CHECK(rig.engine->connects()[0].worker_address == rig.engine->worker_address());
   rig.engine->complete(t.op);
   rig.run();
-  REQUIRE(t.send.handle->result());
-  REQUIRE(t.recv.handle->result());
-  CHECK(t.send.handle->result()->status == transfer_status::succeeded);
-  CHECK(t.recv.handle->result()->status == transfer_status::succeeded);
+  check_both_ended(t, transfer_status::succeeded);
   CHECK(t.recv.handle->result()->bytes == 4096);
-  CHECK(t.send.handle->released());
-  CHECK(t.recv.handle->released());
   CHECK(rig.snapshot().succeeded == 2);
   CHECK(rig.snapshot().in_flight == 0);
 }
@@ -463,12 +468,7 @@ TEST_CASE("F2 (virtual time): a send cancelled after the peer's fetch arrived re
 
   rig.engine->complete(t.op, errc::cancelled, "cancelled on request");
   rig.run();
-  REQUIRE(t.send.handle->result());
-  REQUIRE(t.recv.handle->result());
-  CHECK(t.send.handle->result()->status == transfer_status::cancelled);
-  CHECK(t.recv.handle->result()->status == transfer_status::cancelled);
-  CHECK(t.send.handle->released());
-  CHECK(t.recv.handle->released());
+  check_both_ended(t, transfer_status::cancelled);
   auto evs = rig.events();
   CHECK(events_of_kind(evs, event_kind::completed) == 2);
   CHECK(events_of_kind(evs, event_kind::released) == 2);
@@ -489,12 +489,7 @@ TEST_CASE("F2 (virtual time): a cancel that arrives after the last put completed
   rig.run();
   // The transport answered the puts before it saw the cancel: nothing was left to cancel.
   CHECK(rig.engine->cancel_calls().empty());
-  REQUIRE(t.send.handle->result());
-  CHECK(t.send.handle->result()->status == transfer_status::succeeded);
-  REQUIRE(t.recv.handle->result());
-  CHECK(t.recv.handle->result()->status == transfer_status::succeeded);
-  CHECK(t.send.handle->released());
-  CHECK(t.recv.handle->released());
+  check_both_ended(t, transfer_status::succeeded);
   CHECK(detail::handle_state::violations() == violations_before);
 }
 
@@ -544,12 +539,7 @@ TEST_CASE("F8 (virtual time): after a receive is cancelled in flight, neither si
   }
   rig.engine->complete(t.op, errc::cancelled);
   rig.run();
-  CHECK(t.send.handle->released());
-  CHECK(t.recv.handle->released());
-  REQUIRE(t.recv.handle->result());
-  CHECK(t.recv.handle->result()->status == transfer_status::cancelled);
-  REQUIRE(t.send.handle->result());
-  CHECK(t.send.handle->result()->status == transfer_status::cancelled);
+  check_both_ended(t, transfer_status::cancelled);
   CHECK(rig.snapshot().unreleased == 0);
 }
 

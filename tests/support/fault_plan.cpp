@@ -1,6 +1,7 @@
 #include "tests/support/fault_plan.hpp"
 
 #include <algorithm>
+#include <condition_variable>
 #include <stdexcept>
 #include <thread>
 
@@ -78,8 +79,10 @@ class faulty_engine final : public engine {
     std::vector<std::thread> threads;
     {
       std::lock_guard<std::mutex> guard{mtx_};
+      stopping_ = true;  // delayed operations go on at once: teardown does not wait them out
       threads.swap(delayed_);
     }
+    stop_cv_.notify_all();
     for (auto& t : threads)
       t.join();
   }
@@ -118,8 +121,12 @@ class faulty_engine final : public engine {
           plan_->hold(std::move(resume));
         } else {
           std::lock_guard<std::mutex> guard{mtx_};
-          delayed_.emplace_back([ms = rule->delay_ms, resume = std::move(resume)]() mutable {
-            std::this_thread::sleep_for(std::chrono::milliseconds{ms});
+          // The injected delay: the operation goes on once `delay_ms` passed, or at teardown.
+          delayed_.emplace_back([this, ms = rule->delay_ms, resume = std::move(resume)]() mutable {
+            {
+              std::unique_lock<std::mutex> lock{mtx_};
+              stop_cv_.wait_for(lock, std::chrono::milliseconds{ms}, [this] { return stopping_; });
+            }
             resume();
           });
         }
@@ -172,6 +179,8 @@ class faulty_engine final : public engine {
   std::shared_ptr<fault_plan> plan_;
   std::mutex mtx_;
   std::vector<std::thread> delayed_;
+  std::condition_variable stop_cv_;  // wakes delayed operations at teardown
+  bool stopping_ = false;
   std::vector<std::pair<std::uint64_t, std::uint64_t>> ids_;  // ours -> the real engine's
   std::uint64_t next_id_ = 1;
 };
