@@ -66,7 +66,8 @@ result<R> ask(caf::actor_system& sys, const Handle& whom, caf::timespan timeout,
 request_context context_for(node::impl& p, std::shared_ptr<detail::handle_state> handle,
                             const transfer_options& o) {
   return request_context{std::move(handle), p.registry, p.health, p.children,
-                         o.deadline_ms != 0 ? o.deadline_ms : p.config.default_deadline_ms};
+                         o.deadline_ms != 0 ? o.deadline_ms : p.config.default_deadline_ms,
+                         p.watches};
 }
 
 }  // namespace

@@ -18,9 +18,21 @@ void node_health::notify() {
 }
 
 void node_health::request_started() {
-  if (in_flight_.fetch_add(1) == 0)
-    last_progress_ns_.store(now_ns());
+  in_flight_.fetch_add(1);
   notify();
+}
+
+void node_health::moving_started() {
+  if (moving_.fetch_add(1) == 0)
+    last_progress_ns_.store(now_ns());
+}
+
+void node_health::step_answered() {
+  last_progress_ns_.store(now_ns());
+}
+
+void node_health::moving_ended() {
+  moving_.fetch_sub(1);
 }
 
 void node_health::request_finished(const transfer_result& r, request_side side, bool released) {
@@ -68,7 +80,7 @@ bool node_health::check_progress(std::chrono::milliseconds deadline,
                                  std::chrono::milliseconds* idle) {
   auto idle_ns = now_ns() - last_progress_ns_.load();
   *idle = std::chrono::milliseconds{idle_ns / 1000000};
-  bool stalled = in_flight_.load() > 0 &&
+  bool stalled = moving_.load() > 0 &&
                  idle_ns > std::chrono::nanoseconds{deadline}.count();
   if (stalled == stalled_.exchange(stalled))
     return false;

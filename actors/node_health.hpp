@@ -28,14 +28,22 @@ class node_health {
   void request_finished(const transfer_result& r, request_side side, bool released);
   // Its memory was proven quiescent after it reached its terminal state.
   void request_released_late();
+  // A send's data starts to move through this node's transport (its fetch was accepted): work
+  // the progress check waits on until moving_ended(). Requests that wait for someone else (a
+  // send for its fetch, a receive for admission or for the sender's answer) are not: a node
+  // holding 100,000 of them is idle, not stalled.
+  void moving_started();
+  // A step of a moving transfer (a copy, a batch of puts) was answered: progress.
+  void step_answered();
+  void moving_ended();
 
   // -- supervisor, pool, transport --------------------------------------------------------------
   void child_restarted();
   void slot_poisoned();
   void set_worker_replacements(std::uint64_t n);
   void set_unhealthy();  // the restart budget is spent, or the entry could not be republished
-  // The global progress check (F13/F14): stalled = work pending and no request terminal for
-  // `deadline`. Returns true when the flag changed.
+  // The global progress check (F13/F14): stalled = transfers moving and, for `deadline`, none
+  // reached a terminal state and none had a step answered. Returns true when the flag changed.
   bool check_progress(std::chrono::milliseconds deadline, std::chrono::milliseconds* idle);
 
   std::uint64_t in_flight() const noexcept { return in_flight_.load(); }
@@ -51,8 +59,9 @@ class node_health {
   const std::uint32_t quarantine_budget_;
   std::atomic<std::uint64_t> in_flight_{0}, succeeded_{0}, failed_{0}, cancelled_{0},
       unreleased_{0}, restarts_{0}, bytes_sent_{0}, bytes_received_{0}, poisoned_{0},
-      worker_replacements_{0};
-  // steady_clock ns of the last terminal request, or of work arriving at an idle node.
+      worker_replacements_{0}, moving_{0};
+  // steady_clock ns of the last terminal request or answered step, or of a transfer starting
+  // to move when none was.
   std::atomic<std::int64_t> last_progress_ns_;
   std::atomic<bool> stalled_{false};
   std::atomic<bool> unhealthy_{false};

@@ -9,7 +9,8 @@
 
 #include "actors/receiver_actor.hpp"
 
-#include <deque>
+#include <list>
+#include <unordered_map>
 #include <unordered_set>
 
 namespace kvferry {
@@ -24,13 +25,16 @@ struct queued_admission {
 struct receiver_state {
   std::uint32_t limit = 1;
   std::unordered_set<caf::actor_addr> admitted;
-  std::deque<queued_admission> queue;
+  // FIFO of waiting requesters, with an index so that one leaving is O(1) however long it is.
+  std::list<queued_admission> queue;
+  std::unordered_map<caf::actor_addr, std::list<queued_admission>::iterator> queued;
   static inline const char* name = "kvferry.receiver";
 
   void admit_queued() {
     while (admitted.size() < limit && !queue.empty()) {
       auto q = std::move(queue.front());
       queue.pop_front();
+      queued.erase(q.requester);
       admitted.insert(q.requester);
       q.promise.deliver(true);
     }
@@ -43,11 +47,9 @@ receiver_actor::behavior_type receiver_impl(receiver_actor::stateful_pointer<rec
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
     if (st.admitted.erase(dm.source) == 0) {
-      for (auto it = st.queue.begin(); it != st.queue.end(); ++it) {
-        if (it->requester == dm.source) {
-          st.queue.erase(it);
-          break;
-        }
+      if (auto it = st.queued.find(dm.source); it != st.queued.end()) {
+        st.queue.erase(it->second);
+        st.queued.erase(it);
       }
     }
     st.admit_queued();
@@ -61,8 +63,15 @@ receiver_actor::behavior_type receiver_impl(receiver_actor::stateful_pointer<rec
         rp.deliver(caf::make_error(errc::invalid_argument, "anonymous admission request"));
         return rp;
       }
+      auto& st = self->state;
+      if (st.admitted.count(requester) > 0 || st.queued.count(requester) > 0) {
+        rp.deliver(caf::make_error(errc::duplicate_request_id,
+                                   "this requester already holds or awaits a place"));
+        return rp;
+      }
       self->monitor(requester);
-      self->state.queue.push_back(queued_admission{requester, rp});
+      st.queued.emplace(requester, st.queue.insert(st.queue.end(),
+                                                   queued_admission{requester, rp}));
       self->state.admit_queued();
       return rp;
     },

@@ -14,6 +14,7 @@ request_owner::request_owner(const request_context& ctx, request_side side)
 }
 
 request_owner::~request_owner() {
+  ended();
   if (!terminal_)
     finish(make_result(transfer_status::failed, errc::internal_error,
                        "the request's owning actor terminated before the transfer finished"));
@@ -27,6 +28,20 @@ const std::string& request_owner::id() const {
 
 void request_owner::set_in_flight() {
   handle_->set_in_flight();
+}
+
+void request_owner::set_moving() {
+  if (!moving_) {
+    moving_ = true;
+    health_->moving_started();
+  }
+}
+
+void request_owner::ended() {
+  if (moving_) {
+    moving_ = false;
+    health_->moving_ended();
+  }
 }
 
 void request_owner::finish(transfer_result r) {
@@ -53,18 +68,24 @@ void request_owner::release() {
 
 // -- scoped_monitors --------------------------------------------------------------------------
 
+scoped_monitors::~scoped_monitors() {
+  for (auto& a : watched_)
+    index_->unwatch(a, self_);
+}
+
 void scoped_monitors::watch(caf::scheduled_actor* self, const caf::actor_addr& a) {
   if (!a || watching(a))
     return;
-  self->monitor(a);
+  self_ = self->address();
+  index_->watch(a, self_);
   watched_.push_back(a);
 }
 
-void scoped_monitors::unwatch(caf::scheduled_actor* self, const caf::actor_addr& a) {
+void scoped_monitors::unwatch(caf::scheduled_actor*, const caf::actor_addr& a) {
   auto it = std::find(watched_.begin(), watched_.end(), a);
   if (it == watched_.end())
     return;
-  self->demonitor(a);
+  index_->unwatch(a, self_);
   watched_.erase(it);
 }
 
@@ -72,9 +93,9 @@ bool scoped_monitors::watching(const caf::actor_addr& a) const {
   return a && std::find(watched_.begin(), watched_.end(), a) != watched_.end();
 }
 
-void scoped_monitors::clear(caf::scheduled_actor* self) {
+void scoped_monitors::clear(caf::scheduled_actor*) {
   for (auto& a : watched_)
-    self->demonitor(a);
+    index_->unwatch(a, self_);
   watched_.clear();
 }
 
@@ -82,6 +103,7 @@ void scoped_monitors::clear(caf::scheduled_actor* self) {
 
 void request_base::end(caf::scheduled_actor* self, transfer_result r, bool quiescent) {
   owner->conclude(std::move(r), quiescent);
+  owner->ended();
   monitors.clear(self);
   self->quit();
 }
@@ -89,6 +111,19 @@ void request_base::end(caf::scheduled_actor* self, transfer_result r, bool quies
 std::string request_base::deadline_text() const {
   return "request '" + owner->id() + "' passed its deadline (" + std::to_string(ctx.deadline_ms) +
          " ms)";
+}
+
+void arm_deadline(caf::scheduled_actor* self, std::uint32_t ms) {
+  auto mid = self->new_request_id(caf::message_priority::normal);
+  self->add_multiplexed_response_handler(
+    mid.response_id(), caf::behavior{[self](caf::error&) {
+      // Handled now by the current phase, as a deadline_atom message would be: no second hop
+      // that other messages could overtake.
+      auto phase = self->current_behavior();  // a copy: the handler may become() another
+      auto msg = caf::make_message(deadline_atom::value);
+      phase(msg);
+    }});
+  self->request_response_timeout(caf::duration{std::chrono::milliseconds{ms}}, mid);
 }
 
 // -- results ----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@
 #include "actors/messages.hpp"
 #include "actors/node_health.hpp"
 #include "actors/request_registry.hpp"
+#include "actors/watch_index.hpp"
 #include "kvferry/transfer.hpp"
 
 #include <cstdint>
@@ -46,6 +47,7 @@ struct request_context {
   std::shared_ptr<node_health> health;             // counters
   std::shared_ptr<const child_directory> children; // the current transport, pool, sender, receiver
   std::uint32_t deadline_ms = 0;                   // from spawn; 0: none
+  std::shared_ptr<watch_index> watches;            // the node's: what requests watch
 };
 
 // The single exit path of a request: finish() delivers the terminal result exactly once,
@@ -61,6 +63,11 @@ class request_owner {
   const std::string& id() const;
   bool terminal() const noexcept { return terminal_; }
   void set_in_flight();
+  // The transfer's data moves through this node from now until the request ends: work the
+  // node's progress check waits on (node_health::moving_started).
+  void set_moving();
+  // The request's actor ends (request_base::end, else the destructor).
+  void ended();
   void finish(transfer_result r);
   void release();
   // The usual ending: finish, and release when the memory is proven quiescent.
@@ -77,19 +84,30 @@ class request_owner {
   request_side side_;
   bool terminal_ = false;
   bool released_ = false;
+  bool moving_ = false;
 };
 
-// Monitors held by one request. In CAF 0.17 a monitor stays attached to the watched actor until
-// that actor dies and pins the dead watcher's storage: a request watches a long-lived actor only
-// while it must, and every watch is taken off when the request ends.
+// What one request watches (the transport while it holds a step, the receiver while queued,
+// the peer while the transfer is exposed to it), through the node's watch_index: O(1) per watch
+// whatever else is in flight, and no CAF monitor on a shared actor (watch_index.hpp). A watched
+// actor's termination arrives as an ordinary down_msg. Whatever is still watched when the
+// request ends (or its state is destroyed) is unwatched.
 class scoped_monitors {
  public:
+  scoped_monitors() = default;
+  scoped_monitors(const scoped_monitors&) = delete;
+  scoped_monitors& operator=(const scoped_monitors&) = delete;
+  ~scoped_monitors();
+
+  void use(std::shared_ptr<watch_index> index) { index_ = std::move(index); }
   void watch(caf::scheduled_actor* self, const caf::actor_addr& a);
   void unwatch(caf::scheduled_actor* self, const caf::actor_addr& a);
   bool watching(const caf::actor_addr& a) const;
   void clear(caf::scheduled_actor* self);
 
  private:
+  std::shared_ptr<watch_index> index_;  // the node's (request_context::watches)
+  caf::actor_addr self_;
   std::vector<caf::actor_addr> watched_;  // a handful at most
 };
 
@@ -106,7 +124,12 @@ struct request_base {
   std::string deadline_text() const;
 };
 
-// Arms the deadline (a deadline_atom to the actor itself) and installs the handlers every request
+// In `ms`, `self`'s current behaviour handles a deadline_atom, unless `self` has ended by then. The timer is a response
+// timeout, which CAF's clock drops when the actor ends: a delayed message would hold the ended
+// actor's storage (about 2 KiB) until the deadline passed, 30 s by default.
+void arm_deadline(caf::scheduled_actor* self, std::uint32_t ms);
+
+// Arms the deadline (arm_deadline) and installs the handlers every request
 // actor has: an exception fails the request (F10), released only if `quiescent_now()` says nothing
 // of its memory can be in UCX's hands; an exit (the node is stopping) fails it with
 // errc::stopped, unreleased (the node's teardown makes the memory safe). `end_side` runs the
@@ -115,9 +138,9 @@ template <class Self, class EndSide, class QuiescentNow>
 void start_lifecycle(Self* self, request_side side, EndSide end_side, QuiescentNow quiescent_now) {
   auto& st = self->state;
   st.base.owner = std::make_unique<request_owner>(st.base.ctx, side);
+  st.base.monitors.use(st.base.ctx.watches);
   if (st.base.ctx.deadline_ms > 0)
-    self->delayed_send(self, std::chrono::milliseconds{st.base.ctx.deadline_ms},
-                       deadline_atom::value);
+    arm_deadline(self, st.base.ctx.deadline_ms);
   self->set_exception_handler(
     [=](caf::scheduled_actor*, std::exception_ptr& ep) -> caf::error {
       auto text = describe_exception(ep);

@@ -242,6 +242,7 @@ caf::typed_response_promise<transfer_done> on_fetch(self_ptr self, fetch_msg& fe
   st.base.monitors.watch(self, st.fetcher);
   st.fetch_epoch = fetch.epoch;
   st.base.owner->set_in_flight();
+  st.base.owner->set_moving();
   st.transport = st.base.ctx.children->current().transport;
   st.puts = put_request{self->id(), fetch.epoch, std::move(fetch.worker_address),
                         std::move(fetch.rkeys), {}};
@@ -300,6 +301,7 @@ behavior transferring(self_ptr self) {
 // transferring: a step answered; on to the next one, or the end.
 void transferring_step(self_ptr self, std::uint64_t bytes, caf::error& err) {
   auto& st = self->state;
+  st.base.ctx.health->step_answered();
   auto done = st.outstanding;
   st.outstanding = step::none;
   st.bytes_done += bytes;
@@ -331,6 +333,7 @@ behavior stopping(self_ptr self) {
 // stopping: the step answered, so nothing is in flight any more: the request ends.
 void stopping_step(self_ptr self, std::uint64_t bytes, caf::error& err) {
   auto& st = self->state;
+  st.base.ctx.health->step_answered();
   auto done = st.outstanding;
   st.outstanding = step::none;
   st.bytes_done += bytes;

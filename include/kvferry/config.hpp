@@ -37,8 +37,9 @@ struct node_config {
   std::uint32_t max_fetches_in_flight = 256;  // receives fetching at once; more wait queued; >= 1
   std::uint32_t default_deadline_ms = 30000;  // per-request deadline when the call sets none;
                                             // 0: none. Also bounds a parked fetch. <= 1 day
-  std::uint32_t progress_deadline_ms = 30000; // no request terminal for this long while work is
-                                            // pending: unhealthy. 100 .. 1 day
+  std::uint32_t progress_deadline_ms = 30000; // transfers moving, yet none ended and none had a
+                                            // step answered for this long: unhealthy (waiting
+                                            // for a peer is not moving). 100 .. 1 day
   std::uint32_t quarantine_budget = 1024;   // unreleased requests + poisoned staging slots
                                             // at which the node reports unhealthy; >= 1
   std::uint32_t connect_timeout_ms = 5000; // bound on connect(); 1 .. 600000

@@ -7,12 +7,14 @@
 namespace kvferry {
 
 struct health_snapshot {
-  // False while the supervisor's restart budget is spent, while no request reached a terminal
-  // state for progress_deadline_ms with work pending (true again once one does), or while the
-  // quarantine budget is full.
+  // False while the supervisor's restart budget is spent, while transfers are moving through
+  // this node and none progressed (ended, or had a copy or put batch answered) for
+  // progress_deadline_ms (true again once one does), or while the quarantine budget is full.
+  // Requests waiting for a peer (a send nobody fetched yet, a receive whose sender has not
+  // offered it) are not moving: any number of them leaves a node healthy.
   bool healthy = true;
   bool stalled = false;               // the global progress deadline is exceeded right now
-  std::uint64_t ms_since_progress = 0;  // since a request last reached a terminal state
+  std::uint64_t ms_since_progress = 0;  // since a request ended or a moving transfer stepped
   std::uint64_t in_flight = 0;    // requests not yet terminal
   std::uint64_t succeeded = 0;
   std::uint64_t failed = 0;

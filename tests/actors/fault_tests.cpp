@@ -8,20 +8,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::shared_ptr<transport::fault_plan> plan_with(transport::fault_rule rule) {
-  auto plan = std::make_shared<transport::fault_plan>();
-  plan->add(rule);
-  return plan;
-}
-
-transport::fault_rule first_put(transport::fault_action action) {
-  transport::fault_rule r;
-  r.op = "put";
-  r.nth = 1;
-  r.action = action;
-  return r;
-}
-
 
 // A node pair whose pool has one staging slot and whose first put is held in the transport,
 // with the options of a staged send.

@@ -136,18 +136,57 @@ TEST_CASE("F13: one request timing out leaves the node healthy") {
   CHECK(!health_until(*np.prefill, [](auto& h) { return !h.healthy; }, 600ms));
 }
 
-TEST_CASE("F14: no progress with work pending turns the node unhealthy, and progress heals it") {
-  node_pair np{4 * 4096, with(0, 200)};
-  // A send nobody fetches and without a deadline: pending work that never finishes.
-  auto stuck = np.prefill->send("stuck", {{np.src_region, 0, 4096}});
-  CHECK(np.prefill->health().healthy);
+TEST_CASE("F14: a transfer that stops moving turns the node unhealthy, and progress heals it") {
+  auto plan = plan_with(first_put(transport::fault_action::hold));
+  node_pair np{4 * 4096, with(0, 200), plan};
+  // The put is held in the prefill's transport: a transfer moving through the node that makes
+  // no progress, without a deadline to end it.
+  auto [s, r] = np.start("stuck", 0, 0, 4096);
+  REQUIRE(plan->wait_held(1, patience));
   REQUIRE(health_until(*np.prefill, [](auto& h) { return !h.healthy; }, 10s));
   auto h = np.prefill->health();
   CHECK(h.stalled);
   CHECK(h.ms_since_progress >= 200);
   CHECK(h.in_flight == 1);
-  // Progress resumes (the stuck request ends): healthy again.
-  CHECK(np.prefill->cancel("stuck") == cancel_result::cancelled_before_advertise);
+  // The decode only waits for its sender's answer: nothing moves through it, no stall there.
+  CHECK(np.decode->health().healthy);
+  // Progress resumes (the put goes on and the transfer completes): healthy again.
+  plan->release_held();
+  auto sr = s.wait_for(patience);
+  REQUIRE(sr);
+  CHECK(sr->status == transfer_status::succeeded);
   REQUIRE(health_until(*np.prefill, [](auto& h) { return h.healthy; }, 10s));
   CHECK(!np.prefill->health().stalled);
+}
+
+TEST_CASE("F14: requests waiting for a peer are not a stall, however many and however long") {
+  auto cfg = with(0, 200);
+  cfg.max_fetches_in_flight = 4;  // receives beyond it wait queued for admission
+  node_pair np{64 * 4096, cfg};
+  std::vector<transfer_handle> held;
+  for (int i = 0; i < 64; ++i) {
+    // Sends nobody fetches; receives whose sends are never offered (4 fetching, 60 queued).
+    held.push_back(np.prefill->send("unfetched-" + std::to_string(i),
+                                    {{np.src_region, i * 4096ull, 4096}}));
+    held.push_back(np.decode->receive("unoffered-" + std::to_string(i), np.peer,
+                                      {{np.dst_region, i * 4096ull, 4096}}));
+  }
+  REQUIRE(health_until(*np.prefill, [](auto& h) { return h.in_flight == 64; }));
+  REQUIRE(health_until(*np.decode, [](auto& h) { return h.in_flight == 64; }));
+  // Three progress deadlines without any request ending: neither node may call itself stalled.
+  auto unhealthy = [](auto& h) { return !h.healthy || h.stalled; };
+  CHECK(!health_until(*np.prefill, unhealthy, 600ms));
+  CHECK(!health_until(*np.decode, unhealthy, 1ms));
+  // They still end on request, each released.
+  for (int i = 0; i < 64; ++i) {
+    CHECK(np.prefill->cancel("unfetched-" + std::to_string(i)) != cancel_result::not_found);
+    CHECK(np.decode->cancel("unoffered-" + std::to_string(i)) != cancel_result::not_found);
+  }
+  for (auto& h : held) {
+    auto hr = h.wait_for(patience);
+    REQUIRE(hr);
+    CHECK(hr->status == transfer_status::cancelled);
+    CHECK(h.wait_released(patience));
+  }
+  CHECK(np.decode->health().healthy);
 }

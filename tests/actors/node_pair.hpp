@@ -95,6 +95,21 @@ inline std::vector<transfer_event> events_for(node& n, const std::string& id, st
 }
 
 // Waits for `pred` on `n`'s health, woken by its changes.
+// A fault plan of one rule, for node_pair's prefill transport.
+inline std::shared_ptr<transport::fault_plan> plan_with(transport::fault_rule rule) {
+  auto plan = std::make_shared<transport::fault_plan>();
+  plan->add(rule);
+  return plan;
+}
+
+inline transport::fault_rule first_put(transport::fault_action action) {
+  transport::fault_rule r;
+  r.op = "put";
+  r.nth = 1;
+  r.action = action;
+  return r;
+}
+
 inline bool health_until(const node& n, const std::function<bool(const health_snapshot&)>& pred,
                          std::chrono::milliseconds limit = patience) {
   return n.wait_health(pred, limit);

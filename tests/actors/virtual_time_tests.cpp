@@ -37,6 +37,7 @@ struct node_rig : testing::virtual_time {
   std::shared_ptr<testing::fake_copy_engine> copier = std::make_shared<testing::fake_copy_engine>();
   std::shared_ptr<child_directory> children = std::make_shared<child_directory>();
   std::shared_ptr<node_health> health = std::make_shared<node_health>(1024);
+  std::shared_ptr<watch_index> watches = std::make_shared<watch_index>();
   // Request ids as the prefill side and as the decode side know them (one id is both a send and
   // a receive here, as it is on two nodes).
   std::shared_ptr<request_registry> registry = std::make_shared<request_registry>();
@@ -80,7 +81,7 @@ struct node_rig : testing::virtual_time {
                           std::uint32_t deadline_ms) {
     auto st = std::make_shared<detail::handle_state>(id, sink);
     REQUIRE(ids->reserve(id, st));
-    return request_context{st, ids, health, children, deadline_ms};
+    return request_context{st, ids, health, children, deadline_ms, watches};
   }
   started start_send(const std::string& id, std::vector<desc> blocks, std::uint32_t deadline_ms,
                      bool staged = false) {
