@@ -1,6 +1,7 @@
 #include "bench/bench.hpp"
 
 #include "kvferry/node.hpp"
+#include "bench/hold.hpp"
 #include "bench/limits.hpp"
 #include "cli/child_process.hpp"
 #include "cli/protocol.hpp"
@@ -14,7 +15,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
-#include <malloc.h>
 #include <thread>
 #include <iostream>
 #include <map>
@@ -39,15 +39,6 @@ struct case_result {
   std::uint64_t succeeded = 0, failed = 0, bytes = 0, verified_bytes = 0;
   double seconds = 0, gbps = 0, p50_ms = 0, p99_ms = 0, per_second = 0;
   std::optional<double> limit_gbps, memcpy_gbps, tag_lat_us;
-};
-
-struct memory_result {
-  std::uint32_t requests = 0;
-  std::uint64_t send_bytes = 0, recv_bytes = 0;          // heap per in-flight request
-  bool heap_known = true;  // false under a sanitizer's allocator, which malloc statistics miss
-  std::uint64_t send_rss_bytes = 0, recv_rss_bytes = 0;  // resident set per in-flight request
-  std::int64_t send_retained = 0, recv_retained = 0;  // heap still held per request once all ended
-  bool all_resolved = true;
 };
 
 double percentile(std::vector<double> v, double q) {
@@ -129,64 +120,6 @@ case_result run_case(node& n, peer_id peer, cli::child_process& prefill,
   return res;
 }
 
-// Heap bytes in use (malloc arenas and mmapped chunks): what new requests cost.
-std::uint64_t heap_in_use() {
-  auto mi = mallinfo2();
-  return static_cast<std::uint64_t>(mi.uordblks) + static_cast<std::uint64_t>(mi.hblkhd);
-}
-
-std::uint64_t rss_bytes() {
-  std::ifstream status{"/proc/self/status"};
-  std::string line;
-  while (std::getline(status, line))
-    if (line.rfind("VmRSS:", 0) == 0)
-      return std::stoull(line.substr(6)) * 1024;
-  return 0;
-}
-
-// Node memory per in-flight request: `count` sends no peer fetches, then `count` receives whose
-// sends the prefill never offers, each held in flight while the heap is measured, then
-// cancelled. The figure includes everything the process allocated for them: request actors,
-// handles, registry entries, queued admissions, CAF mailboxes.
-memory_result measure_memory(node& n, peer_id peer, const cli::pool_memory& pool,
-                             std::uint32_t count) {
-  memory_result m;
-  m.requests = count;
-  auto hold = [&](bool sends, std::uint64_t& per_request, std::uint64_t& rss_per_request,
-                  std::int64_t& retained) {
-    const std::string prefix = sends ? "mem-send-" : "mem-recv-";
-    n.poll();  // events of earlier cases are not part of the figure
-    const auto heap0 = heap_in_use();
-    const auto rss0 = rss_bytes();
-    std::vector<transfer_handle> handles;
-    handles.reserve(count);
-    for (std::uint32_t i = 0; i < count; ++i) {
-      std::vector<block_span> blocks{{pool.region, (i % 256) * 4096ull, 4096}};
-      handles.push_back(sends ? n.send(prefix + std::to_string(i), blocks)
-                              : n.receive(prefix + std::to_string(i), peer, blocks));
-    }
-    n.wait_health([&](const health_snapshot& h) { return h.in_flight >= count; }, 60s);
-    std::this_thread::sleep_for(500ms);  // let every request actor reach its waiting state
-    const auto heap1 = heap_in_use();
-    const auto rss1 = rss_bytes();
-    per_request = heap1 > heap0 ? (heap1 - heap0) / count : 0;
-    rss_per_request = rss1 > rss0 ? (rss1 - rss0) / count : 0;
-    for (std::uint32_t i = 0; i < count; ++i)
-      n.cancel(prefix + std::to_string(i));
-    for (auto& h : handles)
-      m.all_resolved &= h.wait_for(30s).has_value() && h.wait_released(30s);
-    handles.clear();
-    std::this_thread::sleep_for(500ms);  // let every request actor finish and be freed
-    n.poll();
-    retained = (static_cast<std::int64_t>(heap_in_use()) - static_cast<std::int64_t>(heap0)) /
-               static_cast<std::int64_t>(count);
-  };
-  m.heap_known = heap_in_use() > 0;
-  hold(true, m.send_bytes, m.send_rss_bytes, m.send_retained);
-  hold(false, m.recv_bytes, m.recv_rss_bytes, m.recv_retained);
-  return m;
-}
-
 std::vector<case_spec> plan(const options& opts) {
   std::vector<case_spec> out;
   std::uint64_t seed = 1000;
@@ -201,8 +134,9 @@ std::vector<case_spec> plan(const options& opts) {
     c.concurrency = conc;
     out.push_back(c);
   };
-  add("warm-up", 16, 4, 64 << 10, 4);
-  for (auto bs : opts.block_sizes) {
+  if (wants(opts, "bandwidth") || wants(opts, "small-blocks") || wants(opts, "rate"))
+    add("warm-up", 16, 4, 64 << 10, 4);
+  for (auto bs : wants(opts, "bandwidth") ? opts.block_sizes : std::vector<std::uint64_t>{}) {
     for (auto conc : opts.concurrency) {
       auto per_request = bs * opts.blocks_per_request;
       auto requests = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(
@@ -215,10 +149,13 @@ std::vector<case_spec> plan(const options& opts) {
       add("bandwidth", requests, opts.blocks_per_request, bs, conc);
     }
   }
-  if (!opts.cold)
-    add("warm-up", 16, opts.small_blocks, opts.small_block_bytes, 4);
-  add("small-blocks", 16, opts.small_blocks, opts.small_block_bytes, 4);
-  add("rate", opts.rate_requests, 1, 64, 64);
+  if (wants(opts, "small-blocks")) {
+    if (!opts.cold)
+      add("warm-up", 16, opts.small_blocks, opts.small_block_bytes, 4);
+    add("small-blocks", 16, opts.small_blocks, opts.small_block_bytes, 4);
+  }
+  if (wants(opts, "rate"))
+    add("rate", opts.rate_requests, 1, 64, 64);
   return out;
 }
 
@@ -241,7 +178,7 @@ std::string opt(const std::optional<double>& v, int precision = 2) {
 }
 
 void print_table(const options& opts, const std::vector<case_result>& results,
-                 const std::optional<memory_result>& mem) {
+                 const std::vector<hold_result>& holds) {
   std::printf("kvferry bench, UCX transport %s, KV pools %s%s\n", opts.transport.c_str(),
               opts.pool.c_str(), opts.verify ? ", every byte verified" : "");
   std::printf("%-13s %-20s %5s %6s %9s %9s %9s %12s %6s %11s\n", "case", "request", "conc",
@@ -258,22 +195,30 @@ void print_table(const options& opts, const std::vector<case_result>& results,
     if (r.failed > 0)
       std::printf("%-13s %llu transfers FAILED\n", "", static_cast<unsigned long long>(r.failed));
   }
-  if (mem)
-    std::printf("memory        %u in flight: %llu B heap (%llu B resident) per send waiting for "
-                "its fetch, %llu B heap (%llu B resident) per receive%s\n",
-                mem->requests, static_cast<unsigned long long>(mem->send_bytes),
-                static_cast<unsigned long long>(mem->send_rss_bytes),
-                static_cast<unsigned long long>(mem->recv_bytes),
-                static_cast<unsigned long long>(mem->recv_rss_bytes),
-                mem->all_resolved ? "" : " (SOME NEVER RESOLVED)");
-  if (mem)
-    std::printf("%-13s still held once they all ended: %lld B per send, %lld B per receive\n", "",
-                static_cast<long long>(mem->send_retained),
-                static_cast<long long>(mem->recv_retained));
+  if (holds.empty())
+    return;
+  std::printf("\n%-9s %-5s %9s %10s %10s %9s %10s %8s %9s\n", "hold", "side", "post s",
+              "resolve s", "release s", "us/req", "heap B/req", "RSS B/req", "kept B/req");
+  for (auto& h : holds) {
+    for (int s = 0; s < 2; ++s) {
+      auto& side = s == 0 ? h.send : h.recv;
+      auto heap = h.heap_known ? std::to_string(side.heap_bytes) : std::string{"-"};
+      auto kept = h.heap_known ? std::to_string(side.retained_bytes) : std::string{"-"};
+      std::printf("%-9u %-5s %9.2f %10.2f %10.2f %9.1f %10s %8llu %9s%s\n", h.requests,
+                  s == 0 ? "send" : "recv", side.post_s, side.resolve_s, side.release_s,
+                  side.seconds() * 1e6 / h.requests, heap.c_str(),
+                  static_cast<unsigned long long>(side.rss_bytes), kept.c_str(),
+                  side.all_resolved ? "" : "  SOME NEVER RESOLVED");
+    }
+    if (!h.stayed_healthy)
+      std::printf("%-9s the node turned UNHEALTHY during this hold\n", "");
+  }
+  std::printf("hold slope: %.2f (time per request at the largest size / at the smallest)\n",
+              hold_slope(holds));
 }
 
 void print_json(const options& opts, const std::vector<case_result>& results,
-                const std::optional<memory_result>& mem) {
+                const std::vector<hold_result>& holds) {
   using json = nlohmann::ordered_json;  // ordered: fields print in the order they have always had
   // A figure that was not measured is null.
   auto maybe = [](const auto& v) { return v ? json(*v) : json(nullptr); };
@@ -303,19 +248,31 @@ void print_json(const options& opts, const std::vector<case_result>& results,
     c["ucx_tag_lat_us"] = maybe(r.tag_lat_us);
     out["cases"].push_back(std::move(c));
   }
-  if (mem) {
-    // Heap figures are unknown under a sanitizer's allocator (memory_result::heap_known).
-    auto heap = [&](auto v) { return mem->heap_known ? json(v) : json(nullptr); };
-    json m;
-    m["in_flight"] = mem->requests;
-    m["send_heap_bytes_per_request"] = heap(mem->send_bytes);
-    m["send_rss_bytes_per_request"] = mem->send_rss_bytes;
-    m["recv_heap_bytes_per_request"] = heap(mem->recv_bytes);
-    m["recv_rss_bytes_per_request"] = mem->recv_rss_bytes;
-    m["send_retained_bytes_per_request"] = heap(mem->send_retained);
-    m["recv_retained_bytes_per_request"] = heap(mem->recv_retained);
-    m["all_resolved"] = mem->all_resolved;
-    out["memory"] = std::move(m);
+  if (!holds.empty()) {
+    out["hold"] = json::array();
+    for (auto& h : holds) {
+      // Heap figures are unknown under a sanitizer's allocator (hold_result::heap_known).
+      auto heap = [&](auto v) { return h.heap_known ? json(v) : json(nullptr); };
+      auto side = [&](const hold_side& s) {
+        json j;
+        j["post_s"] = s.post_s;
+        j["resolve_s"] = s.resolve_s;
+        j["release_s"] = s.release_s;
+        j["heap_bytes_per_request"] = heap(s.heap_bytes);
+        j["rss_bytes_per_request"] = s.rss_bytes;
+        j["retained_bytes_per_request"] = heap(s.retained_bytes);
+        j["all_resolved"] = s.all_resolved;
+        return j;
+      };
+      json j;
+      j["in_flight"] = h.requests;
+      j["us_per_request"] = h.us_per_request();
+      j["stayed_healthy"] = h.stayed_healthy;
+      j["send"] = side(h.send);
+      j["recv"] = side(h.recv);
+      out["hold"].push_back(std::move(j));
+    }
+    out["hold_slope"] = hold_slope(holds);
   }
   std::cout << out.dump(-1, ' ', false, json::error_handler_t::replace) << std::endl;
 }
@@ -351,12 +308,15 @@ void write_plot(const options& opts, const std::vector<case_result>& results) {
 
 }  // namespace
 
+bool wants(const options& opts, const std::string& kind) {
+  return std::find(opts.cases.begin(), opts.cases.end(), kind) != opts.cases.end();
+}
+
 int run(const options& opts) {
   node_config cfg;
   cfg.transport = opts.transport;
   cfg.role = "decode";
   cfg.default_deadline_ms = 0;  // a benchmark case may legitimately take long
-  cfg.progress_deadline_ms = 600000;
   cli::child_process prefill{{cli::self_executable(), "node", "--role", "prefill", "--listen",
                               "127.0.0.1:0", "--transport", opts.transport, "--requests", "1",
                               "--layers", "1", "--block-bytes", "4096", "--pool", opts.pool,
@@ -387,10 +347,19 @@ int run(const options& opts) {
     if (spec.kind != "warm-up")
       results.push_back(std::move(r));
   }
-  std::optional<memory_result> mem;
-  if (opts.memory_requests > 0 && !pools.empty()) {
-    mem = measure_memory(n, peer.value(), pools.front(), opts.memory_requests);
-    ok &= mem->all_resolved;
+  std::vector<hold_result> holds;
+  if (wants(opts, "hold")) {
+    auto pool = cli::make_pool(n, opts.pool, 1u << 20);
+    if (!pool) {
+      std::cerr << "kvferry bench: hold pool: " << pool.error().message << "\n";
+      ok = false;
+    }
+    for (auto size : pool ? opts.hold_sizes : std::vector<std::uint32_t>{}) {
+      if (size == 0)
+        continue;
+      holds.push_back(measure_hold(n, peer.value(), pool.value().region, size));
+      ok &= holds.back().send.all_resolved && holds.back().recv.all_resolved;
+    }
   }
   prefill.close_stdin();
   n.stop(2000ms);
@@ -410,9 +379,9 @@ int run(const options& opts) {
     }
   }
   if (opts.json)
-    print_json(opts, results, mem);
+    print_json(opts, results, holds);
   else
-    print_table(opts, results, mem);
+    print_table(opts, results, holds);
   if (!opts.plot.empty())
     write_plot(opts, results);
   return ok ? 0 : 1;

@@ -17,7 +17,9 @@ struct options {
   std::uint32_t small_blocks = 1024;      // small-blocks case: blocks of small_block_bytes
   std::uint64_t small_block_bytes = 16 << 10;
   std::uint32_t rate_requests = 5000;     // rate case: tiny transfers
-  std::uint32_t memory_requests = 10000;  // memory case: requests held in flight (0: skip)
+  std::vector<std::uint32_t> hold_sizes{10000};  // hold case: requests held in flight, per size
+  // The cases to run: bandwidth (the sweep), small-blocks, rate, hold.
+  std::vector<std::string> cases{"bandwidth", "small-blocks", "rate", "hold"};
   bool verify = false;                    // check every received byte
   bool cold = false;                      // skip the untimed warm pass before each case
   bool limits = true;                     // also measure ucx_perftest and memcpy
@@ -25,6 +27,8 @@ struct options {
   std::string plot;                       // PNG path for a gnuplot plot ("" = none)
   std::string pool = "engine";            // KV pool memory: engine or ucx
 };
+
+bool wants(const options& opts, const std::string& kind);
 
 // Runs the benchmark; prints a table (or one JSON object). Returns the process exit status:
 // 0 when every transfer succeeded (and, with verify, every byte matched).

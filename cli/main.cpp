@@ -417,8 +417,11 @@ int main(int argc, char** argv) {
                        "small-blocks case: blocks per request (of --small-block-bytes)");
   benchcmd->add_option("--small-block-bytes", bench_opts.small_block_bytes, "small-blocks case");
   benchcmd->add_option("--rate-requests", bench_opts.rate_requests, "rate case: tiny transfers");
-  benchcmd->add_option("--memory-requests", bench_opts.memory_requests,
-                       "memory case: requests held in flight (0 skips it)");
+  benchcmd->add_option("--hold", bench_opts.hold_sizes,
+                       "hold case: requests held in flight, one run per size")
+    ->check(CLI::Range(1u, 10000000u));
+  benchcmd->add_option("--cases", bench_opts.cases, "cases to run (default: all)")
+    ->check(CLI::IsMember({"bandwidth", "small-blocks", "rate", "hold"}));
   benchcmd->add_flag("--verify", bench_opts.verify, "check every received byte");
   benchcmd->add_flag("--cold", bench_opts.cold,
                      "time first-touch too: no untimed warm pass over each case's pool");
