@@ -20,18 +20,19 @@
 
 #include "actors/buffer_pool_actor.hpp"
 
+#include "actors/keyed_fifo.hpp"
 #include "actors/node_health.hpp"
 
 #include <algorithm>
 #include <chrono>
-#include <deque>
+#include <unordered_map>
+#include <unordered_set>
 
 namespace kvferry {
 
 namespace {
 
 struct waiter {
-  std::uint64_t id = 0;
   caf::actor_addr holder;
   caf::typed_response_promise<lease> promise;
 };
@@ -42,7 +43,9 @@ struct pool_state {
   std::vector<caf::actor_addr> leased_under;  // per slot: the transport current at lease time
   std::vector<bool> poisoned;            // per slot: never handed out again
   pool_spec spec;
-  std::deque<waiter> waiting;
+  keyed_fifo<std::uint64_t, waiter> waiting;  // by wait id, first come first served
+  std::unordered_map<caf::actor_addr, std::uint64_t> wait_of;  // a holder waits once at a time
+  std::unordered_set<caf::actor_addr> watched;  // holders monitored (once each, until DOWN)
   std::vector<caf::typed_response_promise<std::uint32_t>> ready_waiters;
   caf::error allocation_failed;  // the staging buffers could not be allocated
   std::uint64_t next_waiter = 1;
@@ -60,25 +63,29 @@ struct pool_state {
     for (std::size_t i = 0; i < slots.size() && !waiting.empty(); ++i) {
       if (holders[i] || poisoned[i])
         continue;
-      auto w = std::move(waiting.front());
-      waiting.pop_front();
-      holders[i] = w.holder;
+      auto w = waiting.pop_front();
+      wait_of.erase(w->second.holder);
+      holders[i] = w->second.holder;
       leased_under[i] = spec.children->current().transport.address();
-      w.promise.deliver(slots[i]);
+      w->second.promise.deliver(slots[i]);
     }
   }
 
-  bool is_waiting(std::uint64_t id) const {
-    for (auto& w : waiting)
-      if (w.id == id)
-        return true;
-    return false;
+  // The wait `id` ends with `err` (if it is still waiting).
+  void end_wait(std::uint64_t id, const caf::error& err) {
+    if (auto w = waiting.erase(id)) {
+      wait_of.erase(w->holder);
+      w->promise.deliver(err);
+    }
   }
 
-  // The holder terminated: its waits end (its slots are checked by the down handler).
-  void forget_waits(const caf::actor_addr& holder) {
-    for (auto it = waiting.begin(); it != waiting.end();)
-      it = it->holder == holder ? waiting.erase(it) : std::next(it);
+  // The holder terminated: its wait ends (its slots are checked by the down handler).
+  void forget(const caf::actor_addr& holder) {
+    watched.erase(holder);
+    if (auto it = wait_of.find(holder); it != wait_of.end()) {
+      waiting.erase(it->second);
+      wait_of.erase(it);
+    }
   }
 
   void poison(std::size_t slot) {
@@ -130,9 +137,9 @@ void allocate_buffers(pool_self self) {
         for (auto& rp : st.ready_waiters)
           rp.deliver(st.allocation_failed);
         st.ready_waiters.clear();
-        for (auto& w : st.waiting)
-          w.promise.deliver(st.allocation_failed);
-        st.waiting.clear();
+        while (auto w = st.waiting.pop_front())
+          w->second.promise.deliver(st.allocation_failed);
+        st.wait_of.clear();
       });
 }
 
@@ -141,7 +148,7 @@ buffer_pool_actor::behavior_type pool_impl(pool_self self, pool_spec spec) {
   allocate_buffers(self);
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
-    st.forget_waits(dm.source);
+    st.forget(dm.source);
     auto transport = st.spec.children->current().transport;
     for (std::size_t i = 0; i < st.holders.size(); ++i) {
       if (st.holders[i] != dm.source)
@@ -197,25 +204,25 @@ buffer_pool_actor::behavior_type pool_impl(pool_self self, pool_spec spec) {
         rp.deliver(st.allocation_failed);
         return rp;
       }
-      self->monitor(holder);
+      if (st.wait_of.count(holder) > 0) {
+        rp.deliver(caf::make_error(errc::invalid_argument,
+                                   "a second lease request while the first one waits"));
+        return rp;
+      }
+      if (st.watched.insert(holder).second)
+        self->monitor(holder);
       auto id = st.next_waiter++;
-      st.waiting.push_back(waiter{id, holder, rp});
+      st.waiting.push_back(id, waiter{holder, rp});
+      st.wait_of.emplace(holder, id);
       st.serve_waiters();
-      if (st.is_waiting(id))
+      if (st.waiting.contains(id))
         self->delayed_send(self, std::chrono::milliseconds{wait_ms},
                            wait_expired_atom::value, id);
       return rp;
     },
     [=](wait_expired_atom, std::uint64_t id) {
-      auto& st = self->state;
-      for (auto it = st.waiting.begin(); it != st.waiting.end(); ++it) {
-        if (it->id == id) {
-          it->promise.deliver(
-            caf::make_error(errc::timed_out, "no staging slot became free within the wait"));
-          st.waiting.erase(it);
-          return;
-        }
-      }
+      self->state.end_wait(
+        id, caf::make_error(errc::timed_out, "no staging slot became free within the wait"));
     },
     [=](release_atom, std::uint32_t slot) {
       auto& st = self->state;

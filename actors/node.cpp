@@ -136,7 +136,11 @@ result<std::unique_ptr<node>> node_access::start(const node_config& config, engi
   spec.progress_deadline_ms = config.progress_deadline_ms;
   spec.listen_host = config.listen_host;
   p->supervisor = spawn_health_supervisor(*p->sys, std::move(spec));
-  p->anchor = caf::actor_cast<caf::actor_addr>(p->supervisor);
+  auto header = std::make_shared<fetch_msg>();
+  header->node_name = config.node_name;
+  header->epoch = p->epoch;
+  header->anchor = caf::actor_cast<caf::actor_addr>(p->supervisor);
+  p->fetch_header = std::move(header);
   auto& sys = *p->sys;
   auto kids = p->children->current();
   std::unique_ptr<node> n{new node(std::move(p))};
@@ -281,32 +285,13 @@ transfer_handle node::receive(const std::string& request_id, peer_id peer,
   if (!resolved)
     return refused(request_id, resolved.error().code,
                    "receive '" + request_id + "': " + resolved.error().message);
-  fetch_msg fetch;
-  fetch.request_id = request_id;
-  fetch.node_name = p.config.node_name;
-  fetch.epoch = p.epoch;
-  fetch.anchor = p.anchor;
-  // Each block's key becomes the index of its region's rkey inside the fetch.
-  std::vector<region_id> rkey_of;
-  fetch.blocks = std::move(resolved.value());
-  for (auto& b : fetch.blocks) {
-    auto pos = std::find(rkey_of.begin(), rkey_of.end(), b.key);
-    if (pos == rkey_of.end()) {
-      auto reg = p.regions->find(b.key);
-      rkey_of.push_back(b.key);
-      fetch.rkeys.push_back(std::move(reg.packed_rkey));
-      fetch.region_bases.push_back(reg.base);
-      fetch.region_bytes.push_back(reg.bytes);
-      pos = rkey_of.end() - 1;
-    }
-    b.key = static_cast<std::uint32_t>(pos - rkey_of.begin());
-  }
   auto st = std::make_shared<detail::handle_state>(request_id, p.events);
   if (!p.registry->reserve(request_id, st))
     return refused(request_id, errc::duplicate_request_id,
                    "request id '" + request_id + "' is already in use on this node");
   auto owner = spawn_recv_request_actor(
-    *p.sys, recv_spec{context_for(p, st, options), std::move(entry), std::move(fetch)});
+    *p.sys, recv_spec{context_for(p, st, options), std::move(entry), std::move(resolved.value()),
+                      p.fetch_header, p.regions});
   p.registry->attach_owner(request_id, caf::actor_cast<caf::actor>(owner));
   return transfer_handle{std::move(st)};
 }

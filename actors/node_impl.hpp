@@ -34,9 +34,9 @@ struct node::impl {
   caf::actor_system_config cfg;
   std::unique_ptr<caf::actor_system> sys;
   supervisor_actor supervisor;
-  // The supervisor, which lives as long as the node: fetches carry it so that peers watch this
-  // node through one actor (fetch_msg::anchor).
-  caf::actor_addr anchor;
+  // This node's part of every fetch it sends: name, epoch, and its anchor, the supervisor (it
+  // lives as long as the node), through which peers watch this node (fetch_msg::anchor).
+  std::shared_ptr<const fetch_msg> fetch_header;
   std::uint16_t port = 0;  // where the sender is published
   std::atomic<bool> accepting{true};
   mutable std::mutex peers_mtx;

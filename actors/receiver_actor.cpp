@@ -9,34 +9,25 @@
 
 #include "actors/receiver_actor.hpp"
 
-#include <list>
-#include <unordered_map>
+#include "actors/keyed_fifo.hpp"
+
 #include <unordered_set>
 
 namespace kvferry {
 
 namespace {
 
-struct queued_admission {
-  caf::actor_addr requester;
-  caf::typed_response_promise<bool> promise;
-};
-
 struct receiver_state {
   std::uint32_t limit = 1;
   std::unordered_set<caf::actor_addr> admitted;
-  // FIFO of waiting requesters, with an index so that one leaving is O(1) however long it is.
-  std::list<queued_admission> queue;
-  std::unordered_map<caf::actor_addr, std::list<queued_admission>::iterator> queued;
+  keyed_fifo<caf::actor_addr, caf::typed_response_promise<bool>> queue;  // waiting requesters
   static inline const char* name = "kvferry.receiver";
 
   void admit_queued() {
     while (admitted.size() < limit && !queue.empty()) {
-      auto q = std::move(queue.front());
-      queue.pop_front();
-      queued.erase(q.requester);
-      admitted.insert(q.requester);
-      q.promise.deliver(true);
+      auto next = queue.pop_front();
+      admitted.insert(next->first);
+      next->second.deliver(true);
     }
   }
 };
@@ -46,12 +37,8 @@ receiver_actor::behavior_type receiver_impl(receiver_actor::stateful_pointer<rec
   self->state.limit = limit == 0 ? 1 : limit;
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
-    if (st.admitted.erase(dm.source) == 0) {
-      if (auto it = st.queued.find(dm.source); it != st.queued.end()) {
-        st.queue.erase(it->second);
-        st.queued.erase(it);
-      }
-    }
+    if (st.admitted.erase(dm.source) == 0)
+      st.queue.erase(dm.source);
     st.admit_queued();
   });
   return {
@@ -64,14 +51,12 @@ receiver_actor::behavior_type receiver_impl(receiver_actor::stateful_pointer<rec
         return rp;
       }
       auto& st = self->state;
-      if (st.admitted.count(requester) > 0 || st.queued.count(requester) > 0) {
+      if (st.admitted.count(requester) > 0 || !st.queue.push_back(requester, rp)) {
         rp.deliver(caf::make_error(errc::duplicate_request_id,
                                    "this requester already holds or awaits a place"));
         return rp;
       }
       self->monitor(requester);
-      st.queued.emplace(requester, st.queue.insert(st.queue.end(),
-                                                   queued_admission{requester, rp}));
       self->state.admit_queued();
       return rp;
     },

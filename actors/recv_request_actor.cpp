@@ -26,7 +26,9 @@ namespace {
 struct recv_request_state {
   request_base base;
   sender_actor peer;
-  fetch_msg fetch;
+  std::vector<desc> blocks;  // until the fetch carries them
+  std::shared_ptr<const fetch_msg> header;
+  std::shared_ptr<const region_table> regions;
   caf::actor_addr admitter;  // the receiver we queue at (watched while queued)
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   static inline const char* name = "kvferry.recv_request";
@@ -59,19 +61,27 @@ void on_answer(self_ptr self, caf::expected<transfer_done> answer) {
   end_recv(self, result_from_error(answer.error()), from_sender);
 }
 
-void send_fetch(self_ptr self) {
+void send_fetch(self_ptr self, std::vector<std::uint8_t> worker_address) {
   auto& st = self->state;
   st.base.owner->set_in_flight();
   st.base.monitors.watch(self, st.peer.address());
+  fetch_msg fetch = *st.header;
+  fetch.request_id = st.base.owner->id();
+  fetch.worker_address = std::move(worker_address);
+  auto regions = st.regions->index_regions(st.blocks);
+  fetch.rkeys = std::move(regions.rkeys);
+  fetch.region_bases = std::move(regions.bases);
+  fetch.region_bytes = std::move(regions.bytes);
+  fetch.blocks = std::move(st.blocks);
   if (st.base.ctx.deadline_ms > 0) {
     // The sender parks an early fetch no longer than what is left of our deadline.
     auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - st.started);
-    st.fetch.deadline_ms = static_cast<std::uint32_t>(
+    fetch.deadline_ms = static_cast<std::uint32_t>(
       std::max<std::int64_t>(1, st.base.ctx.deadline_ms - spent.count()));
   }
   self->become(fetching(self));
-  self->request(st.peer, caf::infinite, std::move(st.fetch))
+  self->request(st.peer, caf::infinite, std::move(fetch))
     .then([=](transfer_done& done) { on_answer(self, std::move(done)); },
           [=](caf::error& err) { on_answer(self, std::move(err)); });
 }
@@ -81,10 +91,7 @@ void ask_address(self_ptr self) {
   auto transport = self->state.base.ctx.children->current().transport;
   self->request(transport, caf::infinite, address_atom::value)
     .then(
-      [=](std::vector<std::uint8_t>& address) {
-        self->state.fetch.worker_address = std::move(address);
-        send_fetch(self);
-      },
+      [=](std::vector<std::uint8_t>& address) { send_fetch(self, std::move(address)); },
       [=](caf::error& err) {
         end_recv(self,
                  make_result(transfer_status::failed, errc::backend_unhealthy,
@@ -116,7 +123,7 @@ void ask_admission(self_ptr self) {
 
 void send_cancel_fetch(self_ptr self) {
   auto& st = self->state;
-  self->send(st.peer, cancel_fetch_atom::value, st.base.owner->id(), st.fetch.epoch);
+  self->send(st.peer, cancel_fetch_atom::value, st.base.owner->id(), st.header->epoch);
 }
 
 // -- behaviours -------------------------------------------------------------------------------
@@ -178,7 +185,9 @@ behavior recv_request_impl(self_ptr self, recv_spec spec) {
   auto& st = self->state;
   st.base.ctx = std::move(spec.ctx);
   st.peer = std::move(spec.peer);
-  st.fetch = std::move(spec.fetch);
+  st.blocks = std::move(spec.blocks);
+  st.header = std::move(spec.header);
+  st.regions = std::move(spec.regions);
   start_lifecycle(self, request_side::receive, end_recv, quiescent_now);
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;

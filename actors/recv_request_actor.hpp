@@ -2,15 +2,23 @@
 #pragma once
 
 #include "actors/messages.hpp"
+#include "actors/region_table.hpp"
 #include "actors/request_lifecycle.hpp"
+
+#include <memory>
+#include <vector>
 
 namespace kvferry {
 
 struct recv_spec {
   request_context ctx;
-  sender_actor peer;  // the prefill node's entry
-  fetch_msg fetch;    // destination blocks, rkeys, our epoch and anchor; the worker address is
-                      // asked of the transport when the fetch is sent
+  sender_actor peer;          // the prefill node's entry
+  std::vector<desc> blocks;   // destination blocks (key: region id, as region_table resolved them)
+  // This node's part of every fetch (name, epoch, anchor), and its regions: the fetch is
+  // written only when it is sent, so a receive waiting for admission holds just its blocks. The
+  // worker address is asked of the transport then too.
+  std::shared_ptr<const fetch_msg> header;
+  std::shared_ptr<const region_table> regions;
 };
 
 recv_request_actor spawn_recv_request_actor(caf::actor_system& sys, recv_spec spec);

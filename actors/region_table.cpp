@@ -1,5 +1,6 @@
 #include "actors/region_table.hpp"
 
+#include <algorithm>
 #include <mutex>
 #include <string>
 
@@ -47,6 +48,25 @@ result<std::vector<desc>> region_table::resolve(const std::vector<block_span>& b
                              std::to_string(b.region) + " of " + std::to_string(reg.bytes) +
                              " bytes"};
     out.push_back(desc{reg.base + b.offset, b.bytes, b.region});
+  }
+  return out;
+}
+
+indexed_regions region_table::index_regions(std::vector<desc>& blocks) const {
+  indexed_regions out;
+  std::vector<std::uint32_t> ids;  // region id per index: a handful
+  std::shared_lock<std::shared_mutex> guard{mtx_};
+  for (auto& b : blocks) {
+    auto pos = std::find(ids.begin(), ids.end(), b.key);
+    if (pos == ids.end()) {
+      const auto& reg = regions_.at(b.key - 1);  // resolved blocks name known regions
+      ids.push_back(b.key);
+      out.rkeys.push_back(reg.packed_rkey);
+      out.bases.push_back(reg.base);
+      out.bytes.push_back(reg.bytes);
+      pos = ids.end() - 1;
+    }
+    b.key = static_cast<std::uint32_t>(pos - ids.begin());
   }
   return out;
 }

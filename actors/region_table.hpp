@@ -1,6 +1,7 @@
 // region_table: the memory a node registered for transfers, and the resolution of the engine's
-// block spans into descriptors. Shared by the facade (which adds regions and resolves the
-// blocks of each call) and nobody else: the actors receive resolved descriptors. No CAF here.
+// block spans into descriptors. Written by the facade (which adds regions and resolves the
+// blocks of each call); read by receive requests, which describe their destination regions in
+// the fetch only when they send it. No CAF here.
 #pragma once
 
 #include "core/descriptor.hpp"
@@ -20,6 +21,12 @@ struct region_info {
   std::vector<std::uint8_t> packed_rkey;  // for peers to write into it
 };
 
+// The regions a fetch's destination blocks lie in, each once, as the sender needs them.
+struct indexed_regions {
+  std::vector<std::vector<std::uint8_t>> rkeys;  // packed, per region
+  std::vector<std::uint64_t> bases, bytes;       // per region
+};
+
 class region_table {
  public:
   explicit region_table(std::uint32_t max_blocks_per_request)
@@ -31,6 +38,9 @@ class region_table {
   // Resolves the engine's spans into descriptors (key: the region id), checking the count,
   // ids, emptiness and ranges; the error names the offending block.
   result<std::vector<desc>> resolve(const std::vector<block_span>& blocks) const;
+  // The regions of resolved `blocks` (keys: region ids), each once; rewrites each block's key to
+  // its region's index there.
+  indexed_regions index_regions(std::vector<desc>& blocks) const;
 
  private:
   const std::uint32_t max_blocks_;

@@ -91,21 +91,21 @@ struct node_rig : testing::virtual_time {
     registry->attach_owner(id, caf::actor_cast<caf::actor>(owner));
     return {h, caf::actor_cast<caf::actor>(owner)};
   }
-  // A receive into `blocks` (one destination region [base, base + bytes), rkey index 0).
+  // A receive into `blocks` (one destination region [base, base + bytes), its rkey {0xCC}).
   started start_recv(const std::string& id, std::vector<desc> blocks, std::uint64_t base,
                      std::uint64_t bytes, std::uint32_t deadline_ms) {
     auto ctx = context(recv_registry, id, deadline_ms);
     auto h = ctx.handle;
-    fetch_msg f;
-    f.request_id = id;
-    f.node_name = "rig";
-    f.epoch = peer_epoch;
-    f.rkeys = {{0xCC}};
-    f.region_bases = {base};
-    f.region_bytes = {bytes};
-    f.blocks = std::move(blocks);
-    f.anchor = caf::actor_cast<caf::actor_addr>(decode_node.actor);
-    auto owner = track(spawn_recv_request_actor(system(), recv_spec{ctx, sender, std::move(f)}));
+    auto header = std::make_shared<fetch_msg>();
+    header->node_name = "rig";
+    header->epoch = peer_epoch;
+    header->anchor = caf::actor_cast<caf::actor_addr>(decode_node.actor);
+    auto regions = std::make_shared<region_table>(65536);
+    auto region = regions->add(region_info{base, bytes, memory_kind::host, {0xCC}});
+    for (auto& b : blocks)
+      b.key = region;
+    auto owner = track(spawn_recv_request_actor(
+      system(), recv_spec{ctx, sender, std::move(blocks), std::move(header), std::move(regions)}));
     recv_registry->attach_owner(id, caf::actor_cast<caf::actor>(owner));
     return {h, caf::actor_cast<caf::actor>(owner)};
   }
