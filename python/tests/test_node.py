@@ -1,0 +1,154 @@
+"""kvferry from Python: two nodes in this process over UCX tcp and CAF networking."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import kvferry
+
+BLOCK = 4096
+
+
+@pytest.fixture
+def pair():
+    with kvferry.Node({"transport": "tcp", "node_name": "py-prefill"}) as prefill, \
+            kvferry.Node({"transport": "tcp", "node_name": "py-decode"}) as decode:
+        src = (np.arange(16 * BLOCK) % 251).astype(np.uint8)
+        dst = np.zeros(16 * BLOCK, dtype=np.uint8)
+        pair = {
+            "prefill": prefill, "decode": decode, "src": src, "dst": dst,
+            "src_region": prefill.register(src), "dst_region": decode.register(dst),
+        }
+        pair["peer"] = decode.connect("127.0.0.1", prefill.port)
+        yield pair
+
+
+def test_a_transfer_moves_the_bytes_into_other_blocks_and_reports_both_events(pair):
+    p, d = pair["prefill"], pair["decode"]
+    sent = p.send("req-1", [(pair["src_region"], 0, BLOCK), (pair["src_region"], 5 * BLOCK, BLOCK)])
+    spans = np.array([[pair["dst_region"], 3 * BLOCK, BLOCK], [pair["dst_region"], BLOCK, BLOCK]],
+                     dtype=np.uint64)
+    got = d.receive("req-1", pair["peer"], spans)
+    result = got.wait(20.0)
+    assert result is not None and result["status"] == "succeeded", result
+    assert result["bytes"] == 2 * BLOCK and result["code"] == "none"
+    assert np.array_equal(pair["dst"][3 * BLOCK:4 * BLOCK], pair["src"][0:BLOCK])
+    assert np.array_equal(pair["dst"][BLOCK:2 * BLOCK], pair["src"][5 * BLOCK:6 * BLOCK])
+    assert got.wait_released(20.0) and sent.wait_released(20.0)
+    assert sent.result["status"] == "succeeded" and got.status == "succeeded"
+    kinds = sorted(e["kind"] for e in d.poll() if e["request_id"] == "req-1")
+    assert kinds == ["completed", "released"]
+    assert d.stats()["bytes_received"] == 2 * BLOCK
+    assert p.health()["healthy"]
+
+
+def test_a_refused_send_is_a_failed_transfer_naming_the_problem(pair):
+    bad = pair["prefill"].send("bad", [(999, 0, BLOCK)])
+    assert bad.result["status"] == "failed"
+    assert bad.result["code"] == "unknown_region"
+    assert "999" in bad.result["message"]
+    outside = pair["prefill"].send("outside", [(pair["src_region"], 16 * BLOCK, BLOCK)])
+    assert outside.result["code"] == "out_of_range"
+    with pytest.raises(ValueError):
+        pair["prefill"].send("shape", np.zeros((2, 2), dtype=np.uint64))
+
+
+def test_deadline_and_cancel_end_requests_nobody_serves(pair):
+    d = pair["decode"]
+    late = d.receive("never-offered", pair["peer"], [(pair["dst_region"], 0, BLOCK)],
+                     deadline_ms=100)
+    r = late.wait(20.0)
+    assert r["status"] == "failed" and r["code"] == "timed_out"
+    waiting = pair["prefill"].send("never-fetched", [(pair["src_region"], 0, BLOCK)])
+    assert pair["prefill"].cancel("never-fetched") == "cancelled_before_advertise"
+    assert waiting.wait(20.0)["status"] == "cancelled"
+    assert waiting.wait_released(20.0)
+    assert pair["prefill"].cancel("no-such-request") == "not_found"
+
+
+def test_a_python_thread_keeps_running_while_a_call_waits(pair):
+    # Every waiting call releases the GIL: a thread counting meanwhile must get far.
+    count, stop = [0], threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            count[0] += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        waiting = pair["decode"].receive("gil", pair["peer"], [(pair["dst_region"], 0, BLOCK)])
+        before = count[0]
+        assert waiting.wait(0.5) is None  # nobody offers it: the wait runs out
+        during_wait = count[0] - before
+        before = count[0]
+        assert pair["decode"].wait_events(0.3) is not None
+        during_events = count[0] - before
+    finally:
+        stop.set()
+        t.join()
+    # Held GIL: the thread would advance only at the few switch points around the call.
+    assert during_wait > 10000, during_wait
+    assert during_events > 10000, during_events
+    pair["decode"].cancel("gil")
+
+
+def test_errors_raise_kvferry_error_with_the_code(tmp_path):
+    with pytest.raises(kvferry.Error) as e:
+        kvferry.Node({"staging_slots": 0})
+    assert e.value.code == "invalid_argument" and "staging_slots" in e.value.message
+    with pytest.raises(kvferry.Error) as e:
+        kvferry.Node({"no_such_key": 1})
+    assert "no_such_key" in e.value.message
+    toml = tmp_path / "node.toml"
+    toml.write_text('node_name = "from-toml"\ntransport = "tcp"\n')
+    with kvferry.Node(toml) as n:
+        assert n.port > 0
+        with pytest.raises(kvferry.Error) as e:
+            n.connect("127.0.0.1", 1)  # nothing listens there
+        assert e.value.code in ("peer_unreachable", "timed_out", "not_connected")
+        with pytest.raises(ValueError):
+            n.register(np.zeros((4, 4), dtype=np.uint8)[:, ::2])  # not contiguous
+    with pytest.raises(kvferry.Error) as e:
+        n.poll()
+    assert e.value.code == "stopped"
+    assert "staging_slots" in kvferry.config_keys()
+
+
+class FakeTensor:
+    """What register() uses of a torch tensor: data_ptr(), nbytes, is_contiguous()."""
+
+    def __init__(self, array):
+        self.array = array
+        self.nbytes = array.nbytes
+
+    def data_ptr(self):
+        return self.array.ctypes.data
+
+    def is_contiguous(self):
+        return True
+
+
+def test_memory_from_a_pointer_or_a_tensor_like_object(pair):
+    p, d = pair["prefill"], pair["decode"]
+    src = np.full(BLOCK, 7, dtype=np.uint8)
+    dst = np.zeros(BLOCK, dtype=np.uint8)
+    by_ptr = p.register(src.ctypes.data, src.nbytes)
+    by_tensor = d.register(FakeTensor(dst))
+    p.send("ptr", [(by_ptr, 0, BLOCK)])
+    r = d.receive("ptr", pair["peer"], [(by_tensor, 0, BLOCK)]).wait(20.0)
+    assert r["status"] == "succeeded"
+    assert (dst == 7).all()
+
+
+def test_torch_tensors_register_and_transfer(pair):
+    torch = pytest.importorskip("torch")
+    src = torch.arange(BLOCK, dtype=torch.uint8)
+    dst = torch.zeros(BLOCK, dtype=torch.uint8)
+    a = pair["prefill"].register(src)
+    b = pair["decode"].register(dst)
+    pair["prefill"].send("torch", [(a, 0, BLOCK)])
+    r = pair["decode"].receive("torch", pair["peer"], [(b, 0, BLOCK)]).wait(20.0)
+    assert r["status"] == "succeeded"
+    assert torch.equal(src, dst)
