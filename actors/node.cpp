@@ -285,6 +285,8 @@ transfer_handle node::receive(const std::string& request_id, peer_id peer,
   if (!resolved)
     return refused(request_id, resolved.error().code,
                    "receive '" + request_id + "': " + resolved.error().message);
+  if (auto overlap = region_table::find_overlap(resolved.value()))
+    return refused(request_id, overlap->code, "receive '" + request_id + "': " + overlap->message);
   auto st = std::make_shared<detail::handle_state>(request_id, p.events);
   if (!p.registry->reserve(request_id, st))
     return refused(request_id, errc::duplicate_request_id,

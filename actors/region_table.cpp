@@ -52,6 +52,30 @@ result<std::vector<desc>> region_table::resolve(const std::vector<block_span>& b
   return out;
 }
 
+std::optional<error_info> region_table::find_overlap(const std::vector<desc>& blocks) {
+  std::vector<std::size_t> order(blocks.size());
+  for (std::size_t i = 0; i < order.size(); ++i)
+    order[i] = i;
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    return blocks[a].addr != blocks[b].addr ? blocks[a].addr < blocks[b].addr : a < b;
+  });
+  // Sorted by start: a block overlaps an earlier one iff it starts before the furthest end so far.
+  std::size_t furthest = 0;
+  for (std::size_t k = 1; k < order.size(); ++k) {
+    const auto& far = blocks[order[furthest]];
+    const auto& cur = blocks[order[k]];
+    if (cur.addr < far.addr + far.bytes) {
+      auto a = std::min(order[furthest], order[k]), b = std::max(order[furthest], order[k]);
+      return error_info{errc::invalid_argument,
+                        "destination blocks " + std::to_string(a) + " and " + std::to_string(b) +
+                          " overlap (each byte may be written by one block only)"};
+    }
+    if (cur.addr + cur.bytes > far.addr + far.bytes)
+      furthest = k;
+  }
+  return std::nullopt;
+}
+
 indexed_regions region_table::index_regions(std::vector<desc>& blocks) const {
   indexed_regions out;
   std::vector<std::uint32_t> ids;  // region id per index: a handful

@@ -9,6 +9,7 @@
 #include "kvferry/result.hpp"
 
 #include <cstdint>
+#include <optional>
 #include <shared_mutex>
 #include <vector>
 
@@ -38,6 +39,9 @@ class region_table {
   // Resolves the engine's spans into descriptors (key: the region id), checking the count,
   // ids, emptiness and ranges; the error names the offending block.
   result<std::vector<desc>> resolve(const std::vector<block_span>& blocks) const;
+  // Destination blocks must not share a byte (else the result depends on which write lands
+  // last): the error names two blocks that do. O(n log n).
+  static std::optional<error_info> find_overlap(const std::vector<desc>& blocks);
   // The regions of resolved `blocks` (keys: region ids), each once; rewrites each block's key to
   // its region's index there.
   indexed_regions index_regions(std::vector<desc>& blocks) const;

@@ -323,3 +323,33 @@ TEST_CASE("stop resolves every outstanding handle and refuses new work") {
   CHECK(late.result()->code == errc::stopped);
   CHECK(np.prefill->cancel("waits") == cancel_result::backend_unhealthy);
 }
+
+TEST_CASE("F23: destination blocks that overlap, or the same block twice, are refused at once naming both") {
+  node_pair np{4 * 4096};
+  auto twice = np.decode->receive(
+    "twice", np.peer, {{np.dst_region, 0, 4096}, {np.dst_region, 4096, 4096}, {np.dst_region, 0, 4096}});
+  REQUIRE(twice.result());
+  CHECK(twice.result()->code == errc::invalid_argument);
+  CHECK(twice.result()->message.find("blocks 0 and 2 overlap") != std::string::npos);
+  auto partly = np.decode->receive("partly", np.peer,
+                                   {{np.dst_region, 8192, 4096}, {np.dst_region, 4096, 4097}});
+  REQUIRE(partly.result());
+  CHECK(partly.result()->message.find("blocks 0 and 1 overlap") != std::string::npos);
+  // Nothing reached the prefill, and the refused ids hold nothing.
+  CHECK(np.prefill->health().in_flight == 0);
+  CHECK(np.decode->health().in_flight == 0);
+  // Adjacent blocks share no byte: accepted, and both land where they should.
+  auto s = np.prefill->send("adjacent", {{np.src_region, 0, 4096}, {np.src_region, 8192, 4096}});
+  auto r = np.decode->receive("adjacent", np.peer,
+                              {{np.dst_region, 4096, 4096}, {np.dst_region, 0, 4096}});
+  auto rr = r.wait_for(patience);
+  REQUIRE(rr);
+  CHECK(rr->status == transfer_status::succeeded);
+  CHECK(std::memcmp(&np.dst[4096], &np.src[0], 4096) == 0);
+  CHECK(std::memcmp(&np.dst[0], &np.src[8192], 4096) == 0);
+  REQUIRE(s.wait_for(patience));
+  // The refused ids are free for a real request.
+  auto again = np.decode->receive("twice", np.peer, {{np.dst_region, 0, 4096}});
+  CHECK(!again.result().has_value());
+  np.decode->cancel("twice");
+}
