@@ -356,14 +356,14 @@ void node::stop(std::chrono::milliseconds drain_timeout) {
     return;
   auto& p = *impl_;
   p.accepting.store(false);
-  auto until = std::chrono::steady_clock::now() + drain_timeout;
-  while (p.health->in_flight() > 0 && std::chrono::steady_clock::now() < until)
-    std::this_thread::sleep_for(std::chrono::milliseconds{2});
+  p.health->wait_for([](const health_snapshot& h) { return h.in_flight == 0; }, drain_timeout);
   for (auto& owner : p.registry->all_owners())
     caf::anon_send_exit(owner, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(p.supervisor, caf::exit_reason::user_shutdown);
   p.sys->await_all_actors_done();
   p.stopped = true;
+  // Every request has ended; those whose memory was never proven quiescent are quarantined.
+  auto quarantined = p.registry->take_quarantined();
   {
     std::lock_guard<std::mutex> guard{p.peers_mtx};
     p.peers.clear();
@@ -377,6 +377,11 @@ void node::stop(std::chrono::milliseconds drain_timeout) {
   p.services->engine.reset();
   p.services.reset();
   p.sys.reset();
+  // The transport is gone, so nothing can read or write that memory any more: released (F22).
+  for (auto& h : quarantined) {
+    h->release();
+    p.health->request_released_late();
+  }
 }
 
 }  // namespace kvferry

@@ -18,8 +18,11 @@ request_owner::~request_owner() {
   if (!terminal_)
     finish(make_result(transfer_status::failed, errc::internal_error,
                        "the request's owning actor terminated before the transfer finished"));
-  // Memory not proven quiescent stays unreleased (counted in health().unreleased).
+  // Memory not proven quiescent stays unreleased (counted in health().unreleased) until the
+  // node stops: then nothing can touch it, and stop() releases it (F22).
   registry_->unregister(id(), handle_.get());
+  if (!released_)
+    registry_->quarantine(handle_);
 }
 
 const std::string& request_owner::id() const {

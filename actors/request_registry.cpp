@@ -1,6 +1,7 @@
 #include "actors/request_registry.hpp"
 
 #include <algorithm>
+#include <utility>
 
 namespace kvferry {
 
@@ -54,6 +55,16 @@ std::vector<caf::actor> request_registry::all_owners() const {
     if (kv.second.owner)
       out.push_back(kv.second.owner);
   return out;
+}
+
+void request_registry::quarantine(std::shared_ptr<detail::handle_state> handle) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  quarantined_.push_back(std::move(handle));
+}
+
+std::vector<std::shared_ptr<detail::handle_state>> request_registry::take_quarantined() {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return std::exchange(quarantined_, {});
 }
 
 }  // namespace kvferry

@@ -1,6 +1,8 @@
 // request_registry: which actor owns which request id on this node (F12: an id is never
-// doubled), and which ids finished recently (so cancel() can answer already_complete). Written
-// by the facade (reserve, attach) and by request owners (unregister); read by cancel().
+// doubled), which ids finished recently (so cancel() can answer already_complete), and which
+// requests ended quarantined (stop() releases them once the transport is gone, F22). Written
+// by the facade (reserve, attach) and by request owners (unregister, quarantine); read by
+// cancel() and stop().
 #pragma once
 
 #include <caf/actor.hpp>
@@ -31,6 +33,11 @@ class request_registry {
   void unregister(const std::string& id, const detail::handle_state* handle);
   // Owners of every registered request (stop() uses it).
   std::vector<caf::actor> all_owners() const;
+  // A request whose owner ended without proving its memory quiescent (quarantined): kept until
+  // the node stops, when nothing can touch that memory any more.
+  void quarantine(std::shared_ptr<detail::handle_state> handle);
+  // Takes every quarantined request out (stop(): after the transport's teardown).
+  std::vector<std::shared_ptr<detail::handle_state>> take_quarantined();
 
  private:
   struct entry {
@@ -41,6 +48,7 @@ class request_registry {
   std::unordered_map<std::string, entry> entries_;
   std::deque<std::string> recent_order_;  // bounded memory of finished ids
   std::unordered_set<std::string> recent_finished_;
+  std::vector<std::shared_ptr<detail::handle_state>> quarantined_;
 };
 
 }  // namespace kvferry

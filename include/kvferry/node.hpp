@@ -85,7 +85,8 @@ class node {
   std::vector<std::uint64_t> sent_to_peers() const;
 
   // Stops accepting work, waits up to `drain_timeout` for transfers in flight, then cancels the
-  // rest, tears the actors and the transport down. After it returns no memory is touched.
+  // rest, tears the actors and the transport down. After it returns no memory is touched, and
+  // every request has had its terminal and its *released* event (poll() still returns them).
   void stop(std::chrono::milliseconds drain_timeout = std::chrono::milliseconds{1000});
 
   struct impl;

@@ -310,6 +310,49 @@ TEST_CASE("a receive queued at a receiver that crashes queues again at its resta
   CHECK(a.status() == transfer_status::succeeded);
 }
 
+TEST_CASE("F22: stop resolves every request once and releases each once its transport is gone") {
+  // Requests in each state: a send waiting for its fetch; a transfer whose put is held in the
+  // prefill's transport; a receive whose fetch waits at the sender; one queued for admission.
+  auto plan = plan_with(first_put(transport::fault_action::hold));
+  node_config cfg;
+  cfg.max_fetches_in_flight = 2;
+  node_pair np{8 * 4096, cfg, plan};
+  auto unfetched = np.prefill->send("unfetched", {{np.src_region, 0, 4096}});
+  auto [putting_s, putting_r] = np.start("putting", 4096, 4096, 4096);
+  REQUIRE(plan->wait_held(1, patience));
+  auto parked = np.decode->receive("parked", np.peer, {{np.dst_region, 0, 4096}});
+  auto queued = np.decode->receive("queued", np.peer, {{np.dst_region, 8192, 4096}});
+  REQUIRE(health_until(*np.decode, [](auto& h) { return h.in_flight == 3; }));
+  REQUIRE(health_until(*np.prefill, [](auto& h) { return h.in_flight == 2; }));
+
+  np.decode->stop(10ms);
+  np.prefill->stop(10ms);
+  std::map<std::string, std::vector<transfer_event>> seen;
+  auto decode_events = np.decode->poll();
+  auto prefill_events = np.prefill->poll();
+  for (auto* evs : {&decode_events, &prefill_events})
+    for (auto& e : *evs)
+      seen[e.request_id].push_back(e);
+  for (auto* h : {&unfetched, &putting_s, &putting_r, &parked, &queued}) {
+    CAPTURE(h->request_id());
+    auto r = h->result();
+    REQUIRE(r);  // resolved before stop returned
+    CHECK(r->status != transfer_status::succeeded);
+    CHECK(h->released());  // and released: no transport is left to touch the memory
+  }
+  // One completed and one released event per request and side ("putting" is on both).
+  CHECK(count_kind(seen["unfetched"], event_kind::completed) == 1);
+  CHECK(count_kind(seen["unfetched"], event_kind::released) == 1);
+  CHECK(count_kind(seen["putting"], event_kind::completed) == 2);
+  CHECK(count_kind(seen["putting"], event_kind::released) == 2);
+  for (const char* id : {"parked", "queued"}) {
+    CAPTURE(id);
+    CHECK(count_kind(seen[id], event_kind::completed) == 1);
+    CHECK(count_kind(seen[id], event_kind::released) == 1);
+  }
+  CHECK(detail::handle_state::violations() == np.violations_at_start);
+}
+
 TEST_CASE("stop resolves every outstanding handle and refuses new work") {
   node_pair np{4 * 4096};
   auto waiting = np.prefill->send("waits", {{np.src_region, 0, 4096}});
