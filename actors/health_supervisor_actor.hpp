@@ -20,6 +20,7 @@ struct supervisor_spec {
   transport_spec transport;
   pool_spec pool;
   std::string node_name;                  // the sender's name in errors to fetchers
+  std::string layout_tag;                 // the sender's (node_config::layout_tag)
   std::uint32_t default_park_ms = 0;      // the sender's bound on parking a fetch
   std::uint32_t max_fetches_in_flight = 1;  // the receiver's admission limit
   std::uint32_t progress_deadline_ms = 30000;

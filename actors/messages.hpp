@@ -43,6 +43,7 @@ struct fetch_msg {
   // monitoring each fetching request cost a proxy (and two network messages) per transfer.
   // Invalid from older or foreign clients: then the fetching request itself is monitored.
   caf::actor_addr anchor;
+  std::string layout_tag;  // the decode node's (node_config::layout_tag); must equal the sender's
 };
 
 // prefill -> decode: the answer to a fetch_msg that succeeded.
@@ -60,7 +61,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, fetch_msg& x) {
   return f(caf::meta::type_name("fetch_msg"), x.request_id, x.node_name, x.epoch,
            x.worker_address, x.rkeys, x.region_bases, x.region_bytes, x.blocks, x.deadline_ms,
-           x.anchor);
+           x.anchor, x.layout_tag);
 }
 
 template <class Inspector>
@@ -159,6 +160,7 @@ using address_atom = caf::atom_constant<caf::atom("address")>;
 using endpoint_atom = caf::atom_constant<caf::atom("endpoint")>;
 using peers_atom = caf::atom_constant<caf::atom("peers")>;
 using refresh_atom = caf::atom_constant<caf::atom("refresh")>;
+using layout_atom = caf::atom_constant<caf::atom("layout")>;
 
 // -- actor interfaces ------------------------------------------------------------------------------
 
@@ -237,7 +239,9 @@ using sender_actor = caf::typed_actor<
   // The remote receiver gave up on request id (epoch): stop its transfer, drop a parked fetch.
   caf::reacts_to<cancel_fetch_atom, std::string, std::uint64_t>,
   // Internal: the parked fetch for request id (epoch) waited as long as it may.
-  caf::reacts_to<park_expired_atom, std::string, std::uint64_t>>;
+  caf::reacts_to<park_expired_atom, std::string, std::uint64_t>,
+  // connect() asks the node's layout tag (node_config::layout_tag) before it accepts the peer.
+  caf::replies_to<layout_atom>::with<std::string>>;
 
 // receiver (decode side): admits recv-request actors, bounding fetches in flight.
 using receiver_actor = caf::typed_actor<

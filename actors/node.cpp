@@ -131,6 +131,7 @@ result<std::unique_ptr<node>> node_access::start(const node_config& config, engi
   spec.pool = pool_spec{config.staging_slots, config.staging_slot_bytes,
                         std::make_shared<std::vector<desc>>(), p->children, p->health};
   spec.node_name = config.node_name;
+  spec.layout_tag = config.layout_tag;
   spec.default_park_ms = config.default_deadline_ms;
   spec.max_fetches_in_flight = config.max_fetches_in_flight;
   spec.progress_deadline_ms = config.progress_deadline_ms;
@@ -140,6 +141,7 @@ result<std::unique_ptr<node>> node_access::start(const node_config& config, engi
   header->node_name = config.node_name;
   header->epoch = p->epoch;
   header->anchor = caf::actor_cast<caf::actor_addr>(p->supervisor);
+  header->layout_tag = config.layout_tag;
   p->fetch_header = std::move(header);
   auto& sys = *p->sys;
   auto kids = p->children->current();
@@ -214,6 +216,25 @@ void* node::region_base(region_id r) const noexcept {
   return ptr_of(impl_->regions->find(r).base);
 }
 
+namespace {
+
+// A layout tag as an error message shows it: quoted if printable, else its first bytes in hex.
+std::string render_tag(const std::string& tag) {
+  bool printable = std::all_of(tag.begin(), tag.end(),
+                               [](char c) { return c >= 0x20 && c < 0x7f; });
+  if (printable && tag.size() <= 80)
+    return "'" + tag + "'";
+  static const char* hex = "0123456789abcdef";
+  std::string out = std::to_string(tag.size()) + " bytes 0x";
+  for (std::size_t i = 0; i < tag.size() && i < 16; ++i) {
+    out += hex[static_cast<unsigned char>(tag[i]) >> 4];
+    out += hex[static_cast<unsigned char>(tag[i]) & 15];
+  }
+  return out + (tag.size() > 16 ? "..." : "");
+}
+
+}  // namespace
+
 result<peer_id> node::connect(const std::string& host, std::uint16_t port) {
   if (impl_->stopped)
     return result<peer_id>{errc::stopped, "the node is stopped"};
@@ -221,7 +242,9 @@ result<peer_id> node::connect(const std::string& host, std::uint16_t port) {
   caf::scoped_actor self{sys};
   result<peer_id> out{errc::peer_unreachable, "no answer"};
   auto timeout = std::chrono::milliseconds{impl_->config.connect_timeout_ms};
+  auto until = std::chrono::steady_clock::now() + timeout;
   auto where = host + ":" + std::to_string(port);
+  sender_actor entry;
   self->request(sys.middleman().actor_handle(), timeout, caf::connect_atom::value, host, port)
     .receive(
       [&](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>& ifs) {
@@ -235,13 +258,37 @@ result<peer_id> node::connect(const std::string& host, std::uint16_t port) {
                                 "the actor at " + where + " is not a kvferry node entry"};
           return;
         }
-        std::lock_guard<std::mutex> guard{impl_->peers_mtx};
-        impl_->peers.push_back(caf::actor_cast<sender_actor>(std::move(ptr)));
-        out = peer_id{impl_->peers.size()};
+        entry = caf::actor_cast<sender_actor>(std::move(ptr));
       },
       [&](caf::error& err) {
         out = result<peer_id>{errc::peer_unreachable,
                               "cannot connect to " + where + ": " + sys.render(err)};
+      });
+  if (!entry)
+    return out;
+  // The peer's blocks must be what ours are (model, layout, dtype...): asked before any transfer.
+  auto left = std::max(std::chrono::milliseconds{1},
+                       std::chrono::duration_cast<std::chrono::milliseconds>(
+                         until - std::chrono::steady_clock::now()));
+  self->request(entry, left, layout_atom::value)
+    .receive(
+      [&](const std::string& tag) {
+        if (tag != impl_->config.layout_tag) {
+          out = result<peer_id>{errc::incompatible_peer,
+                                "the node at " + where + " declares layout tag " +
+                                  render_tag(tag) + ", this node " +
+                                  render_tag(impl_->config.layout_tag) +
+                                  ": not connected (node_config::layout_tag)"};
+          return;
+        }
+        std::lock_guard<std::mutex> guard{impl_->peers_mtx};
+        impl_->peers.push_back(entry);
+        out = peer_id{impl_->peers.size()};
+      },
+      [&](caf::error& err) {
+        out = result<peer_id>{errc::peer_unreachable,
+                              "the node at " + where + " did not say its layout tag: " +
+                                sys.render(err)};
       });
   return out;
 }

@@ -6,6 +6,7 @@
 //   cancel_fetch(id, epoch) ──> to the owner, or the parked fetch answered `cancelled`
 //   parked longer than the fetch's deadline (or default_deadline_ms) ──> answered `timed_out`
 //   owner DOWN ──> owners[id] erased
+//   fetch declaring another layout tag ──> refused (incompatible_peer); nothing else changes
 //   fetch for an id whose fetch is parked ──same epoch──> refused: duplicate
 //        └──epochs differ──> the older one is `stale_epoch` (its node restarted since: epochs
 //                            grow with each start), the newer one parks
@@ -31,6 +32,7 @@ struct parked_fetch {
 struct sender_state {
   std::string node_name;  // for the errors sent to fetchers
   std::uint32_t default_park_ms = 0;  // bound on parking a fetch that carries no deadline
+  std::string layout_tag;             // what this node's blocks are; fetches must declare it
   std::unordered_map<std::string, send_request_actor> owners;
   std::unordered_map<caf::actor_addr, std::string> owner_ids;  // owners, reversed (for DOWN)
   std::unordered_map<std::string, parked_fetch> parked;
@@ -38,8 +40,10 @@ struct sender_state {
 };
 
 sender_actor::behavior_type sender_impl(sender_actor::stateful_pointer<sender_state> self,
-                                        std::string node_name, std::uint32_t default_park_ms) {
+                                        std::string node_name, std::uint32_t default_park_ms,
+                                        std::string layout_tag) {
   self->state.node_name = std::move(node_name);
+  self->state.layout_tag = std::move(layout_tag);
   self->state.default_park_ms = default_park_ms;
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
@@ -68,6 +72,15 @@ sender_actor::behavior_type sender_impl(sender_actor::stateful_pointer<sender_st
     [=](fetch_msg& fetch) -> caf::typed_response_promise<transfer_done> {
       auto rp = self->make_response_promise<transfer_done>();
       auto& st = self->state;
+      if (fetch.layout_tag != st.layout_tag) {
+        // Refused before it reaches an owner: the offer, if any, stays for a fitting fetch. The
+        // answer does not say what this node's tag is.
+        rp.deliver(caf::make_error(errc::incompatible_peer,
+                                   "the fetch for request '" + fetch.request_id +
+                                     "' declares another layout tag than node '" +
+                                     st.node_name + "'"));
+        return rp;
+      }
       auto it = st.owners.find(fetch.request_id);
       if (it != st.owners.end()) {
         rp.delegate(it->second, std::move(fetch));
@@ -119,6 +132,7 @@ sender_actor::behavior_type sender_impl(sender_actor::stateful_pointer<sender_st
         st.parked.erase(p);
       }
     },
+    [=](layout_atom) { return self->state.layout_tag; },
     [=](park_expired_atom, const std::string& id, std::uint64_t epoch) {
       auto& st = self->state;
       auto p = st.parked.find(id);
@@ -135,8 +149,8 @@ sender_actor::behavior_type sender_impl(sender_actor::stateful_pointer<sender_st
 }  // namespace
 
 sender_actor spawn_sender_actor(caf::actor_system& sys, std::string node_name,
-                                std::uint32_t default_park_ms) {
-  return sys.spawn(sender_impl, std::move(node_name), default_park_ms);
+                                std::uint32_t default_park_ms, std::string layout_tag) {
+  return sys.spawn(sender_impl, std::move(node_name), default_park_ms, std::move(layout_tag));
 }
 
 }  // namespace kvferry

@@ -150,6 +150,7 @@ constexpr key_entry keys[] = {
     unsigned_key<&node_config::connect_timeout_ms>("connect_timeout_ms"),
     unsigned_key<&node_config::cancel_timeout_ms>("cancel_timeout_ms"),
     string_key<&node_config::log_level>("log_level"),
+    string_key<&node_config::layout_tag>("layout_tag"),
 };
 
 const key_entry* find_key(std::string_view name) {
@@ -312,6 +313,9 @@ std::optional<config_error> validate(const node_config& c) {
                   {"trace", "debug", "info", "warn", "error", "critical", "off"}))) {
     return e;
   }
+  if (c.layout_tag.size() > 4096)
+    return config_error{"layout_tag", "must be at most 4096 bytes, got " +
+                                        std::to_string(c.layout_tag.size()), ""};
   return std::nullopt;
 }
 

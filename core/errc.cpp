@@ -24,6 +24,7 @@ const char* to_string(errc code) noexcept {
     case errc::backend_unhealthy: return "backend_unhealthy";
     case errc::stopped: return "stopped";
     case errc::internal_error: return "internal_error";
+    case errc::incompatible_peer: return "incompatible_peer";
   }
   return "unknown";
 }

@@ -55,6 +55,8 @@ node_config config_from(const py::object& spec) {
       std::string text;
       if (py::isinstance<py::bool_>(value))
         text = value.cast<bool>() ? "true" : "false";
+      else if (py::isinstance<py::bytes>(value))  // e.g. layout_tag: opaque bytes
+        text = value.cast<std::string>();
       else
         text = py::str(value).cast<std::string>();
       src.overrides.emplace_back(py::str(item.first).cast<std::string>(), text);

@@ -45,6 +45,10 @@ struct node_config {
   std::uint32_t connect_timeout_ms = 5000; // bound on connect(); 1 .. 600000
   std::uint32_t cancel_timeout_ms = 1000;  // bound on cancel()'s answer; 1 .. 60000
   std::string log_level = "warn";          // trace, debug, info, warn, error, critical, off
+  // What this node's KV blocks are (model, KV layout, dtype, block size, TP rank...): opaque
+  // bytes, at most 4096. connect() refuses a peer that declares another, and a node refuses
+  // fetches that declare another. Empty matches only empty.
+  std::string layout_tag;
 };
 
 // The error of a refused configuration: which key, and why.

@@ -28,6 +28,7 @@ enum class errc : std::uint8_t {
   backend_unhealthy,     // the node cannot serve (transport down, restarting)
   stopped,               // the node is stopping or stopped
   internal_error,        // a bug or an exception caught at an actor boundary
+  incompatible_peer,     // the peer declares another layout tag (node_config::layout_tag)
 };
 
 // Stable lower-case name of a code ("timed_out"); "unknown" for values outside the enum.

@@ -152,3 +152,14 @@ def test_torch_tensors_register_and_transfer(pair):
     r = pair["decode"].receive("torch", pair["peer"], [(b, 0, BLOCK)]).wait(20.0)
     assert r["status"] == "succeeded"
     assert torch.equal(src, dst)
+
+
+def test_connect_refuses_a_peer_with_another_layout_tag():
+    tag = b"llama-3-8b\x00fp16"
+    with kvferry.Node({"transport": "tcp", "layout_tag": tag}) as prefill, \
+            kvferry.Node({"transport": "tcp", "layout_tag": b"llama-3-8b\x00fp8"}) as other, \
+            kvferry.Node({"transport": "tcp", "layout_tag": tag}) as same:
+        with pytest.raises(kvferry.Error) as e:
+            other.connect("127.0.0.1", prefill.port)
+        assert e.value.code == "incompatible_peer"
+        assert same.connect("127.0.0.1", prefill.port) == 1

@@ -85,9 +85,10 @@ struct prefill_node {
   std::vector<unsigned char> src;
   region_id region = 0;
 
-  explicit prefill_node(unsigned char fill) : src(4 * 4096, fill) {
+  explicit prefill_node(unsigned char fill, std::string layout_tag = {}) : src(4 * 4096, fill) {
     node_config cfg;
     cfg.transport = "tcp";
+    cfg.layout_tag = std::move(layout_tag);
     auto started = node::start(cfg);
     REQUIRE_MESSAGE(started, started.error().message);
     owned = std::move(started.value());
@@ -186,4 +187,29 @@ TEST_CASE("a fetch from before its node restarted is refused, and the restart's 
   REQUIRE(r);
   CHECK(r->status == transfer_status::succeeded);
   prefill.stop(1s);
+}
+
+TEST_CASE("a fetch that declares another layout tag is refused and the offer waits for a fitting one") {
+  prefill_node fixture{0xAB, "llama-3-8b/fp16/block16/tp0"};
+  auto& prefill = *fixture.owned;
+  hostile_client client{prefill.port()};
+  auto s = prefill.send("victim", {{fixture.region, 0, 4096}});
+  auto f = client.fetch("victim", 0, 4096, 0, 4096);  // declares no layout tag
+  auto refused = client.ask(f);
+  CHECK(code_of(refused) == errc::incompatible_peer);
+  REQUIRE_FALSE(refused);
+  // The answer names the request, not the node's tag.
+  auto text = caf::to_string(refused.error());
+  CHECK(text.find("llama") == std::string::npos);
+  CHECK(client.untouched());
+  CHECK_FALSE(s.result().has_value());  // the offer is still there
+  f.layout_tag = "llama-3-8b/fp16/block16/tp0";
+  auto served = client.ask(f);
+  REQUIRE(served);
+  CHECK(*served == 4096);
+  CHECK(std::all_of(client.memory.begin(), client.memory.begin() + 4096,
+                    [](auto b) { return b == 0xAB; }));
+  auto r = s.wait_for(20s);
+  REQUIRE(r);
+  CHECK(r->status == transfer_status::succeeded);
 }

@@ -396,3 +396,37 @@ TEST_CASE("F23: destination blocks that overlap, or the same block twice, are re
   CHECK(!again.result().has_value());
   np.decode->cancel("twice");
 }
+
+TEST_CASE("connect refuses a peer that declares another layout tag, before any transfer") {
+  node_config a, b;
+  a.transport = b.transport = "tcp";
+  a.layout_tag = "llama-3-8b/fp16/block16/tp0";
+  b.layout_tag = "llama-3-8b/fp8/block16/tp0";
+  auto prefill = node::start(a);
+  REQUIRE_MESSAGE(prefill, prefill.error().message);
+  auto decode = node::start(b);
+  REQUIRE_MESSAGE(decode, decode.error().message);
+  auto refused = decode.value()->connect("127.0.0.1", prefill.value()->port());
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().code == errc::incompatible_peer);
+  CHECK(refused.error().message.find("'llama-3-8b/fp16/block16/tp0'") != std::string::npos);
+  CHECK(refused.error().message.find("'llama-3-8b/fp8/block16/tp0'") != std::string::npos);
+  // Not a peer: a receive naming it is refused as not connected.
+  auto r = decode.value()->receive("x", peer_id{1}, {{1, 0, 4096}});
+  REQUIRE(r.result());
+  CHECK(r.result()->code == errc::not_connected);
+  // The same tag connects (binary tags too).
+  node_config c = a;
+  c.layout_tag = std::string("\x00\x01tp=0", 6);
+  a.layout_tag = c.layout_tag;
+  auto p2 = node::start(a);
+  auto d2 = node::start(c);
+  REQUIRE(p2);
+  REQUIRE(d2);
+  CHECK(d2.value()->connect("127.0.0.1", p2.value()->port()).has_value());
+  auto d3 = node::start(b);
+  REQUIRE(d3);
+  auto binary = d3.value()->connect("127.0.0.1", p2.value()->port());
+  REQUIRE_FALSE(binary);
+  CHECK(binary.error().message.find("6 bytes 0x0001") != std::string::npos);
+}

@@ -82,6 +82,7 @@ void check_same(const node_config& a, const node_config& b) {
   CHECK(a.connect_timeout_ms == b.connect_timeout_ms);
   CHECK(a.cancel_timeout_ms == b.cancel_timeout_ms);
   CHECK(a.log_level == b.log_level);
+  CHECK(a.layout_tag == b.layout_tag);
 }
 
 }  // namespace
@@ -189,7 +190,7 @@ TEST_CASE("a negative TOML integer is refused for an unsigned key") {
 TEST_CASE("validation refuses every out-of-range value naming its key") {
   struct bad_case {
     const char* key;
-    const char* value;
+    std::string value;
   };
   const bad_case cases[] = {
       {"node_name", ""},
@@ -210,6 +211,7 @@ TEST_CASE("validation refuses every out-of-range value naming its key") {
       {"cancel_timeout_ms", "0"},
       {"cancel_timeout_ms", "60001"},
       {"log_level", "verbose"},
+      {"layout_tag", std::string(4097, 'x')},
   };
   for (const auto& c : cases) {
     CAPTURE(c.key);
@@ -345,7 +347,9 @@ TEST_CASE("every key can be set from the environment by its upper-case name") {
   for (const auto& key : kvferry::node_config_keys()) {
     std::string name = "KVFERRY_";
     for (char ch : key) name += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
-    s.environment[name] = "";  // refused for every key: unparsable or invalid when empty
+    // Refused for every key: unparsable or invalid when empty; a layout tag may be empty, not
+    // longer than 4096 bytes.
+    s.environment[name] = key == "layout_tag" ? std::string(4097, 't') : "";
     CAPTURE(name);
     auto e = refused(s);
     CHECK(e.key == key);
