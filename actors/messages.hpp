@@ -161,6 +161,7 @@ using endpoint_atom = caf::atom_constant<caf::atom("endpoint")>;
 using peers_atom = caf::atom_constant<caf::atom("peers")>;
 using refresh_atom = caf::atom_constant<caf::atom("refresh")>;
 using layout_atom = caf::atom_constant<caf::atom("layout")>;
+using decline_atom = caf::atom_constant<caf::atom("decline")>;
 
 // -- actor interfaces ------------------------------------------------------------------------------
 
@@ -218,6 +219,9 @@ using send_request_actor = caf::typed_actor<
   caf::replies_to<cancel_atom>::with<cancel_result>,
   // The fetching peer (epoch) gave up.
   caf::reacts_to<cancel_fetch_atom, std::string, std::uint64_t>,
+  // A decode node will not fetch it: released at once if no fetch started (not_cancellable if
+  // one did).
+  caf::replies_to<decline_atom>::with<cancel_result>,
   // Internal: the request's deadline passed.
   caf::reacts_to<deadline_atom>>;
 
@@ -241,7 +245,9 @@ using sender_actor = caf::typed_actor<
   // Internal: the parked fetch for request id (epoch) waited as long as it may.
   caf::reacts_to<park_expired_atom, std::string, std::uint64_t>,
   // connect() asks the node's layout tag (node_config::layout_tag) before it accepts the peer.
-  caf::replies_to<layout_atom>::with<std::string>>;
+  caf::replies_to<layout_atom>::with<std::string>,
+  // A decode node declines request id: routed to its owner (not_found if there is none).
+  caf::replies_to<decline_atom, std::string>::with<cancel_result>>;
 
 // receiver (decode side): admits recv-request actors, bounding fetches in flight.
 using receiver_actor = caf::typed_actor<

@@ -365,6 +365,28 @@ cancel_result node::cancel(const std::string& request_id) {
   return out;
 }
 
+result<cancel_result> node::decline(const std::string& request_id, peer_id peer) {
+  auto& p = *impl_;
+  if (p.stopped)
+    return result<cancel_result>{errc::stopped, "the node is stopped"};
+  sender_actor entry;
+  {
+    std::lock_guard<std::mutex> guard{p.peers_mtx};
+    if (peer.value == 0 || peer.value > p.peers.size())
+      return result<cancel_result>{errc::not_connected,
+                                   "decline '" + request_id + "': peer " +
+                                     std::to_string(peer.value) + " is not connected"};
+    entry = p.peers[peer.value - 1];
+  }
+  auto answer = ask<cancel_result>(*p.sys, entry,
+                                   std::chrono::milliseconds{p.config.cancel_timeout_ms},
+                                   decline_atom::value, request_id);
+  if (!answer && answer.error().code == errc::internal_error)
+    return result<cancel_result>{errc::peer_unreachable,
+                                 "decline '" + request_id + "': " + answer.error().message};
+  return answer;
+}
+
 std::vector<transfer_event> node::poll() {
   return impl_->events->drain();
 }

@@ -3,7 +3,7 @@
 //                         fetch (valid): puts planned
 //   waiting_for_peer ─────────────────────────────────> transferring ──last step answered──> end
 //     │ fetch (invalid): error to the fetcher, end        │  (steps: puts; or, staged, per
-//     │ cancel: cancelled_before_advertise, end           │   chunk: lease a slot -> copy into
+//     │ cancel / decline: cancelled_before_advertise, end │   chunk: lease a slot -> copy into
 //     │ deadline: timed_out, end (nothing exposed)        │   it -> put from it -> slot back)
 //     v                                                   │ cancel / cancel_fetch / deadline /
 //    end (released: nothing was exposed)                  │ fetching peer DOWN: stop the step
@@ -274,6 +274,14 @@ behavior waiting_for_peer(self_ptr self) {
                true);
     },
     [=](cancel_fetch_atom, const std::string&, std::uint64_t) {},  // no fetch to cancel yet
+    [=](decline_atom) {
+      end_send(self,
+               make_result(transfer_status::cancelled, errc::cancelled,
+                           "declined by the decode node before any fetch: its blocks are "
+                           "released"),
+               true);
+      return cancel_result::cancelled_before_advertise;
+    },
   };
 }
 
@@ -295,6 +303,8 @@ behavior transferring(self_ptr self) {
       if (epoch == self->state.fetch_epoch)
         stop(self, cancelled_error(self, "the receiver"));
     },
+    // A fetch is running: declining it changes nothing (the fetcher cancels its receive).
+    [=](decline_atom) { return cancel_result::not_cancellable; },
   };
 }
 
@@ -327,6 +337,10 @@ behavior stopping(self_ptr self) {
       st.stop_reason = timed_out_error(self);
     },
     [=](cancel_fetch_atom, const std::string&, std::uint64_t) {},  // already stopping
+    [=](decline_atom) {
+      return self->state.base.owner->terminal() ? cancel_result::already_complete
+                                                : cancel_result::not_cancellable;
+    },
   };
 }
 

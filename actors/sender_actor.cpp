@@ -4,6 +4,7 @@
 //   fetch(id)  ──owner known──> delegated to the owner (the owner answers the fetcher)
 //        └─────owner unknown──> parked (the engine has not called send() yet)
 //   cancel_fetch(id, epoch) ──> to the owner, or the parked fetch answered `cancelled`
+//   decline(id) ──owner known──> delegated to the owner; unknown ──> not_found
 //   parked longer than the fetch's deadline (or default_deadline_ms) ──> answered `timed_out`
 //   owner DOWN ──> owners[id] erased
 //   fetch declaring another layout tag ──> refused (incompatible_peer); nothing else changes
@@ -133,6 +134,15 @@ sender_actor::behavior_type sender_impl(sender_actor::stateful_pointer<sender_st
       }
     },
     [=](layout_atom) { return self->state.layout_tag; },
+    [=](decline_atom, const std::string& id) -> caf::typed_response_promise<cancel_result> {
+      auto rp = self->make_response_promise<cancel_result>();
+      auto it = self->state.owners.find(id);
+      if (it == self->state.owners.end())
+        rp.deliver(cancel_result::not_found);
+      else
+        rp.delegate(it->second, decline_atom::value);
+      return rp;
+    },
     [=](park_expired_atom, const std::string& id, std::uint64_t epoch) {
       auto& st = self->state;
       auto p = st.parked.find(id);

@@ -36,6 +36,17 @@ T value_or_raise(result<T> r) {
   return std::move(r.value());
 }
 
+// Runs `call` (a node call returning result<T>) with the GIL released; its error raises.
+template <class F>
+auto unlocked_or_raise(F&& call) {
+  std::optional<decltype(call())> r;
+  {
+    py::gil_scoped_release unlocked;
+    r.emplace(call());
+  }
+  return value_or_raise(std::move(*r));
+}
+
 std::chrono::milliseconds to_ms(std::optional<double> seconds, double fallback) {
   double s = seconds.value_or(fallback);
   if (!(s >= 0) || s > 1e7)
@@ -173,12 +184,7 @@ class py_node {
  public:
   explicit py_node(const py::object& spec) {
     auto cfg = config_from(spec);
-    result<std::unique_ptr<node>> started{errc::internal_error, "not started"};
-    {
-      py::gil_scoped_release unlocked;
-      started = node::start(cfg);
-    }
-    node_ = value_or_raise(std::move(started));
+    node_ = unlocked_or_raise([&] { return node::start(cfg); });
   }
 
   node& get() {
@@ -251,24 +257,15 @@ PYBIND11_MODULE(_kvferry, m) {
           throw py::value_error("kind is 'host' or 'cuda'");
         auto [ptr, bytes] = memory_of(memory, size);
         auto& nd = n.get();
-        result<region_id> r{errc::internal_error, "not registered"};
-        {
-          py::gil_scoped_release unlocked;
-          r = nd.register_region(ptr, bytes, kind == "cuda" ? memory_kind::cuda : memory_kind::host);
-        }
-        return value_or_raise(std::move(r));
+        auto mk = kind == "cuda" ? memory_kind::cuda : memory_kind::host;
+        return unlocked_or_raise([&] { return nd.register_region(ptr, bytes, mk); });
       },
       py::arg("memory"), py::arg("size") = py::none(), py::arg("kind") = "host")
     .def(
       "allocate",
       [](py_node& n, std::size_t bytes) {
         auto& nd = n.get();
-        result<region_id> r{errc::internal_error, "not allocated"};
-        {
-          py::gil_scoped_release unlocked;
-          r = nd.allocate_region(bytes);
-        }
-        return value_or_raise(std::move(r));
+        return unlocked_or_raise([&] { return nd.allocate_region(bytes); });
       },
       py::arg("bytes"))
     .def(
@@ -284,12 +281,7 @@ PYBIND11_MODULE(_kvferry, m) {
       "connect",
       [](py_node& n, const std::string& host, std::uint16_t port) {
         auto& nd = n.get();
-        result<peer_id> r{errc::internal_error, "not connected"};
-        {
-          py::gil_scoped_release unlocked;
-          r = nd.connect(host, port);
-        }
-        return value_or_raise(std::move(r)).value;
+        return unlocked_or_raise([&] { return nd.connect(host, port); }).value;
       },
       py::arg("host"), py::arg("port"))
     .def(
@@ -330,6 +322,15 @@ PYBIND11_MODULE(_kvferry, m) {
         return std::string{to_string(r)};
       },
       py::arg("request_id"))
+    .def(
+      "decline",
+      [](py_node& n, const std::string& id, std::uint64_t peer) {
+        auto& nd = n.get();
+        return std::string{
+          to_string(unlocked_or_raise([&] { return nd.decline(id, peer_id{peer}); }))};
+      },
+      py::arg("request_id"), py::arg("peer"),
+      "Tells peer this node will not fetch request_id: it releases the offer at once.")
     .def("poll", [](py_node& n) { return events_list(n.get().poll()); })
     .def(
       "wait_events",

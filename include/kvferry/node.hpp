@@ -67,6 +67,12 @@ class node {
 
   // Bounded by cancel_timeout_ms; never waits for the transport.
   cancel_result cancel(const std::string& request_id);
+  // Decode side: tells `peer` that this node will not fetch `request_id` (e.g. its decode found
+  // the blocks in its own prefix cache), so the prefill releases them at once without a
+  // transfer: cancelled_before_advertise. not_cancellable once a fetch has started (cancel the
+  // receive instead), not_found if the peer has no such offer (yet). Bounded by
+  // cancel_timeout_ms; errors: not_connected, peer_unreachable, stopped.
+  result<cancel_result> decline(const std::string& request_id, peer_id peer);
   // Events since the last poll(). Never blocks.
   std::vector<transfer_event> poll();
   // Like poll(), but waits at most `timeout` for the first event (for an engine's own event

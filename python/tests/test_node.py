@@ -163,3 +163,14 @@ def test_connect_refuses_a_peer_with_another_layout_tag():
             other.connect("127.0.0.1", prefill.port)
         assert e.value.code == "incompatible_peer"
         assert same.connect("127.0.0.1", prefill.port) == 1
+
+
+def test_a_declined_offer_is_released_without_a_transfer(pair):
+    offer = pair["prefill"].send("cached", [(pair["src_region"], 0, BLOCK)])
+    assert pair["decode"].decline("cached", pair["peer"]) == "cancelled_before_advertise"
+    assert offer.wait(20.0)["status"] == "cancelled"
+    assert offer.wait_released(20.0)
+    assert pair["decode"].decline("cached", pair["peer"]) == "not_found"
+    with pytest.raises(kvferry.Error) as e:
+        pair["decode"].decline("cached", 99)
+    assert e.value.code == "not_connected"

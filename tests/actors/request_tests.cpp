@@ -430,3 +430,34 @@ TEST_CASE("connect refuses a peer that declares another layout tag, before any t
   REQUIRE_FALSE(binary);
   CHECK(binary.error().message.find("6 bytes 0x0001") != std::string::npos);
 }
+
+TEST_CASE("a declined offer is released at once, a running fetch cannot be declined") {
+  auto plan = plan_with(first_put(transport::fault_action::hold));
+  node_pair np{4 * 4096, {}, plan};
+  // Declined before any fetch: the prefill ends it, released, without a transfer.
+  auto offer = np.prefill->send("prefix-hit", {{np.src_region, 0, 4096}});
+  auto d = np.decode->decline("prefix-hit", np.peer);
+  REQUIRE(d);
+  CHECK(d.value() == cancel_result::cancelled_before_advertise);
+  auto r = offer.wait_for(patience);
+  REQUIRE(r);
+  CHECK(r->status == transfer_status::cancelled);
+  CHECK(r->message.find("declined") != std::string::npos);
+  CHECK(offer.wait_released(patience));
+  // Nothing to decline: an unknown id, or one already gone.
+  CHECK(np.decode->decline("no-such-offer", np.peer).value() == cancel_result::not_found);
+  CHECK(np.decode->decline("prefix-hit", np.peer).value() == cancel_result::not_found);
+  CHECK(np.decode->decline("prefix-hit", peer_id{42}).error().code == errc::not_connected);
+  // A fetch is running (its put held in the prefill's transport): the decline changes nothing.
+  auto [s, g] = np.start("running", 4096, 0, 4096);
+  REQUIRE(plan->wait_held(1, patience));
+  auto late = np.decode->decline("running", np.peer);
+  REQUIRE(late);
+  CHECK(late.value() == cancel_result::not_cancellable);
+  plan->release_held();
+  auto gr = g.wait_for(patience);
+  REQUIRE(gr);
+  CHECK(gr->status == transfer_status::succeeded);
+  CHECK(std::memcmp(&np.dst[0], &np.src[4096], 4096) == 0);
+  CHECK(detail::handle_state::violations() == np.violations_at_start);
+}
