@@ -44,6 +44,8 @@ struct fetch_msg {
   // Invalid from older or foreign clients: then the fetching request itself is monitored.
   caf::actor_addr anchor;
   std::string layout_tag;  // the decode node's (node_config::layout_tag); must equal the sender's
+  // The offered blocks wanted, as (first, count) pairs, ascending and disjoint; empty: all.
+  std::vector<std::uint32_t> ranges;
 };
 
 // prefill -> decode: the answer to a fetch_msg that succeeded.
@@ -61,7 +63,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, fetch_msg& x) {
   return f(caf::meta::type_name("fetch_msg"), x.request_id, x.node_name, x.epoch,
            x.worker_address, x.rkeys, x.region_bases, x.region_bytes, x.blocks, x.deadline_ms,
-           x.anchor, x.layout_tag);
+           x.anchor, x.layout_tag, x.ranges);
 }
 
 template <class Inspector>

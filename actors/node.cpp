@@ -10,6 +10,7 @@
 #include "actors/node_impl.hpp"
 #include "actors/recv_request_actor.hpp"
 #include "actors/send_request_actor.hpp"
+#include "actors/transfer_plan.hpp"
 
 #include <caf/io/all.hpp>
 #include <spdlog/spdlog.h>
@@ -334,13 +335,28 @@ transfer_handle node::receive(const std::string& request_id, peer_id peer,
                    "receive '" + request_id + "': " + resolved.error().message);
   if (auto overlap = region_table::find_overlap(resolved.value()))
     return refused(request_id, overlap->code, "receive '" + request_id + "': " + overlap->message);
+  std::vector<std::uint32_t> ranges;
+  for (auto& r : options.fetch_ranges) {
+    ranges.push_back(r.first);
+    ranges.push_back(r.count);
+  }
+  // The offer's size is the sender's to check; here: well formed, and one block each.
+  auto wanted = count_ranges(ranges, std::uint64_t{1} << 33);
+  if (!wanted)
+    return refused(request_id, wanted.error().code,
+                   "receive '" + request_id + "': " + wanted.error().message);
+  if (!ranges.empty() && wanted.value() != resolved.value().size())
+    return refused(request_id, errc::size_mismatch,
+                   "receive '" + request_id + "': the block ranges select " +
+                     std::to_string(wanted.value()) + " blocks for " +
+                     std::to_string(resolved.value().size()) + " destination blocks");
   auto st = std::make_shared<detail::handle_state>(request_id, p.events);
   if (!p.registry->reserve(request_id, st))
     return refused(request_id, errc::duplicate_request_id,
                    "request id '" + request_id + "' is already in use on this node");
   auto owner = spawn_recv_request_actor(
     *p.sys, recv_spec{context_for(p, st, options), std::move(entry), std::move(resolved.value()),
-                      p.fetch_header, p.regions});
+                      std::move(ranges), p.fetch_header, p.regions});
   p.registry->attach_owner(request_id, caf::actor_cast<caf::actor>(owner));
   return transfer_handle{std::move(st)};
 }

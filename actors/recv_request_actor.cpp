@@ -27,6 +27,7 @@ struct recv_request_state {
   request_base base;
   sender_actor peer;
   std::vector<desc> blocks;  // until the fetch carries them
+  std::vector<std::uint32_t> ranges;
   std::shared_ptr<const fetch_msg> header;
   std::shared_ptr<const region_table> regions;
   caf::actor_addr admitter;  // the receiver we queue at (watched while queued)
@@ -73,6 +74,7 @@ void send_fetch(self_ptr self, std::vector<std::uint8_t> worker_address) {
   fetch.region_bases = std::move(regions.bases);
   fetch.region_bytes = std::move(regions.bytes);
   fetch.blocks = std::move(st.blocks);
+  fetch.ranges = std::move(st.ranges);
   if (st.base.ctx.deadline_ms > 0) {
     // The sender parks an early fetch no longer than what is left of our deadline.
     auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -186,6 +188,7 @@ behavior recv_request_impl(self_ptr self, recv_spec spec) {
   st.base.ctx = std::move(spec.ctx);
   st.peer = std::move(spec.peer);
   st.blocks = std::move(spec.blocks);
+  st.ranges = std::move(spec.ranges);
   st.header = std::move(spec.header);
   st.regions = std::move(spec.regions);
   start_lifecycle(self, request_side::receive, end_recv, quiescent_now);

@@ -14,6 +14,7 @@ struct recv_spec {
   request_context ctx;
   sender_actor peer;          // the prefill node's entry
   std::vector<desc> blocks;   // destination blocks (key: region id, as region_table resolved them)
+  std::vector<std::uint32_t> ranges;  // the offered blocks wanted (fetch_msg::ranges); empty: all
   // This node's part of every fetch (name, epoch, anchor), and its regions: the fetch is
   // written only when it is sent, so a receive waiting for admission holds just its blocks. The
   // worker address is asked of the transport then too.

@@ -225,10 +225,13 @@ caf::typed_response_promise<transfer_done> on_fetch(self_ptr self, fetch_msg& fe
   auto fetcher = self->current_sender();
   auto rp = self->make_response_promise<transfer_done>();
   auto& st = self->state;
-  auto plan = plan_puts(st.blocks, destination{fetch.request_id, fetch.epoch,
+  auto selected = select_blocks(st.blocks, fetch.ranges);
+  auto plan = selected ? plan_puts(selected.value(),
+                                   destination{fetch.request_id, fetch.epoch,
                                                fetch.worker_address.size(), fetch.rkeys.size(),
                                                fetch.region_bases, fetch.region_bytes,
-                                               fetch.blocks});
+                                               fetch.blocks})
+                       : result<std::vector<copy_op>>{selected.error()};
   if (!plan) {
     auto err = make_kvferry_error(plan.error().code, plan.error().message);
     rp.deliver(err);

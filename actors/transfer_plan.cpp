@@ -12,6 +12,46 @@ result<std::vector<copy_op>> refuse(errc code, std::string msg) {
 
 }  // namespace
 
+result<std::uint64_t> count_ranges(const std::vector<std::uint32_t>& ranges,
+                                   std::uint64_t offered) {
+  using out_t = std::uint64_t;
+  if (ranges.size() % 2 != 0)
+    return result<out_t>{errc::malformed_message, "block ranges come as (first, count) pairs"};
+  std::uint64_t next_free = 0;  // the first index a range may start at (ascending, disjoint)
+  std::uint64_t total = 0;
+  for (std::size_t i = 0; i < ranges.size(); i += 2) {
+    std::uint64_t first = ranges[i], count = ranges[i + 1];
+    auto which = "block range " + std::to_string(i / 2) + " [" + std::to_string(first) + ", +" +
+                 std::to_string(count) + ")";
+    if (count == 0)
+      return result<out_t>{errc::invalid_argument, which + " is empty"};
+    if (first < next_free)
+      return result<out_t>{errc::invalid_argument,
+                           which + " overlaps or precedes the range before it"};
+    if (first + count > offered)
+      return result<out_t>{errc::out_of_range,
+                           which + " lies outside the " + std::to_string(offered) +
+                             " blocks offered"};
+    next_free = first + count;
+    total += count;
+  }
+  return total;
+}
+
+result<std::vector<desc>> select_blocks(const std::vector<desc>& source,
+                                        const std::vector<std::uint32_t>& ranges) {
+  if (ranges.empty())
+    return source;
+  auto total = count_ranges(ranges, source.size());
+  if (!total)
+    return result<std::vector<desc>>{total.error()};
+  std::vector<desc> out;
+  out.reserve(total.value());
+  for (std::size_t i = 0; i < ranges.size(); i += 2)
+    out.insert(out.end(), source.begin() + ranges[i], source.begin() + ranges[i] + ranges[i + 1]);
+  return out;
+}
+
 result<std::vector<copy_op>> plan_puts(const std::vector<desc>& source, const destination& dst) {
   const auto& id = dst.request_id;
   if (dst.blocks.size() != source.size())

@@ -25,6 +25,14 @@ struct destination {
   const std::vector<desc>& blocks;                // key: index of the block's rkey
 };
 
+// Checks block ranges, (first, count) pairs: ascending, disjoint, none empty, inside `offered`
+// blocks (so they never select more blocks than offered). Returns how many they select.
+result<std::uint64_t> count_ranges(const std::vector<std::uint32_t>& ranges,
+                                   std::uint64_t offered);
+// The offered blocks a fetch wants (count_ranges' rules); empty `ranges`: all of them.
+result<std::vector<desc>> select_blocks(const std::vector<desc>& source,
+                                        const std::vector<std::uint32_t>& ranges);
+
 // Validates the destination against the source blocks (count, sizes, rkey indices, ranges
 // inside the declared regions, epoch, address) and builds the puts, coalescing runs that are
 // contiguous on both sides. The error names the problem (and the block).

@@ -301,15 +301,21 @@ PYBIND11_MODULE(_kvferry, m) {
     .def(
       "receive",
       [](py_node& n, const std::string& id, std::uint64_t peer, const py::object& spans,
-         std::uint32_t deadline_ms) {
+         std::uint32_t deadline_ms,
+         const std::vector<std::pair<std::uint32_t, std::uint32_t>>& ranges) {
         transfer_options o;
         o.deadline_ms = deadline_ms;
+        for (auto& [first, count] : ranges)
+          o.fetch_ranges.push_back(block_range{first, count});
         auto blocks = spans_from(spans);
         auto& nd = n.get();
         py::gil_scoped_release unlocked;
         return nd.receive(id, peer_id{peer}, blocks, o);
       },
-      py::arg("request_id"), py::arg("peer"), py::arg("spans"), py::arg("deadline_ms") = 0)
+      py::arg("request_id"), py::arg("peer"), py::arg("spans"), py::arg("deadline_ms") = 0,
+      py::arg("ranges") = std::vector<std::pair<std::uint32_t, std::uint32_t>>{},
+      "Fetches request_id from peer into spans; ranges=[(first, count), ...] fetches only those "
+      "blocks of the offer.")
     .def(
       "cancel",
       [](py_node& n, const std::string& id) {

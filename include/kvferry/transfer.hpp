@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 namespace kvferry {
 
@@ -55,6 +56,12 @@ namespace detail {
 class handle_state;  // shared by the handle copies and the owning request actor (internal)
 }  // namespace detail
 
+// Blocks [first, first + count) of an offer, by index in the sender's list.
+struct block_range {
+  std::uint32_t first = 0;
+  std::uint32_t count = 0;
+};
+
 struct transfer_options {
   // Deadline in milliseconds from the call, enforced by the request's owning actor in every
   // state (queued, waiting for the peer, parked, staging, in flight); 0: the node's
@@ -66,6 +73,11 @@ struct transfer_options {
   // blocks to the network directly. The path device memory takes; for host memory it keeps
   // the engine's blocks out of UCX's hands. Ignored by receive().
   bool stage_through_pool = false;
+  // Receive side: fetch only these blocks of the offer (ascending, not overlapping, none
+  // empty), e.g. all but a prefix the decode already has; the destination blocks match them in
+  // order. Empty: every block. The offer is released whole once the transfer ends. Ignored by
+  // send().
+  std::vector<block_range> fetch_ranges;
 };
 
 enum class cancel_result : std::uint8_t {

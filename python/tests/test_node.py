@@ -174,3 +174,14 @@ def test_a_declined_offer_is_released_without_a_transfer(pair):
     with pytest.raises(kvferry.Error) as e:
         pair["decode"].decline("cached", 99)
     assert e.value.code == "not_connected"
+
+
+def test_a_receive_can_fetch_only_the_blocks_it_lacks(pair):
+    src = pair["src_region"]
+    pair["prefill"].send("prefix", [(src, i * BLOCK, BLOCK) for i in range(4)])
+    got = pair["decode"].receive("prefix", pair["peer"],
+                                 [(pair["dst_region"], 8 * BLOCK, BLOCK), (pair["dst_region"], 9 * BLOCK, BLOCK)],
+                                 ranges=[(2, 2)])
+    r = got.wait(20.0)
+    assert r["status"] == "succeeded" and r["bytes"] == 2 * BLOCK
+    assert np.array_equal(pair["dst"][8 * BLOCK:10 * BLOCK], pair["src"][2 * BLOCK:4 * BLOCK])

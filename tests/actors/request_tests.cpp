@@ -461,3 +461,51 @@ TEST_CASE("a declined offer is released at once, a running fetch cannot be decli
   CHECK(std::memcmp(&np.dst[0], &np.src[4096], 4096) == 0);
   CHECK(detail::handle_state::violations() == np.violations_at_start);
 }
+
+TEST_CASE("a receive may fetch part of an offer by block ranges; bad ranges fail clearly") {
+  node_pair np{8 * 4096};
+  std::vector<block_span> four{{np.src_region, 0, 4096}, {np.src_region, 4096, 4096},
+                               {np.src_region, 2 * 4096, 4096}, {np.src_region, 3 * 4096, 4096}};
+  // The decode already has block 0 (a prefix-cache hit): it fetches blocks 1..3 only.
+  auto s = np.prefill->send("partial", four);
+  transfer_options rest;
+  rest.fetch_ranges = {{1, 3}};
+  auto r = np.decode->receive("partial", np.peer,
+                              {{np.dst_region, 5 * 4096, 4096}, {np.dst_region, 6 * 4096, 4096},
+                               {np.dst_region, 7 * 4096, 4096}},
+                              rest);
+  auto rr = r.wait_for(patience);
+  REQUIRE(rr);
+  CHECK_MESSAGE(rr->status == transfer_status::succeeded, rr->message);
+  CHECK(rr->bytes == 3 * 4096);
+  CHECK(std::memcmp(&np.dst[5 * 4096], &np.src[4096], 3 * 4096) == 0);
+  CHECK(std::all_of(np.dst.begin(), np.dst.begin() + 5 * 4096, [](auto b) { return b == 0; }));
+  auto sr = s.wait_for(patience);
+  REQUIRE(sr);
+  CHECK(sr->status == transfer_status::succeeded);
+  CHECK(s.wait_released(patience));  // the whole offer, fetched blocks and skipped one alike
+
+  // Refused at the call: ranges that do not match the destination, or are malformed.
+  transfer_options two;
+  two.fetch_ranges = {{0, 2}};
+  auto mismatch = np.decode->receive("x1", np.peer, {{np.dst_region, 0, 4096}}, two);
+  REQUIRE(mismatch.result());
+  CHECK(mismatch.result()->code == errc::size_mismatch);
+  transfer_options empty_range;
+  empty_range.fetch_ranges = {{0, 0}};
+  auto empty = np.decode->receive("x2", np.peer, {{np.dst_region, 0, 4096}}, empty_range);
+  REQUIRE(empty.result());
+  CHECK(empty.result()->code == errc::invalid_argument);
+  // Beyond the offer: only the sender knows its size; both sides fail, nothing is written.
+  auto s2 = np.prefill->send("beyond", four);
+  transfer_options past;
+  past.fetch_ranges = {{3, 2}};
+  auto r2 = np.decode->receive("beyond", np.peer,
+                               {{np.dst_region, 0, 4096}, {np.dst_region, 4096, 4096}}, past);
+  auto r2r = r2.wait_for(patience);
+  REQUIRE(r2r);
+  CHECK(r2r->code == errc::out_of_range);
+  CHECK(r2r->message.find("outside the 4 blocks offered") != std::string::npos);
+  REQUIRE(s2.wait_for(patience));
+  CHECK(std::all_of(np.dst.begin(), np.dst.begin() + 5 * 4096, [](auto b) { return b == 0; }));
+}

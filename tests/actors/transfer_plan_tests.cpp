@@ -114,3 +114,31 @@ TEST_CASE("staging chunks fill a buffer, split an item that does not fit, and co
   CHECK(next == 2);
   CHECK(next_chunk(items, next, offset, staging).puts.empty());
 }
+
+TEST_CASE("a fetch's block ranges select offered blocks in order, and bad ranges are refused by name") {
+  std::vector<desc> offered{{0x1000, 10, 0}, {0x2000, 20, 0}, {0x3000, 30, 0}, {0x4000, 40, 0}};
+  auto all = select_blocks(offered, {});
+  REQUIRE(all);
+  CHECK(all.value().size() == 4);
+  auto some = select_blocks(offered, {0, 1, 2, 2});  // block 0, then blocks 2 and 3
+  REQUIRE(some);
+  REQUIRE(some.value().size() == 3);
+  CHECK(some.value()[0].addr == 0x1000);
+  CHECK(some.value()[1].addr == 0x3000);
+  CHECK(some.value()[2].addr == 0x4000);
+  auto refused = [&](std::vector<std::uint32_t> ranges, errc code, const std::string& text) {
+    CAPTURE(text);
+    auto r = select_blocks(offered, ranges);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code == code);
+    CHECK(r.error().message.find(text) != std::string::npos);
+  };
+  refused({1}, errc::malformed_message, "pairs");
+  refused({1, 0}, errc::invalid_argument, "block range 0 [1, +0) is empty");
+  refused({2, 1, 1, 1}, errc::invalid_argument, "block range 1 [1, +1) overlaps or precedes");
+  refused({0, 2, 1, 1}, errc::invalid_argument, "overlaps");
+  refused({3, 2}, errc::out_of_range, "outside the 4 blocks offered");
+  refused({0xFFFFFFFFu, 0xFFFFFFFFu}, errc::out_of_range, "outside the 4 blocks offered");
+  // Counting alone (the receive side checks ranges before it knows the offer).
+  CHECK(count_ranges({0, 1, 5, 3}, 100).value() == 4);
+}
