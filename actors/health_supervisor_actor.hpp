@@ -4,6 +4,7 @@
 #include "actors/buffer_pool_actor.hpp"
 #include "actors/child_directory.hpp"
 #include "actors/messages.hpp"
+#include "actors/request_registry.hpp"
 #include "actors/transport_actor.hpp"
 
 #include <cstdint>
@@ -21,6 +22,7 @@ struct supervisor_spec {
   pool_spec pool;
   std::string node_name;                  // the sender's name in errors to fetchers
   std::string layout_tag;                 // the sender's (node_config::layout_tag)
+  std::shared_ptr<const request_registry> registry;  // the sender's, for declines
   std::uint32_t default_park_ms = 0;      // the sender's bound on parking a fetch
   std::uint32_t max_fetches_in_flight = 1;  // the receiver's admission limit
   std::uint32_t progress_deadline_ms = 30000;

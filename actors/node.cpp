@@ -64,6 +64,14 @@ result<R> ask(caf::actor_system& sys, const Handle& whom, caf::timespan timeout,
   return out;
 }
 
+// The entry (sender) of a connected peer; invalid for an id connect() never gave.
+sender_actor entry_of(node::impl& p, peer_id peer) {
+  std::lock_guard<std::mutex> guard{p.peers_mtx};
+  if (peer.value == 0 || peer.value > p.peers.size())
+    return {};
+  return p.peers[peer.value - 1];
+}
+
 request_context context_for(node::impl& p, std::shared_ptr<detail::handle_state> handle,
                             const transfer_options& o) {
   return request_context{std::move(handle), p.registry, p.health, p.children,
@@ -133,6 +141,7 @@ result<std::unique_ptr<node>> node_access::start(const node_config& config, engi
                         std::make_shared<std::vector<desc>>(), p->children, p->health};
   spec.node_name = config.node_name;
   spec.layout_tag = config.layout_tag;
+  spec.registry = p->registry;
   spec.default_park_ms = config.default_deadline_ms;
   spec.max_fetches_in_flight = config.max_fetches_in_flight;
   spec.progress_deadline_ms = config.progress_deadline_ms;
@@ -303,14 +312,19 @@ transfer_handle node::send(const std::string& request_id, const std::vector<bloc
   if (!resolved)
     return refused(request_id, resolved.error().code,
                    "send '" + request_id + "': " + resolved.error().message);
+  sender_actor bound;
+  if (options.bound_to.value != 0 && !(bound = entry_of(p, options.bound_to)))
+    return refused(request_id, errc::not_connected,
+                   "send '" + request_id + "': bound to peer " +
+                     std::to_string(options.bound_to.value) + ", which is not connected");
   auto st = std::make_shared<detail::handle_state>(request_id, p.events);
   if (!p.registry->reserve(request_id, st))
     return refused(request_id, errc::duplicate_request_id,
                    "request id '" + request_id + "' is already in use on this node");
   auto owner = spawn_send_request_actor(
     *p.sys, send_spec{context_for(p, st, options), std::move(resolved.value()),
-                      options.stage_through_pool});
-  p.registry->attach_owner(request_id, caf::actor_cast<caf::actor>(owner));
+                      options.stage_through_pool, std::move(bound)});
+  p.registry->attach_owner(request_id, caf::actor_cast<caf::actor>(owner), true);
   return transfer_handle{std::move(st)};
 }
 
@@ -320,15 +334,11 @@ transfer_handle node::receive(const std::string& request_id, peer_id peer,
   auto& p = *impl_;
   if (p.stopped || !p.accepting.load())
     return refused(request_id, errc::stopped, "the node is stopping; receive refused");
-  sender_actor entry;
-  {
-    std::lock_guard<std::mutex> guard{p.peers_mtx};
-    if (peer.value == 0 || peer.value > p.peers.size())
-      return refused(request_id, errc::not_connected,
-                     "receive '" + request_id + "': peer " + std::to_string(peer.value) +
-                       " is not connected (use connect())");
-    entry = p.peers[peer.value - 1];
-  }
+  auto entry = entry_of(p, peer);
+  if (!entry)
+    return refused(request_id, errc::not_connected,
+                   "receive '" + request_id + "': peer " + std::to_string(peer.value) +
+                     " is not connected (use connect())");
   auto resolved = p.regions->resolve(blocks);
   if (!resolved)
     return refused(request_id, resolved.error().code,
@@ -385,15 +395,11 @@ result<cancel_result> node::decline(const std::string& request_id, peer_id peer)
   auto& p = *impl_;
   if (p.stopped)
     return result<cancel_result>{errc::stopped, "the node is stopped"};
-  sender_actor entry;
-  {
-    std::lock_guard<std::mutex> guard{p.peers_mtx};
-    if (peer.value == 0 || peer.value > p.peers.size())
-      return result<cancel_result>{errc::not_connected,
-                                   "decline '" + request_id + "': peer " +
-                                     std::to_string(peer.value) + " is not connected"};
-    entry = p.peers[peer.value - 1];
-  }
+  auto entry = entry_of(p, peer);
+  if (!entry)
+    return result<cancel_result>{errc::not_connected,
+                                 "decline '" + request_id + "': peer " +
+                                   std::to_string(peer.value) + " is not connected"};
   auto answer = ask<cancel_result>(*p.sys, entry,
                                    std::chrono::milliseconds{p.config.cancel_timeout_ms},
                                    decline_atom::value, request_id);

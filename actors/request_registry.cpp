@@ -18,11 +18,19 @@ bool request_registry::reserve(const std::string& id,
   return added;
 }
 
-void request_registry::attach_owner(const std::string& id, caf::actor owner) {
+void request_registry::attach_owner(const std::string& id, caf::actor owner, bool sends) {
   std::lock_guard<std::mutex> guard{mtx_};
   auto it = entries_.find(id);
-  if (it != entries_.end())
+  if (it != entries_.end()) {
     it->second.owner = std::move(owner);
+    it->second.sends = sends;
+  }
+}
+
+caf::actor request_registry::send_owner_of(const std::string& id) const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto it = entries_.find(id);
+  return it != entries_.end() && it->second.sends ? it->second.owner : caf::actor{};
 }
 
 caf::actor request_registry::owner_of(const std::string& id, bool* recently_finished) const {

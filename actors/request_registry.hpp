@@ -25,8 +25,11 @@ class request_registry {
  public:
   // Reserves `id` for a new request; false when the id is in use.
   bool reserve(const std::string& id, std::shared_ptr<detail::handle_state> handle);
-  // Attaches the owning actor to a reserved id.
-  void attach_owner(const std::string& id, caf::actor owner);
+  // Attaches the owning actor to a reserved id (`sends`: a send-request).
+  void attach_owner(const std::string& id, caf::actor owner, bool sends = false);
+  // The owner of `id` if it is a send-request (invalid otherwise): the sender looks here for
+  // an owner that has not announced itself yet.
+  caf::actor send_owner_of(const std::string& id) const;
   // The owning actor of `id` (invalid if none), and whether `id` finished recently.
   caf::actor owner_of(const std::string& id, bool* recently_finished) const;
   // Removes `id` if `handle` still owns it (a newer request may own the id by then).
@@ -43,6 +46,7 @@ class request_registry {
   struct entry {
     std::shared_ptr<detail::handle_state> handle;
     caf::actor owner;
+    bool sends = false;
   };
   mutable std::mutex mtx_;
   std::unordered_map<std::string, entry> entries_;

@@ -5,6 +5,8 @@
 //     │ fetch (invalid): error to the fetcher, end        │  (steps: puts; or, staged, per
 //     │ cancel / decline: cancelled_before_advertise, end │   chunk: lease a slot -> copy into
 //     │ deadline: timed_out, end (nothing exposed)        │   it -> put from it -> slot back)
+//     │ bound peer DOWN: peer_failed, end (released)      │
+//     │ bound, a fetch from another node: refused, waits  │
 //     v                                                   │ cancel / cancel_fetch / deadline /
 //    end (released: nothing was exposed)                  │ fetching peer DOWN: stop the step
 //                                                         v
@@ -47,6 +49,7 @@ struct send_request_state {
   request_base base;
   std::vector<desc> blocks;
   bool staged = false;
+  caf::actor_addr bound;  // the entry of the only node that may fetch it (watched until then)
   // From the fetch on:
   caf::typed_response_promise<transfer_done> fetch_rp;  // the fetcher's answer
   caf::actor_addr fetcher;  // the decode node's anchor, else the fetching actor (watched)
@@ -225,6 +228,15 @@ caf::typed_response_promise<transfer_done> on_fetch(self_ptr self, fetch_msg& fe
   auto fetcher = self->current_sender();
   auto rp = self->make_response_promise<transfer_done>();
   auto& st = self->state;
+  auto origin = fetch.anchor ? fetch.anchor.node() : (fetcher ? fetcher->node() : caf::node_id{});
+  if (st.bound && origin != st.bound.node()) {
+    // Another node's fetch: refused, and the offer waits on for the node it is bound to.
+    rp.deliver(make_kvferry_error(errc::incompatible_peer,
+                                  "request '" + st.base.owner->id() +
+                                    "' is offered to another node"));
+    return rp;
+  }
+  st.base.monitors.unwatch(self, st.bound);  // from now on the fetcher is watched
   auto selected = select_blocks(st.blocks, fetch.ranges);
   auto plan = selected ? plan_puts(selected.value(),
                                    destination{fetch.request_id, fetch.epoch,
@@ -379,11 +391,21 @@ behavior send_request_impl(self_ptr self, send_spec spec) {
   st.base.ctx = std::move(spec.ctx);
   st.blocks = std::move(spec.blocks);
   st.staged = spec.staged;
+  st.bound = spec.bound_to.address();
   start_lifecycle(self, request_side::send, end_send, quiescent_now);
+  st.base.monitors.watch(self, st.bound);
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
     if (!st.base.monitors.watching(dm.source))
       return;
+    if (dm.source == st.bound) {  // only watched until a fetch came: nothing was exposed
+      end_send(self,
+               make_result(transfer_status::failed, errc::peer_failed,
+                           "the node this offer is bound to went away before it fetched: " +
+                             caf::to_string(dm.reason) + "; its blocks are released"),
+               true);
+      return;
+    }
     if (dm.source == st.transport.address()) {
       end_send(self,
                make_result(transfer_status::failed, errc::backend_unhealthy,

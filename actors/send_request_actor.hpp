@@ -12,6 +12,7 @@ struct send_spec {
   request_context ctx;
   std::vector<desc> blocks;  // the source blocks, resolved (key: region id)
   bool staged = false;       // copy through buffer-pool leases before putting
+  sender_actor bound_to;     // the only node that may fetch it (its entry), or none
 };
 
 // Spawns the owner and announces it to the node's current sender.

@@ -4,7 +4,8 @@
 //   fetch(id)  ──owner known──> delegated to the owner (the owner answers the fetcher)
 //        └─────owner unknown──> parked (the engine has not called send() yet)
 //   cancel_fetch(id, epoch) ──> to the owner, or the parked fetch answered `cancelled`
-//   decline(id) ──owner known──> delegated to the owner; unknown ──> not_found
+//   decline(id) ──owner known (announced, or in the registry)──> delegated to the owner;
+//        └──unknown──> not_found
 //   parked longer than the fetch's deadline (or default_deadline_ms) ──> answered `timed_out`
 //   owner DOWN ──> owners[id] erased
 //   fetch declaring another layout tag ──> refused (incompatible_peer); nothing else changes
@@ -34,6 +35,7 @@ struct sender_state {
   std::string node_name;  // for the errors sent to fetchers
   std::uint32_t default_park_ms = 0;  // bound on parking a fetch that carries no deadline
   std::string layout_tag;             // what this node's blocks are; fetches must declare it
+  std::shared_ptr<const request_registry> registry;  // owners not announced yet (decline)
   std::unordered_map<std::string, send_request_actor> owners;
   std::unordered_map<caf::actor_addr, std::string> owner_ids;  // owners, reversed (for DOWN)
   std::unordered_map<std::string, parked_fetch> parked;
@@ -42,9 +44,11 @@ struct sender_state {
 
 sender_actor::behavior_type sender_impl(sender_actor::stateful_pointer<sender_state> self,
                                         std::string node_name, std::uint32_t default_park_ms,
-                                        std::string layout_tag) {
+                                        std::string layout_tag,
+                                        std::shared_ptr<const request_registry> registry) {
   self->state.node_name = std::move(node_name);
   self->state.layout_tag = std::move(layout_tag);
+  self->state.registry = std::move(registry);
   self->state.default_park_ms = default_park_ms;
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
@@ -136,11 +140,16 @@ sender_actor::behavior_type sender_impl(sender_actor::stateful_pointer<sender_st
     [=](layout_atom) { return self->state.layout_tag; },
     [=](decline_atom, const std::string& id) -> caf::typed_response_promise<cancel_result> {
       auto rp = self->make_response_promise<cancel_result>();
-      auto it = self->state.owners.find(id);
-      if (it == self->state.owners.end())
-        rp.deliver(cancel_result::not_found);
+      auto& st = self->state;
+      send_request_actor owner;
+      if (auto it = st.owners.find(id); it != st.owners.end())
+        owner = it->second;
+      else if (st.registry)  // send() returned, the owner's announce is still on its way
+        owner = caf::actor_cast<send_request_actor>(st.registry->send_owner_of(id));
+      if (owner)
+        rp.delegate(owner, decline_atom::value);
       else
-        rp.delegate(it->second, decline_atom::value);
+        rp.deliver(cancel_result::not_found);
       return rp;
     },
     [=](park_expired_atom, const std::string& id, std::uint64_t epoch) {
@@ -159,8 +168,10 @@ sender_actor::behavior_type sender_impl(sender_actor::stateful_pointer<sender_st
 }  // namespace
 
 sender_actor spawn_sender_actor(caf::actor_system& sys, std::string node_name,
-                                std::uint32_t default_park_ms, std::string layout_tag) {
-  return sys.spawn(sender_impl, std::move(node_name), default_park_ms, std::move(layout_tag));
+                                std::uint32_t default_park_ms, std::string layout_tag,
+                                std::shared_ptr<const request_registry> registry) {
+  return sys.spawn(sender_impl, std::move(node_name), default_park_ms, std::move(layout_tag),
+                   std::move(registry));
 }
 
 }  // namespace kvferry

@@ -287,17 +287,20 @@ PYBIND11_MODULE(_kvferry, m) {
     .def(
       "send",
       [](py_node& n, const std::string& id, const py::object& spans, std::uint32_t deadline_ms,
-         bool stage) {
+         bool stage, std::uint64_t bound_to) {
         transfer_options o;
         o.deadline_ms = deadline_ms;
         o.stage_through_pool = stage;
+        o.bound_to = peer_id{bound_to};
         auto blocks = spans_from(spans);
         auto& nd = n.get();
         py::gil_scoped_release unlocked;
         return nd.send(id, blocks, o);
       },
       py::arg("request_id"), py::arg("spans"), py::arg("deadline_ms") = 0,
-      py::arg("stage") = false)
+      py::arg("stage") = false, py::arg("bound_to") = 0,
+      "Offers spans under request_id; bound_to=peer (from connect() to the decode node) lets "
+      "only that node fetch it, and fails the offer at once if the node goes.")
     .def(
       "receive",
       [](py_node& n, const std::string& id, std::uint64_t peer, const py::object& spans,

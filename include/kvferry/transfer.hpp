@@ -7,6 +7,7 @@
 // the request's memory may be reused (which can come later than the terminal result).
 #pragma once
 
+#include "block.hpp"
 #include "errc.hpp"
 
 #include <chrono>
@@ -73,6 +74,11 @@ struct transfer_options {
   // blocks to the network directly. The path device memory takes; for host memory it keeps
   // the engine's blocks out of UCX's hands. Ignored by receive().
   bool stage_through_pool = false;
+  // Send side: the offer is for this peer only (a peer_id from this node's connect() to the
+  // decode node). If that node dies or its connection is lost before it fetched, the offer
+  // fails at once (peer_failed) and is released; a fetch from any other node is refused and
+  // the offer waits on. Zero: any node may fetch it. Ignored by receive().
+  peer_id bound_to;
   // Receive side: fetch only these blocks of the offer (ascending, not overlapping, none
   // empty), e.g. all but a prefix the decode already has; the destination blocks match them in
   // order. Empty: every block. The offer is released whole once the transfer ends. Ignored by

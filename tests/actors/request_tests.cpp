@@ -509,3 +509,50 @@ TEST_CASE("a receive may fetch part of an offer by block ranges; bad ranges fail
   REQUIRE(s2.wait_for(patience));
   CHECK(std::all_of(np.dst.begin(), np.dst.begin() + 5 * 4096, [](auto b) { return b == 0; }));
 }
+
+TEST_CASE("an offer bound to a decode node fails at once when that node goes, and only it may fetch") {
+  node_config cfg;
+  cfg.transport = "tcp";
+  node_pair np{4 * 4096, cfg};
+  // The prefill connects to the decode's entry too: that is how it names the decode node.
+  auto decode_as_peer = np.prefill->connect("127.0.0.1", np.decode->port());
+  REQUIRE_MESSAGE(decode_as_peer, decode_as_peer.error().message);
+  transfer_options bound;
+  bound.bound_to = decode_as_peer.value();
+
+  // A third node's fetch is refused; the offer waits for its node, which gets it.
+  auto s = np.prefill->send("for-decode", {{np.src_region, 0, 4096}}, bound);
+  auto stranger = node::start(cfg);
+  REQUIRE(stranger);
+  std::vector<unsigned char> other(4096, 0);
+  auto other_region = stranger.value()->register_region(other.data(), other.size()).value();
+  auto via = stranger.value()->connect("127.0.0.1", np.prefill->port()).value();
+  auto stolen = stranger.value()->receive("for-decode", via, {{other_region, 0, 4096}});
+  auto sr = stolen.wait_for(patience);
+  REQUIRE(sr);
+  CHECK(sr->code == errc::incompatible_peer);
+  CHECK(std::all_of(other.begin(), other.end(), [](auto b) { return b == 0; }));
+  CHECK_FALSE(s.result().has_value());
+  auto r = np.decode->receive("for-decode", np.peer, {{np.dst_region, 0, 4096}});
+  auto rr = r.wait_for(patience);
+  REQUIRE(rr);
+  CHECK(rr->status == transfer_status::succeeded);
+  REQUIRE(s.wait_for(patience));
+
+  // The bound node goes before fetching: the offer fails at once and is released.
+  auto orphan = np.prefill->send("orphan", {{np.src_region, 4096, 4096}}, bound);
+  auto t0 = steady::now();
+  np.decode->stop(10ms);
+  auto orr = orphan.wait_for(patience);
+  REQUIRE(orr);
+  MESSAGE("bound offer failed " << std::chrono::duration<double, std::milli>(steady::now() - t0).count()
+                                << " ms after its decode stopped");
+  CHECK(orr->code == errc::peer_failed);
+  CHECK(orphan.wait_released(patience));
+  // Bound to a peer this node never connected: refused at the call.
+  transfer_options nowhere;
+  nowhere.bound_to = peer_id{77};
+  auto refused = np.prefill->send("nowhere", {{np.src_region, 0, 4096}}, nowhere);
+  REQUIRE(refused.result());
+  CHECK(refused.result()->code == errc::not_connected);
+}
