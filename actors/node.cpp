@@ -130,7 +130,10 @@ result<std::unique_ptr<node>> node_access::start(const node_config& config, engi
       text += " (" + ctx.get_as<std::string>(0) + ")";
     return text;
   });
-  p->cfg.set("scheduler.max-threads", 2);
+  auto threads = config.scheduler_threads != 0
+                   ? config.scheduler_threads
+                   : std::max(2u, std::thread::hardware_concurrency());
+  p->cfg.set("scheduler.max-threads", static_cast<std::size_t>(threads));
   p->cfg.set("logger.verbosity", caf::atom("quiet"));
   p->sys = std::make_unique<caf::actor_system>(p->cfg);
   supervisor_spec spec;

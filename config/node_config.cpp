@@ -149,6 +149,7 @@ constexpr key_entry keys[] = {
     unsigned_key<&node_config::quarantine_budget>("quarantine_budget"),
     unsigned_key<&node_config::connect_timeout_ms>("connect_timeout_ms"),
     unsigned_key<&node_config::cancel_timeout_ms>("cancel_timeout_ms"),
+    unsigned_key<&node_config::scheduler_threads>("scheduler_threads"),
     string_key<&node_config::log_level>("log_level"),
     string_key<&node_config::layout_tag>("layout_tag"),
 };
@@ -309,6 +310,7 @@ std::optional<config_error> validate(const node_config& c) {
   if ((e = between("quarantine_budget", c.quarantine_budget, 1, 1u << 30))) return e;
   if ((e = between("connect_timeout_ms", c.connect_timeout_ms, 1, 600000))) return e;
   if ((e = between("cancel_timeout_ms", c.cancel_timeout_ms, 1, 60000))) return e;
+  if ((e = between("scheduler_threads", c.scheduler_threads, 0, 256))) return e;
   if ((e = one_of("log_level", c.log_level,
                   {"trace", "debug", "info", "warn", "error", "critical", "off"}))) {
     return e;

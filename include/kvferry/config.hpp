@@ -44,6 +44,8 @@ struct node_config {
                                             // at which the node reports unhealthy; >= 1
   std::uint32_t connect_timeout_ms = 5000; // bound on connect(); 1 .. 600000
   std::uint32_t cancel_timeout_ms = 1000;  // bound on cancel()'s answer; 1 .. 60000
+  std::uint32_t scheduler_threads = 0;     // threads running the node's actors; 0: one per
+                                           // core of the host (at least 2); 0 .. 256
   std::string log_level = "warn";          // trace, debug, info, warn, error, critical, off
   // What this node's KV blocks are (model, KV layout, dtype, block size, TP rank...): opaque
   // bytes, at most 4096. connect() refuses a peer that declares another, and a node refuses

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <thread>
 
@@ -555,4 +556,27 @@ TEST_CASE("an offer bound to a decode node fails at once when that node goes, an
   auto refused = np.prefill->send("nowhere", {{np.src_region, 0, 4096}}, nowhere);
   REQUIRE(refused.result());
   CHECK(refused.result()->code == errc::not_connected);
+}
+
+TEST_CASE("a node runs its actors on as many scheduler threads as configured, one included") {
+  // Threads of this process while a lone node with `n` scheduler threads runs.
+  auto threads_with = [](std::uint32_t n) {
+    node_config cfg;
+    cfg.transport = "tcp";
+    cfg.scheduler_threads = n;
+    auto started = node::start(cfg);
+    REQUIRE_MESSAGE(started, started.error().message);
+    std::size_t count = 0;
+    for (auto& entry : std::filesystem::directory_iterator("/proc/self/task"))
+      count += entry.is_directory() ? 1 : 0;
+    started.value()->stop();
+    return count;
+  };
+  auto one = threads_with(1);
+  auto five = threads_with(5);
+  CHECK(five == one + 4);
+  node_config single;
+  single.scheduler_threads = 1;  // every actor of each node on one thread: still serves
+  node_pair np{4 * 4096, single};
+  np.transfer_ok("one-thread", 0, 4096, 4096);
 }

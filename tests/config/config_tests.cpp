@@ -83,6 +83,7 @@ void check_same(const node_config& a, const node_config& b) {
   CHECK(a.cancel_timeout_ms == b.cancel_timeout_ms);
   CHECK(a.log_level == b.log_level);
   CHECK(a.layout_tag == b.layout_tag);
+  CHECK(a.scheduler_threads == b.scheduler_threads);
 }
 
 }  // namespace
@@ -212,6 +213,7 @@ TEST_CASE("validation refuses every out-of-range value naming its key") {
       {"cancel_timeout_ms", "60001"},
       {"log_level", "verbose"},
       {"layout_tag", std::string(4097, 'x')},
+      {"scheduler_threads", "257"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.key);
