@@ -52,6 +52,7 @@ struct fetch_msg {
 struct transfer_done {
   std::string request_id;
   std::uint64_t bytes = 0;
+  std::uint64_t first_byte_us = 0;  // from the fetch's arrival at the owner to its first bytes
 };
 
 template <class Inspector>
@@ -68,7 +69,7 @@ typename Inspector::result_type inspect(Inspector& f, fetch_msg& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, transfer_done& x) {
-  return f(caf::meta::type_name("transfer_done"), x.request_id, x.bytes);
+  return f(caf::meta::type_name("transfer_done"), x.request_id, x.bytes, x.first_byte_us);
 }
 
 // -- local data (between the actors of one node) ----------------------------------------------

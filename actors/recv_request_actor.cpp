@@ -53,6 +53,7 @@ bool quiescent_now(self_ptr self) {
 // The sender's answer (or CAF's word that none will come) ends the request.
 void on_answer(self_ptr self, caf::expected<transfer_done> answer) {
   if (answer) {
+    self->state.base.owner->set_first_byte_us(answer->first_byte_us);
     end_recv(self, make_result(transfer_status::succeeded, errc::none, {}, answer->bytes), true);
     return;
   }
@@ -65,6 +66,7 @@ void on_answer(self_ptr self, caf::expected<transfer_done> answer) {
 void send_fetch(self_ptr self, std::vector<std::uint8_t> worker_address) {
   auto& st = self->state;
   st.base.owner->set_in_flight();
+  st.base.owner->started_moving();
   st.base.monitors.watch(self, st.peer.address());
   fetch_msg fetch = *st.header;
   fetch.request_id = st.base.owner->id();

@@ -47,10 +47,37 @@ void request_owner::ended() {
   }
 }
 
+namespace {
+std::uint64_t us_between(std::chrono::steady_clock::time_point a,
+                         std::chrono::steady_clock::time_point b) {
+  return static_cast<std::uint64_t>(
+    std::chrono::duration_cast<std::chrono::microseconds>(b - a).count());
+}
+}  // namespace
+
+void request_owner::started_moving() {
+  if (moving_since_ == std::chrono::steady_clock::time_point{})
+    moving_since_ = std::chrono::steady_clock::now();
+}
+
+void request_owner::first_bytes() {
+  if (first_byte_us_ == 0 && moving_since_ != std::chrono::steady_clock::time_point{})
+    first_byte_us_ = std::max<std::uint64_t>(1, us_between(moving_since_,
+                                                           std::chrono::steady_clock::now()));
+}
+
 void request_owner::finish(transfer_result r) {
   if (terminal_)
     return;
   terminal_ = true;
+  auto now = std::chrono::steady_clock::now();
+  if (moving_since_ != std::chrono::steady_clock::time_point{}) {
+    r.timing.queue_us = us_between(created_, moving_since_);
+    r.timing.transfer_us = us_between(moving_since_, now);
+    r.timing.first_byte_us = first_byte_us_;
+  } else {
+    r.timing.queue_us = us_between(created_, now);
+  }
   health_->request_finished(r, side_, released_);
   // Terminal and released: the id is free for a new request as soon as the engine hears so.
   if (released_)
@@ -132,7 +159,7 @@ void arm_deadline(caf::scheduled_actor* self, std::uint32_t ms) {
 // -- results ----------------------------------------------------------------------------------
 
 transfer_result make_result(transfer_status s, errc code, std::string msg, std::uint64_t bytes) {
-  return transfer_result{s, code, std::move(msg), bytes};
+  return transfer_result{s, code, std::move(msg), bytes, {}};
 }
 
 caf::error make_kvferry_error(errc code, std::string msg) {

@@ -16,6 +16,7 @@
 #include "actors/watch_index.hpp"
 #include "kvferry/transfer.hpp"
 
+#include <chrono>
 #include <cstdint>
 #include <exception>
 #include <memory>
@@ -68,6 +69,12 @@ class request_owner {
   void set_moving();
   // The request's actor ends (request_base::end, else the destructor).
   void ended();
+  // Timing (transfer_result::timing): data starts to move; the first bytes are in place (or,
+  // on the receive side, the sender's figure for that).
+  void started_moving();
+  void first_bytes();
+  void set_first_byte_us(std::uint64_t us) { first_byte_us_ = us; }
+  std::uint64_t first_byte_us() const noexcept { return first_byte_us_; }
   void finish(transfer_result r);
   void release();
   // The usual ending: finish, and release when the memory is proven quiescent.
@@ -85,6 +92,9 @@ class request_owner {
   bool terminal_ = false;
   bool released_ = false;
   bool moving_ = false;
+  std::chrono::steady_clock::time_point created_ = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point moving_since_{};
+  std::uint64_t first_byte_us_ = 0;
 };
 
 // What one request watches (the transport while it holds a step, the receiver while queued,

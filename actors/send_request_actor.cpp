@@ -96,7 +96,8 @@ bool quiescent_now(self_ptr self) {
 void finish_transfer(self_ptr self, const caf::error& err) {
   auto& st = self->state;
   if (!err) {
-    st.fetch_rp.deliver(transfer_done{st.base.owner->id(), st.bytes_done});
+    st.fetch_rp.deliver(
+      transfer_done{st.base.owner->id(), st.bytes_done, st.base.owner->first_byte_us()});
     end_send(self, make_result(transfer_status::succeeded, errc::none, {}, st.bytes_done), true);
     return;
   }
@@ -258,6 +259,7 @@ caf::typed_response_promise<transfer_done> on_fetch(self_ptr self, fetch_msg& fe
   st.fetch_epoch = fetch.epoch;
   st.base.owner->set_in_flight();
   st.base.owner->set_moving();
+  st.base.owner->started_moving();
   st.transport = st.base.ctx.children->current().transport;
   st.puts = put_request{self->id(), fetch.epoch, std::move(fetch.worker_address),
                         std::move(fetch.rkeys), {}};
@@ -327,6 +329,8 @@ behavior transferring(self_ptr self) {
 void transferring_step(self_ptr self, std::uint64_t bytes, caf::error& err) {
   auto& st = self->state;
   st.base.ctx.health->step_answered();
+  if (!err && st.outstanding == step::puts)
+    st.base.owner->first_bytes();
   auto done = st.outstanding;
   st.outstanding = step::none;
   st.bytes_done += bytes;

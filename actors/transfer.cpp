@@ -131,7 +131,7 @@ bool transfer_handle::released() const noexcept {
 
 std::optional<transfer_result> transfer_handle::result() const {
   if (!st_)
-    return transfer_result{transfer_status::failed, errc::invalid_argument, "empty handle", 0};
+    return transfer_result{transfer_status::failed, errc::invalid_argument, "empty handle", 0, {}};
   return st_->result();
 }
 

@@ -141,6 +141,9 @@ py::dict result_dict(const transfer_result& r) {
   d["code"] = to_string(r.code);
   d["message"] = r.message;
   d["bytes"] = r.bytes;
+  d["queue_us"] = r.timing.queue_us;
+  d["first_byte_us"] = r.timing.first_byte_us;
+  d["transfer_us"] = r.timing.transfer_us;
   return d;
 }
 

@@ -35,11 +35,24 @@ inline bool is_terminal(transfer_status s) noexcept {
          s == transfer_status::cancelled;
 }
 
+// Where a transfer's time went, in microseconds (0: the phase did not happen).
+struct transfer_timing {
+  // From the call until data started to move: a send waiting for its fetch, a receive waiting
+  // for admission.
+  std::uint64_t queue_us = 0;
+  // From then until the first bytes were in place (the first copy or put batch answered). A
+  // receive reports what its sender measured, from the fetch's arrival there.
+  std::uint64_t first_byte_us = 0;
+  // From the start of moving until the terminal state.
+  std::uint64_t transfer_us = 0;
+};
+
 struct transfer_result {
   transfer_status status = transfer_status::pending;
   errc code = errc::none;
   std::string message;       // empty on success; otherwise says what went wrong
   std::uint64_t bytes = 0;   // bytes moved
+  transfer_timing timing;    // filled by the request's owner at the terminal state
 };
 
 enum class event_kind : std::uint8_t {

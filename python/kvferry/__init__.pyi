@@ -13,6 +13,9 @@ class Result(TypedDict):
     code: str     # "none" on success, else kvferry's error code by name
     message: str
     bytes: int
+    queue_us: int       # from the call until data moved (waiting for the fetch / admission)
+    first_byte_us: int  # from then until the first bytes were in place
+    transfer_us: int    # from the start of moving until the terminal state
 
 class Event(TypedDict):
     request_id: str

@@ -33,6 +33,7 @@ def test_a_transfer_moves_the_bytes_into_other_blocks_and_reports_both_events(pa
     result = got.wait(20.0)
     assert result is not None and result["status"] == "succeeded", result
     assert result["bytes"] == 2 * BLOCK and result["code"] == "none"
+    assert result["transfer_us"] > 0 and result["first_byte_us"] > 0
     assert np.array_equal(pair["dst"][3 * BLOCK:4 * BLOCK], pair["src"][0:BLOCK])
     assert np.array_equal(pair["dst"][BLOCK:2 * BLOCK], pair["src"][5 * BLOCK:6 * BLOCK])
     assert got.wait_released(20.0) and sent.wait_released(20.0)

@@ -17,8 +17,8 @@ TEST_CASE("a handle resolves once, and a second resolve or release is refused an
   transfer_handle h{st};
   auto before = detail::handle_state::violations();
   CHECK(h.status() == transfer_status::pending);
-  CHECK(st->resolve({transfer_status::succeeded, errc::none, {}, 10}));
-  CHECK(!st->resolve({transfer_status::failed, errc::internal_error, "again", 0}));
+  CHECK(st->resolve({transfer_status::succeeded, errc::none, {}, 10, {}}));
+  CHECK(!st->resolve({transfer_status::failed, errc::internal_error, "again", 0, {}}));
   CHECK(st->release());
   CHECK(!st->release());
   CHECK(detail::handle_state::violations() == before + 2);
@@ -42,7 +42,7 @@ TEST_CASE("waiters see the result only after every on_done callback has returned
     go_f.wait();
     callback_done = true;
   });
-  std::thread resolver{[&] { st->resolve({transfer_status::succeeded, errc::none, {}, 1}); }};
+  std::thread resolver{[&] { st->resolve({transfer_status::succeeded, errc::none, {}, 1, {}}); }};
   // The callback is blocked: the result must not be visible yet.
   CHECK(!h.wait_for(50ms).has_value());
   CHECK(!h.result().has_value());
@@ -56,7 +56,7 @@ TEST_CASE("waiters see the result only after every on_done callback has returned
 
 TEST_CASE("on_done after the result runs at once on the caller's thread") {
   auto st = std::make_shared<detail::handle_state>("h3", std::weak_ptr<detail::event_sink>{});
-  st->resolve({transfer_status::cancelled, errc::cancelled, "x", 0});
+  st->resolve({transfer_status::cancelled, errc::cancelled, "x", 0, {}});
   transfer_handle h{st};
   auto caller = std::this_thread::get_id();
   std::thread::id ran_on;

@@ -580,3 +580,32 @@ TEST_CASE("a node runs its actors on as many scheduler threads as configured, on
   node_pair np{4 * 4096, single};
   np.transfer_ok("one-thread", 0, 4096, 4096);
 }
+
+TEST_CASE("every result says where its time went: queued, to the first byte, transferring") {
+  node_pair np{4 * 4096};
+  auto s = np.prefill->send("timed", {{np.src_region, 0, 4096}});
+  // The send waits for its fetch a while: that is its queue time.
+  REQUIRE_FALSE(s.wait_for(50ms));
+  auto r = np.decode->receive("timed", np.peer, {{np.dst_region, 0, 4096}});
+  auto rr = r.wait_for(patience);
+  auto sr = s.wait_for(patience);
+  REQUIRE(rr);
+  REQUIRE(sr);
+  CHECK(sr->status == transfer_status::succeeded);
+  CHECK(sr->timing.queue_us >= 50000);
+  CHECK(sr->timing.first_byte_us > 0);
+  CHECK(sr->timing.first_byte_us <= sr->timing.transfer_us);
+  CHECK(sr->timing.transfer_us < 20000000);
+  CHECK(rr->timing.transfer_us > 0);
+  CHECK(rr->timing.first_byte_us == sr->timing.first_byte_us);  // the sender's figure
+  CHECK(rr->timing.queue_us < sr->timing.queue_us);              // admitted at once
+  // Ended before moving: all of its time was queue time.
+  auto c = np.prefill->send("never-moved", {{np.src_region, 0, 4096}});
+  REQUIRE_FALSE(c.wait_for(20ms));
+  np.prefill->cancel("never-moved");
+  auto cr = c.wait_for(patience);
+  REQUIRE(cr);
+  CHECK(cr->timing.queue_us >= 20000);
+  CHECK(cr->timing.first_byte_us == 0);
+  CHECK(cr->timing.transfer_us == 0);
+}
