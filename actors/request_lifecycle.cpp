@@ -9,7 +9,8 @@ namespace kvferry {
 // -- request_owner ----------------------------------------------------------------------------
 
 request_owner::request_owner(const request_context& ctx, request_side side)
-    : handle_(ctx.handle), registry_(ctx.registry), health_(ctx.health), side_(side) {
+    : handle_(ctx.handle), registry_(ctx.registry), health_(ctx.health), side_(side),
+      created_(ctx.called) {
   health_->request_started();
 }
 

@@ -49,6 +49,8 @@ struct request_context {
   std::shared_ptr<const child_directory> children; // the current transport, pool, sender, receiver
   std::uint32_t deadline_ms = 0;                   // from spawn; 0: none
   std::shared_ptr<watch_index> watches;            // the node's: what requests watch
+  // When the engine called send()/receive(): where the request's queue time starts.
+  std::chrono::steady_clock::time_point called = std::chrono::steady_clock::now();
 };
 
 // The single exit path of a request: finish() delivers the terminal result exactly once,
@@ -92,7 +94,7 @@ class request_owner {
   bool terminal_ = false;
   bool released_ = false;
   bool moving_ = false;
-  std::chrono::steady_clock::time_point created_ = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point created_;  // the call (request_context::called)
   std::chrono::steady_clock::time_point moving_since_{};
   std::uint64_t first_byte_us_ = 0;
 };

@@ -105,7 +105,7 @@ enum class cancel_result : std::uint8_t {
   cancelled_before_advertise,  // nothing was exposed to the peer: cancelled, memory released
   cancel_requested_in_flight,  // the transport is being stopped; a terminal event follows
   backend_unhealthy,           // the owning actor did not answer within cancel_timeout_ms
-  not_cancellable,             // the request is in a state that cannot be cancelled
+  not_cancellable,             // decline(): the offer's fetch already runs
 };
 const char* to_string(cancel_result r) noexcept;
 

@@ -87,7 +87,7 @@ struct node_rig : testing::virtual_time {
                      bool staged = false) {
     auto ctx = context(registry, id, deadline_ms);
     auto h = ctx.handle;
-    auto owner = track(spawn_send_request_actor(system(), send_spec{ctx, std::move(blocks), staged}));
+    auto owner = track(spawn_send_request_actor(system(), send_spec{ctx, std::move(blocks), staged, {}}));
     registry->attach_owner(id, caf::actor_cast<caf::actor>(owner), true);
     return {h, caf::actor_cast<caf::actor>(owner)};
   }
