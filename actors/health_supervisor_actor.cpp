@@ -85,8 +85,7 @@ caf::actor spawn_child(caf::actor_system& sys, const supervisor_spec& spec, chil
     case child_kind::transport: kids.transport = spawn_transport_actor(sys, spec.transport); break;
     case child_kind::pool: kids.pool = spawn_buffer_pool_actor(sys, spec.pool); break;
     case child_kind::sender:
-      kids.sender = spawn_sender_actor(sys, spec.node_name, spec.default_park_ms, spec.layout_tag,
-                                       spec.registry);
+      kids.sender = spawn_sender_actor(sys, spec.sender);
       break;
     case child_kind::receiver:
       kids.receiver = spawn_receiver_actor(sys, spec.max_fetches_in_flight);

@@ -5,6 +5,7 @@
 #include "actors/child_directory.hpp"
 #include "actors/messages.hpp"
 #include "actors/request_registry.hpp"
+#include "actors/sender_actor.hpp"
 #include "actors/transport_actor.hpp"
 
 #include <cstdint>
@@ -20,10 +21,7 @@ struct supervisor_spec {
   std::shared_ptr<node_health> health;
   transport_spec transport;
   pool_spec pool;
-  std::string node_name;                  // the sender's name in errors to fetchers
-  std::string layout_tag;                 // the sender's (node_config::layout_tag)
-  std::shared_ptr<const request_registry> registry;  // the sender's, for declines
-  std::uint32_t default_park_ms = 0;      // the sender's bound on parking a fetch
+  sender_spec sender;                     // each start of the sender gets this
   std::uint32_t max_fetches_in_flight = 1;  // the receiver's admission limit
   std::uint32_t progress_deadline_ms = 30000;
   std::string listen_host;                // where a restarted sender is re-published

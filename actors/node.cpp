@@ -142,10 +142,14 @@ result<std::unique_ptr<node>> node_access::start(const node_config& config, engi
   spec.transport = transport_spec{p->services, p->health};
   spec.pool = pool_spec{config.staging_slots, config.staging_slot_bytes,
                         std::make_shared<std::vector<desc>>(), p->children, p->health};
-  spec.node_name = config.node_name;
-  spec.layout_tag = config.layout_tag;
-  spec.registry = p->registry;
-  spec.default_park_ms = config.default_deadline_ms;
+  spec.sender.node_name = config.node_name;
+  spec.sender.layout_tag = config.layout_tag;
+  spec.sender.registry = p->registry;
+  spec.sender.default_park_ms = config.default_deadline_ms;
+  spec.sender.limits = fetch_limits{config.max_request_id_bytes, config.max_blocks_per_request};
+  spec.sender.max_parked = config.max_parked_fetches;
+  spec.sender.max_parked_per_peer = config.max_parked_fetches_per_peer;
+  spec.sender.health = p->health;
   spec.max_fetches_in_flight = config.max_fetches_in_flight;
   spec.progress_deadline_ms = config.progress_deadline_ms;
   spec.listen_host = config.listen_host;
@@ -306,11 +310,28 @@ result<peer_id> node::connect(const std::string& host, std::uint16_t port) {
   return out;
 }
 
+namespace {
+
+// Request ids are 1 .. max_request_id_bytes bytes, here as on the wire (the peer's limit may be
+// lower: its refusal then comes with the fetch's answer).
+std::optional<std::string> bad_request_id(const node::impl& p, const std::string& id) {
+  if (id.empty())
+    return std::string{"a request id must not be empty"};
+  if (id.size() > p.config.max_request_id_bytes)
+    return "request id of " + std::to_string(id.size()) + " bytes is longer than the " +
+           std::to_string(p.config.max_request_id_bytes) + " allowed (max_request_id_bytes)";
+  return std::nullopt;
+}
+
+}  // namespace
+
 transfer_handle node::send(const std::string& request_id, const std::vector<block_span>& blocks,
                            const transfer_options& options) {
   auto& p = *impl_;
   if (p.stopped || !p.accepting.load())
     return refused(request_id, errc::stopped, "the node is stopping; send refused");
+  if (auto why = bad_request_id(p, request_id))
+    return refused(request_id, errc::invalid_argument, "send: " + *why);
   auto resolved = p.regions->resolve(blocks);
   if (!resolved)
     return refused(request_id, resolved.error().code,
@@ -337,6 +358,8 @@ transfer_handle node::receive(const std::string& request_id, peer_id peer,
   auto& p = *impl_;
   if (p.stopped || !p.accepting.load())
     return refused(request_id, errc::stopped, "the node is stopping; receive refused");
+  if (auto why = bad_request_id(p, request_id))
+    return refused(request_id, errc::invalid_argument, "receive: " + *why);
   auto entry = entry_of(p, peer);
   if (!entry)
     return refused(request_id, errc::not_connected,

@@ -71,6 +71,11 @@ void node_health::set_worker_replacements(std::uint64_t n) {
     notify();
 }
 
+void node_health::set_parked_fetches(std::uint64_t n) {
+  if (parked_fetches_.exchange(n) != n)
+    notify();
+}
+
 void node_health::set_unhealthy() {
   unhealthy_.store(true);
   notify();
@@ -100,6 +105,7 @@ health_snapshot node_health::snapshot() const {
   h.succeeded = succeeded_.load();
   h.failed = failed_.load();
   h.cancelled = cancelled_.load();
+  h.parked_fetches = parked_fetches_.load();
   h.restarts = restarts_.load();
   h.worker_replacements = worker_replacements_.load();
   h.bytes_sent = bytes_sent_.load();

@@ -41,6 +41,7 @@ class node_health {
   void child_restarted();
   void slot_poisoned();
   void set_worker_replacements(std::uint64_t n);
+  void set_parked_fetches(std::uint64_t n);  // the sender, after each change
   void set_unhealthy();  // the restart budget is spent, or the entry could not be republished
   // The global progress check (F13/F14): stalled = transfers moving and, for `deadline`, none
   // reached a terminal state and none had a step answered. Returns true when the flag changed.
@@ -59,7 +60,7 @@ class node_health {
   const std::uint32_t quarantine_budget_;
   std::atomic<std::uint64_t> in_flight_{0}, succeeded_{0}, failed_{0}, cancelled_{0},
       unreleased_{0}, restarts_{0}, bytes_sent_{0}, bytes_received_{0}, poisoned_{0},
-      worker_replacements_{0}, moving_{0};
+      worker_replacements_{0}, moving_{0}, parked_fetches_{0};
   // steady_clock ns of the last terminal request or answered step, or of a transfer starting
   // to move when none was.
   std::atomic<std::int64_t> last_progress_ns_;

@@ -2,9 +2,10 @@
 //
 //                         fetch (valid): puts planned
 //   waiting_for_peer ─────────────────────────────────> transferring ──last step answered──> end
-//     │ fetch (invalid): error to the fetcher, end        │  (steps: puts; or, staged, per
-//     │ cancel / decline: cancelled_before_advertise, end │   chunk: lease a slot -> copy into
-//     │ deadline: timed_out, end (nothing exposed)        │   it -> put from it -> slot back)
+//     │ fetch (invalid, or not fitting the offer): error  │  (steps: puts; or, staged, per
+//     │   to the fetcher; the offer waits on              │   chunk: lease a slot -> copy into
+//     │ cancel / decline: cancelled_before_advertise, end │   it -> put from it -> slot back)
+//     │ deadline: timed_out, end (nothing exposed)        │
 //     │ bound peer DOWN: peer_failed, end (released)      │
 //     │ bound, a fetch from another node: refused, waits  │
 //     v                                                   │ cancel / cancel_fetch / deadline /
@@ -27,7 +28,10 @@
 
 #include "actors/send_request_actor.hpp"
 
+#include "actors/log.hpp"
 #include "actors/transfer_plan.hpp"
+
+#include <spdlog/spdlog.h>
 
 #include <optional>
 
@@ -237,20 +241,29 @@ caf::typed_response_promise<transfer_done> on_fetch(self_ptr self, fetch_msg& fe
                                     "' is offered to another node"));
     return rp;
   }
-  st.base.monitors.unwatch(self, st.bound);  // from now on the fetcher is watched
-  auto selected = select_blocks(st.blocks, fetch.ranges);
-  auto plan = selected ? plan_puts(selected.value(),
-                                   destination{fetch.request_id, fetch.epoch,
-                                               fetch.worker_address.size(), fetch.rkeys.size(),
-                                               fetch.region_bases, fetch.region_bytes,
-                                               fetch.blocks})
-                       : result<std::vector<copy_op>>{selected.error()};
-  if (!plan) {
-    auto err = make_kvferry_error(plan.error().code, plan.error().message);
-    rp.deliver(err);
-    end_send(self, result_from_error(err), true);
+  // The sender checked the fetch; a fetcher that learnt this actor's address may skip it.
+  destination dst{fetch.request_id,   fetch.epoch,        fetch.worker_address, fetch.rkeys,
+                  fetch.region_bases, fetch.region_bytes, fetch.blocks,         fetch.ranges};
+  if (auto bad = check_fetch(dst, fetch_limits{UINT32_MAX, UINT32_MAX})) {
+    rp.deliver(make_kvferry_error(bad->code, bad->message));
     return rp;
   }
+  auto selected = select_blocks(st.blocks, fetch.ranges);
+  auto plan = selected ? plan_puts(selected.value(), dst)
+                       : result<std::vector<copy_op>>{selected.error()};
+  if (!plan) {
+    // A fetch that does not fit the offer is refused and the offer waits on (for a fitting
+    // fetch, a decline, a cancel or its deadline): a wrong guess must not end the real request.
+    // The details describe the offer, so they go to this node's log, not to the fetcher.
+    logger()->info("refused a fetch for request '{}' from node '{}': {}", st.base.owner->id(),
+                   fetch.node_name.substr(0, 256), plan.error().message);
+    rp.deliver(make_kvferry_error(errc::size_mismatch,
+                                  "the fetch for request '" + st.base.owner->id() +
+                                    "' does not match what was offered (block count, sizes or "
+                                    "ranges); the offer waits for a matching fetch"));
+    return rp;
+  }
+  st.base.monitors.unwatch(self, st.bound);  // from now on the fetcher is watched
   st.fetch_rp = rp;
   // Watch the decode node through its anchor (one proxy per node), or, from a client that
   // sends none, through the fetching actor itself.

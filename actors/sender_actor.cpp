@@ -1,12 +1,16 @@
 // sender actor
 //
 //   announce(id, owner) ──> owners[id] = owner (monitored) ──parked fetch for id?──> route it
-//   fetch(id)  ──owner known──> delegated to the owner (the owner answers the fetcher)
-//        └─────owner unknown──> parked (the engine has not called send() yet)
+//   fetch(id)  ──malformed or over a limit (check_fetch)──> refused; nothing else changes
+//        ├─────owner known──> delegated to the owner (the owner answers the fetcher)
+//        └─────owner unknown──> parked (the engine has not called send() yet), unless the
+//                               peer's or the node's parked fetches are at their limit
+//   the fetching node (its anchor, else the fetching actor) DOWN ──> its parked fetches dropped
 //   cancel_fetch(id, epoch) ──> to the owner, or the parked fetch answered `cancelled`
 //   decline(id) ──owner known (announced, or in the registry)──> delegated to the owner;
 //        └──unknown──> not_found
-//   parked longer than the fetch's deadline (or default_deadline_ms) ──> answered `timed_out`
+//   parked longer than the fetch's deadline, never longer than default_deadline_ms ──>
+//        answered `timed_out`
 //   owner DOWN ──> owners[id] erased
 //   fetch declaring another layout tag ──> refused (incompatible_peer); nothing else changes
 //   fetch for an id whose fetch is parked ──same epoch──> refused: duplicate
@@ -21,6 +25,7 @@
 
 #include <chrono>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace kvferry {
 
@@ -29,29 +34,138 @@ namespace {
 struct parked_fetch {
   fetch_msg fetch;
   caf::typed_response_promise<transfer_done> promise;
+  caf::node_id origin;     // the node the fetch came from (counted against its limit)
+  caf::actor_addr watched; // its anchor, else the fetching actor: its DOWN drops the fetch
 };
 
 struct sender_state {
-  std::string node_name;  // for the errors sent to fetchers
-  std::uint32_t default_park_ms = 0;  // bound on parking a fetch that carries no deadline
-  std::string layout_tag;             // what this node's blocks are; fetches must declare it
-  std::shared_ptr<const request_registry> registry;  // owners not announced yet (decline)
+  sender_spec spec;
   std::unordered_map<std::string, send_request_actor> owners;
   std::unordered_map<caf::actor_addr, std::string> owner_ids;  // owners, reversed (for DOWN)
   std::unordered_map<std::string, parked_fetch> parked;
+  std::unordered_map<caf::node_id, std::uint32_t> parked_per_node;
+  std::unordered_map<caf::actor_addr, std::unordered_set<std::string>> parked_by_watch;
   static inline const char* name = "kvferry.sender";
 };
 
-sender_actor::behavior_type sender_impl(sender_actor::stateful_pointer<sender_state> self,
-                                        std::string node_name, std::uint32_t default_park_ms,
-                                        std::string layout_tag,
-                                        std::shared_ptr<const request_registry> registry) {
-  self->state.node_name = std::move(node_name);
-  self->state.layout_tag = std::move(layout_tag);
-  self->state.registry = std::move(registry);
-  self->state.default_park_ms = default_park_ms;
+using self_ptr = sender_actor::stateful_pointer<sender_state>;
+
+void park(self_ptr self, std::string id, parked_fetch p) {
+  auto& st = self->state;
+  ++st.parked_per_node[p.origin];
+  auto& ids = st.parked_by_watch[p.watched];
+  if (ids.empty())
+    self->monitor(caf::actor_cast<caf::actor>(p.watched));
+  ids.insert(id);
+  st.parked.emplace(std::move(id), std::move(p));
+  if (st.spec.health)
+    st.spec.health->set_parked_fetches(st.parked.size());
+}
+
+// Takes a parked fetch out of the sender and its indexes.
+parked_fetch unpark(self_ptr self, std::unordered_map<std::string, parked_fetch>::iterator it) {
+  auto& st = self->state;
+  auto p = std::move(it->second);
+  if (auto n = st.parked_per_node.find(p.origin); n != st.parked_per_node.end() && --n->second == 0)
+    st.parked_per_node.erase(n);
+  if (auto w = st.parked_by_watch.find(p.watched); w != st.parked_by_watch.end()) {
+    w->second.erase(it->first);
+    if (w->second.empty()) {
+      self->demonitor(p.watched);
+      st.parked_by_watch.erase(w);
+    }
+  }
+  st.parked.erase(it);
+  if (st.spec.health)
+    st.spec.health->set_parked_fetches(st.parked.size());
+  return p;
+}
+
+caf::error refused(errc code, std::string text) {
+  return caf::make_error(code, std::move(text));
+}
+
+// A fetch with no owner yet: parked until its send(), its deadline, a cancel or its node's end.
+void park_fetch(self_ptr self, fetch_msg& fetch, caf::typed_response_promise<transfer_done>& rp,
+                const caf::strong_actor_ptr& fetcher) {
+  auto& st = self->state;
+  const auto& id = fetch.request_id;
+  if (auto p = st.parked.find(id); p != st.parked.end()) {
+    auto& waiting = p->second;
+    if (fetch.epoch == waiting.fetch.epoch) {
+      rp.deliver(refused(errc::duplicate_request_id, "a fetch for request '" + id +
+                                                       "' is already waiting at node '" +
+                                                       st.spec.node_name + "'"));
+      return;
+    }
+    // The same request asked for by two incarnations: the older one's node has restarted.
+    auto stale = [&](const fetch_msg& f) {
+      return refused(errc::stale_epoch, "the fetch for request '" + f.request_id + "' from node '" +
+                                          f.node_name + "' (epoch " + std::to_string(f.epoch) +
+                                          ") was superseded by one from a later start of its node");
+    };
+    if (fetch.epoch < waiting.fetch.epoch) {
+      rp.deliver(stale(fetch));
+      return;
+    }
+    auto older = unpark(self, p);
+    older.promise.deliver(stale(older.fetch));
+  }
+  // Counted against the node the message came from; watched through the anchor it names only
+  // if that anchor is on the same node (a forged one would keep the fetch past its sender).
+  auto origin = fetcher ? fetcher->node() : caf::node_id{};
+  caf::actor_addr watched = fetch.anchor && fetch.anchor.node() == origin
+                              ? fetch.anchor
+                              : caf::actor_cast<caf::actor_addr>(fetcher);
+  if (st.parked.size() >= st.spec.max_parked) {
+    rp.deliver(refused(errc::limit_exceeded,
+                       "node '" + st.spec.node_name + "' holds " + std::to_string(st.parked.size()) +
+                         " fetches waiting for their send(), its limit (max_parked_fetches); "
+                         "request '" + id + "' refused"));
+    return;
+  }
+  if (auto n = st.parked_per_node.find(origin);
+      n != st.parked_per_node.end() && n->second >= st.spec.max_parked_per_peer) {
+    rp.deliver(refused(errc::limit_exceeded,
+                       "node '" + st.spec.node_name + "' holds " + std::to_string(n->second) +
+                         " fetches from this peer waiting for their send(), its limit "
+                         "(max_parked_fetches_per_peer); request '" + id + "' refused"));
+    return;
+  }
+  if (!watched) {  // nobody to watch: it could never be dropped with its peer
+    rp.deliver(refused(errc::malformed_message, "a fetch for request '" + id +
+                                                  "' that names no sender cannot wait"));
+    return;
+  }
+  // Never longer than this node's own default: a peer does not choose how long it is held.
+  auto park_ms = fetch.deadline_ms;
+  auto cap = st.spec.default_park_ms;
+  if (cap != 0 && (park_ms == 0 || park_ms > cap))
+    park_ms = cap;
+  auto epoch = fetch.epoch;
+  std::string key = id;  // `id` is the fetch's, which moves into the parked entry
+  park(self, key, parked_fetch{std::move(fetch), rp, origin, watched});
+  if (park_ms > 0)
+    self->delayed_send(self, std::chrono::milliseconds{park_ms}, park_expired_atom::value,
+                       std::move(key), epoch);
+}
+
+sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
+  self->state.spec = std::move(spec);
+  if (self->state.spec.health)  // a restarted sender starts empty (its predecessor's went)
+    self->state.spec.health->set_parked_fetches(0);
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
+    if (auto w = st.parked_by_watch.find(dm.source); w != st.parked_by_watch.end()) {
+      // The fetching node (or actor) is gone: nobody waits for these answers any more.
+      auto ids = w->second;
+      for (auto& id : ids)
+        if (auto p = st.parked.find(id); p != st.parked.end() && p->second.watched == dm.source)
+          unpark(self, p).promise.deliver(
+            refused(errc::peer_failed, "the fetching peer of request '" + id +
+                                         "' went away: " + caf::to_string(dm.reason)));
+      return;
+    }
     auto id = st.owner_ids.find(dm.source);
     if (id == st.owner_ids.end())
       return;
@@ -69,21 +183,28 @@ sender_actor::behavior_type sender_impl(sender_actor::stateful_pointer<sender_st
       st.owner_ids[owner.address()] = id;
       auto it = st.parked.find(id);
       if (it != st.parked.end()) {
-        auto p = std::move(it->second);
-        st.parked.erase(it);
+        auto p = unpark(self, it);
         p.promise.delegate(owner, std::move(p.fetch));
       }
     },
     [=](fetch_msg& fetch) -> caf::typed_response_promise<transfer_done> {
+      auto fetcher = self->current_sender();  // before make_response_promise takes it over
       auto rp = self->make_response_promise<transfer_done>();
       auto& st = self->state;
-      if (fetch.layout_tag != st.layout_tag) {
+      if (auto bad = check_fetch(
+            destination{fetch.request_id, fetch.epoch, fetch.worker_address, fetch.rkeys,
+                        fetch.region_bases, fetch.region_bytes, fetch.blocks, fetch.ranges},
+            st.spec.limits)) {
+        rp.deliver(refused(bad->code, bad->message));
+        return rp;
+      }
+      if (fetch.layout_tag != st.spec.layout_tag) {
         // Refused before it reaches an owner: the offer, if any, stays for a fitting fetch. The
         // answer does not say what this node's tag is.
-        rp.deliver(caf::make_error(errc::incompatible_peer,
-                                   "the fetch for request '" + fetch.request_id +
-                                     "' declares another layout tag than node '" +
-                                     st.node_name + "'"));
+        rp.deliver(refused(errc::incompatible_peer,
+                           "the fetch for request '" + fetch.request_id +
+                             "' declares another layout tag than node '" + st.spec.node_name +
+                             "'"));
         return rp;
       }
       auto it = st.owners.find(fetch.request_id);
@@ -91,35 +212,7 @@ sender_actor::behavior_type sender_impl(sender_actor::stateful_pointer<sender_st
         rp.delegate(it->second, std::move(fetch));
         return rp;
       }
-      if (auto p = st.parked.find(fetch.request_id); p != st.parked.end()) {
-        auto& waiting = p->second;
-        if (fetch.epoch == waiting.fetch.epoch) {
-          rp.deliver(caf::make_error(errc::duplicate_request_id,
-                                     "a fetch for request '" + fetch.request_id +
-                                       "' is already waiting at node '" + st.node_name + "'"));
-          return rp;
-        }
-        // The same request asked for by two incarnations: the older one's node has restarted.
-        auto stale = [&](const fetch_msg& f) {
-          return caf::make_error(errc::stale_epoch,
-                                 "the fetch for request '" + f.request_id + "' from node '" +
-                                   f.node_name + "' (epoch " + std::to_string(f.epoch) +
-                                   ") was superseded by one from a later start of its node");
-        };
-        if (fetch.epoch < waiting.fetch.epoch) {
-          rp.deliver(stale(fetch));
-          return rp;
-        }
-        waiting.promise.deliver(stale(waiting.fetch));
-        st.parked.erase(p);
-      }
-      auto id = fetch.request_id;
-      auto epoch = fetch.epoch;
-      auto park_ms = fetch.deadline_ms != 0 ? fetch.deadline_ms : st.default_park_ms;
-      st.parked.emplace(id, parked_fetch{std::move(fetch), rp});
-      if (park_ms > 0)
-        self->delayed_send(self, std::chrono::milliseconds{park_ms}, park_expired_atom::value, id,
-                           epoch);
+      park_fetch(self, fetch, rp, fetcher);
       return rp;
     },
     [=](cancel_fetch_atom, const std::string& id, std::uint64_t epoch) {
@@ -130,22 +223,20 @@ sender_actor::behavior_type sender_impl(sender_actor::stateful_pointer<sender_st
         return;
       }
       auto p = st.parked.find(id);
-      if (p != st.parked.end() && p->second.fetch.epoch == epoch) {
-        p->second.promise.deliver(
-          caf::make_error(errc::cancelled, "request '" + id + "' cancelled by the receiver before "
-                                             "node '" + st.node_name + "' sent it"));
-        st.parked.erase(p);
-      }
+      if (p != st.parked.end() && p->second.fetch.epoch == epoch)
+        unpark(self, p).promise.deliver(
+          refused(errc::cancelled, "request '" + id + "' cancelled by the receiver before node '" +
+                                     st.spec.node_name + "' sent it"));
     },
-    [=](layout_atom) { return self->state.layout_tag; },
+    [=](layout_atom) { return self->state.spec.layout_tag; },
     [=](decline_atom, const std::string& id) -> caf::typed_response_promise<cancel_result> {
       auto rp = self->make_response_promise<cancel_result>();
       auto& st = self->state;
       send_request_actor owner;
       if (auto it = st.owners.find(id); it != st.owners.end())
         owner = it->second;
-      else if (st.registry)  // send() returned, the owner's announce is still on its way
-        owner = caf::actor_cast<send_request_actor>(st.registry->send_owner_of(id));
+      else if (st.spec.registry)  // send() returned, the owner's announce is still on its way
+        owner = caf::actor_cast<send_request_actor>(st.spec.registry->send_owner_of(id));
       if (owner)
         rp.delegate(owner, decline_atom::value);
       else
@@ -155,23 +246,19 @@ sender_actor::behavior_type sender_impl(sender_actor::stateful_pointer<sender_st
     [=](park_expired_atom, const std::string& id, std::uint64_t epoch) {
       auto& st = self->state;
       auto p = st.parked.find(id);
-      if (p != st.parked.end() && p->second.fetch.epoch == epoch) {
-        p->second.promise.deliver(caf::make_error(
-          errc::timed_out, "the fetch for request '" + id + "' waited at node '" +
-                             st.node_name + "' for its deadline without a matching send()"));
-        st.parked.erase(p);
-      }
+      if (p != st.parked.end() && p->second.fetch.epoch == epoch)
+        unpark(self, p).promise.deliver(
+          refused(errc::timed_out, "the fetch for request '" + id + "' waited at node '" +
+                                     st.spec.node_name + "' for its deadline without a matching "
+                                                         "send()"));
     },
   };
 }
 
 }  // namespace
 
-sender_actor spawn_sender_actor(caf::actor_system& sys, std::string node_name,
-                                std::uint32_t default_park_ms, std::string layout_tag,
-                                std::shared_ptr<const request_registry> registry) {
-  return sys.spawn(sender_impl, std::move(node_name), default_park_ms, std::move(layout_tag),
-                   std::move(registry));
+sender_actor spawn_sender_actor(caf::actor_system& sys, sender_spec spec) {
+  return sys.spawn(sender_impl, std::move(spec));
 }
 
 }  // namespace kvferry

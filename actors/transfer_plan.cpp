@@ -1,5 +1,7 @@
 #include "actors/transfer_plan.hpp"
 
+#include "transport/wire_check.hpp"
+
 #include <algorithm>
 
 namespace kvferry {
@@ -52,6 +54,73 @@ result<std::vector<desc>> select_blocks(const std::vector<desc>& source,
   return out;
 }
 
+std::optional<error_info> check_destination(const destination& dst, const fetch_limits& limits) {
+  auto refuse = [](errc code, std::string msg) { return error_info{code, std::move(msg)}; };
+  const auto& id = dst.request_id;
+  if (id.empty())
+    return refuse(errc::malformed_message, "a fetch carries no request id");
+  if (id.size() > limits.max_request_id_bytes)
+    return refuse(errc::limit_exceeded, "a fetch's request id has " + std::to_string(id.size()) +
+                                          " bytes, more than the " +
+                                          std::to_string(limits.max_request_id_bytes) +
+                                          " allowed (max_request_id_bytes)");
+  const auto fetch = "fetch for '" + id + "'";
+  if (dst.blocks.empty())
+    return refuse(errc::malformed_message, fetch + " names no destination block");
+  if (dst.blocks.size() > limits.max_blocks)
+    return refuse(errc::limit_exceeded, fetch + " names " + std::to_string(dst.blocks.size()) +
+                                          " blocks, more than the " +
+                                          std::to_string(limits.max_blocks) +
+                                          " allowed (max_blocks_per_request)");
+  if (dst.ranges.size() % 2 != 0 || dst.ranges.size() / 2 > dst.blocks.size())
+    return refuse(errc::malformed_message,
+                  fetch + " carries " + std::to_string(dst.ranges.size()) +
+                    " range numbers: (first, count) pairs, at most one per block");
+  if (dst.epoch == 0)
+    return refuse(errc::stale_epoch, fetch + " carries no node epoch");
+  if (dst.worker_address.empty())
+    return refuse(errc::malformed_message, fetch + " carries no worker address");
+  const auto rkeys = dst.rkeys.size();
+  if (rkeys == 0 || rkeys > dst.blocks.size())
+    return refuse(errc::malformed_message, fetch + " carries " + std::to_string(rkeys) +
+                                             " rkeys for " + std::to_string(dst.blocks.size()) +
+                                             " blocks");
+  if (dst.region_bases.size() != rkeys || dst.region_bytes.size() != rkeys)
+    return refuse(errc::malformed_message, fetch + " describes " +
+                                             std::to_string(dst.region_bases.size()) +
+                                             " regions for " + std::to_string(rkeys) + " rkeys");
+  for (std::size_t i = 0; i < dst.blocks.size(); ++i) {
+    const auto& to = dst.blocks[i];
+    const auto block = "block " + std::to_string(i) + " of '" + id + "'";
+    if (to.bytes == 0)
+      return refuse(errc::malformed_message, block + " is empty");
+    if (to.key >= rkeys)
+      return refuse(errc::malformed_message, block + " names rkey " + std::to_string(to.key) +
+                                               " of " + std::to_string(rkeys));
+    auto base = dst.region_bases[to.key];
+    auto size = dst.region_bytes[to.key];
+    if (to.addr < base || to.addr - base > size || to.bytes > size - (to.addr - base))
+      return refuse(errc::out_of_range, block + " lies outside its destination region");
+  }
+  return std::nullopt;
+}
+
+std::optional<error_info> check_fetch(const destination& dst, const fetch_limits& limits) {
+  if (auto bad = check_destination(dst, limits))
+    return bad;
+  const auto fetch = "fetch for '" + dst.request_id + "'";
+  if (auto why = transport::check_worker_address(dst.worker_address.data(),
+                                                 dst.worker_address.size()))
+    return error_info{errc::malformed_message, fetch + ": unusable worker address: " + *why};
+  for (std::size_t k = 0; k < dst.rkeys.size(); ++k)
+    if (auto why = transport::check_packed_rkey(dst.rkeys[k].data(), dst.rkeys[k].size(),
+                                                dst.worker_address.data(),
+                                                dst.worker_address.size()))
+      return error_info{errc::malformed_message,
+                        fetch + ": rkey " + std::to_string(k) + " is unusable: " + *why};
+  return std::nullopt;
+}
+
 result<std::vector<copy_op>> plan_puts(const std::vector<desc>& source, const destination& dst) {
   const auto& id = dst.request_id;
   if (dst.blocks.size() != source.size())
@@ -59,32 +128,14 @@ result<std::vector<copy_op>> plan_puts(const std::vector<desc>& source, const de
                                          std::to_string(dst.blocks.size()) +
                                          " destination blocks, the sender has " +
                                          std::to_string(source.size()));
-  if (dst.region_bases.size() != dst.rkeys || dst.region_bytes.size() != dst.rkeys)
-    return refuse(errc::malformed_message, "fetch for '" + id + "' describes " +
-                                             std::to_string(dst.region_bases.size()) +
-                                             " regions for " + std::to_string(dst.rkeys) +
-                                             " rkeys");
-  if (dst.epoch == 0)
-    return refuse(errc::stale_epoch, "fetch for '" + id + "' carries no node epoch");
-  if (dst.worker_address_bytes == 0)
-    return refuse(errc::malformed_message,
-                  "fetch for '" + id + "' carries no worker address");
   std::vector<copy_op> out;
   out.reserve(source.size());
   for (std::size_t i = 0; i < source.size(); ++i) {
     const auto& to = dst.blocks[i];
-    const auto block = "block " + std::to_string(i) + " of '" + id + "'";
     if (to.bytes != source[i].bytes)
-      return refuse(errc::size_mismatch, block + ": destination has " +
-                                           std::to_string(to.bytes) + " bytes, source " +
-                                           std::to_string(source[i].bytes));
-    if (to.key >= dst.rkeys)
-      return refuse(errc::malformed_message, block + " names rkey " + std::to_string(to.key) +
-                                               " of " + std::to_string(dst.rkeys));
-    auto base = dst.region_bases[to.key];
-    auto size = dst.region_bytes[to.key];
-    if (to.addr < base || to.addr - base > size || to.bytes > size - (to.addr - base))
-      return refuse(errc::out_of_range, block + " lies outside its destination region");
+      return refuse(errc::size_mismatch, "block " + std::to_string(i) + " of '" + id +
+                                           "': destination has " + std::to_string(to.bytes) +
+                                           " bytes, source " + std::to_string(source[i].bytes));
     if (!out.empty()) {
       auto& last = out.back();
       if (last.dst.key == to.key && last.src + last.dst.bytes == source[i].addr &&

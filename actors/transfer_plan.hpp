@@ -9,21 +9,39 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace kvferry {
 
-// What a fetch says about the destination, as far as planning needs it.
+// What a fetch says about the destination, as far as checking and planning need it.
 struct destination {
   const std::string& request_id;
-  std::uint64_t epoch;                            // the fetching node's incarnation
-  std::size_t worker_address_bytes;               // its UCX worker address (size only)
-  std::size_t rkeys;                              // how many packed rkeys it carries
-  const std::vector<std::uint64_t>& region_bases; // per rkey: the region's base ...
-  const std::vector<std::uint64_t>& region_bytes; // ... and size
-  const std::vector<desc>& blocks;                // key: index of the block's rkey
+  std::uint64_t epoch;                                // the fetching node's incarnation
+  const std::vector<std::uint8_t>& worker_address;    // its UCX worker address
+  const std::vector<std::vector<std::uint8_t>>& rkeys;  // packed rkeys of its regions
+  const std::vector<std::uint64_t>& region_bases;     // per rkey: the region's base ...
+  const std::vector<std::uint64_t>& region_bytes;     // ... and size
+  const std::vector<desc>& blocks;                    // key: index of the block's rkey
+  const std::vector<std::uint32_t>& ranges;           // offered blocks wanted; empty: all
 };
+
+// Bounds on what one fetch from the wire may hold (node_config: max_request_id_bytes,
+// max_blocks_per_request).
+struct fetch_limits {
+  std::uint32_t max_request_id_bytes = 256;
+  std::uint32_t max_blocks = 65536;
+};
+
+// Checks what a fetch says about itself, before it is matched with any offer: sizes within the
+// limits, an epoch, a worker address, one region per rkey, every block non-empty, naming an rkey
+// and inside its declared region, ranges in pairs. The refusal names the fetch's own values
+// only: it reveals nothing of what this node offers, so it may go back to the fetcher as it is.
+std::optional<error_info> check_destination(const destination& dst, const fetch_limits& limits);
+// check_destination, then the worker address and the rkeys as bytes UCX will read
+// (transport/wire_check.hpp): what every fetch from the wire passes before anything else.
+std::optional<error_info> check_fetch(const destination& dst, const fetch_limits& limits);
 
 // Checks block ranges, (first, count) pairs: ascending, disjoint, none empty, inside `offered`
 // blocks (so they never select more blocks than offered). Returns how many they select.
@@ -33,9 +51,10 @@ result<std::uint64_t> count_ranges(const std::vector<std::uint32_t>& ranges,
 result<std::vector<desc>> select_blocks(const std::vector<desc>& source,
                                         const std::vector<std::uint32_t>& ranges);
 
-// Validates the destination against the source blocks (count, sizes, rkey indices, ranges
-// inside the declared regions, epoch, address) and builds the puts, coalescing runs that are
-// contiguous on both sides. The error names the problem (and the block).
+// Matches a destination (which passed check_destination) with the source blocks (count and
+// sizes) and builds the puts, coalescing runs that are contiguous on both sides. The error
+// names the problem and the block, so it describes the offer: for this node's log, not for the
+// fetcher.
 result<std::vector<copy_op>> plan_puts(const std::vector<desc>& source, const destination& dst);
 
 // One chunk of a staged transfer: the copies that gather it into the staging buffer, and the

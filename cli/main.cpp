@@ -6,6 +6,8 @@
 //   kvferry node --role prefill|decode [--listen H:P] [--peer H:P] [--config F] [--set k=v]...
 //       one standalone node serving (prefill) or fetching (decode) the same workload; talks
 //       the JSON-lines protocol of cli/protocol.hpp: messages on stdout, commands on stdin.
+//       SIGTERM or SIGINT: stops taking work, lets transfers finish for drain_timeout_ms,
+//       prints a report and exits 0; a second signal exits at once (128 + the signal).
 //   kvferry bench [--transport shm|tcp] [--sizes ...] [--concurrency ...] [--verify] [--json]
 //       bandwidth sweep, small scattered blocks, small-transfer rate, each beside ucx_perftest
 //       and memcpy measured in the same run.
@@ -27,11 +29,20 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
 
 using namespace kvferry;
 using namespace std::chrono_literals;
@@ -45,6 +56,7 @@ struct node_args {
   std::string listen;
   std::string peer;
   std::string config_file;
+  bool config_given = false;  // --config was on the command line (even as '')
   std::string transport;
   std::vector<std::string> sets;
   std::string pool = "engine";
@@ -69,8 +81,8 @@ void add_workload_flags(CLI::App* app, node_args& a) {
 result<node_config> make_config(const node_args& a) {
   config_sources src;
   src.environment = kvferry_environment();
-  if (!a.config_file.empty())
-    src.file = a.config_file;
+  if (a.config_given)
+    src.file = a.config_file;  // an empty path is refused by the loader, not ignored
   else if (auto it = src.environment.find("KVFERRY_CONFIG"); it != src.environment.end())
     src.file = it->second;
   for (auto& kv : a.sets) {
@@ -101,6 +113,80 @@ result<pool_memory> make_pool(node& n, const node_args& a) {
   return cli::make_pool(n, a.pool, a.load.pool_bytes());
 }
 
+// SIGTERM and SIGINT, blocked in every thread (the node's threads inherit the mask from the
+// thread that starts it), so that only the watcher below receives them.
+sigset_t stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  return set;
+}
+
+// The first SIGTERM or SIGINT is handed to the main thread, which drains, reports and exits 0
+// (the node is stopped on the thread that started it); a second one ends the process at once.
+class signal_watch {
+ public:
+  signal_watch() {
+    if (pipe(wake_) != 0)
+      wake_[0] = wake_[1] = -1;
+    std::thread([this] {
+      auto set = stop_signals();
+      int sig = 0;
+      if (sigwait(&set, &sig) != 0)
+        return;
+      std::cerr << "kvferry node: " << strsignal(sig) << ": no new work; draining (a second "
+                << "signal exits at once)" << std::endl;
+      first_.store(sig);
+      char byte = 1;
+      if (write(wake_[1], &byte, 1) != 1)
+        std::_Exit(128 + sig);  // the main thread cannot be told: end now
+      if (sigwait(&set, &sig) == 0) {
+        std::cerr << "kvferry node: " << strsignal(sig) << " again: exiting now" << std::endl;
+        std::_Exit(128 + sig);
+      }
+    }).detach();
+  }
+  int wake_fd() const { return wake_[0]; }
+  int first() const { return first_.load(); }  // 0 until a signal came
+
+ private:
+  int wake_[2] = {-1, -1};
+  std::atomic<int> first_{0};
+};
+
+// The next line of stdin, unless the signal watch wakes first or stdin ends.
+enum class input { line, end, signal };
+input next_line(const signal_watch& signals, std::string& pending, std::string& line) {
+  for (;;) {
+    if (auto nl = pending.find('\n'); nl != std::string::npos) {
+      line = pending.substr(0, nl);
+      pending.erase(0, nl + 1);
+      return input::line;
+    }
+    pollfd fds[2] = {{0, POLLIN, 0}, {signals.wake_fd(), POLLIN, 0}};
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR)
+        continue;
+      return input::end;
+    }
+    if (fds[1].revents != 0)
+      return input::signal;
+    char buf[4096];
+    auto n = read(0, buf, sizeof buf);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      if (pending.empty())
+        return input::end;
+      line.swap(pending);  // a last line without its newline
+      pending.clear();
+      return input::line;
+    }
+    pending.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
 struct decode_stats {
   std::uint64_t requests = 0, succeeded = 0, failed = 0, bytes = 0, verified_bytes = 0;
   double seconds = 0, p50_ms = 0, p99_ms = 0;
@@ -108,7 +194,9 @@ struct decode_stats {
 };
 
 // Receives every request of the workload from `peer`, waits, verifies every byte.
-decode_stats run_decode(node& n, peer_id peer, const pool_memory& pool, const cli::workload& w) {
+// Stops waiting when `signals` (if any) saw a signal: the caller drains.
+decode_stats run_decode(node& n, peer_id peer, const pool_memory& pool, const cli::workload& w,
+                        const signal_watch* signals = nullptr) {
   decode_stats s;
   s.requests = w.requests;
   std::vector<transfer_handle> handles;
@@ -124,8 +212,15 @@ decode_stats run_decode(node& n, peer_id peer, const pool_memory& pool, const cl
   }
   auto deadline = t0 + 120s;
   for (std::uint32_t i = 0; i < w.requests; ++i) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - steady::now());
-    auto r = handles[i].wait_for(std::max(left, 0ms));
+    std::optional<transfer_result> r;
+    for (;;) {  // in slices, so that a signal is noticed
+      if (signals != nullptr && signals->first() != 0)
+        return s;
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - steady::now());
+      r = handles[i].wait_for(std::clamp(left, 0ms, signals != nullptr ? 100ms : left));
+      if (r || left <= 0ms)
+        break;
+    }
     if (!r || r->status != transfer_status::succeeded) {
       ++s.failed;
       if (s.errors.size() < 5)
@@ -164,18 +259,36 @@ void say(const Message& m) {
 
 // -- kvferry node -------------------------------------------------------------------------------
 
+// After a signal: lets transfers finish for drain_timeout_ms, stops, reports, exit status 0.
+int drain_on_signal(node& n, int sig, std::chrono::milliseconds drain) {
+  auto t0 = steady::now();
+  n.stop(drain);
+  auto h = n.health();
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t0);
+  std::cerr << "kvferry node: stopped on " << strsignal(sig) << " after " << ms.count()
+            << " ms: " << h.succeeded << " succeeded, " << h.failed << " failed, " << h.cancelled
+            << " cancelled, " << h.unreleased << " unreleased" << std::endl;
+  say(cli::protocol::report{h.succeeded, h.failed, h.cancelled, h.in_flight, h.unreleased, {},
+                            h.healthy});
+  return 0;
+}
+
 int run_node(const node_args& a) {
   auto cfg = make_config(a);
   if (!cfg) {
     std::cerr << "kvferry node: invalid configuration: " << cfg.error().message << "\n";
     return 2;
   }
+  auto blocked = stop_signals();  // before the node's threads start: they inherit the mask
+  pthread_sigmask(SIG_BLOCK, &blocked, nullptr);
   auto started = node::start(cfg.value());
   if (!started) {
     std::cerr << "kvferry node: cannot start: " << started.error().message << "\n";
     return 1;
   }
   auto& n = *started.value();
+  signal_watch signals;
+  const std::chrono::milliseconds drain{cfg->drain_timeout_ms};
   auto pool = make_pool(n, a);
   if (!pool) {
     std::cerr << "kvferry node: KV pool: " << pool.error().message << "\n";
@@ -202,7 +315,9 @@ int run_node(const node_args& a) {
       std::cerr << "kvferry node: " << peer.error().message << "\n";
       return 1;
     }
-    auto s = run_decode(n, peer.value(), pool.value(), a.load);
+    auto s = run_decode(n, peer.value(), pool.value(), a.load, &signals);
+    if (signals.first() != 0)
+      return drain_on_signal(n, signals.first(), drain);
     say(cli::protocol::result{s.requests, s.succeeded, s.failed, s.bytes, s.verified_bytes});
     for (auto& e : s.errors)
       std::cerr << "kvferry node: " << e << "\n";
@@ -213,8 +328,13 @@ int run_node(const node_args& a) {
   // and "offer" by sending that workload too (kvferry bench drives its cases this way).
   // Other lines are ignored, as before, with a note on stderr.
   std::vector<pool_memory> offered_pools;
-  std::string line;
-  while (std::getline(std::cin, line)) {
+  std::string line, pending;
+  for (;;) {
+    auto got = next_line(signals, pending, line);
+    if (got == input::signal)
+      return drain_on_signal(n, signals.first(), drain);
+    if (got == input::end)
+      break;
     auto kind = cli::protocol::kind_of(line).value_or("");
     if (kind == cli::protocol::quit::name)
       break;
@@ -287,7 +407,7 @@ int run_demo(node_args a, bool json) {
     argv.insert(argv.end(), {"--set", s});
   if (a.staged)
     argv.push_back("--staged");
-  if (!a.config_file.empty())
+  if (a.config_given)
     argv.insert(argv.end(), {"--config", a.config_file});
   cli::child_process prefill{argv};
   if (!prefill.running()) {
@@ -385,7 +505,7 @@ int main(int argc, char** argv) {
   demo->add_option("--transport", demo_args.transport, "UCX transports: shm, tcp or auto")
     ->check(CLI::IsMember({"shm", "tcp", "auto"}));
   demo->add_flag("--json", json, "print the summary as one JSON object");
-  demo->add_option("--config", demo_args.config_file, "TOML configuration file");
+  auto* demo_config = demo->add_option("--config", demo_args.config_file, "TOML configuration file");
   demo->add_option("--set", demo_args.sets, "configuration override key=value (repeatable)");
   add_workload_flags(demo, demo_args);
 
@@ -395,7 +515,7 @@ int main(int argc, char** argv) {
     ->check(CLI::IsMember({"prefill", "decode", "both"}));
   nodecmd->add_option("--listen", node_a.listen, "host:port to publish on (port 0: any)");
   nodecmd->add_option("--peer", node_a.peer, "host:port of the prefill node (decode role)");
-  nodecmd->add_option("--config", node_a.config_file, "TOML configuration file");
+  auto* node_config_opt = nodecmd->add_option("--config", node_a.config_file, "TOML configuration file");
   nodecmd->add_option("--set", node_a.sets, "configuration override key=value (repeatable)");
   nodecmd->add_option("--transport", node_a.transport, "UCX transports: shm, tcp or auto");
   add_workload_flags(nodecmd, node_a);
@@ -451,6 +571,8 @@ int main(int argc, char** argv) {
   chaoscmd->add_flag("--json", chaos_opts.json, "print one JSON object");
 
   CLI11_PARSE(app, argc, argv);
+  demo_args.config_given = demo_config->count() > 0;
+  node_a.config_given = node_config_opt->count() > 0;
   if (chaoscmd->parsed())
     return bench::run_chaos(chaos_opts);
   if (demo->parsed())

@@ -14,7 +14,11 @@
 #include <type_traits>
 #include <utility>
 
-#include <unistd.h>  // environ
+#include <sys/stat.h>
+#include <unistd.h>  // environ, sysconf, access
+
+#include <cerrno>
+#include <cstring>
 
 namespace kvferry {
 
@@ -149,6 +153,10 @@ constexpr key_entry keys[] = {
     unsigned_key<&node_config::quarantine_budget>("quarantine_budget"),
     unsigned_key<&node_config::connect_timeout_ms>("connect_timeout_ms"),
     unsigned_key<&node_config::cancel_timeout_ms>("cancel_timeout_ms"),
+    unsigned_key<&node_config::max_request_id_bytes>("max_request_id_bytes"),
+    unsigned_key<&node_config::max_parked_fetches>("max_parked_fetches"),
+    unsigned_key<&node_config::max_parked_fetches_per_peer>("max_parked_fetches_per_peer"),
+    unsigned_key<&node_config::drain_timeout_ms>("drain_timeout_ms"),
     unsigned_key<&node_config::scheduler_threads>("scheduler_threads"),
     string_key<&node_config::log_level>("log_level"),
     string_key<&node_config::layout_tag>("layout_tag"),
@@ -175,6 +183,32 @@ const key_entry* find_env_key(std::string_view env_name) {
   return nullptr;
 }
 
+// 0 when unknown.
+std::uint64_t physical_memory_bytes() {
+  long pages = sysconf(_SC_PHYS_PAGES);
+  long page = sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) return 0;
+  return static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page);
+}
+
+// A configuration file must be a readable regular file of sane size: /dev/zero, a directory or
+// a FIFO would be read forever or parsed as nothing.
+std::optional<std::string> unusable_file(const std::string& path) {
+  constexpr std::uint64_t max_bytes = 1u << 20;
+  if (path.empty()) return std::string("the configuration file path is empty");
+  struct stat st{};
+  if (::stat(path.c_str(), &st) != 0)
+    return "cannot read configuration file '" + path + "': " + std::strerror(errno);
+  if (!S_ISREG(st.st_mode))
+    return "configuration file '" + path + "' is not a regular file";
+  if (static_cast<std::uint64_t>(st.st_size) > max_bytes)
+    return "configuration file '" + path + "' has " + std::to_string(st.st_size) +
+           " bytes, more than the " + std::to_string(max_bytes) + " a configuration may have";
+  if (::access(path.c_str(), R_OK) != 0)
+    return "cannot read configuration file '" + path + "': " + std::strerror(errno);
+  return std::nullopt;
+}
+
 // Remembers, per key, which source set it last, so that a validation error can say where the
 // offending value came from.
 using origin_map = std::map<std::string_view, std::string>;
@@ -182,6 +216,7 @@ using origin_map = std::map<std::string_view, std::string>;
 std::optional<config_error> apply_file(node_config& c, origin_map& origin,
                                        const std::string& path) {
   const std::string file_source = "file:" + path;
+  if (auto why = unusable_file(path)) return config_error{"", std::move(*why), file_source};
   toml::table table;
   try {
     table = toml::parse_file(path);
@@ -295,11 +330,25 @@ std::optional<config_error> validate(const node_config& c) {
   using std::uint64_t;
   std::optional<config_error> e;
   if ((e = not_empty("node_name", c.node_name))) return e;
+  if (c.node_name.size() > 256)
+    return config_error{"node_name", "must be at most 256 bytes, got " +
+                                       std::to_string(c.node_name.size()), ""};
   if ((e = one_of("role", c.role, {"prefill", "decode", "both"}))) return e;
   if ((e = not_empty("listen_host", c.listen_host))) return e;
   if ((e = one_of("transport", c.transport, {"auto", "shm", "tcp"}))) return e;
   if ((e = between("staging_slots", c.staging_slots, 1, 4096))) return e;
   if ((e = between("staging_slot_bytes", c.staging_slot_bytes, 4096, uint64_t{1} << 30))) return e;
+  // Reserved at start, so a reservation the machine cannot hold is refused now, not after
+  // tens of seconds of failing piecemeal.
+  if (auto physical = physical_memory_bytes();
+      physical != 0 && c.staging_slot_bytes > physical / c.staging_slots) {
+    return config_error{"staging_slots",
+                        "staging_slots x staging_slot_bytes = " + std::to_string(c.staging_slots) +
+                            " x " + std::to_string(c.staging_slot_bytes) +
+                            " bytes exceeds this machine's physical memory (" +
+                            std::to_string(physical) + " bytes)",
+                        ""};
+  }
   if ((e = between("max_blocks_per_request", c.max_blocks_per_request, 1,
                    std::numeric_limits<std::uint32_t>::max()))) {
     return e;
@@ -310,6 +359,13 @@ std::optional<config_error> validate(const node_config& c) {
   if ((e = between("quarantine_budget", c.quarantine_budget, 1, 1u << 30))) return e;
   if ((e = between("connect_timeout_ms", c.connect_timeout_ms, 1, 600000))) return e;
   if ((e = between("cancel_timeout_ms", c.cancel_timeout_ms, 1, 60000))) return e;
+  if ((e = between("max_request_id_bytes", c.max_request_id_bytes, 1, 65536))) return e;
+  if ((e = between("max_parked_fetches", c.max_parked_fetches, 1, 1u << 24))) return e;
+  if ((e = between("max_parked_fetches_per_peer", c.max_parked_fetches_per_peer, 1,
+                   c.max_parked_fetches))) {
+    return e;
+  }
+  if ((e = between("drain_timeout_ms", c.drain_timeout_ms, 0, 600000))) return e;
   if ((e = between("scheduler_threads", c.scheduler_threads, 0, 256))) return e;
   if ((e = one_of("log_level", c.log_level,
                   {"trace", "debug", "info", "warn", "error", "critical", "off"}))) {

@@ -25,6 +25,7 @@ const char* to_string(errc code) noexcept {
     case errc::stopped: return "stopped";
     case errc::internal_error: return "internal_error";
     case errc::incompatible_peer: return "incompatible_peer";
+    case errc::limit_exceeded: return "limit_exceeded";
   }
   return "unknown";
 }

@@ -32,6 +32,7 @@ std::string health_snapshot::to_string() const {
          std::to_string(in_flight) + " succeeded=" + std::to_string(succeeded) +
          " failed=" + std::to_string(failed) + " cancelled=" + std::to_string(cancelled) +
          " unreleased=" + std::to_string(unreleased) + " poisoned=" + std::to_string(poisoned) +
+         " parked_fetches=" + std::to_string(parked_fetches) +
          " restarts=" + std::to_string(restarts) +
          " worker_replacements=" + std::to_string(worker_replacements) +
          " ms_since_progress=" + std::to_string(ms_since_progress);

@@ -174,6 +174,7 @@ py::dict health_dict(const health_snapshot& h) {
   d["cancelled"] = h.cancelled;
   d["unreleased"] = h.unreleased;
   d["poisoned"] = h.poisoned;
+  d["parked_fetches"] = h.parked_fetches;
   d["quarantine_full"] = h.quarantine_full;
   d["restarts"] = h.restarts;
   d["worker_replacements"] = h.worker_replacements;

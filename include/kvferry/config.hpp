@@ -25,7 +25,7 @@
 namespace kvferry {
 
 struct node_config {
-  std::string node_name = "kvferry";       // name in logs and health; non-empty
+  std::string node_name = "kvferry";       // name in logs and health; 1 .. 256 bytes
   std::string role = "both";               // "prefill", "decode" or "both"
   std::string listen_host = "127.0.0.1";   // where the node publishes its entry actor
   std::uint16_t listen_port = 0;           // 0: an ephemeral port (read it back from the node)
@@ -44,6 +44,13 @@ struct node_config {
                                             // at which the node reports unhealthy; >= 1
   std::uint32_t connect_timeout_ms = 5000; // bound on connect(); 1 .. 600000
   std::uint32_t cancel_timeout_ms = 1000;  // bound on cancel()'s answer; 1 .. 60000
+  // Bounds on what peers may make this node hold (each refusal: errc::limit_exceeded).
+  std::uint32_t max_request_id_bytes = 256;   // request ids, local and remote; 1 .. 65536
+  std::uint32_t max_parked_fetches = 65536;   // fetches waiting for their send(), all peers;
+                                              // 1 .. 16777216
+  std::uint32_t max_parked_fetches_per_peer = 4096;  // the same per peer node; 1 .. the total
+  std::uint32_t drain_timeout_ms = 5000;   // `kvferry node`: how long a SIGTERM/SIGINT or the
+                                           // end of stdin lets transfers finish; 0 .. 600000
   std::uint32_t scheduler_threads = 0;     // threads running the node's actors; 0: one per
                                            // core of the host (at least 2); 0 .. 256
   std::string log_level = "warn";          // trace, debug, info, warn, error, critical, off

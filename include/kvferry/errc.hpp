@@ -29,6 +29,7 @@ enum class errc : std::uint8_t {
   stopped,               // the node is stopping or stopped
   internal_error,        // a bug or an exception caught at an actor boundary
   incompatible_peer,     // the peer declares another layout tag (node_config::layout_tag)
+  limit_exceeded,        // a configured bound was reached (ids, blocks, parked fetches...)
 };
 
 // Stable lower-case name of a code ("timed_out"); "unknown" for values outside the enum.

@@ -23,6 +23,8 @@ struct health_snapshot {
                                   // quarantined until the transport proves quiescence
   std::uint64_t poisoned = 0;     // staging slots taken out of service
   bool quarantine_full = false;   // unreleased + poisoned reached quarantine_budget
+  std::uint64_t parked_fetches = 0;  // peers' fetches waiting for their send() (bounded by
+                                     // max_parked_fetches and max_parked_fetches_per_peer)
   std::uint64_t restarts = 0;     // child actors restarted by the supervisor
   std::uint64_t worker_replacements = 0;  // wedged UCX workers replaced (transport/wedge_detector.hpp)
   std::uint64_t bytes_sent = 0;   // bytes this node put to peers

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstring>
 #include <future>
+#include <random>
 
 using namespace kvferry;
 using namespace std::chrono_literals;
@@ -33,6 +34,9 @@ struct hostile_client {
   sender_actor prefill;
 
   explicit hostile_client(std::uint16_t port) {
+    connect(port);
+  }
+  void connect(std::uint16_t port) {
     transport::engine_options eo;
     eo.tls = "tcp";
     auto e = transport::engine::start(eo, nullptr);
@@ -75,6 +79,10 @@ struct hostile_client {
   }
 };
 
+std::uint64_t base_of(const hostile_client& c) {
+  return reinterpret_cast<std::uint64_t>(c.memory.data());
+}
+
 errc code_of(const caf::expected<std::uint64_t>& x) {
   return x ? errc::none : static_cast<errc>(x.error().code());
 }
@@ -107,19 +115,18 @@ TEST_CASE("F17: hostile fetches get a clear error, nothing is written, and the n
   SUBCASE("a block outside the region the fetch itself declares") {
     auto s = prefill.send("victim", {{region, 0, 4096}});
     // Declares [0, 4096) but aims at [8192, 12288): inside the real registration, outside the
-    // declared region.
+    // declared region. Refused before it reaches the offer, which waits on.
     auto answer = client.ask(client.fetch("victim", 8192, 4096, 0, 4096));
     CHECK(code_of(answer) == errc::out_of_range);
     CHECK(client.untouched());
-    auto r = s.wait_for(20s);
-    REQUIRE(r);
-    CHECK(r->code == errc::out_of_range);
+    CHECK_FALSE(s.result());
   }
   SUBCASE("a size that differs from the sender's block") {
     auto s = prefill.send("victim", {{region, 0, 4096}});
     auto answer = client.ask(client.fetch("victim", 0, 8192, 0, 16384));
     CHECK(code_of(answer) == errc::size_mismatch);
     CHECK(client.untouched());
+    CHECK_FALSE(s.result());
   }
   SUBCASE("region descriptors that do not match the rkeys") {
     auto s = prefill.send("victim", {{region, 0, 4096}});
@@ -212,4 +219,193 @@ TEST_CASE("a fetch that declares another layout tag is refused and the offer wai
   auto r = s.wait_for(20s);
   REQUIRE(r);
   CHECK(r->status == transfer_status::succeeded);
+}
+
+TEST_CASE("F17: wrong guesses at an offer's shape are refused without ending the offer or revealing it") {
+  prefill_node fixture{0xAB};
+  auto& prefill = *fixture.owned;
+  hostile_client client{prefill.port()};
+  auto s = prefill.send("victim", {{fixture.region, 0, 4096}, {fixture.region, 8192, 4096}});
+  // Wrong count, wrong size, ranges past the end: every answer is the same code and the same
+  // text, so no answer says how many blocks there are or how large they are.
+  std::vector<fetch_msg> guesses;
+  guesses.push_back(client.fetch("victim", 0, 4096, 0, 16384));  // one block, two offered
+  auto sizes = client.fetch("victim", 0, 2048, 0, 16384);
+  sizes.blocks.push_back({base_of(client) + 4096, 2048, 0});
+  guesses.push_back(sizes);
+  auto past = client.fetch("victim", 0, 4096, 0, 16384);
+  past.ranges = {5, 1};
+  guesses.push_back(past);
+  std::string first_text;
+  for (auto& g : guesses) {
+    auto answer = client.ask(g);
+    REQUIRE_FALSE(answer);
+    CHECK(code_of(answer) == errc::size_mismatch);
+    auto text = caf::to_string(answer.error());
+    CHECK(text.find("4096") == std::string::npos);
+    CHECK(text.find(" 2 ") == std::string::npos);
+    if (first_text.empty())
+      first_text = text;
+    CHECK(text == first_text);
+  }
+  CHECK(client.untouched());
+  CHECK_FALSE(s.result());  // the offer is still there ...
+  auto right = client.fetch("victim", 0, 4096, 0, 16384);
+  right.blocks.push_back({base_of(client) + 4096, 4096, 0});
+  auto served = client.ask(right);  // ... and the right fetch gets it
+  REQUIRE(served);
+  CHECK(*served == 8192);
+  CHECK(client.memory[0] == 0xAB);
+  CHECK(client.memory[8191] == 0xAB);
+  auto r = s.wait_for(20s);
+  REQUIRE(r);
+  CHECK(r->status == transfer_status::succeeded);
+  prefill.stop(1s);
+}
+
+TEST_CASE("F17: garbage worker addresses and rkeys are refused before UCX reads them, and the node keeps serving") {
+  prefill_node fixture{0xAB};
+  auto& prefill = *fixture.owned;
+  hostile_client client{prefill.port()};
+  auto s = prefill.send("victim", {{fixture.region, 0, 4096}});
+  auto good = client.fetch("victim", 0, 4096, 0, 16384);
+  std::mt19937_64 rng{20261201};
+  auto random_bytes = [&](std::size_t n) {
+    std::vector<std::uint8_t> out(n);
+    for (auto& b : out)
+      b = static_cast<std::uint8_t>(rng());
+    return out;
+  };
+  std::vector<fetch_msg> bad;
+  for (std::size_t n : {std::size_t{1}, std::size_t{7}, std::size_t{64}, std::size_t{300}}) {
+    auto f = good;
+    f.worker_address = random_bytes(n);
+    bad.push_back(f);
+  }
+  for (std::size_t cut = 1; cut < good.worker_address.size(); cut += 5) {
+    auto f = good;
+    f.worker_address.resize(cut);  // every prefix of a real address
+    bad.push_back(f);
+  }
+  auto huge = good;
+  huge.worker_address.assign(1 << 20, 0xFF);
+  bad.push_back(huge);
+  for (std::size_t n : {std::size_t{0}, std::size_t{3}, std::size_t{40}, std::size_t{5000}}) {
+    auto f = good;
+    f.rkeys = {random_bytes(n)};
+    bad.push_back(f);
+  }
+  for (std::size_t cut = 0; cut < good.rkeys[0].size(); ++cut) {
+    auto f = good;
+    f.rkeys[0].resize(cut);
+    bad.push_back(f);
+  }
+  std::size_t refused = 0;
+  for (auto& f : bad) {
+    auto answer = client.ask(f);
+    CHECK(code_of(answer) == errc::malformed_message);
+    refused += answer ? 0 : 1;
+  }
+  CHECK(refused == bad.size());
+  CHECK(client.untouched());
+  CHECK_FALSE(s.result());
+  auto served = client.ask(good);
+  REQUIRE(served);
+  CHECK(*served == 4096);
+  CHECK(client.memory[0] == 0xAB);
+  CHECK(prefill.health().healthy);
+  prefill.stop(1s);
+}
+
+TEST_CASE("F17: ids, blocks and deadlines from the wire are bounded by the node's limits") {
+  node_config cfg;
+  cfg.transport = "tcp";
+  cfg.max_blocks_per_request = 8;
+  cfg.default_deadline_ms = 300;
+  auto started = node::start(cfg);
+  REQUIRE_MESSAGE(started, started.error().message);
+  auto& prefill = *started.value();
+  hostile_client client{prefill.port()};
+  auto long_id = client.fetch(std::string(100000, 'i'), 0, 4096, 0, 16384);
+  auto answer = client.ask(long_id);
+  CHECK(code_of(answer) == errc::limit_exceeded);
+  CHECK(caf::to_string(answer.error()).find("max_request_id_bytes") != std::string::npos);
+  auto many = client.fetch("many", 0, 16, 0, 16384);
+  for (int i = 1; i < 9; ++i)
+    many.blocks.push_back({base_of(client) + 16u * i, 16, 0});
+  answer = client.ask(many);
+  CHECK(code_of(answer) == errc::limit_exceeded);
+  CHECK(caf::to_string(answer.error()).find("max_blocks_per_request") != std::string::npos);
+  // A fetch asking to wait 49 days waits no longer than the node's own default (300 ms). The
+  // bound is generous for a loaded machine: without the cap the answer would take 49 days.
+  auto patient = client.fetch("nobody-sends-this", 0, 4096, 0, 16384);
+  patient.deadline_ms = 49u * 24 * 3600 * 1000;
+  auto t0 = std::chrono::steady_clock::now();
+  answer = client.ask(patient);
+  CHECK(code_of(answer) == errc::timed_out);
+  CHECK(std::chrono::steady_clock::now() - t0 < 15s);
+  CHECK(prefill.health().parked_fetches == 0);
+  CHECK(client.untouched());
+  prefill.stop(1s);
+}
+
+// A peer that parks fetches for ids nobody sends, from its own actor system (its own node).
+struct flooder {
+  hostile_client client;
+  caf::scoped_actor self{client.sys};  // destroyed first: then the client's system goes
+
+  explicit flooder(std::uint16_t port) : client(port) {}
+
+  // Sends `n` fetches without waiting; returns how many were refused with limit_exceeded. Only
+  // refusals are answered at once; what is parked stays unanswered.
+  int park(const std::string& prefix, int n) {
+    for (int i = 0; i < n; ++i) {
+      auto f = client.fetch(prefix + std::to_string(i), 0, 4096, 0, 16384);
+      f.deadline_ms = 0;  // no deadline of its own: with the node's default of none, it waits
+      self->send(client.prefill, std::move(f));
+    }
+    int limited = 0;
+    for (int answered = 0; answered < n;) {
+      bool more = true;
+      self->receive(
+        [&](caf::error& e) {
+          ++answered;
+          limited += e.code() == static_cast<std::uint8_t>(errc::limit_exceeded) ? 1 : 0;
+        },
+        [&](transfer_done&) { ++answered; },
+        // Generous: the refusals come within milliseconds; the rest never come.
+        caf::after(std::chrono::seconds{2}) >> [&] { more = false; });
+      if (!more)
+        break;
+    }
+    return limited;
+  }
+};
+
+bool parked_reaches(node& n, std::uint64_t count) {
+  return n.wait_health([&](const health_snapshot& h) { return h.parked_fetches == count; }, 20s);
+}
+
+TEST_CASE("F17: parked fetches are bounded per peer and in total, and go when their peer goes") {
+  node_config cfg;
+  cfg.transport = "tcp";
+  cfg.max_parked_fetches = 30;
+  cfg.max_parked_fetches_per_peer = 20;
+  cfg.default_deadline_ms = 0;  // parked fetches wait without limit: only their peer ends them
+  auto started = node::start(cfg);
+  REQUIRE_MESSAGE(started, started.error().message);
+  auto& prefill = *started.value();
+  auto first = std::make_unique<flooder>(prefill.port());
+  CHECK(first->park("a-", 25) == 5);  // 20 parked: the per-peer limit
+  CHECK(parked_reaches(prefill, 20));
+  flooder second{prefill.port()};
+  CHECK(second.park("b-", 15) == 5);  // 10 more: the node's limit of 30
+  CHECK(parked_reaches(prefill, 30));
+  // The first peer leaves: its 20 parked fetches go with it, and the second may park again.
+  first.reset();
+  CHECK(parked_reaches(prefill, 10));
+  CHECK(second.park("c-", 10) == 0);
+  CHECK(parked_reaches(prefill, 20));
+  CHECK(prefill.health().healthy);
+  prefill.stop(1s);
 }

@@ -256,17 +256,26 @@ TEST_CASE("bad blocks are refused with an error naming the block, and nothing is
   CHECK(unknown.result()->code == errc::unknown_region);
   auto no_peer = np.decode->receive("bad3", peer_id{99}, {{np.dst_region, 0, 4096}});
   CHECK(no_peer.result()->code == errc::not_connected);
-  // Sizes that differ between the sides fail both, and write nothing.
+  // Sizes that differ between the sides fail the receive and write nothing; the offer waits on
+  // (a wrong fetch must not end it) and the answer does not say what the offer is.
   auto s = np.prefill->send("mismatch", {{np.src_region, 0, 4096}});
   auto r = np.decode->receive("mismatch", np.peer, {{np.dst_region, 0, 2048}});
   auto rr = r.wait_for(patience);
   REQUIRE(rr);
   CHECK(rr->status == transfer_status::failed);
   CHECK(rr->code == errc::size_mismatch);
+  CHECK(rr->message.find("4096") == std::string::npos);
+  CHECK(std::all_of(np.dst.begin(), np.dst.end(), [](auto b) { return b == 0; }));
+  CHECK_FALSE(s.result());
+  REQUIRE(r.wait_released(patience));  // the id is free again once the receive is released
+  auto again = np.decode->receive("mismatch", np.peer, {{np.dst_region, 0, 4096}});
+  auto ar = again.wait_for(patience);
+  REQUIRE(ar);
+  CHECK_MESSAGE(ar->status == transfer_status::succeeded, ar->message);
   auto sr = s.wait_for(patience);
   REQUIRE(sr);
-  CHECK(sr->code == errc::size_mismatch);
-  CHECK(std::all_of(np.dst.begin(), np.dst.end(), [](auto b) { return b == 0; }));
+  CHECK(sr->status == transfer_status::succeeded);
+  std::fill(np.dst.begin(), np.dst.end(), 0);
   // The ids are free again, and the node keeps serving.
   auto [ok_s, ok_r] = np.start("bad1", 0, 0, 4096);
   REQUIRE(ok_r.wait_for(patience));
@@ -497,7 +506,8 @@ TEST_CASE("a receive may fetch part of an offer by block ranges; bad ranges fail
   auto empty = np.decode->receive("x2", np.peer, {{np.dst_region, 0, 4096}}, empty_range);
   REQUIRE(empty.result());
   CHECK(empty.result()->code == errc::invalid_argument);
-  // Beyond the offer: only the sender knows its size; both sides fail, nothing is written.
+  // Beyond the offer: only the sender knows its size. The receive fails without learning the
+  // offer's size, nothing is written, and the offer waits for a fitting fetch.
   auto s2 = np.prefill->send("beyond", four);
   transfer_options past;
   past.fetch_ranges = {{3, 2}};
@@ -505,10 +515,15 @@ TEST_CASE("a receive may fetch part of an offer by block ranges; bad ranges fail
                                {{np.dst_region, 0, 4096}, {np.dst_region, 4096, 4096}}, past);
   auto r2r = r2.wait_for(patience);
   REQUIRE(r2r);
-  CHECK(r2r->code == errc::out_of_range);
-  CHECK(r2r->message.find("outside the 4 blocks offered") != std::string::npos);
-  REQUIRE(s2.wait_for(patience));
+  CHECK(r2r->code == errc::size_mismatch);
+  CHECK(r2r->message.find("4 blocks") == std::string::npos);
   CHECK(std::all_of(np.dst.begin(), np.dst.begin() + 5 * 4096, [](auto b) { return b == 0; }));
+  CHECK_FALSE(s2.result());
+  // The decode, told it cannot have those blocks, declines the offer: released at once.
+  auto declined = np.decode->decline("beyond", np.peer);
+  REQUIRE(declined);
+  CHECK(declined.value() == cancel_result::cancelled_before_advertise);
+  CHECK(s2.wait_released(patience));
 }
 
 TEST_CASE("an offer bound to a decode node fails at once when that node goes, and only it may fetch") {

@@ -19,11 +19,32 @@ struct fetch {
   std::vector<std::uint64_t> region_bases;
   std::vector<std::uint64_t> region_bytes;
   std::vector<desc> blocks;
+  std::vector<std::uint32_t> ranges;
+  destination view() const {
+    return destination{request_id,   epoch,        worker_address, rkeys,
+                       region_bases, region_bytes, blocks,         ranges};
+  }
 };
 
-result<std::vector<copy_op>> plan_for(const std::vector<desc>& src, const fetch& f) {
-  return plan_puts(src, destination{f.request_id, f.epoch, f.worker_address.size(),
-                                    f.rkeys.size(), f.region_bases, f.region_bytes, f.blocks});
+// A fetch "r" from epoch 1 into one region [base, base + bytes) of rkey 0, naming `blocks`.
+fetch one_region(std::uint64_t base, std::uint64_t bytes, std::vector<desc> blocks) {
+  fetch f;
+  f.request_id = "r";
+  f.epoch = 1;
+  f.worker_address = {1};
+  f.rkeys = {{1}};
+  f.region_bases = {base};
+  f.region_bytes = {bytes};
+  f.blocks = std::move(blocks);
+  return f;
+}
+
+// What the send side does with a fetch: check it alone, then match it with the offer.
+result<std::vector<copy_op>> plan_for(const std::vector<desc>& src, const fetch& f,
+                                      const fetch_limits& limits = {}) {
+  if (auto bad = check_destination(f.view(), limits))
+    return result<std::vector<copy_op>>{bad->code, bad->message};
+  return plan_puts(src, f.view());
 }
 
 }  // namespace
@@ -48,16 +69,9 @@ TEST_CASE("the put planner coalesces runs contiguous on both sides and keeps the
   CHECK((*plan)[2].dst.key == 1);
 }
 
-TEST_CASE("the put planner refuses a count or size mismatch and a bad rkey index, naming it") {
+TEST_CASE("a fetch is refused for a count or size mismatch, a bad rkey index or region, naming it") {
   std::vector<desc> src{{1000, 100, 1}, {2000, 100, 1}};
-  fetch f;
-  f.request_id = "r";
-  f.epoch = 1;
-  f.worker_address = {1};
-  f.rkeys = {{1}};
-  f.region_bases = {9000};
-  f.region_bytes = {1000};
-  f.blocks = {{9000, 100, 0}};
+  auto f = one_region(9000, 1000, {{9000, 100, 0}});
   auto e1 = plan_for(src, f);
   REQUIRE(!e1);
   CHECK(e1.error().code == errc::size_mismatch);
@@ -87,6 +101,53 @@ TEST_CASE("the put planner refuses a count or size mismatch and a bad rkey index
   f.blocks = {{9000, 100, 0}, {9500, 100, 0}};
   f.region_bytes.clear();
   CHECK(plan_for(src, f).error().code == errc::malformed_message);
+}
+
+TEST_CASE("a fetch over its limits is refused before it is matched with anything, naming the limit") {
+  auto f = one_region(0, 1u << 20, {});
+  f.request_id = std::string(300, 'x');
+  for (std::uint64_t i = 0; i < 10; ++i)
+    f.blocks.push_back({i * 4096, 4096, 0});
+  auto refused = [&](const fetch_limits& limits, errc code, const std::string& text) {
+    CAPTURE(text);
+    auto bad = check_destination(f.view(), limits);
+    REQUIRE(bad);
+    CHECK(bad->code == code);
+    CHECK(bad->message.find(text) != std::string::npos);
+  };
+  refused(fetch_limits{256, 100}, errc::limit_exceeded, "300 bytes, more than the 256 allowed");
+  f.request_id = "r";
+  CHECK_FALSE(check_destination(f.view(), fetch_limits{256, 10}));
+  refused(fetch_limits{256, 9}, errc::limit_exceeded, "10 blocks, more than the 9 allowed");
+  f.request_id.clear();
+  refused(fetch_limits{}, errc::malformed_message, "no request id");
+  f.request_id = "r";
+  f.ranges = {0, 1, 2};  // not pairs
+  refused(fetch_limits{}, errc::malformed_message, "(first, count) pairs");
+  f.ranges.assign(22, 1);  // 11 pairs for 10 blocks
+  refused(fetch_limits{}, errc::malformed_message, "at most one per block");
+  f.ranges.clear();
+  f.rkeys.assign(11, {1});  // more rkeys than blocks
+  refused(fetch_limits{}, errc::malformed_message, "11 rkeys for 10 blocks");
+  f.rkeys = {{1}};
+  f.worker_address.clear();
+  refused(fetch_limits{}, errc::malformed_message, "no worker address");
+  f.worker_address = {1};
+  f.blocks[3].bytes = 0;
+  refused(fetch_limits{}, errc::malformed_message, "block 3 of 'r' is empty");
+  f.blocks.clear();
+  refused(fetch_limits{}, errc::malformed_message, "no destination block");
+}
+
+TEST_CASE("a fetch that passes its own checks and does not fit the offer is a size_mismatch naming the offer (for the sender's log)") {
+  // check_destination looks at the fetch alone: the same fetch gets the same answer whatever is
+  // offered. Only plan_puts compares with the offer (its text stays at the sender).
+  auto f = one_region(0, 8192, {{0, 4096, 0}, {4096, 4096, 0}});
+  CHECK_FALSE(check_destination(f.view(), {}));
+  auto mismatch = plan_puts({{0x1000, 4096, 0}, {0x2000, 4096, 0}, {0x3000, 4096, 0}}, f.view());
+  REQUIRE_FALSE(mismatch);
+  CHECK(mismatch.error().code == errc::size_mismatch);
+  CHECK(mismatch.error().message.find("the sender has 3") != std::string::npos);
 }
 
 TEST_CASE("staging chunks fill a buffer, split an item that does not fit, and cover every byte") {

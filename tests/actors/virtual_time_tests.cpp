@@ -62,7 +62,7 @@ struct node_rig : testing::virtual_time {
     children->set({transport, {}, {}, {}});
     pool = track(spawn_buffer_pool_actor(
       system(), pool_spec{staging_slots, slot_bytes, staging, children, health}));
-    sender = track(spawn_sender_actor(system(), "rig", 60000));
+    sender = track(spawn_sender_actor(system(), sender_spec{"rig", 60000, {}, nullptr, {}, 65536, 4096, health}));
     receiver = track(spawn_receiver_actor(system(), max_fetches));
     children->set({transport, pool, sender, receiver});
     decode_node = spawn_recorder();
@@ -91,7 +91,8 @@ struct node_rig : testing::virtual_time {
     registry->attach_owner(id, caf::actor_cast<caf::actor>(owner), true);
     return {h, caf::actor_cast<caf::actor>(owner)};
   }
-  // A receive into `blocks` (one destination region [base, base + bytes), its rkey {0xCC}).
+  // A receive into `blocks` (one destination region [base, base + bytes), its rkey
+  // fake_rkey(0xCC)).
   started start_recv(const std::string& id, std::vector<desc> blocks, std::uint64_t base,
                      std::uint64_t bytes, std::uint32_t deadline_ms) {
     auto ctx = context(recv_registry, id, deadline_ms);
@@ -101,7 +102,7 @@ struct node_rig : testing::virtual_time {
     header->epoch = peer_epoch;
     header->anchor = caf::actor_cast<caf::actor_addr>(decode_node.actor);
     auto regions = std::make_shared<region_table>(65536);
-    auto region = regions->add(region_info{base, bytes, memory_kind::host, {0xCC}});
+    auto region = regions->add(region_info{base, bytes, memory_kind::host, testing::fake_rkey(0xCC)});
     for (auto& b : blocks)
       b.key = region;
     auto owner = track(spawn_recv_request_actor(
@@ -140,8 +141,8 @@ fetch_msg sample_fetch(const std::string& id, const caf::actor& anchor) {
   f.request_id = id;
   f.node_name = "decode-under-test";
   f.epoch = peer_epoch;
-  f.worker_address = {4, 5, 6};
-  f.rkeys = {{0xCC}};
+  f.worker_address = testing::fake_worker_address(456);
+  f.rkeys = {testing::fake_rkey(0xCC)};
   f.region_bases = {0x500000};
   f.region_bytes = {65536};
   f.blocks = {{0x500000, 4096, 0}};
@@ -195,7 +196,7 @@ TEST_CASE("the fake engine completes a put only when told, exactly once, and its
     auto mem = eng.allocate_memory(64);
     REQUIRE(mem);
     CHECK(mem.value()->base() != nullptr);
-    CHECK(mem.value()->packed_rkey() == std::vector<std::uint8_t>{'F', 'K', 1, 0, 0, 0});
+    CHECK(mem.value()->packed_rkey() == testing::fake_rkey(1));
   }
   REQUIRE(seen.size() == 2);
   CHECK(seen[0] == std::pair<std::uint64_t, errc>{1, errc::cancelled});

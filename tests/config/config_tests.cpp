@@ -3,6 +3,8 @@
 
 #include <doctest/doctest.h>
 
+#include <chrono>
+
 #include <atomic>
 #include <cctype>
 #include <cstdlib>
@@ -84,6 +86,10 @@ void check_same(const node_config& a, const node_config& b) {
   CHECK(a.log_level == b.log_level);
   CHECK(a.layout_tag == b.layout_tag);
   CHECK(a.scheduler_threads == b.scheduler_threads);
+  CHECK(a.max_request_id_bytes == b.max_request_id_bytes);
+  CHECK(a.max_parked_fetches == b.max_parked_fetches);
+  CHECK(a.max_parked_fetches_per_peer == b.max_parked_fetches_per_peer);
+  CHECK(a.drain_timeout_ms == b.drain_timeout_ms);
 }
 
 }  // namespace
@@ -214,6 +220,14 @@ TEST_CASE("validation refuses every out-of-range value naming its key") {
       {"log_level", "verbose"},
       {"layout_tag", std::string(4097, 'x')},
       {"scheduler_threads", "257"},
+      {"node_name", std::string(257, 'n')},
+      {"max_request_id_bytes", "0"},
+      {"max_request_id_bytes", "65537"},
+      {"max_parked_fetches", "0"},
+      {"max_parked_fetches", "16777217"},
+      {"max_parked_fetches_per_peer", "0"},
+      {"max_parked_fetches_per_peer", "65537"},  // more than max_parked_fetches (65536)
+      {"drain_timeout_ms", "600001"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.key);
@@ -307,6 +321,33 @@ TEST_CASE("a missing config file is refused naming the file") {
   s.file = "/nonexistent/dir/kvferry.toml";
   auto e = refused(s);
   CHECK(contains(e.message(), "/nonexistent/dir/kvferry.toml"));
+}
+
+TEST_CASE("a config path that is empty, a directory or a device is refused naming it") {
+  for (std::string path : {std::string{}, std::string{"/tmp"}, std::string{"/dev/zero"}}) {
+    CAPTURE(path);
+    config_sources s;
+    s.file = path;
+    auto e = refused(s);
+    CHECK(e.key.empty());
+    CHECK(e.source == "file:" + path);
+    if (path.empty())
+      CHECK(contains(e.reason, "path is empty"));
+    else
+      CHECK(contains(e.reason, "'" + path + "' is not a regular file"));
+  }
+}
+
+TEST_CASE("a staging reservation beyond the machine's physical memory is refused at once, naming both keys") {
+  // 4096 slots of 1 GiB: 4 TiB, more than any machine this runs on. Each value alone is valid.
+  auto t0 = std::chrono::steady_clock::now();
+  config_sources s;
+  s.overrides = {{"staging_slots", "4096"}, {"staging_slot_bytes", "1073741824"}};
+  auto e = refused(s);
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds{5});
+  CHECK(e.key == "staging_slots");
+  CHECK(contains(e.reason, "staging_slot_bytes"));
+  CHECK(contains(e.reason, "physical memory"));
 }
 
 TEST_CASE("a value of the wrong TOML type names the key and the expected type") {

@@ -7,7 +7,10 @@
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
+#include <chrono>
+#include <csignal>
 #include <cstdlib>
+#include <memory>
 #include <string>
 
 using namespace kvferry::cli;
@@ -125,6 +128,51 @@ TEST_CASE("a node process refuses an invalid configuration with exit status 2") 
   child_process bad{{KVFERRY_BINARY, "node", "--role", "prefill", "--set", "staging_slots=0"}};
   REQUIRE(bad.running());
   CHECK(bad.wait(60s) == 2);
+}
+
+TEST_CASE("a node process refuses a config path that is empty or not a regular file") {
+  for (const char* path : {"", "/dev/zero", "/tmp"}) {
+    CAPTURE(path);
+    child_process bad{{KVFERRY_BINARY, "node", "--role", "prefill", "--config", path}};
+    REQUIRE(bad.running());
+    CHECK(bad.wait(60s) == 2);
+  }
+}
+
+// A prefill node process offering `requests` transfers that nobody fetches.
+std::unique_ptr<child_process> idle_prefill(const std::string& drain_ms) {
+  auto p = std::make_unique<child_process>(std::vector<std::string>{
+    KVFERRY_BINARY, "node", "--role", "prefill", "--listen", "127.0.0.1:0", "--transport", "tcp",
+    "--requests", "4", "--layers", "2", "--block-bytes", "4096", "--set",
+    "drain_timeout_ms=" + drain_ms});
+  REQUIRE(p->running());
+  auto ready = p->wait_for_message<protocol::ready>(60s);
+  REQUIRE_MESSAGE(ready, ready.error);
+  return p;
+}
+
+TEST_CASE("a node process on SIGTERM drains for its drain timeout, reports every request resolved, and exits 0") {
+  auto node = idle_prefill("200");
+  node->kill_now(SIGTERM);
+  // Its 4 offers are never fetched: after the 200 ms drain they end, released, and the report
+  // accounts for each. The bounds are for a loaded machine; the drain itself is 200 ms.
+  auto report = node->wait_for_message<protocol::report>(30s);
+  REQUIRE_MESSAGE(report, report.error);
+  CHECK(report->in_flight == 0);
+  CHECK(report->succeeded + report->failed + report->cancelled == 4);
+  CHECK(report->unreleased == 0);
+  CHECK(node->wait(30s) == 0);
+}
+
+TEST_CASE("a second signal ends a draining node process at once") {
+  auto node = idle_prefill("60000");  // a drain that would take a minute
+  auto t0 = std::chrono::steady_clock::now();
+  node->kill_now(SIGTERM);
+  node->kill_now(SIGINT);  // two different signals: neither is merged into the other
+  auto status = node->wait(30s);
+  REQUIRE(status);
+  CHECK((*status == 128 + SIGINT || *status == 128 + SIGTERM));
+  CHECK(std::chrono::steady_clock::now() - t0 < 30s);
 }
 
 TEST_CASE("kvferry bench runs every case between two processes and verifies the bytes") {

@@ -10,14 +10,12 @@ namespace kvferry::testing {
 namespace {
 
 // A registration the fake engine hands out: the memory is real (caller's, or calloc'ed here),
-// the rkey is a small deterministic byte vector naming the registration: 'F','K', then its
-// 1-based index in little-endian order.
+// the rkey is fake_rkey(its 1-based index).
 class fake_registration final : public transport::memory_registration {
  public:
   fake_registration(void* base, std::size_t bytes, bool owned, std::uint32_t index)
       : base_(base), bytes_(bytes), owned_(owned) {
-    rkey_ = {'F', 'K', static_cast<std::uint8_t>(index), static_cast<std::uint8_t>(index >> 8),
-             static_cast<std::uint8_t>(index >> 16), static_cast<std::uint8_t>(index >> 24)};
+    rkey_ = fake_rkey(index);
   }
   ~fake_registration() override {
     if (owned_)
@@ -37,6 +35,23 @@ class fake_registration final : public transport::memory_registration {
 
 }  // namespace
 
+std::vector<std::uint8_t> fake_worker_address(std::uint32_t tag) {
+  std::vector<std::uint8_t> out{0x00};  // version 1, no flags; the 8-byte uuid follows
+  for (int i = 0; i < 8; ++i)
+    out.push_back(static_cast<std::uint8_t>(i < 4 ? tag >> (8 * i) : 0xF0 + i));
+  out.push_back(0xFF);  // no devices
+  return out;
+}
+
+std::vector<std::uint8_t> fake_rkey(std::uint32_t tag) {
+  std::vector<std::uint8_t> out(9, 0);  // md map 0 (no memory domain), memory type host
+  out.push_back(0);                      // the system device, then two 3-byte distance entries
+  out.insert(out.end(), {0, static_cast<std::uint8_t>(tag), static_cast<std::uint8_t>(tag >> 8)});
+  out.insert(out.end(),
+             {1, static_cast<std::uint8_t>(tag >> 16), static_cast<std::uint8_t>(tag >> 24)});
+  return out;
+}
+
 fake_engine::fake_engine(transport::peer_error_fn on_peer_error)
     : on_peer_error_(std::move(on_peer_error)) {}
 
@@ -49,7 +64,7 @@ fake_engine::~fake_engine() {
 
 std::vector<std::uint8_t> fake_engine::worker_address() const {
   std::lock_guard<std::mutex> guard{mtx_};
-  return {'f', 'a', 'k', 'e', static_cast<std::uint8_t>(replacements_.size())};
+  return fake_worker_address(0xFA4E0000u + static_cast<std::uint32_t>(replacements_.size()));
 }
 
 result<std::shared_ptr<transport::memory_registration>> fake_engine::register_memory(

@@ -50,6 +50,12 @@ struct connect_call {
   std::vector<std::uint8_t> worker_address;
 };
 
+// Bytes in the shapes UCX 1.13 packs, which transport/wire_check accepts as every fetch's must be,
+// carrying `tag` so that tests can tell them apart: a worker address without devices (version 1,
+// the tag in its uuid) and an rkey without memory domains (the tag in its system-device trailer).
+std::vector<std::uint8_t> fake_worker_address(std::uint32_t tag);
+std::vector<std::uint8_t> fake_rkey(std::uint32_t tag);
+
 class fake_engine final : public transport::engine {
  public:
   explicit fake_engine(transport::peer_error_fn on_peer_error = nullptr);
