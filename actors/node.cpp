@@ -13,6 +13,7 @@
 #include "actors/transfer_plan.hpp"
 
 #include <caf/io/all.hpp>
+#include <caf/logger.hpp>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -49,10 +50,23 @@ transfer_handle refused(const std::string& id, errc code, std::string msg) {
   return transfer_handle{std::move(st)};
 }
 
+// CAF 0.17 pins its logger in a thread-local of every thread that builds the actor system,
+// spawns an actor or makes a scoped_actor, and the system's destructor waits until the logger is
+// gone: stop() on a thread other than every such one would wait forever. Engines call from any
+// thread, so each entry point that touches CAF drops the pin on its way out (declare it first:
+// it must outlive the scoped_actor).
+struct caf_thread_scope {
+  caf_thread_scope() = default;
+  caf_thread_scope(const caf_thread_scope&) = delete;
+  caf_thread_scope& operator=(const caf_thread_scope&) = delete;
+  ~caf_thread_scope() { caf::logger::set_current_actor_system(nullptr); }
+};
+
 // Asks `whom` and waits at most `timeout` for the answer: for set-up calls and diagnostics only.
 template <class R, class Handle, class... Ts>
 result<R> ask(caf::actor_system& sys, const Handle& whom, caf::timespan timeout, Ts&&... xs) {
   result<R> out{errc::backend_unhealthy, "no answer"};
+  caf_thread_scope unpin;
   caf::scoped_actor self{sys};
   self->request(whom, timeout, std::forward<Ts>(xs)...)
     .receive([&](R& r) { out = std::move(r); },
@@ -88,6 +102,7 @@ node::~node() {
 }
 
 result<std::unique_ptr<node>> node::start(const node_config& config) {
+  caf_thread_scope unpin;
   return node_access::start(config, nullptr);
 }
 
@@ -256,6 +271,7 @@ result<peer_id> node::connect(const std::string& host, std::uint16_t port) {
   if (impl_->stopped)
     return result<peer_id>{errc::stopped, "the node is stopped"};
   auto& sys = *impl_->sys;
+  caf_thread_scope unpin;
   caf::scoped_actor self{sys};
   result<peer_id> out{errc::peer_unreachable, "no answer"};
   auto timeout = std::chrono::milliseconds{impl_->config.connect_timeout_ms};
@@ -328,6 +344,7 @@ std::optional<std::string> bad_request_id(const node::impl& p, const std::string
 transfer_handle node::send(const std::string& request_id, const std::vector<block_span>& blocks,
                            const transfer_options& options) {
   auto& p = *impl_;
+  caf_thread_scope unpin;  // spawns
   if (p.stopped || !p.accepting.load())
     return refused(request_id, errc::stopped, "the node is stopping; send refused");
   if (auto why = bad_request_id(p, request_id))
@@ -356,6 +373,7 @@ transfer_handle node::receive(const std::string& request_id, peer_id peer,
                               const std::vector<block_span>& blocks,
                               const transfer_options& options) {
   auto& p = *impl_;
+  caf_thread_scope unpin;  // spawns
   if (p.stopped || !p.accepting.load())
     return refused(request_id, errc::stopped, "the node is stopping; receive refused");
   if (auto why = bad_request_id(p, request_id))
@@ -405,6 +423,7 @@ cancel_result node::cancel(const std::string& request_id) {
   if (!owner)
     return recent ? cancel_result::already_complete : cancel_result::not_found;
   auto out = cancel_result::backend_unhealthy;
+  caf_thread_scope unpin;
   caf::scoped_actor self{*impl_->sys};
   self->request(owner, std::chrono::milliseconds{impl_->config.cancel_timeout_ms},
                 cancel_atom::value)

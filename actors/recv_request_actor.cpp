@@ -59,7 +59,7 @@ void on_answer(self_ptr self, caf::expected<transfer_done> answer) {
   }
   // Our own codes come from the sender after its puts stopped; CAF's own errors mean the answer
   // never came (peer gone): the destination may still be written.
-  bool from_sender = answer.error().category() == caf::atom("kvferry");
+  bool from_sender = is_kvferry_error(answer.error());
   end_recv(self, result_from_error(answer.error()), from_sender);
 }
 

@@ -3,6 +3,7 @@
 #include "actors/handle_state.hpp"
 
 #include <algorithm>
+#include <string_view>
 
 namespace kvferry {
 
@@ -185,9 +186,20 @@ transfer_result stopped_result(const caf::error& exit_reason) {
                        caf::to_string(exit_reason));
 }
 
+bool is_kvferry_error(const caf::error& err) {
+  return err && err.category() == caf::atom("kvferry");  // an empty error has no category
+}
+
 transfer_result result_from_error(const caf::error& err) {
-  if (err.category() == caf::atom("kvferry")) {
+  if (!err)  // a peer may send one: it carries nothing to trust
+    return make_result(transfer_status::failed, errc::malformed_message,
+                       "the peer answered with an empty error");
+  if (is_kvferry_error(err)) {
     auto code = static_cast<errc>(err.code());
+    if (std::string_view{to_string(code)} == "unknown")  // a code from a peer we do not know
+      return make_result(transfer_status::failed, errc::malformed_message,
+                         "the peer answered with unknown error code " +
+                           std::to_string(err.code()));
     std::string msg;
     if (!err.context().empty() && err.context().match_elements<std::string>())
       msg = err.context().get_as<std::string>(0);

@@ -34,6 +34,9 @@ transfer_result make_result(transfer_status s, errc code = errc::none, std::stri
                             std::uint64_t bytes = 0);
 // Turns a CAF error (ours or CAF's own) into a terminal failed/cancelled result.
 transfer_result result_from_error(const caf::error& err);
+// One of kvferry's own errors (category "kvferry"); false for CAF's and for an empty error,
+// which a peer can send (its category() must not be read).
+bool is_kvferry_error(const caf::error& err);
 // A kvferry error with a message, as it crosses actor boundaries.
 caf::error make_kvferry_error(errc code, std::string msg);
 // What an exception says: what() for a std::exception, a fixed text for anything else.

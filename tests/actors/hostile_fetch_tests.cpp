@@ -409,3 +409,51 @@ TEST_CASE("F17: parked fetches are bounded per peer and in total, and go when th
   CHECK(prefill.health().healthy);
   prefill.stop(1s);
 }
+
+TEST_CASE("F17: a hostile prefill that answers a fetch with an empty or unknown error fails that receive only") {
+  // A peer node's entry that speaks the sender's interface but answers every fetch with an error
+  // no kvferry node sends: an empty one (CAF lets it cross the wire), or a code kvferry lacks.
+  client_config cfg;
+  caf::actor_system sys{cfg};
+  auto answers = std::make_shared<std::vector<caf::error>>();
+  answers->push_back(caf::error{});
+  answers->push_back(caf::error{static_cast<std::uint8_t>(250), caf::atom("kvferry")});
+  sender_actor liar = sys.spawn([answers](sender_actor::pointer self) -> sender_actor::behavior_type {
+    return {
+      [](announce_atom, const std::string&, send_request_actor&) {},
+      [=](fetch_msg&) -> caf::result<transfer_done> {
+        if (answers->empty())
+          return caf::error{};
+        auto e = answers->front();
+        answers->erase(answers->begin());
+        return e;
+      },
+      [](cancel_fetch_atom, const std::string&, std::uint64_t) {},
+      [](park_expired_atom, const std::string&, std::uint64_t) {},
+      [](layout_atom) { return std::string{}; },
+      [](decline_atom, const std::string&) { return cancel_result::not_found; },
+    };
+  });
+  auto port = sys.middleman().publish(liar, 0, "127.0.0.1");
+  REQUIRE(port);
+  node_config dcfg;
+  dcfg.transport = "tcp";
+  auto decode = node::start(dcfg);
+  REQUIRE_MESSAGE(decode, decode.error().message);
+  auto& d = *decode.value();
+  std::vector<unsigned char> dst(4096, 0);
+  auto region = d.register_region(dst.data(), dst.size()).value();
+  auto peer = d.connect("127.0.0.1", *port);
+  REQUIRE_MESSAGE(peer, peer.error().message);
+  for (const char* id : {"empty-error", "unknown-code"}) {
+    CAPTURE(id);
+    auto r = d.receive(id, peer.value(), {{region, 0, 4096}});
+    auto rr = r.wait_for(20s);
+    REQUIRE(rr);
+    CHECK(rr->status == transfer_status::failed);
+    CHECK(rr->code == errc::malformed_message);
+  }
+  CHECK(d.health().healthy);
+  d.stop(1s);
+  caf::anon_send_exit(liar, caf::exit_reason::user_shutdown);
+}

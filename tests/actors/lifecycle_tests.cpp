@@ -2,6 +2,8 @@
 // networking. Tests are named after their row in docs/failure-modes.md.
 #include "node_pair.hpp"
 
+#include <future>
+
 using namespace kvferry;
 using namespace kvferry::test;
 using namespace std::chrono_literals;
@@ -189,4 +191,27 @@ TEST_CASE("F14: requests waiting for a peer are not a stall, however many and ho
     CHECK(h.wait_released(patience));
   }
   CHECK(np.decode->health().healthy);
+}
+
+TEST_CASE("F22: stop() returns on a thread other than the ones that started the node and called it") {
+  // Engines start a node on one thread and stop it on another. CAF 0.17 pins state in each
+  // thread that touches the actor system, and the system's end waited for every such thread:
+  // stop() on a fresh thread waited forever. Here every kind of call is made on this thread,
+  // then stop() runs on another; the bound is generous (a stop takes about a second).
+  node_pair np{4 * 4096};
+  auto [s, r] = np.start("before-stop", 0, 0, 4096);
+  REQUIRE(r.wait_for(patience));
+  auto pending = np.prefill->send("pending", {{np.src_region, 4096, 4096}});
+  CHECK(np.prefill->cancel("no-such-request") == cancel_result::not_found);
+  CHECK(np.decode->decline("no-such-offer", np.peer).has_value());
+  CHECK(np.decode->connect("127.0.0.1", np.prefill->port()).has_value());
+  auto stopped = std::async(std::launch::async, [&] {
+    np.prefill->stop(std::chrono::milliseconds{200});
+    np.decode->stop(std::chrono::milliseconds{200});
+  });
+  REQUIRE(stopped.wait_for(std::chrono::seconds{60}) == std::future_status::ready);
+  auto pr = pending.wait_for(patience);
+  REQUIRE(pr);
+  CHECK(pr->status != transfer_status::in_flight);
+  CHECK(pending.wait_released(patience));
 }

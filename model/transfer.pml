@@ -1,0 +1,829 @@
+/*
+ * transfer.pml: a Promela model of kvferry's transfer protocol between a prefill node P (the
+ * sender of the bytes) and a decode node D (the receiver), checked exhaustively by verify.sh.
+ *
+ * Processes, and the code each stands for:
+ *
+ *   SendReq(i)   actors/send_request_actor.cpp. `phase` is the actor's behaviour:
+ *                waiting_for_peer -> transferring -> s_stopping (behaviour `stopping`) -> s_end
+ *                (the actor quit). `out` is send_request_state::outstanding (none/lease/copy/puts).
+ *   RecvReq(i)   actors/recv_request_actor.cpp: queued -> fetching -> r_stopping -> r_end.
+ *   Sender       actors/sender_actor.cpp: owners (announced send-requests, erased on their DOWN),
+ *                parked fetches (park expiry), routing of fetch / cancel_fetch to the owner.
+ *   Transport    actors/transport_actor.cpp: put / copy posted to the engine, cancel, op_done ->
+ *                the requester's answer (only for an op it still knows).
+ *   Engine       transport::engine and the copy engine: completes each posted op exactly once,
+ *                OK or not, at any time, also after a cancel (the completion contract).
+ *   App          the serving engines: node::cancel on either side, at any point (send() and
+ *                receive() are the spawns in init; the order of their first steps is free).
+ *   Faults       peer death: P or D is killed at any point (its actors stop, the other node's
+ *                watches of its actors fire DOWN).
+ *   StopP/StopD  node::stop() (actors/node.cpp:448): accepting = false, exit to every owner, the
+ *                supervisor exits (transport, sender / anchor terminate), await all actors,
+ *                destroy the engine, release every request still unreleased.
+ *   Final        at global quiescence (spin's `timeout`): every handle is settled.
+ *
+ * request_owner (actors/request_lifecycle.{hpp,cpp}) is s_finish/s_release and r_finish/
+ * r_release: finish() resolves the handle once (its terminal_ guard), release() releases it once,
+ * ~request_owner quarantines what was not released (s_quar/r_quar). The handle (handle_state) is
+ * s_res/s_rel, r_res/r_rel: how many times it was resolved / released.
+ *
+ * Asynchrony: each actor has a FIFO mailbox (a channel). A handler is one atomic step (an actor
+ * handles one message at a time); actors only talk through mailboxes, so a cancel can cross a
+ * completion, an answer or a DOWN already on its way. A message to an actor that has quit is
+ * handled when sent, as CAF does: a request (fetch, put, copy) is bounced with CAF's
+ * sec::request_receiver_down, anything else is dropped; what is still in the mailbox when the
+ * actor quits is handled the same way then. CAF 0.17 has no broken_promise: a response promise
+ * that is never delivered (parked fetch of a dead sender, fetch_rp of an owner that quit without
+ * answering) yields no answer at all.
+ * The deadline (arm_deadline: a response timeout handled by the current behaviour) fires once,
+ * at any point while the actor lives; where it can change nothing any more it is left out.
+ * Watches (watch_index) and monitors: the watched actor's termination enqueues a DOWN into each
+ * watcher's mailbox; the down handler ignores it if the watch was dropped meanwhile; a watch on
+ * an actor already dead yields a DOWN at once.
+ *
+ * Abstracted away: bytes, plans and validation (a fetch is valid, or with ALLOW_INVALID may be
+ * refused while the offer waits on), the sender's fetch checks and parking limits (a refusal is
+ * a kvferry error, like a park expiry), the UCX puts of one batch (one batch, one completion: what the engine guarantees),
+ * epochs and stale fetches (one incarnation per node), bound offers, decline(), layout tags, the
+ * receiver's admission queue and the worker-address request (one internal step of `queued`, or
+ * its failure once D's children are gone), the staging pool (a lease is granted or refused at
+ * any time, slots are per request; returning / poisoning is checked, pool internals are not),
+ * supervisor restarts (no child crashes: the transport terminates only in stop()), exceptions in
+ * handlers, duplicate ids, timings and health counters.
+ *
+ * Ghost state: ops_out[i] (an op of request i was handed to the transport and its completion has
+ * not run), posted[i] (the engine holds it), op_put[i] (a put: it reads the source, or the slot,
+ * and writes D's destination; a copy reads the source into the slot), ok_batches[i].
+ *
+ * Properties (see verify.sh):
+ *  P1 every handle resolves exactly once: assert in handle_resolve (no second resolve), Final
+ *     (none left unresolved); ltl p1_resolve_once, ltl p1_settles.
+ *  P2 memory is released only after quiescence is proven: assert in handle_release (no op of the
+ *     request outstanding, unless that memory's engine is gone), at a staging slot's return, and
+ *     in the transport: nothing is posted that reads or writes memory already released.
+ *  P3 no deadlock: no invalid end state. `end` labels only where waiting forever is legitimate:
+ *     the long-lived actors' loops, the engine's idle loop, the App.
+ *  P4 after stop() every handle of that node is resolved and released: assert in StopP/StopD;
+ *     ltl p4_stop.
+ *  Also: a decode that succeeds had every put batch completed OK, and its send succeeded too.
+ */
+
+/* ---- instance bounds (spin -D...) ---------------------------------------------------------- */
+#ifndef NREQ
+#define NREQ 1            /* requests, each one send on P and one receive on D: 1 or 2 */
+#endif
+#ifndef STAGED
+#define STAGED 0          /* 1: stage_through_pool (per chunk: lease, copy, puts) */
+#endif
+#ifndef CHUNKS
+#define CHUNKS 2          /* staged: chunks, i.e. put batches, per send */
+#endif
+#ifndef ALLOW_KILL
+#define ALLOW_KILL 1      /* peer death: P or D may be killed */
+#endif
+#ifndef ALLOW_STOP_P
+#define ALLOW_STOP_P 1    /* node::stop() on P */
+#endif
+#ifndef ALLOW_STOP_D
+#define ALLOW_STOP_D 1    /* node::stop() on D */
+#endif
+#ifndef ALLOW_CANCEL_S
+#define ALLOW_CANCEL_S 1  /* node::cancel of the send */
+#endif
+#ifndef ALLOW_CANCEL_R
+#define ALLOW_CANCEL_R 1  /* node::cancel of the receive */
+#endif
+#ifndef ALLOW_TRANSPORT_CRASH
+#define ALLOW_TRANSPORT_CRASH 0  /* not a stated scenario (see README): P's transport crashes */
+#endif
+#ifndef ALLOW_DEADLINE
+#define ALLOW_DEADLINE 1  /* deadlines fire at any point (1), or only when nothing else can
+                             move (2: long deadlines, to keep two requests tractable) */
+#endif
+#ifndef ALLOW_INVALID
+#define ALLOW_INVALID 0   /* a fetch the send-request refuses (plan_puts error) */
+#endif
+
+#define MAXR 2
+#if STAGED
+#define NBATCH CHUNKS
+#else
+#define NBATCH 1
+#endif
+
+/* results: what the handle resolves to. Only "succeeded or not" matters to the properties, so
+   every failure (and a cancel) is one value: the names say which path produced it. */
+#define R_NONE        0
+#define R_OK          1
+#define R_FAILED      2
+#define R_CANCELLED   R_FAILED
+#define R_TIMED_OUT   R_FAILED
+#define R_PEER_FAILED R_FAILED
+#define R_STOPPED     R_FAILED
+#define R_BACKEND     R_FAILED   /* backend_unhealthy: the transport terminated */
+#define R_ERROR       R_FAILED   /* an engine, pool or validation error */
+
+/* steps of a send-request (send_request_actor.cpp: enum class step) */
+#define NONE      0
+#define LEASE     1
+#define COPY_STEP 2
+#define PUTS      3
+
+mtype = {
+  /* to the sender (P) */       ANNOUNCE, FETCH, CANCEL_FETCH, DOWN_OWNER,
+  /* to a send-request (P) */   CANCEL, STEP_OK, STEP_ERR, DOWN_FETCHER, DOWN_TRANSPORT,
+  /* to the transport (P) */    PUT, COPY, OP_OK, OP_ERR,
+  /* to a recv-request (D) */   ANS_OK, ANS_KVERR, ANS_CAFERR, DOWN_PEER
+};
+/* the request actors' behaviours (phases) */
+mtype = { waiting_for_peer, transferring, s_stopping, s_end };   /* send-request */
+mtype = { queued, fetching, r_stopping, r_end };                 /* recv-request */
+
+/* ---- mailboxes ----------------------------------------------------------------------------- */
+chan s_mb[MAXR] = [6] of { mtype, byte };        /* send-request i */
+chan r_mb[MAXR] = [4] of { mtype, byte };        /* recv-request i; byte: an error's result */
+chan snd_mb = [4 * MAXR] of { mtype, byte };     /* sender; byte: request id */
+chan tr_mb = [4 * MAXR] of { mtype, byte };      /* transport; byte: request id (its token) */
+
+/* bounded so that a send never blocks: checked */
+#define SEND(ch, a, b) assert(nfull(ch)); ch!a,b
+
+/* ---- nodes ---------------------------------------------------------------------------------- */
+bool p_dead, d_dead;          /* killed */
+bool p_stopping, d_stopping;  /* stop() called: accepting = false, exit sent to every owner */
+bool snd_dead, tr_dead;       /* P's sender / transport terminated */
+bool d_anchor_dead;           /* D's health supervisor (the anchor P watches) terminated */
+bool d_children_dead;         /* D's receiver and transport terminated */
+bool p_engine_gone;           /* P's engine destroyed: every op completed, none will run */
+bool d_revoked;               /* D's engine destroyed: its registrations (rkeys) are gone */
+bool p_stopped, d_stopped;    /* stop() returned */
+
+/* ---- requests ------------------------------------------------------------------------------- */
+bool s_spawned[MAXR], r_spawned[MAXR];   /* send() / receive() spawned the owner */
+bool s_ended[MAXR], r_ended[MAXR];       /* the owner quit */
+byte s_res[MAXR], s_rel[MAXR];           /* send handle: times resolved / released */
+byte r_res[MAXR], r_rel[MAXR];           /* receive handle */
+byte s_stat[MAXR], r_stat[MAXR];         /* the terminal result */
+bool s_quar[MAXR], r_quar[MAXR];         /* ended unreleased: quarantined by the registry */
+bool s_wf[MAXR], s_wt[MAXR];             /* send-request watches the fetcher's anchor / transport */
+bool r_wp[MAXR];                         /* recv-request watches the remote sender */
+bool s_dl[MAXR], r_dl[MAXR];             /* the request's deadline fired (it fires once) */
+bool ops_out[MAXR], op_put[MAXR], posted[MAXR], tr_known[MAXR];   /* engine ghost state */
+byte ok_batches[MAXR];                   /* put batches completed without error */
+bool owners[MAXR], parked[MAXR];         /* sender state */
+
+#define SRC_QUIESCENT(j) (!ops_out[j] || p_engine_gone)
+#define DST_QUIESCENT(j) (!(ops_out[j] && op_put[j]) || d_revoked)
+
+/* ---- delivery (see the header: messages to an actor that quit) ----------------------------- */
+inline to_rreq(j, msg, arg) {
+  if
+  :: r_ended[j] || d_dead -> skip
+  :: else -> SEND(r_mb[j], msg, arg)
+  fi
+}
+inline to_sreq(j, msg) {
+  if
+  :: p_dead -> skip
+  :: !p_dead && s_ended[j] ->
+     if
+     :: msg == FETCH -> to_rreq(j, ANS_CAFERR, 0)   /* delegated to an owner that quit */
+     :: else -> skip
+     fi
+  :: else -> SEND(s_mb[j], msg, 0)
+  fi
+}
+inline to_sender(msg, j) {
+  if
+  :: snd_dead ->
+     if
+     :: msg == FETCH -> to_rreq(j, ANS_CAFERR, 0)
+     :: else -> skip
+     fi
+  :: else -> SEND(snd_mb, msg, j)
+  fi
+}
+inline to_transport(msg, j) {
+  if
+  :: tr_dead ->
+     if
+     :: msg == PUT || msg == COPY -> ops_out[j] = false; to_sreq(j, STEP_ERR)  /* never posted */
+     :: else -> skip
+     fi
+  :: else -> SEND(tr_mb, msg, j)
+  fi
+}
+
+/* ---- the handle (handle_state) and request_owner ------------------------------------------ */
+inline handle_resolve(res, stat, r) {   /* handle_state::resolve: a second call is a violation */
+  assert(res == 0);
+  res = 1;
+  stat = r
+}
+inline handle_release(res, rel) {       /* handle_state::release: once, after the result */
+  assert(res == 1);
+  assert(rel == 0);
+  rel = 1
+}
+
+#ifdef MUTANT_RESOLVE_TWICE
+#define NOT_TERMINAL(res) true          /* mutant: request_owner::finish without terminal_ */
+#else
+#define NOT_TERMINAL(res) (res == 0)
+#endif
+
+inline s_finish(r) {
+  if
+  :: NOT_TERMINAL(s_res[i]) -> handle_resolve(s_res[i], s_stat[i], r)
+  :: else -> skip
+  fi
+}
+inline s_release() {
+  if
+  :: s_rel[i] == 0 ->
+     assert(SRC_QUIESCENT(i));          /* P2: no copy or put can still touch the source */
+     handle_release(s_res[i], s_rel[i])
+  :: else -> skip
+  fi
+}
+inline r_finish(r) {
+  if
+  :: NOT_TERMINAL(r_res[i]) -> handle_resolve(r_res[i], r_stat[i], r)
+  :: else -> skip
+  fi
+}
+inline r_release() {
+  if
+  :: r_rel[i] == 0 ->
+     assert(DST_QUIESCENT(i));          /* P2: no put can still write the destination */
+     handle_release(r_res[i], r_rel[i])
+  :: else -> skip
+  fi
+}
+
+/* ==== send-request actor (P) ================================================================ */
+
+/* A handler that ends the request records how (end_send / finish_transfer below); the ending
+   itself, the same for every handler, runs once at the end of the handler (send_ending), in the
+   same atomic step. */
+inline end_send(r, q) {               /* end_send(self, r, quiescent) */
+  ending = true; er = r; eq = q; answer = false
+}
+inline finish_transfer(r) {           /* finish_transfer: the fetcher hears r, ends released */
+  ending = true; er = r; eq = true; answer = true
+}
+
+/* finish_transfer's delivery (fetch_rp.deliver), then end_send + request_base::end: the slot back
+   (quiescent) or poisoned; terminal once; released if quiescent, else quarantined
+   (~request_owner); watches off; the actor quits: the sender's monitor fires, what is left in
+   the mailbox is bounced or dropped. */
+inline send_ending() {
+  if
+  :: ending ->
+     if
+     :: answer && er == R_OK ->
+        assert(ok_batches[i] == NBATCH);  /* succeeds only with every put batch completed OK */
+        to_rreq(i, ANS_OK, 0)
+     :: answer && er != R_OK -> to_rreq(i, ANS_KVERR, er)
+     :: else -> skip
+     fi;
+     if
+     :: held ->
+        if
+        :: eq -> assert(!ops_out[i])      /* P2: the slot goes back to the pool unused */
+        :: else -> skip                   /* poisoned: out of service for good */
+        fi;
+        held = false
+     :: else -> skip
+     fi;
+     s_finish(er);
+     if
+     :: eq -> s_release()
+     :: else -> s_quar[i] = true
+     fi;
+     s_wf[i] = false; s_wt[i] = false;
+     s_ended[i] = true;
+     phase = s_end;
+     to_sender(DOWN_OWNER, i);
+     do
+     :: nempty(s_mb[i]) -> s_mb[i]?m,a;
+        if
+        :: m == FETCH -> to_rreq(i, ANS_CAFERR, 0)
+        :: else -> skip
+        fi
+     :: empty(s_mb[i]) -> break
+     od;
+     out = NONE; chunk = 0; stop_reason = R_NONE; s_dl[i] = false;  /* the timer dies too */
+     ending = false; er = R_NONE; eq = false; answer = false
+  :: else -> skip
+  fi;
+  m = 0; a = 0
+}
+
+/* post_puts / post_copy: a request to the transport, watched while it holds the step */
+inline post_step(kind) {
+  out = kind;
+  ops_out[i] = true;
+  op_put[i] = (kind == PUTS);
+  s_wt[i] = true;
+  if
+  :: tr_dead -> SEND(s_mb[i], DOWN_TRANSPORT, 0)   /* watching a dead actor: DOWN at once */
+  :: else -> skip
+  fi;
+  if
+  :: kind == PUTS -> to_transport(PUT, i)
+  :: else -> to_transport(COPY, i)
+  fi
+}
+
+/* stop(): ask the outstanding step to stop; its answer ends the request (behaviour stopping) */
+inline do_stop(reason) {
+  stop_reason = reason;
+  if
+  :: out == LEASE || out == NONE -> finish_transfer(stop_reason)
+  :: out == PUTS ->
+     /* cancel to the transport (ucp_request_cancel): the engine completes the batch exactly
+        once whatever it is told, so the message changes nothing in the model: not sent */
+#ifdef MUTANT_RELEASE_EARLY
+     finish_transfer(stop_reason)       /* mutant: released before the transport's answer */
+#else
+     phase = s_stopping
+#endif
+  :: out == COPY_STEP -> phase = s_stopping        /* a copy runs out on its own */
+  fi
+}
+
+/* the fetching node's anchor is DOWN (down handler, last branch) */
+inline fetcher_down() {
+  s_wf[i] = false;
+  s_finish(R_PEER_FAILED);
+  /* forget_peer to the transport (its puts complete with an error): no effect here, not sent */
+  if
+  :: stop_reason == R_NONE -> do_stop(R_PEER_FAILED)
+  :: else -> skip
+  fi
+}
+
+#define DEADLINE_ARMED(j) (ALLOW_DEADLINE == 1 || (ALLOW_DEADLINE == 2 && timeout))
+#define S_LIVE (phase != s_end && !p_dead)
+
+proctype SendReq(byte i) {
+  mtype phase = waiting_for_peer;
+  mtype m;
+  byte a;
+  byte out = NONE;          /* send_request_state::outstanding */
+  byte chunk = 0;           /* staged: chunks cut from the plan so far (next_op) */
+  byte stop_reason = R_NONE;
+  bool held = false;        /* staged: the lease of the current chunk */
+  bool ending = false;      /* this handler ends the request: */
+  byte er = R_NONE;         /*   with this result, */
+  bool eq = false;          /*   released (quiescent) or not, */
+  bool answer = false;      /*   after answering the fetcher (finish_transfer) */
+
+  atomic { s_spawned[i] -> to_sender(ANNOUNCE, i) }   /* send_request_impl announces itself */
+  do
+  :: atomic { S_LIVE && (len(s_mb[i]) > 0 || out == LEASE || p_stopping ||
+                         (DEADLINE_ARMED(i) && !s_dl[i] && !(phase == s_stopping && s_res[i] != 0))) ->
+     if
+     /* ---- a message ---------------------------------------------------------------------- */
+     :: nempty(s_mb[i]) -> s_mb[i]?m,a;
+        if
+        /* -- waiting_for_peer ----------------------------------------------------------- */
+        :: phase == waiting_for_peer ->
+           if
+           :: m == FETCH ->                               /* on_fetch */
+              if
+              /* a fetch that does not fit the offer is refused, the offer waits on */
+              :: ALLOW_INVALID -> to_rreq(i, ANS_KVERR, R_ERROR)
+              :: true ->
+                 s_wf[i] = true;                          /* watch the decode node's anchor */
+                 if
+                 :: d_anchor_dead -> SEND(s_mb[i], DOWN_FETCHER, 0)
+                 :: else -> skip
+                 fi;
+                 phase = transferring;                    /* enter_transferring */
+                 if
+                 :: STAGED -> out = LEASE                 /* lease_slot */
+                 :: else -> post_step(PUTS)               /* post_puts */
+                 fi
+              fi
+           :: m == CANCEL -> end_send(R_CANCELLED, true)  /* cancelled_before_advertise */
+           :: else -> skip       /* cancel_fetch: nothing to cancel yet; nothing is watched */
+           fi
+        /* -- transferring ---------------------------------------------------------------- */
+        :: phase == transferring ->
+           if
+           :: m == CANCEL || m == CANCEL_FETCH -> do_stop(R_CANCELLED)
+           :: m == STEP_OK || m == STEP_ERR ->            /* transferring_step */
+              s_wt[i] = false;
+              if
+              :: m == STEP_ERR -> out = NONE; finish_transfer(R_ERROR)
+              :: m == STEP_OK && out == COPY_STEP -> post_step(PUTS)   /* advance */
+              :: m == STEP_OK && out == PUTS ->
+                 out = NONE;
+                 if
+                 :: held -> assert(!ops_out[i]); held = false   /* the chunk's slot back */
+                 :: else -> skip
+                 fi;
+                 if
+                 :: STAGED && chunk < CHUNKS -> out = LEASE    /* the next chunk */
+                 :: else -> finish_transfer(R_OK)
+                 fi
+              fi
+           :: m == DOWN_FETCHER && s_wf[i] -> fetcher_down()
+           :: m == DOWN_TRANSPORT && s_wt[i] ->
+              end_send(R_BACKEND, false)     /* quiescence unknown: quarantined (F9) */
+           :: else -> skip
+           fi
+        /* -- stopping -------------------------------------------------------------------- */
+        :: phase == s_stopping ->
+           if
+           :: m == STEP_OK || m == STEP_ERR ->            /* stopping_step */
+              s_wt[i] = false;
+              if
+              :: m == STEP_OK && out == PUTS && (!STAGED || chunk == CHUNKS) && s_res[i] == 0 ->
+                 out = NONE; finish_transfer(R_OK)   /* the last puts won the race: succeeded */
+              :: else -> out = NONE; finish_transfer(stop_reason)
+              fi
+           :: m == DOWN_FETCHER && s_wf[i] -> fetcher_down()
+           :: m == DOWN_TRANSPORT && s_wt[i] -> end_send(R_BACKEND, false)
+           :: else -> skip       /* cancel, cancel_fetch: already stopping */
+           fi
+        fi
+     /* ---- the deadline, handled by the current behaviour ---------------------------------- */
+     :: DEADLINE_ARMED(i) && !s_dl[i] && !(phase == s_stopping && s_res[i] != 0) ->
+        s_dl[i] = true;
+        if
+        :: phase == waiting_for_peer -> end_send(R_TIMED_OUT, true)   /* nothing exposed */
+        :: phase == transferring -> s_finish(R_TIMED_OUT); do_stop(R_TIMED_OUT)
+        :: phase == s_stopping -> s_finish(R_TIMED_OUT); stop_reason = R_TIMED_OUT
+        fi
+     /* ---- the exit handler: the node is stopping ------------------------------------------ */
+     :: p_stopping -> end_send(R_STOPPED, false)
+     /* ---- staged: the pool answers the lease (only `transferring` waits for one) ---------- */
+     :: out == LEASE -> held = true; chunk++; post_step(COPY_STEP)
+     :: out == LEASE -> out = NONE; finish_transfer(R_ERROR)     /* the wait timed out */
+     fi;
+     send_ending() }
+  :: !S_LIVE -> break
+  od
+}
+
+/* ==== recv-request actor (D) ================================================================ */
+
+inline end_recv(r, q) {
+  r_finish(r);
+  if
+  :: q -> r_release()
+  :: else -> r_quar[i] = true
+  fi;
+  r_wp[i] = false;
+  r_ended[i] = true;
+  phase = r_end;
+  do
+  :: nempty(r_mb[i]) -> r_mb[i]?m,a
+  :: empty(r_mb[i]) -> break
+  od;
+  r_dl[i] = false   /* the timer dies with the actor */
+}
+
+#define R_LIVE (phase != r_end && !d_dead)
+
+proctype RecvReq(byte i) {
+  mtype phase = queued;
+  mtype m;
+  byte a;
+
+  r_spawned[i];
+  do
+  :: atomic { R_LIVE && nempty(r_mb[i]) -> r_mb[i]?m,a;
+     if
+     :: m == CANCEL ->
+        if
+        :: phase == queued -> end_recv(R_CANCELLED, true)   /* cancelled_before_advertise */
+        :: phase == fetching -> to_sender(CANCEL_FETCH, i); phase = r_stopping
+        :: phase == r_stopping -> skip
+        fi
+     :: m == ANS_OK ->                                      /* on_answer: transfer_done */
+        assert(ok_batches[i] == NBATCH && s_stat[i] == R_OK);
+        end_recv(R_OK, true)
+     :: m == ANS_KVERR -> end_recv(a, true)     /* a kvferry error: sent after the puts stopped */
+     :: m == ANS_CAFERR -> end_recv(R_PEER_FAILED, false)  /* CAF's own error: proves nothing */
+     :: m == DOWN_PEER && r_wp[i] ->
+#if defined(MUTANT_IGNORE_PEER_DOWN)
+        skip                                    /* mutant: the down handler ignores the peer */
+#elif defined(MUTANT_RECV_RELEASE_ON_DOWN)
+        end_recv(R_PEER_FAILED, true)           /* mutant: a vanished peer taken as proof */
+#else
+        end_recv(R_PEER_FAILED, false)          /* the prefill node went away: quarantined */
+#endif
+     :: else -> skip
+     fi;
+     m = 0; a = 0 }
+  :: atomic { R_LIVE && DEADLINE_ARMED(i) && !r_dl[i] && !(phase == r_stopping && r_res[i] != 0) ->
+     r_dl[i] = true;
+     if
+     :: phase == queued -> end_recv(R_TIMED_OUT, true)
+     :: phase == fetching -> r_finish(R_TIMED_OUT); to_sender(CANCEL_FETCH, i); phase = r_stopping
+     :: phase == r_stopping -> r_finish(R_TIMED_OUT)
+     fi }
+  :: atomic { R_LIVE && d_stopping -> end_recv(R_STOPPED, false) }   /* the exit handler */
+  /* queued: admitted, and the transport gave the worker address: send_fetch */
+  :: atomic { R_LIVE && phase == queued ->
+     r_wp[i] = true;                            /* watch the remote sender */
+     if
+     :: snd_dead -> SEND(r_mb[i], DOWN_PEER, 0)
+     :: else -> skip
+     fi;
+     to_sender(FETCH, i);
+     phase = fetching }
+  /* queued: D's transport is gone and gives no address (ask_address error) */
+  :: atomic { R_LIVE && phase == queued && d_children_dead -> end_recv(R_BACKEND, true) }
+  :: !R_LIVE -> break
+  od
+}
+
+/* ==== sender actor (P) ====================================================================== */
+proctype Sender() {
+  mtype m;
+  byte a;
+end_loop:
+  do
+  :: atomic { nempty(snd_mb) -> snd_mb?m,a;
+     if
+     :: m == ANNOUNCE ->
+        owners[a] = true;
+        if
+        :: parked[a] -> parked[a] = false; to_sreq(a, FETCH)   /* the parked fetch delegated */
+        :: else -> skip
+        fi
+     :: m == FETCH ->
+        if
+        :: owners[a] -> to_sreq(a, FETCH)           /* delegated to the owner */
+        :: else -> parked[a] = true                 /* send() not called yet (or over) */
+        fi
+     :: m == CANCEL_FETCH ->
+        if
+        :: owners[a] -> to_sreq(a, CANCEL_FETCH)
+        :: !owners[a] && parked[a] -> parked[a] = false; to_rreq(a, ANS_KVERR, R_CANCELLED)
+        :: else -> skip
+        fi
+     :: m == DOWN_OWNER -> owners[a] = false
+     fi;
+     m = 0; a = 0 }
+  /* park_expired: the fetch's deadline passed while it was parked */
+  :: atomic { !snd_dead && parked[0] -> parked[0] = false; to_rreq(0, ANS_KVERR, R_TIMED_OUT) }
+  :: atomic { !snd_dead && parked[1] -> parked[1] = false; to_rreq(1, ANS_KVERR, R_TIMED_OUT) }
+  od
+}
+
+/* the sender terminates (stop or kill): its mailbox is bounced, parked fetches get no answer
+   (no broken_promise in CAF 0.17), and D's watches of it fire */
+inline sender_dies() {
+  snd_dead = true;
+  do
+  :: nempty(snd_mb) -> snd_mb?km,ka;
+     if
+     :: km == FETCH -> to_rreq(ka, ANS_CAFERR, 0)
+     :: else -> skip
+     fi
+  :: else -> break
+  od;
+  for (j : 0 .. MAXR - 1) {
+    parked[j] = false; owners[j] = false;
+    if
+    :: r_wp[j] -> to_rreq(j, DOWN_PEER, 0)
+    :: else -> skip
+    fi
+  };
+  km = 0; ka = 0; j = 0
+}
+
+/* ==== transport actor (P) =================================================================== */
+proctype Transport() {
+  mtype m;
+  byte a;
+end_loop:
+  do
+  :: atomic { nempty(tr_mb) -> tr_mb?m,a;
+     if
+     :: m == PUT || m == COPY ->            /* on_put / on_copy: posted to the engine */
+        assert(s_rel[a] == 0);              /* P2: nothing reads released source memory */
+        assert(m == COPY || r_rel[a] == 0 || d_revoked || d_dead);  /* nor writes a released
+                                                                       destination */
+        posted[a] = true; tr_known[a] = true
+     :: m == OP_OK || m == OP_ERR ->        /* op_done: answer the requester */
+        if
+        :: tr_known[a] ->
+           tr_known[a] = false;
+           if
+           :: m == OP_OK -> to_sreq(a, STEP_OK)
+           :: else -> to_sreq(a, STEP_ERR)
+           fi
+        :: else -> skip
+        fi
+     fi;
+     m = 0; a = 0 }
+  od
+}
+
+/* the transport terminates (stop): queued puts / copies are bounced (never posted), its
+   promises are lost (no answer), the requests watching it get DOWN */
+inline transport_dies() {
+  tr_dead = true;
+  do
+  :: nempty(tr_mb) -> tr_mb?km,ka;
+     if
+     :: km == PUT || km == COPY -> ops_out[ka] = false; to_sreq(ka, STEP_ERR)
+     :: else -> skip
+     fi
+  :: else -> break
+  od;
+  for (j : 0 .. MAXR - 1) {
+    tr_known[j] = false;
+    if
+    :: s_wt[j] -> to_sreq(j, DOWN_TRANSPORT)
+    :: else -> skip
+    fi
+  };
+  km = 0; ka = 0; j = 0
+}
+
+/* ==== the engine's completions (UCX progress thread, copy engine) ========================== */
+inline complete(j) {
+  posted[j] = false; ops_out[j] = false;   /* the completion callback ran: quiescent */
+  if
+  :: op_put[j] -> ok_batches[j]++; to_transport(OP_OK, j)
+  :: !op_put[j] -> to_transport(OP_OK, j)
+  :: true -> to_transport(OP_ERR, j)       /* failed or cancelled */
+  fi
+}
+proctype Engine() {
+end_idle:
+  do
+  :: atomic { !p_dead && posted[0] -> complete(0) }
+  :: atomic { !p_dead && posted[1] -> complete(1) }
+  od
+}
+
+/* ==== node::cancel on either side ========================================================== */
+proctype App() {
+  bool sc[MAXR], rc[MAXR];
+end_app:
+  do
+  :: atomic { ALLOW_CANCEL_S && s_spawned[0] && !sc[0] && !p_stopped && !p_dead ->
+              sc[0] = true; to_sreq(0, CANCEL) }
+  :: atomic { ALLOW_CANCEL_R && r_spawned[0] && !rc[0] && !d_stopped && !d_dead ->
+              rc[0] = true; to_rreq(0, CANCEL, 0) }
+  :: atomic { ALLOW_CANCEL_S && s_spawned[1] && !sc[1] && !p_stopped && !p_dead ->
+              sc[1] = true; to_sreq(1, CANCEL) }
+  :: atomic { ALLOW_CANCEL_R && r_spawned[1] && !rc[1] && !d_stopped && !d_dead ->
+              rc[1] = true; to_rreq(1, CANCEL, 0) }
+  od
+}
+
+/* ==== peer death ============================================================================ */
+proctype Faults() {
+  byte j;
+  mtype km;
+  byte ka;
+  if
+  :: atomic { ALLOW_KILL && !p_stopping && !d_dead ->  /* P killed: D's watches of P fire */
+       p_dead = true; snd_dead = true; tr_dead = true;
+       for (j : 0 .. MAXR - 1) {
+         if
+         :: r_wp[j] -> to_rreq(j, DOWN_PEER, 0)
+         :: else -> skip
+         fi
+       }; j = 0 }
+  :: atomic { ALLOW_KILL && !d_stopping && !p_dead ->  /* D killed: P's watches of its anchor */
+       d_dead = true; d_anchor_dead = true; d_children_dead = true;
+       for (j : 0 .. MAXR - 1) {
+         if
+         :: s_wf[j] -> to_sreq(j, DOWN_FETCHER)
+         :: else -> skip
+         fi
+       }; j = 0 }
+  /* P's transport actor crashes (the supervisor restarts it; requests of the old one keep
+     nothing but their DOWN): only with ALLOW_TRANSPORT_CRASH */
+  :: atomic { ALLOW_TRANSPORT_CRASH && !p_stopping && !p_dead -> transport_dies() }
+  :: skip
+  fi
+}
+
+/* ==== node::stop() ========================================================================== */
+proctype StopP() {
+  byte j;
+  mtype km;
+  byte ka;
+  if
+  /* accepting = false; drain (any delay: the interleavings cover it); exit to every owner */
+  :: atomic { ALLOW_STOP_P && !p_dead -> p_stopping = true }
+  :: skip -> goto done
+  fi;
+  atomic {                                /* the supervisor exits, and its children */
+    if
+    :: !tr_dead -> transport_dies()       /* (unless it crashed before) */
+    :: else -> skip
+    fi;
+    sender_dies() }
+  /* await_all_actors_done */
+  (!s_spawned[0] || s_ended[0]) && (!s_spawned[1] || s_ended[1]);
+  atomic {
+    /* the engine is destroyed: every operation completes, nothing touches memory any more */
+    p_engine_gone = true;
+    for (j : 0 .. MAXR - 1) { posted[j] = false; ops_out[j] = false };
+    /* every request still unreleased (quarantined) is released (F22) */
+    for (j : 0 .. MAXR - 1) {
+      if
+#ifndef MUTANT_STOP_NO_RELEASE
+      :: s_spawned[j] && s_quar[j] -> handle_release(s_res[j], s_rel[j])
+#endif
+      :: else -> skip
+      fi
+    };
+    p_stopped = true;
+    /* P4 */
+    for (j : 0 .. MAXR - 1) { assert(!s_spawned[j] || (s_res[j] == 1 && s_rel[j] == 1)) };
+    j = 0 }
+done:
+  skip
+}
+
+proctype StopD() {
+  byte j;
+  if
+  :: atomic { ALLOW_STOP_D && !d_dead -> d_stopping = true }
+  :: skip -> goto done
+  fi;
+  atomic {                                /* the supervisor (anchor), receiver, transport exit */
+    d_anchor_dead = true; d_children_dead = true;
+    for (j : 0 .. MAXR - 1) {
+      if
+      :: s_wf[j] -> to_sreq(j, DOWN_FETCHER)
+      :: else -> skip
+      fi
+    }; j = 0 }
+  (!r_spawned[0] || r_ended[0]) && (!r_spawned[1] || r_ended[1]);
+  atomic {
+    d_revoked = true;                     /* engine destroyed: its registrations are gone */
+    for (j : 0 .. MAXR - 1) {
+      if
+#ifndef MUTANT_STOP_NO_RELEASE
+      :: r_spawned[j] && r_quar[j] -> handle_release(r_res[j], r_rel[j])
+#endif
+      :: else -> skip
+      fi
+    };
+    d_stopped = true;
+    for (j : 0 .. MAXR - 1) { assert(!r_spawned[j] || (r_res[j] == 1 && r_rel[j] == 1)) };
+    j = 0 }
+done:
+  skip
+}
+
+/* ==== at global quiescence ================================================================== */
+#define S_SETTLED(j) (!s_spawned[j] || p_dead || (s_res[j] == 1 && (s_rel[j] == 1 || s_quar[j])))
+#define R_SETTLED(j) (!r_spawned[j] || d_dead || (r_res[j] == 1 && (r_rel[j] == 1 || r_quar[j])))
+#define SETTLED (S_SETTLED(0) && S_SETTLED(1) && R_SETTLED(0) && R_SETTLED(1))
+#define S_STOP_OK(j) (!p_stopped || !s_spawned[j] || (s_res[j] == 1 && s_rel[j] == 1))
+#define R_STOP_OK(j) (!d_stopped || !r_spawned[j] || (r_res[j] == 1 && r_rel[j] == 1))
+
+/* a live request whose deadline can still fire (with ALLOW_DEADLINE 2 it fires on timeout) */
+#define DL_PENDING(j) ((s_spawned[j] && !s_ended[j] && !p_dead && !s_dl[j]) || \
+                       (r_spawned[j] && !r_ended[j] && !d_dead && !r_dl[j]))
+
+proctype Final() {
+  timeout && (ALLOW_DEADLINE == 1 || !(DL_PENDING(0) || DL_PENDING(1))) ->
+  atomic {
+    assert(SETTLED);                      /* P1: every handle resolved, released or quarantined */
+    /* without transport crashes P quarantines only in stop(), which releases */
+    assert(ALLOW_TRANSPORT_CRASH || !s_quar[0] || s_rel[0] == 1);
+    assert(ALLOW_TRANSPORT_CRASH || !s_quar[1] || s_rel[1] == 1);
+#ifdef STRICT_QUARANTINE
+    /* not one of the properties (see README): D quarantines only if P really went away */
+    assert(!r_quar[0] || d_stopping || p_dead || p_stopping);
+    assert(!r_quar[1] || d_stopping || p_dead || p_stopping);
+#endif
+  }
+}
+
+/* send() and receive() of each request, then everything else, before anything moves */
+init {
+  atomic {
+    s_spawned[0] = true; r_spawned[0] = true;
+    run SendReq(0); run RecvReq(0);
+#if NREQ > 1
+    s_spawned[1] = true; r_spawned[1] = true;
+    run SendReq(1); run RecvReq(1);
+#endif
+    run Sender(); run Transport(); run Engine(); run App();
+    run Faults(); run StopP(); run StopD(); run Final()
+  }
+}
+
+/* ==== LTL (verify.sh runs each with -N) ==================================================== */
+ltl p1_resolve_once { [] (s_res[0] <= 1 && s_res[1] <= 1 && r_res[0] <= 1 && r_res[1] <= 1) }
+ltl p1_settles { <> [] SETTLED }
+ltl p4_stop { [] (S_STOP_OK(0) && S_STOP_OK(1) && R_STOP_OK(0) && R_STOP_OK(1)) }
