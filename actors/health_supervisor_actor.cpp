@@ -32,16 +32,6 @@
 
 namespace kvferry {
 
-const char* to_string(child_kind k) noexcept {
-  switch (k) {
-    case child_kind::transport: return "transport";
-    case child_kind::pool: return "pool";
-    case child_kind::sender: return "sender";
-    case child_kind::receiver: return "receiver";
-  }
-  return "unknown";
-}
-
 caf::actor node_children::get(child_kind k) const {
   switch (k) {
     case child_kind::transport: return caf::actor_cast<caf::actor>(transport);

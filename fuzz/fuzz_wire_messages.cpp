@@ -332,6 +332,14 @@ bool decode(fuzz::guarded_deserializer& source, T& x) {
   return decode_all(source, x);
 }
 
+// Decodes one T from the rest of the input and, if that worked, hands it to `then`.
+template <class T, class Then>
+void with_decoded(fuzz::guarded_deserializer& source, Then then) {
+  T x{};
+  if (decode(source, x))
+    then(x);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -346,37 +354,28 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     case fuzz::basp_routed:
       basp_payload(source, mode == fuzz::basp_routed);
       break;
-    case fuzz::raw_fetch: {
-      fetch_msg f;
-      if (decode(source, f)) {
+    case fuzz::raw_fetch:
+      with_decoded<fetch_msg>(source, [](fetch_msg& f) {
         validate_fetch(f);
         round_trip(f);
-      }
+      });
       break;
-    }
-    case fuzz::raw_done: {
-      transfer_done d;
-      if (decode(source, d)) {
+    case fuzz::raw_done:
+      with_decoded<transfer_done>(source, [](transfer_done& d) {
         (void)caf::deep_to_string(d);
         round_trip(d);
-      }
+      });
       break;
-    }
-    case fuzz::raw_error: {
-      caf::error err;
-      if (decode(source, err)) {
+    case fuzz::raw_error:
+      with_decoded<caf::error>(source, [&e](caf::error& err) {
         (void)e.sys->render(err);
         if (reencodable(err, 0))
           round_trip(err);
-      }
+      });
       break;
-    }
-    case fuzz::raw_desc: {
-      desc d;
-      if (decode(source, d))
-        round_trip(d);
+    case fuzz::raw_desc:
+      with_decoded<desc>(source, [](desc& d) { round_trip(d); });
       break;
-    }
     case fuzz::raw_enums: {
       errc code = errc::none;
       cancel_result cr{};
@@ -386,12 +385,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       }
       break;
     }
-    case fuzz::raw_sender: {
-      sender_actor handle;
-      if (decode(source, handle))
-        round_trip(handle);
+    case fuzz::raw_sender:
+      with_decoded<sender_actor>(source, [](sender_actor& h) { round_trip(h); });
       break;
-    }
     default:
       break;
   }

@@ -70,29 +70,25 @@ check() {
   fi
 }
 
-# caught LABEL NAME: the mutant's search must report an error
-caught() {
-  local label=$1 log="b_$2/run.log" errs
+# expect_error KIND LABEL NAME: the search must report an error. KIND "mutant": a planted bug,
+# which fails the run when not caught; KIND "finding": a known issue of the code (README),
+# reported, never failing the run.
+expect_error() {
+  local kind=$1 label=$2 log="b_$3/run.log" errs
   errs=$(num "$log" 'errors: *[0-9]+')
   if [[ -n "$errs" && "$errs" != 0 ]]; then
-    printf '  %-34s caught: %s\n' "$label" \
+    local seen=caught
+    [[ $kind == finding ]] && seen=reproduced
+    printf '  %-34s %s: %s\n' "$label" "$seen" \
       "$(grep -Eo 'assertion violated|invalid end state|acceptance cycle' "$log" | head -1)"
-  else
+  elif [[ $kind == mutant ]]; then
     printf '  %-34s NOT CAUGHT\n' "$label"; failed=1
-  fi
-}
-
-# finding LABEL NAME: a known issue of the code (README); reported, never fails the run
-finding() {
-  local label=$1 log="b_$2/run.log" errs
-  errs=$(num "$log" 'errors: *[0-9]+')
-  if [[ -n "$errs" && "$errs" != 0 ]]; then
-    printf '  %-34s reproduced: %s\n' "$label" \
-      "$(grep -Eo 'assertion violated|invalid end state' "$log" | head -1)"
   else
     printf '  %-34s not reproduced (fixed?)\n' "$label"
   fi
 }
+caught() { expect_error mutant "$@"; }
+finding() { expect_error finding "$@"; }
 
 O2="-O2 -DSAFETY"          # searches that must complete: optimised
 O0="-O0 -DSAFETY -DNOCLAIM" # mutants and findings stop at their first error: quick to build

@@ -76,7 +76,6 @@ constexpr std::uint8_t iface_len_mask = 0x3f;
 constexpr std::size_t iface_attr_size_v1 = 16;
 constexpr std::size_t iface_attr_size_v2 = 8;
 constexpr unsigned max_resources = 128;  // UCP_MAX_RESOURCES: UCX fails beyond it, we refuse
-constexpr unsigned max_lanes = 8;        // UCP_MAX_LANES in 1.13
 constexpr unsigned max_mds = 64;         // md maps are 64-bit: a larger index shifts out of range
 constexpr std::uint8_t sys_device_unknown = 0xff;
 constexpr unsigned memory_type_last = UCS_MEMORY_TYPE_LAST;  // host, cuda, cuda-managed, rocm, rocm-managed
@@ -317,14 +316,21 @@ struct address_info {
 
 std::string device_name(unsigned dev) { return "device " + std::to_string(dev); }
 
+// A blob that is empty or larger than `cap` is refused before it is read.
+std::optional<std::string> size_problem(const char* what, const std::uint8_t* data,
+                                        std::size_t size, std::size_t cap) {
+  if (data == nullptr || size == 0)
+    return std::string("empty ") + what;
+  if (size > cap)
+    return std::string(what) + " of " + std::to_string(size) + " bytes exceeds the cap of " +
+           std::to_string(cap);
+  return std::nullopt;
+}
+
 std::optional<std::string> walk_address(const std::uint8_t* data, std::size_t size,
                                         address_info* info) {
-  if (data == nullptr || size == 0) {
-    return std::string("empty worker address");
-  }
-  if (size > max_worker_address_size) {
-    return "worker address of " + std::to_string(size) + " bytes exceeds the cap of " +
-           std::to_string(max_worker_address_size);
+  if (auto bad = size_problem("worker address", data, size, max_worker_address_size)) {
+    return bad;
   }
   reader in(data, size);
   const std::uint8_t* hdr = in.take(1, "the header");
@@ -540,12 +546,8 @@ std::optional<std::string> check_blob(component c, const std::uint8_t* p, std::s
 
 std::optional<std::string> walk_rkey(const std::uint8_t* data, std::size_t size,
                                      const address_info* info) {
-  if (data == nullptr || size == 0) {
-    return std::string("empty packed rkey");
-  }
-  if (size > max_packed_rkey_size) {
-    return "packed rkey of " + std::to_string(size) + " bytes exceeds the cap of " +
-           std::to_string(max_packed_rkey_size);
+  if (auto bad = size_problem("packed rkey", data, size, max_packed_rkey_size)) {
+    return bad;
   }
   reader in(data, size);
   const std::uint8_t* map_p = in.take(8, "the md map");

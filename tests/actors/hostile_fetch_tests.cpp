@@ -87,6 +87,19 @@ errc code_of(const caf::expected<std::uint64_t>& x) {
   return x ? errc::none : static_cast<errc>(x.error().code());
 }
 
+// The fetch answered `answer` was served: `bytes` written, which the client's memory holds from
+// its start (every byte `fill`), and the offer `s` succeeded.
+void check_served(const caf::expected<std::uint64_t>& answer, std::uint64_t bytes,
+                  const hostile_client& client, unsigned char fill, transfer_handle& s) {
+  REQUIRE(answer);
+  CHECK(*answer == bytes);
+  CHECK(std::all_of(client.memory.begin(), client.memory.begin() + bytes,
+                    [fill](auto b) { return b == fill; }));
+  auto r = s.wait_for(20s);
+  REQUIRE(r);
+  CHECK(r->status == transfer_status::succeeded);
+}
+
 // A prefill node over tcp with one registered region of 4 pages filled with `fill`.
 struct prefill_node {
   std::unique_ptr<node> owned;
@@ -186,13 +199,7 @@ TEST_CASE("a fetch from before its node restarted is refused, and the restart's 
   // The restarted node's fetch was not refused as a duplicate: the send serves it.
   auto s = prefill.send("asked-twice", {{region, 0, 4096}});
   REQUIRE(after_answer.wait_for(20s) == std::future_status::ready);
-  auto served = after_answer.get();
-  REQUIRE(served);
-  CHECK(*served == 4096);
-  CHECK(client.memory[0] == 0xCD);
-  auto r = s.wait_for(20s);
-  REQUIRE(r);
-  CHECK(r->status == transfer_status::succeeded);
+  check_served(after_answer.get(), 4096, client, 0xCD, s);
   prefill.stop(1s);
 }
 
@@ -211,14 +218,7 @@ TEST_CASE("a fetch that declares another layout tag is refused and the offer wai
   CHECK(client.untouched());
   CHECK_FALSE(s.result().has_value());  // the offer is still there
   f.layout_tag = "llama-3-8b/fp16/block16/tp0";
-  auto served = client.ask(f);
-  REQUIRE(served);
-  CHECK(*served == 4096);
-  CHECK(std::all_of(client.memory.begin(), client.memory.begin() + 4096,
-                    [](auto b) { return b == 0xAB; }));
-  auto r = s.wait_for(20s);
-  REQUIRE(r);
-  CHECK(r->status == transfer_status::succeeded);
+  check_served(client.ask(f), 4096, client, 0xAB, s);
 }
 
 TEST_CASE("F17: wrong guesses at an offer's shape are refused without ending the offer or revealing it") {
@@ -252,14 +252,7 @@ TEST_CASE("F17: wrong guesses at an offer's shape are refused without ending the
   CHECK_FALSE(s.result());  // the offer is still there ...
   auto right = client.fetch("victim", 0, 4096, 0, 16384);
   right.blocks.push_back({base_of(client) + 4096, 4096, 0});
-  auto served = client.ask(right);  // ... and the right fetch gets it
-  REQUIRE(served);
-  CHECK(*served == 8192);
-  CHECK(client.memory[0] == 0xAB);
-  CHECK(client.memory[8191] == 0xAB);
-  auto r = s.wait_for(20s);
-  REQUIRE(r);
-  CHECK(r->status == transfer_status::succeeded);
+  check_served(client.ask(right), 8192, client, 0xAB, s);  // ... and the right fetch gets it
   prefill.stop(1s);
 }
 
@@ -309,10 +302,7 @@ TEST_CASE("F17: garbage worker addresses and rkeys are refused before UCX reads 
   CHECK(refused == bad.size());
   CHECK(client.untouched());
   CHECK_FALSE(s.result());
-  auto served = client.ask(good);
-  REQUIRE(served);
-  CHECK(*served == 4096);
-  CHECK(client.memory[0] == 0xAB);
+  check_served(client.ask(good), 4096, client, 0xAB, s);
   CHECK(prefill.health().healthy);
   prefill.stop(1s);
 }
