@@ -408,7 +408,10 @@ TEST_CASE("F17: a hostile prefill that answers a fetch with an empty or unknown 
   auto answers = std::make_shared<std::vector<caf::error>>();
   answers->push_back(caf::error{});
   answers->push_back(caf::error{static_cast<std::uint8_t>(250), caf::atom("kvferry")});
-  sender_actor liar = sys.spawn([answers](sender_actor::pointer self) -> sender_actor::behavior_type {
+  // The answers go in as a spawn argument: CAF 0.17's spawn of a function without arguments
+  // dereferences an empty tuple pointer (UBSan reports it).
+  auto liar_impl = [](sender_actor::pointer,
+                      std::shared_ptr<std::vector<caf::error>> answers) -> sender_actor::behavior_type {
     return {
       [](announce_atom, const std::string&, send_request_actor&) {},
       [=](fetch_msg&) -> caf::result<transfer_done> {
@@ -423,7 +426,8 @@ TEST_CASE("F17: a hostile prefill that answers a fetch with an empty or unknown 
       [](layout_atom) { return std::string{}; },
       [](decline_atom, const std::string&) { return cancel_result::not_found; },
     };
-  });
+  };
+  sender_actor liar = sys.spawn(liar_impl, answers);
   auto port = sys.middleman().publish(liar, 0, "127.0.0.1");
   REQUIRE(port);
   node_config dcfg;
