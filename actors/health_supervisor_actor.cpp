@@ -22,6 +22,7 @@
 #include "actors/sender_actor.hpp"
 
 #include <caf/io/middleman.hpp>
+#include <caf/openssl/manager.hpp>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -85,14 +86,24 @@ caf::actor spawn_child(caf::actor_system& sys, const supervisor_spec& spec, chil
   return kids.get(which);
 }
 
+}  // namespace
+
+caf::io::middleman_actor network_of(caf::actor_system& sys) {
+  return sys.has_openssl_manager() ? sys.openssl_manager().actor_handle()
+                                   : sys.middleman().actor_handle();
+}
+
+namespace {
+
 void republish_sender(self_ptr self) {
   auto& st = self->state;
   if (st.port == 0)
     return;
-  auto mm = self->system().middleman().actor_handle();
+  auto& sys = self->system();
   auto sender = caf::actor_cast<caf::strong_actor_ptr>(st.spec.children->current().sender);
-  self->request(mm, std::chrono::seconds{10}, caf::publish_atom::value, st.port,
-                std::move(sender), std::set<std::string>{}, st.spec.listen_host, true)
+  // With its interface: connect() checks it before it trusts the entry.
+  self->request(network_of(sys), std::chrono::seconds{10}, caf::publish_atom::value, st.port,
+                std::move(sender), sys.message_types<sender_actor>(), st.spec.listen_host, true)
     .then([](std::uint16_t) {}, [=](caf::error&) { self->state.spec.health->set_unhealthy(); });
 }
 

@@ -8,6 +8,8 @@
 #include "actors/sender_actor.hpp"
 #include "actors/transport_actor.hpp"
 
+#include <caf/io/middleman_actor.hpp>
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -28,6 +30,10 @@ struct supervisor_spec {
   std::uint32_t max_restarts = 5;         // per child per window; beyond it the node is unhealthy
   std::uint32_t restart_window_ms = 60000;
 };
+
+// The middleman actor a node publishes and connects through: CAF's OpenSSL one when the node
+// has TLS (tls_policy), else the plain one.
+caf::io::middleman_actor network_of(caf::actor_system& sys);
 
 // Spawns the supervisor, which spawns the children at once and records them in the directory
 // before this returns (the facade can address them at once).

@@ -13,10 +13,12 @@
 #include "actors/transfer_plan.hpp"
 
 #include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
 #include <caf/logger.hpp>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <random>
 #include <thread>
 
@@ -113,6 +115,12 @@ result<std::unique_ptr<node>> node_access::start(const node_config& config, engi
   set_log_level(config.log_level);
   auto p = std::make_unique<node::impl>();
   p->config = config;
+  if (tls_enabled(config)) {
+    auto tls = tls_policy::enable(config);
+    if (!tls)
+      return out_t{tls.error()};
+    p->tls = std::move(tls.value());
+  }
   p->epoch = new_epoch();
   p->regions = std::make_shared<region_table>(config.max_blocks_per_request);
   p->health = std::make_shared<node_health>(config.quarantine_budget);
@@ -137,6 +145,14 @@ result<std::unique_ptr<node>> node_access::start(const node_config& config, engi
   p->services->copier = gpu::make_cpu_copy_engine();
   // CAF: kvferry owns the command line; CAF reads no ini file and no argv here.
   p->cfg.load<caf::io::middleman>();
+  if (p->tls) {
+    // CAF reads the files again at every connection, from wherever the process is by then.
+    p->cfg.load<caf::openssl::manager>();
+    p->cfg.openssl_certificate = std::filesystem::absolute(config.tls_certificate).string();
+    p->cfg.openssl_key = std::filesystem::absolute(config.tls_key).string();
+    p->cfg.openssl_cafile = std::filesystem::absolute(config.tls_ca).string();
+    p->cfg.openssl_passphrase = p->tls->token();
+  }
   p->cfg.add_message_types<caf::id_block::kvferry>();
   p->cfg.add_error_category(caf::atom("kvferry"), [](std::uint8_t code, caf::atom_value,
                                                       const caf::message& ctx) {
@@ -185,8 +201,10 @@ result<std::unique_ptr<node>> node_access::start(const node_config& config, engi
     n->stop(std::chrono::milliseconds{0});
     return out_t{slots.error()};
   }
-  auto port = sys.middleman().publish(kids.sender, config.listen_port,
-                                      config.listen_host.c_str(), true);
+  auto port = impl.tls ? caf::openssl::publish(kids.sender, config.listen_port,
+                                               config.listen_host.c_str(), true)
+                       : sys.middleman().publish(kids.sender, config.listen_port,
+                                                 config.listen_host.c_str(), true);
   if (!port) {
     auto msg = "cannot listen on " + config.listen_host + ":" +
                std::to_string(config.listen_port) + ": " + sys.render(port.error());
@@ -195,8 +213,13 @@ result<std::unique_ptr<node>> node_access::start(const node_config& config, engi
   }
   impl.port = *port;
   caf::anon_send(impl.supervisor, caf::publish_atom::value, *port);
-  logger()->info("node '{}' epoch {:#x} listening on {}:{} (UCX transports: {})",
-                 config.node_name, impl.epoch, config.listen_host, *port, config.transport);
+  logger()->info("node '{}' epoch {:#x} listening on {}:{} (UCX transports: {}, TLS {})",
+                 config.node_name, impl.epoch, config.listen_host, *port, config.transport,
+                 impl.tls ? "on" : "off");
+  if (!impl.tls)
+    logger()->warn("node '{}': TLS is off (tls_certificate, tls_key, tls_ca): any process that "
+                   "reaches {}:{} can fetch what this node offers",
+                   config.node_name, config.listen_host, *port);
   return n;
 }
 
@@ -278,7 +301,7 @@ result<peer_id> node::connect(const std::string& host, std::uint16_t port) {
   auto until = std::chrono::steady_clock::now() + timeout;
   auto where = host + ":" + std::to_string(port);
   sender_actor entry;
-  self->request(sys.middleman().actor_handle(), timeout, caf::connect_atom::value, host, port)
+  self->request(network_of(sys), timeout, caf::connect_atom::value, host, port)
     .receive(
       [&](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>& ifs) {
         if (!ptr) {

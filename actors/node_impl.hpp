@@ -8,6 +8,7 @@
 #include "actors/node_health.hpp"
 #include "actors/region_table.hpp"
 #include "actors/request_registry.hpp"
+#include "actors/tls_policy.hpp"
 #include "actors/transport_services.hpp"
 #include "actors/watch_index.hpp"
 #include "kvferry/node.hpp"
@@ -31,6 +32,7 @@ struct node::impl {
   std::shared_ptr<detail::event_sink> events = std::make_shared<detail::event_sink>();
   std::shared_ptr<child_directory> children = std::make_shared<child_directory>();
   std::shared_ptr<watch_index> watches = std::make_shared<watch_index>();
+  std::unique_ptr<tls_policy> tls;  // none: TLS off. Outlives the actor system.
   caf::actor_system_config cfg;
   std::unique_ptr<caf::actor_system> sys;
   supervisor_actor supervisor;

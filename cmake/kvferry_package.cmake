@@ -24,7 +24,7 @@ target_include_directories(kvferry_lib INTERFACE
   $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
 target_compile_features(kvferry_lib INTERFACE cxx_std_17)
 target_link_libraries(kvferry_lib PRIVATE
-  CAF::io CAF::core PkgConfig::UCX spdlog::spdlog fmt::fmt tomlplusplus::tomlplusplus
+  CAF::openssl CAF::io CAF::core OpenSSL::SSL OpenSSL::Crypto ${CMAKE_DL_LIBS} PkgConfig::UCX spdlog::spdlog fmt::fmt tomlplusplus::tomlplusplus
   Threads::Threads)
 if(KVFERRY_WITH_CUDA)
   target_link_libraries(kvferry_lib PRIVATE CUDA::cudart)

@@ -159,6 +159,10 @@ constexpr key_entry keys[] = {
     unsigned_key<&node_config::drain_timeout_ms>("drain_timeout_ms"),
     unsigned_key<&node_config::scheduler_threads>("scheduler_threads"),
     string_key<&node_config::log_level>("log_level"),
+    string_key<&node_config::tls_certificate>("tls_certificate"),
+    string_key<&node_config::tls_key>("tls_key"),
+    string_key<&node_config::tls_ca>("tls_ca"),
+    string_key<&node_config::tls_allow>("tls_allow"),
     string_key<&node_config::layout_tag>("layout_tag"),
 };
 
@@ -297,7 +301,66 @@ std::optional<config_error> not_empty(std::string_view key, const std::string& v
   return config_error{std::string(key), "must not be empty", ""};
 }
 
+std::optional<config_error> check_tls(const node_config& c) {
+  constexpr std::size_t max_path = 4096, max_names = 1024, max_name = 256;
+  const std::pair<std::string_view, const std::string*> paths[] = {
+      {"tls_certificate", &c.tls_certificate}, {"tls_key", &c.tls_key}, {"tls_ca", &c.tls_ca}};
+  int set = 0;
+  for (const auto& [key, value] : paths) {
+    if (value->size() > max_path)
+      return config_error{std::string(key), "must be a path of at most 4096 bytes, got " +
+                                                std::to_string(value->size()), ""};
+    set += value->empty() ? 0 : 1;
+  }
+  if (set != 0 && set != 3) {
+    std::string missing;
+    for (const auto& [key, value] : paths) {
+      if (value->empty())
+        missing += (missing.empty() ? "" : " and ") + std::string(key);
+    }
+    for (const auto& [key, value] : paths) {
+      if (!value->empty())
+        return config_error{std::string(key),
+                            "is set but " + missing +
+                                " not: mutual TLS needs tls_certificate, tls_key and tls_ca",
+                            ""};
+    }
+  }
+  const auto names = tls_allow_list(c);
+  if (!names.empty() && set == 0)
+    return config_error{"tls_allow",
+                        "needs TLS: set tls_certificate, tls_key and tls_ca as well", ""};
+  if (names.size() > max_names)
+    return config_error{"tls_allow", "must name at most 1024 peers, got " +
+                                         std::to_string(names.size()), ""};
+  for (const auto& name : names) {
+    if (name.size() > max_name)
+      return config_error{"tls_allow", "names must be at most 256 bytes, got one of " +
+                                           std::to_string(name.size()), ""};
+  }
+  return std::nullopt;
+}
+
 }  // namespace
+
+std::vector<std::string> tls_allow_list(const node_config& c) {
+  std::vector<std::string> out;
+  std::string_view rest = c.tls_allow;
+  while (!rest.empty()) {
+    const auto comma = rest.find(',');
+    std::string_view item = rest.substr(0, comma);
+    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+    const auto first = item.find_first_not_of(" \t");
+    if (first == std::string_view::npos) continue;
+    item = item.substr(first, item.find_last_not_of(" \t") - first + 1);
+    out.emplace_back(item);
+  }
+  return out;
+}
+
+bool tls_enabled(const node_config& c) {
+  return !c.tls_certificate.empty() && !c.tls_key.empty() && !c.tls_ca.empty();
+}
 
 std::string config_error::message() const {
   std::string out;
@@ -371,6 +434,7 @@ std::optional<config_error> validate(const node_config& c) {
                   {"trace", "debug", "info", "warn", "error", "critical", "off"}))) {
     return e;
   }
+  if ((e = check_tls(c))) return e;
   if (c.layout_tag.size() > 4096)
     return config_error{"layout_tag", "must be at most 4096 bytes, got " +
                                         std::to_string(c.layout_tag.size()), ""};

@@ -54,6 +54,18 @@ struct node_config {
   std::uint32_t scheduler_threads = 0;     // threads running the node's actors; 0: one per
                                            // core of the host (at least 2); 0 .. 256
   std::string log_level = "warn";          // trace, debug, info, warn, error, critical, off
+  // Mutual TLS on the control channel (CAF's OpenSSL module): all three paths (PEM files) or
+  // none. With them the node accepts and connects to only peers whose certificate tls_ca signed,
+  // over TLS 1.2 or later. The files are read at start (checked: the key unencrypted and
+  // matching, the certificate valid and signed by tls_ca) and again at every connection.
+  // Control messages, worker addresses and rkeys are then encrypted; UCX's data path is not.
+  std::string tls_certificate;  // this node's certificate (chain), PEM
+  std::string tls_key;          // its private key, PEM, unencrypted
+  std::string tls_ca;           // the CA certificate(s) peers' certificates must chain to, PEM
+  // Peers admitted, comma-separated: a peer's certificate must carry one of these as its
+  // subject common name or as a DNS or URI subject alternative name. Empty: any peer tls_ca
+  // signed. Needs the three tls_ paths. At most 1024 names of at most 256 bytes.
+  std::string tls_allow;
   // What this node's KV blocks are (model, KV layout, dtype, block size, TP rank...): opaque
   // bytes, at most 4096. connect() refuses a peer that declares another, and a node refuses
   // fetches that declare another. Empty matches only empty.
@@ -89,6 +101,12 @@ std::map<std::string, std::string> kvferry_environment();
 // Applies the sources over the defaults, then validates. Unknown keys are errors too.
 // On failure returns errc::invalid_argument with config_error::message() as the message.
 result<node_config> load_node_config(const config_sources& sources, config_error* error = nullptr);
+
+// tls_allow as a list: split at commas, blanks around each name dropped, empty names dropped.
+std::vector<std::string> tls_allow_list(const node_config& config);
+
+// True when the three tls_ paths are set (validate() refuses one or two).
+bool tls_enabled(const node_config& config);
 
 // Checks every field; returns the first problem.
 std::optional<config_error> validate(const node_config& config);

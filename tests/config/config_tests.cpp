@@ -90,6 +90,10 @@ void check_same(const node_config& a, const node_config& b) {
   CHECK(a.max_parked_fetches == b.max_parked_fetches);
   CHECK(a.max_parked_fetches_per_peer == b.max_parked_fetches_per_peer);
   CHECK(a.drain_timeout_ms == b.drain_timeout_ms);
+  CHECK(a.tls_certificate == b.tls_certificate);
+  CHECK(a.tls_key == b.tls_key);
+  CHECK(a.tls_ca == b.tls_ca);
+  CHECK(a.tls_allow == b.tls_allow);
 }
 
 }  // namespace
@@ -391,8 +395,10 @@ TEST_CASE("every key can be set from the environment by its upper-case name") {
     std::string name = "KVFERRY_";
     for (char ch : key) name += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
     // Refused for every key: unparsable or invalid when empty; a layout tag may be empty, not
-    // longer than 4096 bytes.
-    s.environment[name] = key == "layout_tag" ? std::string(4097, 't') : "";
+    // longer than 4096 bytes; a TLS key may be empty, not set alone.
+    s.environment[name] = key == "layout_tag" ? std::string(4097, 't')
+                          : key.rfind("tls_", 0) == 0 ? "x"
+                                                      : "";
     CAPTURE(name);
     auto e = refused(s);
     CHECK(e.key == key);
@@ -407,4 +413,43 @@ TEST_CASE("kvferry_environment reads only KVFERRY_ variables of the process") {
   ::unsetenv("KVFERRY_TEST_ONLY_VARIABLE");
   CHECK(vars.at("KVFERRY_TEST_ONLY_VARIABLE") == "a=b");
   for (const auto& [name, value] : vars) CHECK(name.rfind("KVFERRY_", 0) == 0);
+}
+
+TEST_CASE("TLS keys go together, and tls_allow needs them") {
+  config_sources s;
+  s.overrides = {{"tls_certificate", "node.pem"}, {"tls_ca", "ca.pem"}};
+  auto e = refused(s);
+  CHECK(e.key == "tls_certificate");
+  CHECK(contains(e.reason, "tls_key not"));
+  s.overrides = {{"tls_key", "node.key"}};
+  e = refused(s);
+  CHECK(e.key == "tls_key");
+  CHECK(contains(e.reason, "tls_certificate and tls_ca not"));
+  s.overrides = {{"tls_allow", "decode-0"}};
+  e = refused(s);
+  CHECK(e.key == "tls_allow");
+  CHECK(contains(e.reason, "needs TLS"));
+  // Validation does not read the files: the node does, at start.
+  s.overrides = {{"tls_certificate", "node.pem"}, {"tls_key", "node.key"}, {"tls_ca", "ca.pem"},
+                 {"tls_allow", " decode-0 ,, decode-1,"}};
+  auto loaded = load_node_config(s);
+  REQUIRE(loaded.has_value());
+  CHECK(kvferry::tls_enabled(*loaded));
+  CHECK(kvferry::tls_allow_list(*loaded) == std::vector<std::string>{"decode-0", "decode-1"});
+  CHECK_FALSE(kvferry::tls_enabled(node_config{}));
+}
+
+TEST_CASE("tls_allow is bounded in names and in name length") {
+  config_sources s;
+  s.overrides = {{"tls_certificate", "n.pem"}, {"tls_key", "n.key"}, {"tls_ca", "ca.pem"}};
+  std::string many;
+  for (int i = 0; i < 1025; ++i) many += "n" + std::to_string(i) + ",";
+  s.overrides.emplace_back("tls_allow", many);
+  auto e = refused(s);
+  CHECK(e.key == "tls_allow");
+  CHECK(contains(e.reason, "at most 1024"));
+  s.overrides.back().second = std::string(257, 'x');
+  e = refused(s);
+  CHECK(e.key == "tls_allow");
+  CHECK(contains(e.reason, "at most 256 bytes"));
 }

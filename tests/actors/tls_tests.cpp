@@ -1,0 +1,248 @@
+// F18: mutual TLS on the control channel. Certificates are made for each test by the `openssl`
+// command (tests/support/test_pki); nodes run real CAF networking and real UCX (tcp) in this
+// process. Refusals are asserted both ways: who cannot connect, and that the node refusing them
+// goes on serving a legitimate peer with verified bytes.
+#include "actors/node_impl.hpp"
+#include "kvferry/node.hpp"
+#include "tests/support/test_pki.hpp"
+
+#include <doctest/doctest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+using namespace kvferry;
+using namespace std::chrono_literals;
+using kvferry::testing::test_pki;
+
+namespace {
+
+constexpr std::size_t block = 4096;
+
+// Generous: a refused connect ends within connect_timeout_ms (set below) or sooner.
+constexpr std::uint32_t short_connect_ms = 1500;
+
+node_config base_config(const std::string& name) {
+  node_config c;
+  c.node_name = name;
+  c.transport = "tcp";
+  c.connect_timeout_ms = short_connect_ms;
+  return c;
+}
+
+std::unique_ptr<node> start_ok(const node_config& c) {
+  auto n = node::start(c);
+  REQUIRE_MESSAGE(n, n.error().message);
+  return std::move(n.value());
+}
+
+// One verified transfer of 4 blocks from `prefill` to `decode` over the connection `peer`.
+void transfer_verified(node& prefill, node& decode, peer_id peer, const std::string& id) {
+  std::vector<unsigned char> src(4 * block), dst(4 * block, 0);
+  for (std::size_t i = 0; i < src.size(); ++i)
+    src[i] = static_cast<unsigned char>(i * 7 + id.size());
+  auto sr = prefill.register_region(src.data(), src.size());
+  auto dr = decode.register_region(dst.data(), dst.size());
+  REQUIRE(sr);
+  REQUIRE(dr);
+  auto s = prefill.send(id, {{sr.value(), 0, src.size()}});
+  auto r = decode.receive(id, peer, {{dr.value(), 0, dst.size()}});
+  auto rr = r.wait_for(20s);
+  REQUIRE(rr);
+  CHECK_MESSAGE(rr->status == transfer_status::succeeded, rr->message);
+  CHECK(src == dst);
+  REQUIRE(s.wait_for(20s));
+}
+
+std::uint64_t refused_by(node& n) {
+  auto& p = node_access::of(n);
+  REQUIRE(p.tls);
+  return p.tls->refused();
+}
+
+// This process's resident memory in KiB.
+std::uint64_t rss_kib() {
+  std::ifstream in{"/proc/self/status"};
+  std::string key;
+  while (in >> key) {
+    if (key == "VmRSS:") {
+      std::uint64_t kib = 0;
+      in >> kib;
+      return kib;
+    }
+    in.ignore(1 << 16, '\n');
+  }
+  return 0;
+}
+
+}  // namespace
+
+TEST_CASE("F18: two nodes with certificates from one CA connect over TLS and transfer verified "
+          "blocks") {
+  test_pki pki;
+  auto prefill = start_ok(pki.with_tls(base_config("prefill-0"), "prefill-0"));
+  auto decode = start_ok(pki.with_tls(base_config("decode-0"), "decode-0"));
+  auto peer = decode->connect("127.0.0.1", prefill->port());
+  REQUIRE_MESSAGE(peer, peer.error().message);
+  transfer_verified(*prefill, *decode, peer.value(), "tls-1");
+  CHECK(refused_by(*prefill) == 0);
+  CHECK(refused_by(*decode) == 0);
+  decode->stop(2s);
+  prefill->stop(2s);
+}
+
+TEST_CASE("F18: a node without TLS cannot connect to a TLS node, which goes on serving") {
+  test_pki pki;
+  auto prefill = start_ok(pki.with_tls(base_config("prefill-0"), "prefill-0"));
+  auto plain = start_ok(base_config("plain"));
+  auto refused = plain->connect("127.0.0.1", prefill->port());
+  CHECK_FALSE(refused);
+  if (!refused)
+    CHECK(refused.error().code == errc::peer_unreachable);
+  // And the other way: a TLS node refuses a server that does not speak TLS.
+  auto backwards = start_ok(pki.with_tls(base_config("decode-0"), "decode-0"));
+  auto to_plain = backwards->connect("127.0.0.1", plain->port());
+  CHECK_FALSE(to_plain);
+  auto peer = backwards->connect("127.0.0.1", prefill->port());
+  REQUIRE_MESSAGE(peer, peer.error().message);
+  transfer_verified(*prefill, *backwards, peer.value(), "after-plain");
+  backwards->stop(2s);
+  plain->stop(2s);
+  prefill->stop(2s);
+}
+
+TEST_CASE("F18: a certificate another CA signed is refused in both directions") {
+  test_pki pki, rogue_pki{"rogue-ca"};
+  auto prefill = start_ok(pki.with_tls(base_config("prefill-0"), "prefill-0"));
+  // Same name as a legitimate peer; only the signature differs.
+  auto rogue = start_ok(rogue_pki.with_tls(base_config("decode-0"), "decode-0"));
+  CHECK_FALSE(rogue->connect("127.0.0.1", prefill->port()));
+  CHECK_FALSE(prefill->connect("127.0.0.1", rogue->port()));
+  CHECK(refused_by(*prefill) >= 1);
+  CHECK(refused_by(*rogue) >= 1);
+  auto decode = start_ok(pki.with_tls(base_config("decode-0"), "decode-0"));
+  auto peer = decode->connect("127.0.0.1", prefill->port());
+  REQUIRE_MESSAGE(peer, peer.error().message);
+  transfer_verified(*prefill, *decode, peer.value(), "after-rogue");
+  decode->stop(2s);
+  rogue->stop(2s);
+  prefill->stop(2s);
+}
+
+TEST_CASE("F18: tls_allow admits only the peers it names, checked by both sides") {
+  test_pki pki;
+  auto cfg = pki.with_tls(base_config("prefill-0"), "prefill-0");
+  cfg.tls_allow = "decode-0, decode-1";
+  auto prefill = start_ok(cfg);
+  // Signed by the right CA, but not named.
+  auto intruder = start_ok(pki.with_tls(base_config("intruder"), "intruder"));
+  auto before = refused_by(*prefill);
+  CHECK_FALSE(intruder->connect("127.0.0.1", prefill->port()));
+  CHECK(refused_by(*prefill) > before);
+  // A named decode that does not admit the prefill refuses it as a server.
+  auto picky_cfg = pki.with_tls(base_config("decode-1"), "decode-1");
+  picky_cfg.tls_allow = "prefill-9";
+  auto picky = start_ok(picky_cfg);
+  CHECK_FALSE(picky->connect("127.0.0.1", prefill->port()));
+  CHECK(refused_by(*picky) >= 1);
+  // The named one, admitting the prefill back, is served.
+  auto decode_cfg = pki.with_tls(base_config("decode-0"), "decode-0");
+  decode_cfg.tls_allow = "prefill-0";
+  auto decode = start_ok(decode_cfg);
+  auto peer = decode->connect("127.0.0.1", prefill->port());
+  REQUIRE_MESSAGE(peer, peer.error().message);
+  transfer_verified(*prefill, *decode, peer.value(), "allowed");
+  decode->stop(2s);
+  picky->stop(2s);
+  intruder->stop(2s);
+  prefill->stop(2s);
+}
+
+TEST_CASE("F18: with TLS, a raw header announcing a huge payload never reaches CAF's reader") {
+  test_pki pki;
+  auto prefill = start_ok(pki.with_tls(base_config("prefill-0"), "prefill-0"));
+  auto rss_before = rss_kib();
+  // A BASP-shaped header (32 bytes) whose payload length says 4 GiB - 1, on a few connections.
+  for (int i = 0; i < 8; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(prefill->port());
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
+    unsigned char header[32] = {};
+    header[0] = 1;  // "server handshake"
+    std::memset(header + 4, 0xff, 4);  // payload length
+    REQUIRE(::send(fd, header, sizeof header, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof header));
+    // The node ends the connection: bytes of a TLS alert at most, then end of stream. Bound
+    // generous (10 s) for a loaded machine; the refusal itself takes milliseconds.
+    bool closed = false;
+    auto until = std::chrono::steady_clock::now() + 10s;
+    while (!closed && std::chrono::steady_clock::now() < until) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 200) <= 0)
+        continue;
+      char buf[512];
+      closed = ::recv(fd, buf, sizeof buf, 0) <= 0;
+    }
+    CHECK_MESSAGE(closed, "the TLS node kept a connection that sent a non-TLS header");
+    ::close(fd);
+  }
+  auto rss_after = rss_kib();
+  CHECK_MESSAGE(rss_after < rss_before + 256 * 1024,
+                "resident memory grew from " << rss_before << " KiB to " << rss_after << " KiB");
+  auto decode = start_ok(pki.with_tls(base_config("decode-0"), "decode-0"));
+  auto peer = decode->connect("127.0.0.1", prefill->port());
+  REQUIRE_MESSAGE(peer, peer.error().message);
+  transfer_verified(*prefill, *decode, peer.value(), "after-header");
+  decode->stop(2s);
+  prefill->stop(2s);
+}
+
+TEST_CASE("F18: unusable TLS files are refused at start, naming the key") {
+  test_pki pki, other{"other-ca"};
+  auto good = pki.with_tls(base_config("n"), "node-a");
+  pki.issue("node-b");
+  auto refused = [](const node_config& c, const std::string& key, const std::string& words) {
+    auto n = node::start(c);
+    REQUIRE_FALSE(n);
+    CHECK(n.error().code == errc::invalid_argument);
+    CHECK_MESSAGE(n.error().message.rfind(key + ": ", 0) == 0, n.error().message);
+    CHECK_MESSAGE(n.error().message.find(words) != std::string::npos, n.error().message);
+  };
+  auto c = good;
+  c.tls_certificate = pki.dir() + "/missing.pem";
+  refused(c, "tls_certificate", "cannot read");
+  c = good;
+  c.tls_key = pki.dir();
+  refused(c, "tls_key", "not a regular file");
+  c = good;
+  c.tls_key = pki.encrypted_key("node-a");
+  refused(c, "tls_key", "encrypted");
+  c = good;
+  c.tls_key = pki.key_of("node-b");
+  refused(c, "tls_key", "is not the key of");
+  c = good;
+  c.tls_ca = other.ca();
+  refused(c, "tls_certificate", "does not verify against tls_ca");
+  c = good;
+  c.tls_ca = pki.key_of("node-a");  // a key, not a certificate
+  refused(c, "tls_ca", "no PEM certificate");
+  c = good;
+  c.tls_certificate = pki.key_of("node-a");
+  refused(c, "tls_certificate", "no PEM certificate");
+  auto n = node::start(good);
+  REQUIRE_MESSAGE(n, n.error().message);
+  n.value()->stop(1s);
+}
