@@ -22,6 +22,7 @@
 #include "actors/sender_actor.hpp"
 
 #include <caf/io/middleman.hpp>
+#include <caf/io/network/multiplexer.hpp>
 #include <caf/openssl/manager.hpp>
 #include <spdlog/spdlog.h>
 
@@ -104,7 +105,12 @@ void republish_sender(self_ptr self) {
   // With its interface: connect() checks it before it trusts the entry.
   self->request(network_of(sys), std::chrono::seconds{10}, caf::publish_atom::value, st.port,
                 std::move(sender), sys.message_types<sender_actor>(), st.spec.listen_host, true)
-    .then([](std::uint16_t) {}, [=](caf::error&) { self->state.spec.health->set_unhealthy(); });
+    .then([](std::uint16_t) {},
+          [=](caf::error& err) {
+            self->state.spec.health->set_unhealthy("the restarted entry actor could not be "
+                                                   "published again: " +
+                                                   self->system().render(err));
+          });
 }
 
 void on_child_down(self_ptr self, const caf::down_msg& dm) {
@@ -121,7 +127,8 @@ void on_child_down(self_ptr self, const caf::down_msg& dm) {
   if (times.size() >= st.spec.max_restarts) {
     logger()->error("child '{}' crashed ({}) and its restart budget is spent: node unhealthy",
                     to_string(which), caf::to_string(dm.reason));
-    st.spec.health->set_unhealthy();
+    st.spec.health->set_unhealthy("child '" + std::string{to_string(which)} +
+                                  "' crashed and its restart budget is spent");
     return;
   }
   logger()->warn("child '{}' crashed ({}); restarting it", to_string(which),
@@ -131,6 +138,28 @@ void on_child_down(self_ptr self, const caf::down_msg& dm) {
   self->monitor(spawn_child(self->system(), st.spec, which));
   if (which == child_kind::sender)
     republish_sender(self);
+}
+
+// CAF's network thread (the multiplexer) runs every connection's reads and writes: a huge
+// allocation or a blocking call there stalls every peer while the actors look fine. A probe
+// posted to it, still pending after network_stall_ms, says so in health().
+void probe_network(self_ptr self) {
+  auto& st = self->state;
+  if (st.spec.network_stall_ms == 0)
+    return;
+  std::chrono::milliseconds waited{0};
+  if (st.spec.health->check_network(std::chrono::milliseconds{st.spec.network_stall_ms}, &waited) &&
+      st.spec.health->snapshot().network_stalled)
+    logger()->error("CAF's network thread has not run for {} ms: node unhealthy",
+                    waited.count());
+  if (st.spec.health->network_probe_due()) {
+    self->system().middleman().backend().post(
+      [health = st.spec.health, extra = st.spec.on_network_thread] {
+        health->network_probe_ran();
+        if (extra)
+          extra();
+      });
+  }
 }
 
 supervisor_actor::behavior_type supervisor_impl(self_ptr self, supervisor_spec spec) {
@@ -159,8 +188,12 @@ supervisor_actor::behavior_type supervisor_impl(self_ptr self, supervisor_spec s
         else
           logger()->warn("transfers progress again: node healthy");
       }
+      probe_network(self);
       self->send(st.spec.children->current().transport, refresh_atom::value);
-      auto tick = std::clamp<std::uint32_t>(st.spec.progress_deadline_ms / 4, 25, 1000);
+      auto shortest = st.spec.network_stall_ms == 0
+                        ? st.spec.progress_deadline_ms
+                        : std::min(st.spec.progress_deadline_ms, st.spec.network_stall_ms);
+      auto tick = std::clamp<std::uint32_t>(shortest / 4, 25, 1000);
       self->delayed_send(self, std::chrono::milliseconds{tick}, tick_atom::value);
     },
     [=](caf::publish_atom, std::uint16_t port) { self->state.port = port; },

@@ -11,6 +11,7 @@
 #include <caf/io/middleman_actor.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -27,6 +28,11 @@ struct supervisor_spec {
   std::uint32_t max_fetches_in_flight = 1;  // the receiver's admission limit
   std::uint32_t progress_deadline_ms = 30000;
   std::string listen_host;                // where a restarted sender is re-published
+  // The network probe: each tick posts a job to CAF's multiplexer (the network thread) unless
+  // one is pending; one pending for longer than this makes the node unhealthy. 0: no probe
+  // (a system without the middleman, as in virtual-time tests).
+  std::uint32_t network_stall_ms = 0;
+  std::function<void()> on_network_thread;  // also run by each probe (TLS handshake sweep)
   std::uint32_t max_restarts = 5;         // per child per window; beyond it the node is unhealthy
   std::uint32_t restart_window_ms = 60000;
 };

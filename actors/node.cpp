@@ -184,6 +184,11 @@ result<std::unique_ptr<node>> node_access::start(const node_config& config, engi
   spec.max_fetches_in_flight = config.max_fetches_in_flight;
   spec.progress_deadline_ms = config.progress_deadline_ms;
   spec.listen_host = config.listen_host;
+  spec.network_stall_ms = config.network_stall_ms;
+  if (p->tls) {
+    // The policy outlives the actor system, so every probe job finds it.
+    spec.on_network_thread = [tls = p->tls.get()] { tls->sweep(); };
+  }
   p->supervisor = spawn_health_supervisor(*p->sys, std::move(spec));
   auto header = std::make_shared<fetch_msg>();
   header->node_name = config.node_name;
@@ -491,7 +496,9 @@ bool node::wait_health(const std::function<bool(const health_snapshot&)>& pred,
 }
 
 health_snapshot node::health() const {
-  return impl_->health->snapshot();
+  auto h = impl_->health->snapshot();
+  h.tls_refused = impl_->tls ? impl_->tls->refused() : 0;
+  return h;
 }
 
 std::vector<std::string> node::transports_to(std::uint64_t peer_epoch) const {

@@ -76,9 +76,36 @@ void node_health::set_parked_fetches(std::uint64_t n) {
     notify();
 }
 
-void node_health::set_unhealthy() {
+void node_health::set_unhealthy(std::string why) {
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    unhealthy_reason_ = std::move(why);
+  }
   unhealthy_.store(true);
   notify();
+}
+
+bool node_health::network_probe_due() {
+  std::int64_t none = 0;
+  return probe_posted_ns_.compare_exchange_strong(none, now_ns());
+}
+
+void node_health::network_probe_ran() {
+  probe_posted_ns_.store(0);
+  if (network_stalled_.exchange(false))
+    notify();
+}
+
+bool node_health::check_network(std::chrono::milliseconds limit,
+                                std::chrono::milliseconds* waited) {
+  auto posted = probe_posted_ns_.load();
+  auto waited_ns = posted == 0 ? 0 : now_ns() - posted;
+  *waited = std::chrono::milliseconds{waited_ns / 1000000};
+  bool stalled = waited_ns > std::chrono::nanoseconds{limit}.count();
+  if (stalled == network_stalled_.exchange(stalled))
+    return false;
+  notify();
+  return true;
 }
 
 bool node_health::check_progress(std::chrono::milliseconds deadline,
@@ -99,8 +126,29 @@ health_snapshot node_health::snapshot() const {
   h.unreleased = unreleased_.load();
   h.poisoned = poisoned_.load();
   h.quarantine_full = h.unreleased + h.poisoned >= quarantine_budget_;
-  h.healthy = !unhealthy_.load() && !h.stalled && !h.quarantine_full;
+  h.network_stalled = network_stalled_.load();
+  bool unhealthy = unhealthy_.load();
+  h.healthy = !unhealthy && !h.stalled && !h.quarantine_full && !h.network_stalled;
   h.ms_since_progress = static_cast<std::uint64_t>((now_ns() - last_progress_ns_.load()) / 1000000);
+  auto because = [&h](const std::string& why) {
+    h.reason += (h.reason.empty() ? "" : "; ") + why;
+  };
+  if (unhealthy) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    because(unhealthy_reason_);
+  }
+  if (h.stalled)
+    because("transfers are moving and none progressed for " +
+            std::to_string(h.ms_since_progress) + " ms (progress_deadline_ms)");
+  if (h.quarantine_full)
+    because("unreleased requests and poisoned slots (" + std::to_string(h.unreleased) + " + " +
+            std::to_string(h.poisoned) + ") fill quarantine_budget");
+  if (h.network_stalled) {
+    auto posted = probe_posted_ns_.load();
+    because("the network thread has not run for " +
+            std::to_string(posted == 0 ? 0 : (now_ns() - posted) / 1000000) +
+            " ms (network_stall_ms)");
+  }
   h.in_flight = in_flight_.load();
   h.succeeded = succeeded_.load();
   h.failed = failed_.load();

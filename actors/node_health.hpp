@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <string>
 
 namespace kvferry {
 
@@ -42,7 +43,14 @@ class node_health {
   void slot_poisoned();
   void set_worker_replacements(std::uint64_t n);
   void set_parked_fetches(std::uint64_t n);  // the sender, after each change
-  void set_unhealthy();  // the restart budget is spent, or the entry could not be republished
+  // The restart budget is spent, or the entry could not be republished: `why`, in words.
+  void set_unhealthy(std::string why);
+  // -- the network thread (the supervisor's probe, run by CAF's multiplexer) --------------------
+  // True when no probe is pending: the caller posts one now and the clock starts.
+  bool network_probe_due();
+  void network_probe_ran();  // the probe ran: the network thread is running
+  // Stalled = a probe pending for longer than `limit`. Returns true when the flag changed.
+  bool check_network(std::chrono::milliseconds limit, std::chrono::milliseconds* waited);
   // The global progress check (F13/F14): stalled = transfers moving and, for `deadline`, none
   // reached a terminal state and none had a step answered. Returns true when the flag changed.
   bool check_progress(std::chrono::milliseconds deadline, std::chrono::milliseconds* idle);
@@ -66,6 +74,9 @@ class node_health {
   std::atomic<std::int64_t> last_progress_ns_;
   std::atomic<bool> stalled_{false};
   std::atomic<bool> unhealthy_{false};
+  std::string unhealthy_reason_;  // guarded by mtx_
+  std::atomic<std::int64_t> probe_posted_ns_{0};  // 0: no probe pending
+  std::atomic<bool> network_stalled_{false};
   mutable std::mutex mtx_;
   mutable std::condition_variable cv_;
   std::uint64_t changes_ = 0;

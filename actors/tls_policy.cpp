@@ -10,6 +10,7 @@
 #include <openssl/x509v3.h>
 
 #include <dlfcn.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <spdlog/spdlog.h>
@@ -30,22 +31,52 @@
 
 namespace kvferry {
 
+namespace {
+
+// An accepted connection, from the start of its handshake until its SSL object is freed.
+struct handshake {
+  int fd = -1;
+  std::string endpoints;  // local and peer address: a reused descriptor number shows another
+  std::chrono::steady_clock::time_point start;
+  bool done = false;      // authenticated
+  bool cut = false;       // shut down by this policy
+};
+
+// A socket's local and peer addresses as bytes; empty when it has none (closed, not a socket).
+std::string endpoints_of(int fd) {
+  sockaddr_storage local{}, peer{};
+  socklen_t llen = sizeof local, plen = sizeof peer;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &llen) != 0 ||
+      ::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen) != 0)
+    return {};
+  return std::string{reinterpret_cast<const char*>(&local), llen} +
+         std::string{reinterpret_cast<const char*>(&peer), plen};
+}
+
+}  // namespace
+
 struct tls_policy::state {
   std::string node_name;
   std::string token;
   std::set<std::string> allow;  // empty: any peer tls_ca signed
+  std::chrono::milliseconds handshake_timeout{5000};
+  std::size_t max_pending = 256;
   std::atomic<std::uint64_t> refused{0};
   std::atomic<std::int64_t> last_log_ms{0};
+  mutable std::mutex mtx;
+  std::map<const SSL*, handshake> handshakes;  // guarded by mtx
+  std::size_t pending = 0;                     // not done, not cut; guarded by mtx
 };
 
 namespace {
 
 constexpr std::string_view token_prefix = "kvferry-tls:";
 
-// The registered policies, by token.
+// The registered policies, by token, and which policy watches which SSL object.
 struct registry {
   std::mutex mtx;
   std::map<std::string, std::shared_ptr<tls_policy::state>> by_token;
+  std::map<const SSL*, std::shared_ptr<tls_policy::state>> watched;
 };
 
 registry& policies() {
@@ -251,21 +282,29 @@ void note_refusal(tls_policy::state& st, const std::string& why) {
                    count);
 }
 
+// The policy of a kvferry node's context; null for another context or a node gone. `ours`:
+// whether the context is a kvferry node's at all.
+std::shared_ptr<tls_policy::state> policy_of(SSL_CTX* ctx, bool* ours = nullptr) {
+  auto token = token_of(ctx);
+  if (ours != nullptr)
+    *ours = !token.empty();
+  if (token.empty())
+    return nullptr;
+  auto& reg = policies();
+  std::lock_guard<std::mutex> guard{reg.mtx};
+  auto it = reg.by_token.find(token);
+  return it == reg.by_token.end() ? nullptr : it->second;
+}
+
 int verify_peer(X509_STORE_CTX* x, void*) {
   int ok = X509_verify_cert(x);
   auto* ssl = static_cast<SSL*>(X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx()));
   if (ssl == nullptr)
     return ok;
-  auto token = token_of(SSL_get_SSL_CTX(ssl));
-  if (token.empty())
+  bool ours = false;
+  auto st = policy_of(SSL_get_SSL_CTX(ssl), &ours);
+  if (!ours)
     return ok;  // not a kvferry node's context
-  std::shared_ptr<tls_policy::state> st;
-  {
-    auto& reg = policies();
-    std::lock_guard<std::mutex> guard{reg.mtx};
-    if (auto it = reg.by_token.find(token); it != reg.by_token.end())
-      st = it->second;
-  }
   if (!st) {
     X509_STORE_CTX_set_error(x, X509_V_ERR_APPLICATION_VERIFICATION);
     return 0;  // the node is gone: admit nobody
@@ -294,15 +333,82 @@ int verify_peer(X509_STORE_CTX* x, void*) {
   return 1;
 }
 
+// Handshakes on the accepting side: recorded at their start, counted until done.
+void on_info(const SSL* ssl, int where, int) {
+  if ((where & (SSL_CB_HANDSHAKE_START | SSL_CB_HANDSHAKE_DONE)) == 0 || !SSL_is_server(ssl))
+    return;
+  auto st = policy_of(SSL_get_SSL_CTX(ssl));
+  if (!st)
+    return;
+  std::unique_lock<std::mutex> guard{st->mtx};
+  auto it = st->handshakes.find(ssl);
+  if (where & SSL_CB_HANDSHAKE_DONE) {
+    if (it != st->handshakes.end() && !it->second.done && !it->second.cut) {
+      it->second.done = true;
+      --st->pending;
+    }
+    return;
+  }
+  if (it != st->handshakes.end())
+    return;  // a later handshake on an authenticated connection
+  handshake h;
+  h.fd = SSL_get_fd(ssl);
+  h.start = std::chrono::steady_clock::now();
+  if (st->pending >= st->max_pending) {
+    // Called inside this connection's own accept: the descriptor is live.
+    ::shutdown(h.fd, SHUT_RDWR);
+    h.cut = true;
+  } else {
+    h.endpoints = endpoints_of(h.fd);
+    ++st->pending;
+  }
+  bool cut = h.cut;
+  st->handshakes.emplace(ssl, std::move(h));
+  guard.unlock();
+  {
+    auto& reg = policies();
+    std::lock_guard<std::mutex> g{reg.mtx};
+    reg.watched[ssl] = st;
+  }
+  if (cut)
+    note_refusal(*st, "a connection beyond " + std::to_string(st->max_pending) +
+                        " pending handshakes (tls_max_pending_handshakes)");
+}
+
+// Every SSL object's end (ex_data's "free" callback): forget its handshake.
+void on_free_ssl(void* parent, void*, CRYPTO_EX_DATA*, int, long, void*) {
+  std::shared_ptr<tls_policy::state> st;
+  {
+    auto& reg = policies();
+    std::lock_guard<std::mutex> guard{reg.mtx};
+    auto it = reg.watched.find(static_cast<const SSL*>(parent));
+    if (it == reg.watched.end())
+      return;
+    st = std::move(it->second);
+    reg.watched.erase(it);
+  }
+  std::lock_guard<std::mutex> guard{st->mtx};
+  auto it = st->handshakes.find(static_cast<const SSL*>(parent));
+  if (it == st->handshakes.end())
+    return;
+  if (!it->second.done && !it->second.cut)
+    --st->pending;
+  st->handshakes.erase(it);
+}
+
 // Called by OpenSSL for every SSL context as it is created (ex_data's "new" callback).
 void on_new_context(void* parent, void*, CRYPTO_EX_DATA*, int, long, void*) {
-  if (parent != nullptr)
-    SSL_CTX_set_cert_verify_callback(static_cast<SSL_CTX*>(parent), &verify_peer, nullptr);
+  if (parent == nullptr)
+    return;
+  auto* ctx = static_cast<SSL_CTX*>(parent);
+  SSL_CTX_set_cert_verify_callback(ctx, &verify_peer, nullptr);
+  SSL_CTX_set_info_callback(ctx, &on_info);
 }
 
 bool install_hook() {
   static const bool installed =
-    SSL_CTX_get_ex_new_index(0, nullptr, &on_new_context, nullptr, nullptr) >= 0;
+    SSL_CTX_get_ex_new_index(0, nullptr, &on_new_context, nullptr, nullptr) >= 0 &&
+    SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, &on_free_ssl) >= 0;
   return installed;
 }
 
@@ -327,6 +433,8 @@ result<std::unique_ptr<tls_policy>> tls_policy::enable(const node_config& config
   auto st = std::make_shared<state>();
   st->node_name = config.node_name;
   st->token = new_token();
+  st->handshake_timeout = std::chrono::milliseconds{config.tls_handshake_timeout_ms};
+  st->max_pending = config.tls_max_pending_handshakes;
   for (auto& name : tls_allow_list(config))
     st->allow.insert(std::move(name));
   {
@@ -351,6 +459,34 @@ const std::string& tls_policy::token() const noexcept {
 
 std::uint64_t tls_policy::refused() const noexcept {
   return state_->refused.load();
+}
+
+std::uint64_t tls_policy::pending_handshakes() const {
+  std::lock_guard<std::mutex> guard{state_->mtx};
+  return state_->pending;
+}
+
+void tls_policy::sweep() {
+  auto now = std::chrono::steady_clock::now();
+  std::size_t cut = 0;
+  {
+    std::lock_guard<std::mutex> guard{state_->mtx};
+    for (auto& [ssl, h] : state_->handshakes) {
+      if (h.done || h.cut || now - h.start < state_->handshake_timeout)
+        continue;
+      h.cut = true;
+      --state_->pending;
+      // Still the socket the handshake began on (same addresses), never a reused number.
+      if (!h.endpoints.empty() && endpoints_of(h.fd) == h.endpoints) {
+        ::shutdown(h.fd, SHUT_RDWR);
+        ++cut;
+      }
+    }
+  }
+  for (std::size_t i = 0; i < cut; ++i)
+    note_refusal(*state_, "handshake not completed within " +
+                            std::to_string(state_->handshake_timeout.count()) +
+                            " ms (tls_handshake_timeout_ms)");
 }
 
 }  // namespace kvferry

@@ -9,6 +9,11 @@
 // checks the negotiated version and the peer's identity against that node's tls_allow. Contexts
 // of anything else in the process get exactly the default verification.
 //
+// The same callback installation watches handshakes on the accepting side (an info callback,
+// and a hook on every SSL object's end): a node closes connections that stay unauthenticated
+// for tls_handshake_timeout_ms, and new ones beyond tls_max_pending_handshakes, by shutting the
+// socket down (CAF then sees the end of the stream and closes it itself).
+//
 // A context belongs to a node when CAF's passphrase callback of that context yields the node's
 // token: CAF installs the callback, with the passphrase kvferry gave it (token()), only on its
 // own contexts. Private keys are unencrypted, so the passphrase never decrypts anything.
@@ -36,8 +41,14 @@ class tls_policy {
 
   // What CAF gets as its OpenSSL passphrase: how the callback finds this policy.
   const std::string& token() const noexcept;
-  // Peers whose handshake this policy refused (their certificate, version or identity).
+  // Peers this policy refused: their certificate, version or identity, a handshake that took
+  // longer than tls_handshake_timeout_ms, or one beyond tls_max_pending_handshakes.
   std::uint64_t refused() const noexcept;
+  // Connections accepted whose handshake has not completed (and not been cut).
+  std::uint64_t pending_handshakes() const;
+  // Cuts the connections whose handshake is older than tls_handshake_timeout_ms. Call on CAF's
+  // network thread only: the sockets are CAF's, and only there is none closed under our feet.
+  void sweep();
 
   struct state;
 

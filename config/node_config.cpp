@@ -151,6 +151,7 @@ constexpr key_entry keys[] = {
     unsigned_key<&node_config::default_deadline_ms>("default_deadline_ms"),
     unsigned_key<&node_config::progress_deadline_ms>("progress_deadline_ms"),
     unsigned_key<&node_config::quarantine_budget>("quarantine_budget"),
+    unsigned_key<&node_config::network_stall_ms>("network_stall_ms"),
     unsigned_key<&node_config::connect_timeout_ms>("connect_timeout_ms"),
     unsigned_key<&node_config::cancel_timeout_ms>("cancel_timeout_ms"),
     unsigned_key<&node_config::max_request_id_bytes>("max_request_id_bytes"),
@@ -163,6 +164,8 @@ constexpr key_entry keys[] = {
     string_key<&node_config::tls_key>("tls_key"),
     string_key<&node_config::tls_ca>("tls_ca"),
     string_key<&node_config::tls_allow>("tls_allow"),
+    unsigned_key<&node_config::tls_handshake_timeout_ms>("tls_handshake_timeout_ms"),
+    unsigned_key<&node_config::tls_max_pending_handshakes>("tls_max_pending_handshakes"),
     string_key<&node_config::layout_tag>("layout_tag"),
 };
 
@@ -420,6 +423,7 @@ std::optional<config_error> validate(const node_config& c) {
   if ((e = between("default_deadline_ms", c.default_deadline_ms, 0, 86400000))) return e;
   if ((e = between("progress_deadline_ms", c.progress_deadline_ms, 100, 86400000))) return e;
   if ((e = between("quarantine_budget", c.quarantine_budget, 1, 1u << 30))) return e;
+  if ((e = between("network_stall_ms", c.network_stall_ms, 100, 600000))) return e;
   if ((e = between("connect_timeout_ms", c.connect_timeout_ms, 1, 600000))) return e;
   if ((e = between("cancel_timeout_ms", c.cancel_timeout_ms, 1, 60000))) return e;
   if ((e = between("max_request_id_bytes", c.max_request_id_bytes, 1, 65536))) return e;
@@ -435,6 +439,10 @@ std::optional<config_error> validate(const node_config& c) {
     return e;
   }
   if ((e = check_tls(c))) return e;
+  if ((e = between("tls_handshake_timeout_ms", c.tls_handshake_timeout_ms, 100, 600000)))
+    return e;
+  if ((e = between("tls_max_pending_handshakes", c.tls_max_pending_handshakes, 1, 65536)))
+    return e;
   if (c.layout_tag.size() > 4096)
     return config_error{"layout_tag", "must be at most 4096 bytes, got " +
                                         std::to_string(c.layout_tag.size()), ""};

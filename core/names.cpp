@@ -35,7 +35,9 @@ std::string health_snapshot::to_string() const {
          " parked_fetches=" + std::to_string(parked_fetches) +
          " restarts=" + std::to_string(restarts) +
          " worker_replacements=" + std::to_string(worker_replacements) +
-         " ms_since_progress=" + std::to_string(ms_since_progress);
+         " ms_since_progress=" + std::to_string(ms_since_progress) +
+         " tls_refused=" + std::to_string(tls_refused) +
+         (reason.empty() ? std::string{} : " reason=\"" + reason + "\"");
 }
 
 }  // namespace kvferry

@@ -166,7 +166,10 @@ py::list events_list(const std::vector<transfer_event>& evs) {
 py::dict health_dict(const health_snapshot& h) {
   py::dict d;
   d["healthy"] = h.healthy;
+  d["reason"] = h.reason;
   d["stalled"] = h.stalled;
+  d["network_stalled"] = h.network_stalled;
+  d["tls_refused"] = h.tls_refused;
   d["ms_since_progress"] = h.ms_since_progress;
   d["in_flight"] = h.in_flight;
   d["succeeded"] = h.succeeded;

@@ -42,6 +42,8 @@ struct node_config {
                                             // for a peer is not moving). 100 .. 1 day
   std::uint32_t quarantine_budget = 1024;   // unreleased requests + poisoned staging slots
                                             // at which the node reports unhealthy; >= 1
+  std::uint32_t network_stall_ms = 5000;   // CAF's network thread not running for this long:
+                                           // unhealthy (health().network_stalled); 100 .. 600000
   std::uint32_t connect_timeout_ms = 5000; // bound on connect(); 1 .. 600000
   std::uint32_t cancel_timeout_ms = 1000;  // bound on cancel()'s answer; 1 .. 60000
   // Bounds on what peers may make this node hold (each refusal: errc::limit_exceeded).
@@ -66,6 +68,10 @@ struct node_config {
   // subject common name or as a DNS or URI subject alternative name. Empty: any peer tls_ca
   // signed. Needs the three tls_ paths. At most 1024 names of at most 256 bytes.
   std::string tls_allow;
+  // With TLS: a connection whose handshake has not completed in this long is closed, and
+  // beyond this many incomplete handshakes at once new connections are closed at once.
+  std::uint32_t tls_handshake_timeout_ms = 5000;  // 100 .. 600000
+  std::uint32_t tls_max_pending_handshakes = 256; // 1 .. 65536
   // What this node's KV blocks are (model, KV layout, dtype, block size, TP rank...): opaque
   // bytes, at most 4096. connect() refuses a peer that declares another, and a node refuses
   // fetches that declare another. Empty matches only empty.

@@ -12,7 +12,10 @@ struct health_snapshot {
   // progress_deadline_ms (true again once one does), or while the quarantine budget is full.
   // Requests waiting for a peer (a send nobody fetched yet, a receive whose sender has not
   // offered it) are not moving: any number of them leaves a node healthy.
+  // Also false while CAF's network thread has not run the supervisor's probe for
+  // network_stall_ms (network_stalled).
   bool healthy = true;
+  std::string reason;                 // why healthy is false, in words; empty while healthy
   bool stalled = false;               // the global progress deadline is exceeded right now
   std::uint64_t ms_since_progress = 0;  // since a request ended or a moving transfer stepped
   std::uint64_t in_flight = 0;    // requests not yet terminal
@@ -25,6 +28,9 @@ struct health_snapshot {
   bool quarantine_full = false;   // unreleased + poisoned reached quarantine_budget
   std::uint64_t parked_fetches = 0;  // peers' fetches waiting for their send() (bounded by
                                      // max_parked_fetches and max_parked_fetches_per_peer)
+  bool network_stalled = false;       // the network thread is not running (see healthy)
+  std::uint64_t tls_refused = 0;      // TLS peers refused: certificate, version, tls_allow,
+                                      // or a handshake too slow or one too many pending
   std::uint64_t restarts = 0;     // child actors restarted by the supervisor
   std::uint64_t worker_replacements = 0;  // wedged UCX workers replaced (transport/wedge_detector.hpp)
   std::uint64_t bytes_sent = 0;   // bytes this node put to peers

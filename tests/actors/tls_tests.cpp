@@ -19,6 +19,7 @@
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace kvferry;
@@ -84,6 +85,33 @@ std::uint64_t rss_kib() {
   }
   return 0;
 }
+
+// A TCP connection to the node on loopback that sends nothing.
+int idle_connection(std::uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(port);
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
+  return fd;
+}
+
+// Whether the node ended the connection (end of stream or reset) within `bound`.
+bool ended_within(int fd, std::chrono::milliseconds bound) {
+  auto until = std::chrono::steady_clock::now() + bound;
+  while (std::chrono::steady_clock::now() < until) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 50) <= 0)
+      continue;
+    char buf[512];
+    if (::recv(fd, buf, sizeof buf, 0) <= 0)
+      return true;
+  }
+  return false;
+}
+
 
 }  // namespace
 
@@ -174,29 +202,14 @@ TEST_CASE("F18: with TLS, a raw header announcing a huge payload never reaches C
   auto rss_before = rss_kib();
   // A BASP-shaped header (32 bytes) whose payload length says 4 GiB - 1, on a few connections.
   for (int i = 0; i < 8; ++i) {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd >= 0);
-    sockaddr_in to{};
-    to.sin_family = AF_INET;
-    to.sin_port = htons(prefill->port());
-    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
+    int fd = idle_connection(prefill->port());
     unsigned char header[32] = {};
     header[0] = 1;  // "server handshake"
     std::memset(header + 4, 0xff, 4);  // payload length
     REQUIRE(::send(fd, header, sizeof header, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof header));
     // The node ends the connection: bytes of a TLS alert at most, then end of stream. Bound
     // generous (10 s) for a loaded machine; the refusal itself takes milliseconds.
-    bool closed = false;
-    auto until = std::chrono::steady_clock::now() + 10s;
-    while (!closed && std::chrono::steady_clock::now() < until) {
-      pollfd p{fd, POLLIN, 0};
-      if (::poll(&p, 1, 200) <= 0)
-        continue;
-      char buf[512];
-      closed = ::recv(fd, buf, sizeof buf, 0) <= 0;
-    }
-    CHECK_MESSAGE(closed, "the TLS node kept a connection that sent a non-TLS header");
+    CHECK_MESSAGE(ended_within(fd, 10s), "the TLS node kept a connection that sent a non-TLS header");
     ::close(fd);
   }
   auto rss_after = rss_kib();
@@ -245,4 +258,41 @@ TEST_CASE("F18: unusable TLS files are refused at start, naming the key") {
   auto n = node::start(good);
   REQUIRE_MESSAGE(n, n.error().message);
   n.value()->stop(1s);
+}
+
+TEST_CASE("F18: with TLS, connections that never complete a handshake are bounded in number "
+          "and in time") {
+  test_pki pki;
+  auto cfg = pki.with_tls(base_config("prefill-0"), "prefill-0");
+  cfg.tls_handshake_timeout_ms = 300;
+  cfg.tls_max_pending_handshakes = 4;
+  auto prefill = start_ok(cfg);
+  auto& policy = *node_access::of(*prefill).tls;
+  std::vector<int> first;
+  for (int i = 0; i < 4; ++i)
+    first.push_back(idle_connection(prefill->port()));
+  // The node accepts them on its network thread; wait until it counts all four.
+  auto until = std::chrono::steady_clock::now() + 10s;
+  while (policy.pending_handshakes() < 4 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(10ms);
+  REQUIRE(policy.pending_handshakes() == 4);
+  // One more is cut at once (the bound is generous for a loaded machine; the node needs none).
+  int extra = idle_connection(prefill->port());
+  CHECK(ended_within(extra, 10s));
+  ::close(extra);
+  // The four are cut once their handshake time is over: 300 ms, swept about every second.
+  for (int fd : first) {
+    CHECK(ended_within(fd, 10s));
+    ::close(fd);
+  }
+  CHECK(policy.pending_handshakes() == 0);
+  CHECK(prefill->health().tls_refused >= 5);
+  CHECK(prefill->health().healthy);
+  auto decode = start_ok(pki.with_tls(base_config("decode-0"), "decode-0"));
+  auto peer = decode->connect("127.0.0.1", prefill->port());
+  REQUIRE_MESSAGE(peer, peer.error().message);
+  transfer_verified(*prefill, *decode, peer.value(), "after-idle");
+  CHECK(policy.pending_handshakes() == 0);  // an authenticated connection is not pending
+  decode->stop(2s);
+  prefill->stop(2s);
 }

@@ -94,6 +94,9 @@ void check_same(const node_config& a, const node_config& b) {
   CHECK(a.tls_key == b.tls_key);
   CHECK(a.tls_ca == b.tls_ca);
   CHECK(a.tls_allow == b.tls_allow);
+  CHECK(a.tls_handshake_timeout_ms == b.tls_handshake_timeout_ms);
+  CHECK(a.tls_max_pending_handshakes == b.tls_max_pending_handshakes);
+  CHECK(a.network_stall_ms == b.network_stall_ms);
 }
 
 }  // namespace
@@ -232,6 +235,11 @@ TEST_CASE("validation refuses every out-of-range value naming its key") {
       {"max_parked_fetches_per_peer", "0"},
       {"max_parked_fetches_per_peer", "65537"},  // more than max_parked_fetches (65536)
       {"drain_timeout_ms", "600001"},
+      {"network_stall_ms", "99"},
+      {"network_stall_ms", "600001"},
+      {"tls_handshake_timeout_ms", "99"},
+      {"tls_max_pending_handshakes", "0"},
+      {"tls_max_pending_handshakes", "65537"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.key);

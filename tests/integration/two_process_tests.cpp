@@ -3,6 +3,7 @@
 // side; the shm runs assert that shared memory, not TCP, really carried the bytes.
 #include "cli/child_process.hpp"
 #include "cli/protocol.hpp"
+#include "tests/support/test_pki.hpp"
 
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
@@ -120,6 +121,53 @@ TEST_CASE("two standalone node processes, engine-owned memory, transfer and veri
   REQUIRE_MESSAGE(report, report.error);
   CHECK(report->succeeded == 8);
   CHECK(report->unreleased == 0);
+  prefill.close_stdin();
+  CHECK(prefill.wait(30s) == 0);
+}
+
+// `--set` arguments giving a node process `name`'s certificate from `pki`.
+std::vector<std::string> tls_sets(kvferry::testing::test_pki& pki, const std::string& name) {
+  auto c = pki.with_tls({}, name);
+  return {"--set", "tls_certificate=" + c.tls_certificate, "--set", "tls_key=" + c.tls_key,
+          "--set", "tls_ca=" + c.tls_ca};
+}
+
+std::vector<std::string> operator+(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+TEST_CASE("F18: two node processes with mutual TLS transfer and verify; another CA's process is "
+          "refused") {
+  kvferry::testing::test_pki pki, rogue{"rogue-ca"};
+  const std::vector<std::string> load{"--transport", "tcp", "--requests", "4", "--layers", "2",
+                                      "--block-bytes", "8192"};
+  child_process prefill{std::vector<std::string>{KVFERRY_BINARY, "node", "--role", "prefill",
+                                                 "--listen", "127.0.0.1:0"} +
+                        load + tls_sets(pki, "prefill-0") +
+                        std::vector<std::string>{"--set", "tls_allow=decode-0"}};
+  REQUIRE(prefill.running());
+  auto ready = prefill.wait_for_message<protocol::ready>(60s);
+  REQUIRE_MESSAGE(ready, ready.error);
+  auto peer = "127.0.0.1:" + std::to_string(ready->port);
+  // Same name, another CA: it cannot connect, and says so with a non-zero exit.
+  child_process impostor{std::vector<std::string>{KVFERRY_BINARY, "node", "--role", "decode",
+                                                  "--peer", peer} +
+                         load + tls_sets(rogue, "decode-0")};
+  REQUIRE(impostor.running());
+  auto impostor_status = impostor.wait(60s);
+  REQUIRE(impostor_status);
+  CHECK(*impostor_status != 0);
+  child_process decode{std::vector<std::string>{KVFERRY_BINARY, "node", "--role", "decode",
+                                                "--peer", peer} +
+                       load + tls_sets(pki, "decode-0")};
+  REQUIRE(decode.running());
+  auto result = decode.wait_for_message<protocol::result>(120s);
+  REQUIRE_MESSAGE(result, result.error);
+  CHECK(result->succeeded == 4);
+  CHECK(result->failed == 0);
+  CHECK(result->verified_bytes == 4ull * 2 * 8192);
+  CHECK(decode.wait(60s) == 0);
   prefill.close_stdin();
   CHECK(prefill.wait(30s) == 0);
 }
