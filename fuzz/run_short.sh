@@ -2,11 +2,21 @@
 # Runs every built libFuzzer target for SECONDS each over a scratch copy of its seed corpus
 # (fuzz/corpus/<target>; the repository's corpus is never written). Fails if any target finds a
 # crash, a sanitizer report, a timeout or an out-of-memory; its reproducer stays in the scratch
-# directory printed. usage: fuzz/run_short.sh TARGET_BINARY_DIR SECONDS
+# directory printed. usage: fuzz/run_short.sh TARGET_BINARY_DIR SECONDS [TARGET]
 #   e.g. fuzz/run_short.sh build-fuzz/fuzz 30    (run under `nice -n 15` on a shared machine)
+# With TARGET, only that one; exit 77 (the suite's "skipped") when it is not built there.
 set -u
-if [[ $# -ne 2 || ! -d $1 || ! $2 =~ ^[0-9]+$ ]]; then
-  echo "usage: $0 TARGET_BINARY_DIR SECONDS" >&2
+if [[ $# -lt 2 || $# -gt 3 || ! $2 =~ ^[0-9]+$ ]]; then
+  echo "usage: $0 TARGET_BINARY_DIR SECONDS [TARGET]" >&2
+  exit 2
+fi
+only=${3:-}
+if [[ -n $only && ! -x $1/$only ]]; then
+  echo "skipped: $only is not built in $1 (bash .ci/bootstrap test builds it with clang-14)"
+  exit 77
+fi
+if [[ ! -d $1 ]]; then
+  echo "usage: $0 TARGET_BINARY_DIR SECONDS [TARGET]: no directory $1" >&2
   exit 2
 fi
 bin_dir=$(cd "$1" && pwd)
@@ -17,6 +27,7 @@ scratch=$(mktemp -d "${TMPDIR:-/tmp}/kvferry-fuzz.XXXXXX")
 targets=()
 for f in "$bin_dir"/fuzz_*; do
   name=$(basename "$f")
+  [[ -n $only && $name != "$only" ]] && continue
   [[ -f $f && -x $f && $name != fuzz_gen_* ]] && targets+=("$name")
 done
 if [[ ${#targets[@]} -eq 0 ]]; then

@@ -461,3 +461,42 @@ TEST_CASE("tls_allow is bounded in names and in name length") {
   CHECK(e.key == "tls_allow");
   CHECK(contains(e.reason, "at most 256 bytes"));
 }
+
+namespace {
+
+// Writes `text` to a fresh file and loads it; the refusal, or an empty config_error.
+config_error load_text(const std::string& text) {
+  char path[] = "/tmp/kvferry-config-XXXXXX";
+  int fd = ::mkstemp(path);
+  REQUIRE(fd >= 0);
+  REQUIRE(::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()));
+  ::close(fd);
+  config_sources s;
+  s.file = path;
+  config_error e;
+  auto loaded = load_node_config(s, &e);
+  ::unlink(path);
+  return loaded ? config_error{} : e;
+}
+
+}  // namespace
+
+TEST_CASE("bytes beyond ASCII outside strings and comments are refused with their place, before "
+          "the TOML parser sees them") {
+  // toml++ 3.3 reaches __builtin_unreachable on this one (fuzz/crashes).
+  auto e = load_text("listen_port\xC2\xA1 = 1\n");
+  CHECK(contains(e.reason, "line 1, column 12"));
+  CHECK(contains(e.reason, "beyond ASCII"));
+  e = load_text("node_name = \"a\"\nrole = \"decode\" \xE2\x80\x83\n");
+  CHECK(contains(e.reason, "line 2, column 17"));
+  // A quote inside a bare value opens no string (toml++ reads on: fuzz/crashes, -3).
+  e = load_text("#mment\nnoame = 5e9\\t0\"\"\"-03-0\xCF\xAB\xCF\xCFt \n");
+  CHECK_MESSAGE(contains(e.reason, "line 2, column 23"), e.reason);
+  // In strings (every kind), quoted keys and comments they are fine.
+  e = load_text("# caf\xC3\xA9\nnode_name = \"caf\xC3\xA9 \\\" \xC2\xA1\"\n"
+                "layout_tag = '''x\xC2\xA1\n\xC2\xA1'''\n"
+                "\"log_level\" = 'warn' # \xC2\xA1\n");
+  CHECK_MESSAGE(e.reason.empty(), e.reason);
+  e = load_text("layout_tag = \"\"\"a\xC2\xA1\"\"\"\"\"\nnode_name = '\xC2\xA1'\n");
+  CHECK_MESSAGE(e.reason.empty(), e.reason);
+}
