@@ -270,8 +270,9 @@ std::string token_of(SSL_CTX* ctx) {
   return token.compare(0, token_prefix.size(), token_prefix) == 0 ? token : std::string{};
 }
 
-void note_refusal(tls_policy::state& st, const std::string& why) {
-  auto count = st.refused.fetch_add(1) + 1;
+// Logs a refusal already counted in st.refused (`count` so far). Counting comes first, before
+// the socket is shut down, so that whoever sees the connection end sees it counted.
+void log_refusal(tls_policy::state& st, const std::string& why, std::uint64_t count) {
   // At most one line a second: a peer that retries cannot flood the log.
   auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
                std::chrono::steady_clock::now().time_since_epoch())
@@ -280,6 +281,10 @@ void note_refusal(tls_policy::state& st, const std::string& why) {
   if (now - last >= 1000 && st.last_log_ms.compare_exchange_strong(last, now))
     logger()->warn("node '{}': TLS peer refused: {} ({} refused so far)", st.node_name, why,
                    count);
+}
+
+void note_refusal(tls_policy::state& st, const std::string& why) {
+  log_refusal(st, why, st.refused.fetch_add(1) + 1);
 }
 
 // The policy of a kvferry node's context; null for another context or a node gone. `ours`:
@@ -356,6 +361,7 @@ void on_info(const SSL* ssl, int where, int) {
   h.start = std::chrono::steady_clock::now();
   if (st->pending >= st->max_pending) {
     // Called inside this connection's own accept: the descriptor is live.
+    st->refused.fetch_add(1);
     ::shutdown(h.fd, SHUT_RDWR);
     h.cut = true;
   } else {
@@ -371,8 +377,9 @@ void on_info(const SSL* ssl, int where, int) {
     reg.watched[ssl] = st;
   }
   if (cut)
-    note_refusal(*st, "a connection beyond " + std::to_string(st->max_pending) +
-                        " pending handshakes (tls_max_pending_handshakes)");
+    log_refusal(*st, "a connection beyond " + std::to_string(st->max_pending) +
+                       " pending handshakes (tls_max_pending_handshakes)",
+                st->refused.load());
 }
 
 // Every SSL object's end (ex_data's "free" callback): forget its handshake.
@@ -478,15 +485,18 @@ void tls_policy::sweep() {
       --state_->pending;
       // Still the socket the handshake began on (same addresses), never a reused number.
       if (!h.endpoints.empty() && endpoints_of(h.fd) == h.endpoints) {
+        state_->refused.fetch_add(1);
         ::shutdown(h.fd, SHUT_RDWR);
         ++cut;
       }
     }
   }
-  for (std::size_t i = 0; i < cut; ++i)
-    note_refusal(*state_, "handshake not completed within " +
-                            std::to_string(state_->handshake_timeout.count()) +
-                            " ms (tls_handshake_timeout_ms)");
+  if (cut != 0)
+    log_refusal(*state_,
+                std::to_string(cut) + " handshake(s) not completed within " +
+                  std::to_string(state_->handshake_timeout.count()) +
+                  " ms (tls_handshake_timeout_ms)",
+                state_->refused.load());
 }
 
 }  // namespace kvferry

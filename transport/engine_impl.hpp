@@ -31,6 +31,7 @@
 
 #include "transport/engine.hpp"
 #include "transport/memory.hpp"
+#include "transport/shm_guard.hpp"
 #include "transport/ucx_handles.hpp"
 #include "transport/wedge_detector.hpp"
 
@@ -91,7 +92,13 @@ struct peer_state {
   std::uint64_t key = 0;
   std::vector<std::uint8_t> address;
   ucx::endpoint ep;
-  std::map<std::vector<std::uint8_t>, shared_rkey> rkeys;  // by packed bytes; after ep: destroyed first
+  // Unpacked rkeys by packed bytes (after ep: destroyed first), each with the extents of the
+  // shared-memory segments it maps (shm_guard; empty unless the peer is on this host).
+  struct cached_rkey {
+    shared_rkey rkey;
+    std::vector<shm_extent> extents;
+  };
+  std::map<std::vector<std::uint8_t>, cached_rkey> rkeys;
   std::unordered_set<std::uint64_t> batches;                // ids of unfinished batches
   bool closing = false;
   bool closed = false;
@@ -209,6 +216,9 @@ class engine_impl final : public engine {
   bool worker_flushed_ = false;
 
   std::unordered_map<std::uint64_t, std::unique_ptr<peer_state>> peers_;
+  // This host's shared-memory system id (from our worker address); 0 until first asked.
+  std::uint64_t own_shm_id();
+  std::uint64_t own_shm_id_ = 0;
   std::list<std::unique_ptr<peer_state>> closing_;
   std::unordered_map<std::uint64_t, std::unique_ptr<batch_state>> batches_;
   std::vector<pending_request*> completed_;

@@ -1,7 +1,9 @@
 // Put batches: posting in chunks, completions, flush, cancel, and the exactly-once `done`.
 #include "transport/engine_impl.hpp"
 
+#include "transport/shm_guard.hpp"
 #include "transport/status.hpp"
+#include "transport/wire_check.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -22,6 +24,14 @@ void record_error(batch_state& batch, errc code, const std::string& detail) {
 }
 
 }  // namespace
+
+std::uint64_t engine_impl::own_shm_id() {
+  if (own_shm_id_ == 0) {
+    auto mine = worker_address();
+    own_shm_id_ = shm_system_id(mine.data(), mine.size());
+  }
+  return own_shm_id_;
+}
 
 std::uint64_t engine_impl::put(put_batch batch, completion_fn done) {
   const std::uint64_t id = next_id_.fetch_add(1);
@@ -82,28 +92,54 @@ void engine_impl::do_put(std::uint64_t id, put_batch request, completion_fn done
   batch->done = std::move(done);
   batch->ops = std::move(request.ops);
   batch->rkeys.reserve(request.rkeys.size());
-  for (std::vector<std::uint8_t>& packed : request.rkeys) {
+  std::vector<const std::vector<shm_extent>*> extents_of_key;
+  extents_of_key.reserve(request.rkeys.size());
+  for (std::size_t k = 0; k < request.rkeys.size(); ++k) {
+    std::vector<std::uint8_t>& packed = request.rkeys[k];
     auto cached = peer.rkeys.find(packed);
-    if (cached != peer.rkeys.end()) {
-      batch->rkeys.push_back(cached->second);
-      continue;
+    if (cached == peer.rkeys.end()) {
+      if (packed.empty()) {
+        deliver(batch->done, errc::invalid_argument, "empty packed rkey");
+        return;
+      }
+      // A same-host peer's shared-memory segments are checked before UCX maps them.
+      std::vector<shm_extent> extents;
+      const shm_keys keys =
+        shm_keys_of(packed.data(), packed.size(), peer.address.data(), peer.address.size());
+      if (!keys.segments.empty() && keys.system_id != 0 && keys.system_id == own_shm_id()) {
+        if (auto bad = shm_extents(keys, &extents)) {
+          deliver(batch->done, errc::malformed_message, "rkey " + std::to_string(k) + ": " + *bad);
+          return;
+        }
+      }
+      ucp_rkey_h rkey = nullptr;
+      ucs_status_t status = ucp_ep_rkey_unpack(peer.ep.get(), packed.data(), &rkey);
+      if (status != UCS_OK) {
+        deliver(batch->done, translate(status), ucx_detail("ucp_ep_rkey_unpack", status));
+        return;
+      }
+      if (peer.rkeys.size() >= rkey_cache_limit) {
+        peer.rkeys.clear();  // batches in flight keep their own references
+      }
+      cached = peer.rkeys
+                 .emplace(std::move(packed),
+                          peer_state::cached_rkey{shared_rkey(rkey, ucx::rkey_deleter{}),
+                                                  std::move(extents)})
+                 .first;
     }
-    ucp_rkey_h rkey = nullptr;
-    if (packed.empty()) {
-      deliver(batch->done, errc::invalid_argument, "empty packed rkey");
+    batch->rkeys.push_back(cached->second.rkey);
+    extents_of_key.push_back(&cached->second.extents);
+  }
+  // UCX's shared-memory puts write where they are told: each must stay inside its segment.
+  for (const copy_op& op : batch->ops) {
+    const auto& extents = *extents_of_key[op.dst.key];
+    if (!extents.empty() && !inside_all(extents, op.dst.addr, op.dst.bytes)) {
+      deliver(batch->done, errc::out_of_range,
+              "a put of " + std::to_string(op.dst.bytes) + " bytes at address " +
+                std::to_string(op.dst.addr) +
+                " lies outside the shared-memory segment its rkey maps");
       return;
     }
-    ucs_status_t status = ucp_ep_rkey_unpack(peer.ep.get(), packed.data(), &rkey);
-    if (status != UCS_OK) {
-      deliver(batch->done, translate(status), ucx_detail("ucp_ep_rkey_unpack", status));
-      return;
-    }
-    shared_rkey owned(rkey, ucx::rkey_deleter{});
-    if (peer.rkeys.size() >= rkey_cache_limit) {
-      peer.rkeys.clear();  // batches in flight keep their own references
-    }
-    peer.rkeys.emplace(std::move(packed), owned);
-    batch->rkeys.push_back(std::move(owned));
   }
 
   batch_state& state = *batch;

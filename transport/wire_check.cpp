@@ -312,6 +312,7 @@ component component_of(std::uint16_t csum) {
 // What the walk of an address learnt: the component behind each remote md index.
 struct address_info {
   component md_component[max_mds] = {};
+  std::uint64_t sm_system_id = 0;  // of the posix/sysv devices; 0: none
 };
 
 std::string device_name(unsigned dev) { return "device " + std::to_string(dev); }
@@ -497,6 +498,9 @@ std::optional<std::string> walk_address(const std::uint8_t* data, std::size_t si
       if (auto bad = check_transport(csum, dev_addr, dev_len, iface_addr, iface_len)) {
         return iname + ": " + *bad;
       }
+      if (info != nullptr && (csum == csum_posix || csum == csum_sysv)) {
+        info->sm_system_id = load_u64(dev_addr) & ~(std::uint64_t{1} << 63);
+      }
       if (info != nullptr) {
         const component c = component_of(csum);
         component& slot = info->md_component[md_index];
@@ -600,7 +604,61 @@ std::optional<std::string> walk_rkey(const std::uint8_t* data, std::size_t size,
   return std::nullopt;
 }
 
+// Visits each md blob of a packed rkey that walk_rkey accepted: (md index, blob, length).
+template <class F>
+void for_each_blob(const std::uint8_t* data, std::size_t size, F&& visit) {
+  reader in(data, size);
+  const std::uint64_t md_map = load_u64(in.take(8, "the md map"));
+  in.take(1, "the memory type");
+  for (unsigned md = 0; md < 64; ++md) {
+    if (!(md_map & (std::uint64_t{1} << md))) {
+      continue;
+    }
+    const std::uint8_t* len = in.take(1, "length");
+    const std::uint8_t* blob = in.take(len[0], "blob");
+    visit(md, blob, std::size_t{len[0]});
+  }
+}
+
 }  // namespace
+
+std::uint64_t shm_system_id(const std::uint8_t* address, std::size_t address_size) {
+  address_info info;
+  return walk_address(address, address_size, &info) ? 0 : info.sm_system_id;
+}
+
+shm_keys shm_keys_of(const std::uint8_t* rkey, std::size_t size, const std::uint8_t* address,
+                     std::size_t address_size) {
+  shm_keys out;
+  address_info info;
+  if (walk_address(address, address_size, &info) || walk_rkey(rkey, size, &info)) {
+    return out;  // refused by the checks: nothing of it reaches UCX
+  }
+  out.system_id = info.sm_system_id;
+  for_each_blob(rkey, size, [&](unsigned md, const std::uint8_t* blob, std::size_t n) {
+    shm_segment seg;
+    switch (info.md_component[md]) {
+      case component::sysv:  // u32 shmid, u64 the owner's address of the segment
+        seg.type = shm_segment::kind::sysv;
+        seg.id = load_u32(blob);
+        seg.base = load_u64(blob + 4);
+        break;
+      case component::posix:  // u64 segment id, u64 address, u64 length[, directory]
+        seg.type = shm_segment::kind::posix;
+        seg.id = load_u64(blob);
+        seg.base = load_u64(blob + 8);
+        seg.length = load_u64(blob + 16);
+        if (n > 24) {
+          seg.dir.assign(reinterpret_cast<const char*>(blob + 24), n - 25);
+        }
+        break;
+      default:
+        return;
+    }
+    out.segments.push_back(std::move(seg));
+  });
+  return out;
+}
 
 std::optional<std::string> check_worker_address(const std::uint8_t* data, std::size_t size) {
   return walk_address(data, size, nullptr);

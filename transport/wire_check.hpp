@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace kvferry::transport {
 
@@ -43,5 +44,30 @@ std::optional<std::string> check_packed_rkey(const std::uint8_t* data, std::size
 std::optional<std::string> check_packed_rkey(const std::uint8_t* data, std::size_t size,
                                              const std::uint8_t* address,
                                              std::size_t address_size);
+
+// A shared-memory segment a packed rkey names. For a peer on this host, ucp_ep_rkey_unpack maps
+// it (posix: open + mmap of `length` bytes; sysv: shmat) and UCX 1.13 crashes when that fails;
+// puts then write at `base + offset` inside the mapping without a bounds check of their own.
+struct shm_segment {
+  enum class kind : std::uint8_t { sysv, posix };
+  kind type = kind::sysv;
+  std::uint64_t id = 0;      // sysv: the shmid; posix: the segment id (mode bits + mmid)
+  std::uint64_t base = 0;    // the peer's address of the segment's first byte
+  std::uint64_t length = 0;  // posix: the length the key claims; sysv: 0 (the segment's own)
+  std::string dir;           // posix in file mode: the directory of the backing file
+};
+
+struct shm_keys {
+  std::uint64_t system_id = 0;        // the peer's shared-memory system id; 0: it has none
+  std::vector<shm_segment> segments;  // the key's posix and sysv blobs the address ties
+};
+
+// The shared-memory segments of a packed rkey, for the memory domains the peer's address ties to
+// posix or sysv. Empty for blobs the strict check_packed_rkey refuses.
+shm_keys shm_keys_of(const std::uint8_t* rkey, std::size_t size, const std::uint8_t* address,
+                     std::size_t address_size);
+
+// The shared-memory system id a worker address declares (this host's, for our own); 0: none.
+std::uint64_t shm_system_id(const std::uint8_t* address, std::size_t address_size);
 
 }  // namespace kvferry::transport

@@ -4,6 +4,7 @@
 #include "actors/messages.hpp"
 #include "kvferry/node.hpp"
 #include "transport/engine.hpp"
+#include "transport/wire_check.hpp"
 
 #include <caf/io/all.hpp>
 #include <doctest/doctest.h>
@@ -450,4 +451,102 @@ TEST_CASE("F17: a hostile prefill that answers a fetch with an empty or unknown 
   CHECK(d.health().healthy);
   d.stop(1s);
   caf::anon_send_exit(liar, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("F17: a same-host peer's forged shared-memory rkey is refused before UCX maps it, and "
+          "its real one is served") {
+  node_config cfg;
+  cfg.transport = "shm";
+  auto started = node::start(cfg);
+  REQUIRE_MESSAGE(started, started.error().message);
+  auto& prefill = *started.value();
+  std::vector<unsigned char> src(4 * 4096, 0xEF);
+  auto region = prefill.register_region(src.data(), src.size()).value();
+
+  client_config ccfg;
+  caf::actor_system sys{ccfg};
+  transport::engine_options eo;
+  eo.tls = "shm";
+  auto eng = transport::engine::start(eo, nullptr);
+  REQUIRE_MESSAGE(eng, eng.error().message);
+  auto mem = eng.value()->allocate_memory(4 * 4096);
+  REQUIRE_MESSAGE(mem, mem.error().message);
+  const auto address = eng.value()->worker_address();
+  const auto& rkey = mem.value()->packed_rkey();
+  auto keys = transport::shm_keys_of(rkey.data(), rkey.size(), address.data(), address.size());
+  if (keys.segments.empty()) {
+    MESSAGE("UCX allocated no shared-memory segment here; skipped");
+    prefill.stop(1s);
+    return;
+  }
+  auto remote = sys.middleman().remote_actor<sender_actor>("127.0.0.1", prefill.port());
+  REQUIRE_MESSAGE(remote, sys.render(remote.error()));
+  const auto base = reinterpret_cast<std::uint64_t>(mem.value()->base());
+  auto* bytes = static_cast<unsigned char*>(mem.value()->base());
+  auto fetch = [&](const std::string& id, std::vector<std::uint8_t> key) {
+    fetch_msg f;
+    f.request_id = id;
+    f.node_name = "same-host";
+    f.epoch = 0x5158;
+    f.worker_address = address;
+    f.rkeys = {std::move(key)};
+    f.region_bases = {base};
+    f.region_bytes = {4 * 4096};
+    f.blocks = {{base, 4096, 0}};
+    f.deadline_ms = 5000;
+    caf::scoped_actor self{sys};
+    caf::expected<std::uint64_t> out{caf::sec::unexpected_message};
+    self->request(*remote, 20s, std::move(f))
+      .receive([&](transfer_done& d) { out = d.bytes; }, [&](caf::error& e) { out = e; });
+    return out;
+  };
+  // The key's segment moved 1 TiB away: UCX would write 1 TiB before its mapping.
+  // Where the segment's blob starts: after the md map and the memory type, each blob is a
+  // length byte and its bytes; the segment's is the one of 12 (sysv) or 24+ (posix) bytes.
+  REQUIRE(keys.segments.size() == 1);
+  std::size_t at = 0;
+  {
+    std::uint64_t map = 0;
+    std::memcpy(&map, rkey.data(), 8);
+    std::size_t pos = 9;
+    for (unsigned md = 0; md < 64 && at == 0; ++md) {
+      if (!(map & (std::uint64_t{1} << md)))
+        continue;
+      if (rkey[pos] == 12 || rkey[pos] >= 24)
+        at = pos + 1;
+      pos += 1 + rkey[pos];
+    }
+  }
+  REQUIRE(at != 0);
+  auto forged = rkey;
+  const bool sysv = keys.segments[0].type == transport::shm_segment::kind::sysv;
+  std::uint64_t seen_base = 0;
+  std::memcpy(&seen_base, &forged[at + (sysv ? 4 : 8)], 8);
+  REQUIRE(seen_base == keys.segments[0].base);
+  std::uint64_t moved = keys.segments[0].base + (std::uint64_t{1} << 40);
+  std::memcpy(&forged[at + (sysv ? 4 : 8)], &moved, 8);
+  auto s1 = prefill.send("moved", {{region, 0, 4096}});
+  CHECK(code_of(fetch("moved", forged)) == errc::out_of_range);
+  // A segment that does not exist here: UCX 1.13 would crash unpacking it.
+  auto missing = rkey;
+  if (sysv) {
+    std::uint32_t no_such = 0x7ffffff0;
+    std::memcpy(&missing[at], &no_such, 4);
+  } else {
+    std::uint64_t seg = keys.segments[0].id | ((std::uint64_t{1} << 30) - 2);
+    std::memcpy(&missing[at], &seg, 8);
+  }
+  auto s2 = prefill.send("missing", {{region, 0, 4096}});
+  CHECK(code_of(fetch("missing", missing)) == errc::malformed_message);
+  CHECK(std::all_of(bytes, bytes + 4 * 4096, [](unsigned char b) { return b == 0; }));
+  // The real key is served, over shared memory, and writes where it should.
+  auto s3 = prefill.send("real", {{region, 4096, 4096}});
+  auto answer = fetch("real", rkey);
+  REQUIRE(answer);
+  CHECK(*answer == 4096);
+  CHECK(bytes[0] == 0xEF);
+  CHECK(bytes[4095] == 0xEF);
+  CHECK(bytes[4096] == 0);
+  CHECK(prefill.health().healthy);
+  prefill.stop(1s);
 }

@@ -274,7 +274,8 @@ TEST_CASE("every one of many batches completes exactly once and the stats agree"
   for (std::size_t i = 0; i < batches; ++i) {
     const auto calls = log.calls(i);
     REQUIRE(calls.size() == 1);
-    CHECK((calls[0] == errc::none || calls[0] == errc::cancelled));
+    CHECK_MESSAGE((calls[0] == errc::none || calls[0] == errc::cancelled),
+                  to_string(calls[0]) << ": " << log.detail(i));
     if (calls[0] == errc::none) {
       ++succeeded;
       const std::size_t offset = i * blocks_per_batch * block;

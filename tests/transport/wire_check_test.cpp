@@ -1,3 +1,4 @@
+#include "transport/shm_guard.hpp"
 #include "transport/wire_check.hpp"
 #include "transport/ucx_handles.hpp"
 
@@ -204,4 +205,101 @@ TEST_CASE("wire_check refuses random garbage without crashing") {
   }
   CHECK(refused_addresses == rounds);
   CHECK(refused_rkeys == rounds);
+}
+
+namespace {
+
+// The allocated region of a real peer's second registration (UCP_MEM_MAP_ALLOCATE).
+std::pair<std::uint64_t, std::uint64_t> allocated_region(const real_peer& peer) {
+  ucp_mem_attr_t attr;
+  std::memset(&attr, 0, sizeof attr);
+  attr.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS | UCP_MEM_ATTR_FIELD_LENGTH;
+  REQUIRE(ucp_mem_query(peer.memory.at(1).get(), &attr) == UCS_OK);
+  return {reinterpret_cast<std::uint64_t>(attr.address), attr.length};
+}
+
+// The offset of md blob `index` (0-based among the blobs present) in a packed rkey.
+std::size_t blob_offset(const bytes& rkey, std::size_t index) {
+  std::uint64_t map = 0;
+  std::memcpy(&map, rkey.data(), 8);
+  std::size_t pos = 9, seen = 0;
+  for (unsigned md = 0; md < 64; ++md) {
+    if (!(map & (std::uint64_t{1} << md)))
+      continue;
+    if (seen++ == index)
+      return pos + 1;
+    pos += 1 + rkey[pos];
+  }
+  FAIL("no blob " << index);
+  return 0;
+}
+
+}  // namespace
+
+TEST_CASE("shm_guard: a same-host peer's real shared-memory rkeys map what the peer allocated, "
+          "and nothing a forged key claims") {
+  for (const char* tls : {"sysv", "posix"}) {
+    CAPTURE(tls);
+    real_peer peer;
+    if (!peer.start({{"TLS", tls}})) {
+      MESSAGE("UCX cannot start with TLS=" << tls << " here; skipped");
+      continue;
+    }
+    const bytes& rkey = peer.rkeys.at(1);  // the allocated region's
+    auto keys = shm_keys_of(rkey.data(), rkey.size(), peer.address.data(), peer.address.size());
+    REQUIRE(keys.segments.size() == 1);
+    CHECK(keys.system_id != 0);
+    CHECK(keys.system_id == shm_system_id(peer.address.data(), peer.address.size()));
+    std::vector<shm_extent> extents;
+    auto verdict = shm_extents(keys, &extents);
+    REQUIRE_MESSAGE(!verdict, *verdict);
+    REQUIRE(extents.size() == 1);
+    auto [base, length] = allocated_region(peer);
+    CHECK(inside_all(extents, base, length));
+    CHECK_FALSE(inside_all(extents, base + length, 1));
+    CHECK_FALSE(inside_all(extents, base - 1, 1));
+    CHECK_FALSE(inside_all(extents, ~std::uint64_t{0} - 8, 16));  // wraps around
+
+    // A key moved to another base: the same bytes now lie outside it.
+    bytes moved = rkey;
+    const std::size_t at = blob_offset(moved, 0);
+    const std::size_t base_at = keys.segments[0].type == shm_segment::kind::sysv ? at + 4 : at + 8;
+    std::uint64_t forged_base = base + (std::uint64_t{1} << 40);
+    std::memcpy(&moved[base_at], &forged_base, 8);
+    auto moved_keys = shm_keys_of(moved.data(), moved.size(), peer.address.data(),
+                                  peer.address.size());
+    std::vector<shm_extent> moved_extents;
+    REQUIRE_FALSE(shm_extents(moved_keys, &moved_extents));
+    CHECK_FALSE(inside_all(moved_extents, base, length));
+
+    // A segment that does not exist, and (posix) a key longer than its file.
+    bytes bogus = rkey;
+    if (keys.segments[0].type == shm_segment::kind::sysv) {
+      std::uint32_t no_such = 0x7ffffff0;
+      std::memcpy(&bogus[at], &no_such, 4);
+    } else {
+      std::uint64_t seg = keys.segments[0].id;
+      seg = (seg & ~((std::uint64_t{1} << 30) - 1)) | ((std::uint64_t{1} << 30) - 2);  // pid
+      std::memcpy(&bogus[at], &seg, 8);
+    }
+    auto bogus_keys = shm_keys_of(bogus.data(), bogus.size(), peer.address.data(),
+                                  peer.address.size());
+    std::vector<shm_extent> none;
+    auto refused = shm_extents(bogus_keys, &none);
+    REQUIRE(refused);
+    CHECK_MESSAGE((refused->find("does not attach") != std::string::npos ||
+                   refused->find("does not open") != std::string::npos),
+                  *refused);
+    CHECK(none.empty());
+    if (keys.segments[0].type == shm_segment::kind::posix) {
+      bytes longer = rkey;
+      std::uint64_t claim = keys.segments[0].length * 1024;
+      std::memcpy(&longer[at + 16], &claim, 8);
+      auto longer_keys = shm_keys_of(longer.data(), longer.size(), peer.address.data(),
+                                     peer.address.size());
+      auto why = shm_extents(longer_keys, &none);
+      REQUIRE(why);
+      CHECK_MESSAGE(why->find("its key claims") != std::string::npos, *why);
+    }
+  }
 }
