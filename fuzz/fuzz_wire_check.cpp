@@ -90,6 +90,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       auto strict = wc::check_packed_rkey(key_blob.get(), key_size, addr_blob.get(), len);
       checked(strict);
       FUZZ_CHECK(strict == wc::check_packed_rkey(key_blob.get(), key_size, addr_blob.get(), len));
+      // The shared-memory segments a key names (transport/shm_guard reads them): none from a
+      // refused key, and each read within the blob.
+      auto keys = wc::shm_keys_of(key_blob.get(), key_size, addr_blob.get(), len);
+      FUZZ_CHECK(!strict || keys.segments.empty());
+      for (const auto& seg : keys.segments)
+        FUZZ_CHECK(seg.dir.size() < key_size);
       // Not a subset of the plain check, by design: the strict one skips the keys of memory
       // domains the address does not name (UCX never reads them), which the plain one judges.
       (void)plain;
