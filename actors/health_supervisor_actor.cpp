@@ -96,10 +96,10 @@ caf::io::middleman_actor network_of(caf::actor_system& sys) {
 
 namespace {
 
-void republish_sender(self_ptr self) {
+// Publishes the current sender on the node's port; a port still busy (its old doorman closing)
+// is tried again, `attempts` times in all, 100 ms apart.
+void publish_sender(self_ptr self, std::int32_t attempts) {
   auto& st = self->state;
-  if (st.port == 0)
-    return;
   auto& sys = self->system();
   auto sender = caf::actor_cast<caf::strong_actor_ptr>(st.spec.children->current().sender);
   // With its interface: connect() checks it before it trusts the entry.
@@ -107,10 +107,26 @@ void republish_sender(self_ptr self) {
                 std::move(sender), sys.message_types<sender_actor>(), st.spec.listen_host, true)
     .then([](std::uint16_t) {},
           [=](caf::error& err) {
+            if (attempts > 1) {
+              self->delayed_send(self, std::chrono::milliseconds{100}, caf::publish_atom::value,
+                                 attempts - 1);
+              return;
+            }
             self->state.spec.health->set_unhealthy("the restarted entry actor could not be "
                                                    "published again: " +
                                                    self->system().render(err));
           });
+}
+
+// The port still names the dead sender (CAF keeps a published actor's port open after it dies,
+// and answers connects with it): unpublish that one, then publish its successor on the same port.
+void republish_sender(self_ptr self, const caf::actor_addr& dead) {
+  if (self->state.port == 0)
+    return;
+  auto done = [=] { publish_sender(self, 20); };
+  self->request(network_of(self->system()), std::chrono::seconds{10}, caf::unpublish_atom::value,
+                dead, self->state.port)
+    .then(done, [=](caf::error&) { done(); });
 }
 
 void on_child_down(self_ptr self, const caf::down_msg& dm) {
@@ -137,7 +153,7 @@ void on_child_down(self_ptr self, const caf::down_msg& dm) {
   st.spec.health->child_restarted();
   self->monitor(spawn_child(self->system(), st.spec, which));
   if (which == child_kind::sender)
-    republish_sender(self);
+    republish_sender(self, dm.source);
 }
 
 // CAF's network thread (the multiplexer) runs every connection's reads and writes: a huge
@@ -197,6 +213,7 @@ supervisor_actor::behavior_type supervisor_impl(self_ptr self, supervisor_spec s
       self->delayed_send(self, std::chrono::milliseconds{tick}, tick_atom::value);
     },
     [=](caf::publish_atom, std::uint16_t port) { self->state.port = port; },
+    [=](caf::publish_atom, std::int32_t attempts) { publish_sender(self, attempts); },
     [=](crash_atom, child_kind which) {
       if (auto h = self->state.spec.children->current().get(which))
         self->send_exit(h, caf::exit_reason::kill);

@@ -264,6 +264,8 @@ using supervisor_actor = caf::typed_actor<
   caf::reacts_to<tick_atom>,
   // The node published the sender on this port: a restarted sender is re-published there.
   caf::reacts_to<caf::publish_atom, std::uint16_t>,
+  // Internal: publish the restarted sender again, with this many attempts left.
+  caf::reacts_to<caf::publish_atom, std::int32_t>,
   // Test hook (the test library): make a child crash.
   caf::reacts_to<crash_atom, child_kind>>;
 

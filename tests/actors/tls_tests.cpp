@@ -1,9 +1,11 @@
 // F18: mutual TLS on the control channel. Certificates are made for each test by the `openssl`
 // command (tests/support/test_pki); nodes run real CAF networking and real UCX (tcp) in this
 // process. Refusals are asserted both ways: who cannot connect, and that the node refusing them
-// goes on serving a legitimate peer with verified bytes.
+// goes on serving a legitimate peer with verified bytes. The entry actor's restart (F10) is here
+// too: it is published again through whichever middleman the node uses, TLS or not.
 #include "actors/node_impl.hpp"
 #include "kvferry/node.hpp"
+#include "tests/support/node_testing.hpp"
 #include "tests/support/test_pki.hpp"
 
 #include <doctest/doctest.h>
@@ -293,6 +295,43 @@ TEST_CASE("F18: with TLS, connections that never complete a handshake are bounde
   REQUIRE_MESSAGE(peer, peer.error().message);
   transfer_verified(*prefill, *decode, peer.value(), "after-idle");
   CHECK(policy.pending_handshakes() == 0);  // an authenticated connection is not pending
+  decode->stop(2s);
+  prefill->stop(2s);
+}
+
+TEST_CASE("F10: a crashed entry actor is published again through TLS, and a new peer connects and "
+          "is served") {
+  test_pki pki;
+  auto prefill = start_ok(pki.with_tls(base_config("prefill-0"), "prefill-0"));
+  testing::crash_child(*prefill, testing::child::sender);
+  REQUIRE(prefill->wait_health([](const health_snapshot& h) { return h.restarts >= 1; }, 20s));
+  // The republish follows the restart: a generous bound for a loaded machine.
+  auto decode = start_ok(pki.with_tls(base_config("decode-0"), "decode-0"));
+  result<peer_id> peer{errc::peer_unreachable, "not tried"};
+  auto until = std::chrono::steady_clock::now() + 20s;
+  while (!(peer = decode->connect("127.0.0.1", prefill->port())) &&
+         std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(100ms);
+  REQUIRE_MESSAGE(peer, peer.error().message);
+  transfer_verified(*prefill, *decode, peer.value(), "after-restart");
+  CHECK(prefill->health().healthy);
+  decode->stop(2s);
+  prefill->stop(2s);
+}
+
+TEST_CASE("F10: a crashed entry actor is published again, and a new peer connects and is served") {
+  auto prefill = start_ok(base_config("prefill-0"));
+  testing::crash_child(*prefill, testing::child::sender);
+  REQUIRE(prefill->wait_health([](const health_snapshot& h) { return h.restarts >= 1; }, 20s));
+  auto decode = start_ok(base_config("decode-0"));
+  result<peer_id> peer{errc::peer_unreachable, "not tried"};
+  auto until = std::chrono::steady_clock::now() + 20s;
+  while (!(peer = decode->connect("127.0.0.1", prefill->port())) &&
+         std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(100ms);
+  REQUIRE_MESSAGE(peer, peer.error().message);
+  transfer_verified(*prefill, *decode, peer.value(), "after-restart");
+  CHECK(prefill->health().healthy);
   decode->stop(2s);
   prefill->stop(2s);
 }
