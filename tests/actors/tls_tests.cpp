@@ -299,14 +299,15 @@ TEST_CASE("F18: with TLS, connections that never complete a handshake are bounde
   prefill->stop(2s);
 }
 
-TEST_CASE("F10: a crashed entry actor is published again through TLS, and a new peer connects and "
-          "is served") {
-  test_pki pki;
-  auto prefill = start_ok(pki.with_tls(base_config("prefill-0"), "prefill-0"));
+namespace {
+
+// Crashes the prefill's entry actor, then a new decode connects (as soon as the republish lets
+// it; a generous bound for a loaded machine) and is served verified bytes.
+void restart_then_serve(const node_config& prefill_cfg, const node_config& decode_cfg) {
+  auto prefill = start_ok(prefill_cfg);
   testing::crash_child(*prefill, testing::child::sender);
   REQUIRE(prefill->wait_health([](const health_snapshot& h) { return h.restarts >= 1; }, 20s));
-  // The republish follows the restart: a generous bound for a loaded machine.
-  auto decode = start_ok(pki.with_tls(base_config("decode-0"), "decode-0"));
+  auto decode = start_ok(decode_cfg);
   result<peer_id> peer{errc::peer_unreachable, "not tried"};
   auto until = std::chrono::steady_clock::now() + 20s;
   while (!(peer = decode->connect("127.0.0.1", prefill->port())) &&
@@ -319,19 +320,15 @@ TEST_CASE("F10: a crashed entry actor is published again through TLS, and a new 
   prefill->stop(2s);
 }
 
+}  // namespace
+
+TEST_CASE("F10: a crashed entry actor is published again through TLS, and a new peer connects and "
+          "is served") {
+  test_pki pki;
+  restart_then_serve(pki.with_tls(base_config("prefill-0"), "prefill-0"),
+                     pki.with_tls(base_config("decode-0"), "decode-0"));
+}
+
 TEST_CASE("F10: a crashed entry actor is published again, and a new peer connects and is served") {
-  auto prefill = start_ok(base_config("prefill-0"));
-  testing::crash_child(*prefill, testing::child::sender);
-  REQUIRE(prefill->wait_health([](const health_snapshot& h) { return h.restarts >= 1; }, 20s));
-  auto decode = start_ok(base_config("decode-0"));
-  result<peer_id> peer{errc::peer_unreachable, "not tried"};
-  auto until = std::chrono::steady_clock::now() + 20s;
-  while (!(peer = decode->connect("127.0.0.1", prefill->port())) &&
-         std::chrono::steady_clock::now() < until)
-    std::this_thread::sleep_for(100ms);
-  REQUIRE_MESSAGE(peer, peer.error().message);
-  transfer_verified(*prefill, *decode, peer.value(), "after-restart");
-  CHECK(prefill->health().healthy);
-  decode->stop(2s);
-  prefill->stop(2s);
+  restart_then_serve(base_config("prefill-0"), base_config("decode-0"));
 }

@@ -492,6 +492,12 @@ TEST_CASE("bytes beyond ASCII outside strings and comments are refused with thei
   // A quote inside a bare value opens no string (toml++ reads on: fuzz/crashes, -3).
   e = load_text("#mment\nnoame = 5e9\\t0\"\"\"-03-0\xCF\xAB\xCF\xCFt \n");
   CHECK_MESSAGE(contains(e.reason, "line 2, column 23"), e.reason);
+  // After a backslash in a string (an escape, or a line-ending backslash and its blanks), where
+  // toml++ also asks (fuzz/crashes, -4).
+  e = load_text("layout_tag = \"\"\"a\\ \n  \xEF\xB3\xBF\"\"\"\n");
+  CHECK_MESSAGE(contains(e.reason, "a backslash before a byte beyond ASCII"), e.reason);
+  e = load_text("node_name = \"a\\\xC2\xA1\"\n");
+  CHECK_MESSAGE(contains(e.reason, "line 1, column 15"), e.reason);
   // In strings (every kind), quoted keys and comments they are fine.
   e = load_text("# caf\xC3\xA9\nnode_name = \"caf\xC3\xA9 \\\" \xC2\xA1\"\n"
                 "layout_tag = '''x\xC2\xA1\n\xC2\xA1'''\n"
