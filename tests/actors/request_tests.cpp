@@ -472,7 +472,7 @@ TEST_CASE("a declined offer is released at once, a running fetch cannot be decli
   CHECK(detail::handle_state::violations() == np.violations_at_start);
 }
 
-TEST_CASE("a receive may fetch part of an offer by block ranges; bad ranges fail clearly") {
+TEST_CASE("a receive may fetch part of an offer by block ranges, and bad ranges fail clearly") {
   node_pair np{8 * 4096};
   std::vector<block_span> four{{np.src_region, 0, 4096}, {np.src_region, 4096, 4096},
                                {np.src_region, 2 * 4096, 4096}, {np.src_region, 3 * 4096, 4096}};

@@ -137,8 +137,8 @@ std::vector<std::string> operator+(std::vector<std::string> a, const std::vector
   return a;
 }
 
-TEST_CASE("F18: two node processes with mutual TLS transfer and verify; another CA's process is "
-          "refused") {
+TEST_CASE("F18: two node processes with mutual TLS transfer and verify, and another CA's process "
+          "is refused") {
   kvferry::testing::test_pki pki, rogue{"rogue-ca"};
   const std::vector<std::string> load{"--transport", "tcp", "--requests", "4", "--layers", "2",
                                       "--block-bytes", "8192"};
