@@ -3,7 +3,10 @@
 // Sources, lowest to highest precedence: built-in defaults < TOML file < KVFERRY_* environment
 // variables < command-line overrides. Every key has the same name in all three:
 //   TOML `listen_port = 7000`, environment `KVFERRY_LISTEN_PORT=7000`, CLI `--set listen_port=7000`.
-// An invalid value is refused with an error naming the key and the reason.
+// An invalid value is refused with an error naming the key and the reason. In the TOML file,
+// characters beyond ASCII may appear only in strings and comments, and not U+00A1..U+0499,
+// U+2C5E..U+3057 (but U+3000) or U+FB26..U+FEFE at all: Debian's toml++ 3.3 cannot read those
+// safely, so the file is refused naming the place (environment and --set values may hold them).
 //
 // Environment: only names starting with KVFERRY_ are looked at (the map may hold the whole
 // environment). KVFERRY_CONFIG is the one exception to "every KVFERRY_* name is a key": it names
