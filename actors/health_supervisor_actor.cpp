@@ -105,7 +105,7 @@ void publish_sender(self_ptr self, std::int32_t attempts) {
   // With its interface: connect() checks it before it trusts the entry.
   self->request(network_of(sys), std::chrono::seconds{10}, caf::publish_atom::value, st.port,
                 std::move(sender), sys.message_types<sender_actor>(), st.spec.listen_host, true)
-    .then([](std::uint16_t) {},
+    .then([=](std::uint16_t) { self->state.spec.health->entry_published(); },
           [=](caf::error& err) {
             if (attempts > 1) {
               self->delayed_send(self, std::chrono::milliseconds{100}, caf::publish_atom::value,

@@ -85,6 +85,17 @@ void node_health::set_unhealthy(std::string why) {
   notify();
 }
 
+void node_health::entry_published() {
+  entry_publications_.fetch_add(1);
+  notify();
+}
+
+bool node_health::wait_entry_publications(std::uint64_t n,
+                                          std::chrono::milliseconds timeout) const {
+  std::unique_lock<std::mutex> guard{mtx_};
+  return cv_.wait_for(guard, timeout, [&] { return entry_publications_.load() >= n; });
+}
+
 bool node_health::network_probe_due() {
   std::int64_t none = 0;
   return probe_posted_ns_.compare_exchange_strong(none, now_ns());

@@ -40,6 +40,11 @@ class node_health {
 
   // -- supervisor, pool, transport --------------------------------------------------------------
   void child_restarted();
+  // The entry actor was published (again, after a restart): peers can connect.
+  void entry_published();
+  std::uint64_t entry_publications() const noexcept { return entry_publications_.load(); }
+  // Waits at most `timeout` until `n` publications happened, waking on every change.
+  bool wait_entry_publications(std::uint64_t n, std::chrono::milliseconds timeout) const;
   void slot_poisoned();
   void set_worker_replacements(std::uint64_t n);
   void set_parked_fetches(std::uint64_t n);  // the sender, after each change
@@ -77,6 +82,7 @@ class node_health {
   std::string unhealthy_reason_;  // guarded by mtx_
   std::atomic<std::int64_t> probe_posted_ns_{0};  // 0: no probe pending
   std::atomic<bool> network_stalled_{false};
+  std::atomic<std::uint64_t> entry_publications_{0};
   mutable std::mutex mtx_;
   mutable std::condition_variable cv_;
   std::uint64_t changes_ = 0;

@@ -19,6 +19,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -66,6 +67,7 @@ struct tls_policy::state {
   mutable std::mutex mtx;
   std::map<const SSL*, handshake> handshakes;  // guarded by mtx
   std::size_t pending = 0;                     // not done, not cut; guarded by mtx
+  mutable std::condition_variable changed;     // pending changed
 };
 
 namespace {
@@ -351,6 +353,7 @@ void on_info(const SSL* ssl, int where, int) {
     if (it != st->handshakes.end() && !it->second.done && !it->second.cut) {
       it->second.done = true;
       --st->pending;
+      st->changed.notify_all();
     }
     return;
   }
@@ -367,6 +370,7 @@ void on_info(const SSL* ssl, int where, int) {
   } else {
     h.endpoints = endpoints_of(h.fd);
     ++st->pending;
+    st->changed.notify_all();
   }
   bool cut = h.cut;
   st->handshakes.emplace(ssl, std::move(h));
@@ -398,8 +402,10 @@ void on_free_ssl(void* parent, void*, CRYPTO_EX_DATA*, int, long, void*) {
   auto it = st->handshakes.find(static_cast<const SSL*>(parent));
   if (it == st->handshakes.end())
     return;
-  if (!it->second.done && !it->second.cut)
+  if (!it->second.done && !it->second.cut) {
     --st->pending;
+    st->changed.notify_all();
+  }
   st->handshakes.erase(it);
 }
 
@@ -473,6 +479,12 @@ std::uint64_t tls_policy::pending_handshakes() const {
   return state_->pending;
 }
 
+bool tls_policy::wait_pending_handshakes(std::uint64_t n,
+                                         std::chrono::milliseconds timeout) const {
+  std::unique_lock<std::mutex> guard{state_->mtx};
+  return state_->changed.wait_for(guard, timeout, [&] { return state_->pending == n; });
+}
+
 void tls_policy::sweep() {
   auto now = std::chrono::steady_clock::now();
   std::size_t cut = 0;
@@ -483,6 +495,7 @@ void tls_policy::sweep() {
         continue;
       h.cut = true;
       --state_->pending;
+      state_->changed.notify_all();
       // Still the socket the handshake began on (same addresses), never a reused number.
       if (!h.endpoints.empty() && endpoints_of(h.fd) == h.endpoints) {
         state_->refused.fetch_add(1);

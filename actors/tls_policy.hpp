@@ -22,6 +22,7 @@
 #include "kvferry/config.hpp"
 #include "kvferry/result.hpp"
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -46,6 +47,8 @@ class tls_policy {
   std::uint64_t refused() const noexcept;
   // Connections accepted whose handshake has not completed (and not been cut).
   std::uint64_t pending_handshakes() const;
+  // Waits at most `timeout` until exactly `n` handshakes are pending (tests, diagnostics).
+  bool wait_pending_handshakes(std::uint64_t n, std::chrono::milliseconds timeout) const;
   // Cuts the connections whose handshake is older than tls_handshake_timeout_ms. Call on CAF's
   // network thread only: the sockets are CAF's, and only there is none closed under our feet.
   void sweep();

@@ -8,9 +8,8 @@
 #include <caf/io/network/multiplexer.hpp>
 #include <doctest/doctest.h>
 
-#include <atomic>
+#include <future>
 #include <chrono>
-#include <thread>
 
 using namespace kvferry;
 using namespace std::chrono_literals;
@@ -24,15 +23,13 @@ TEST_CASE("health turns unhealthy, naming the network thread, while that thread 
   REQUIRE_MESSAGE(started, started.error().message);
   auto& n = *started.value();
   REQUIRE(n.health().healthy);
-  std::atomic<bool> release{false};
-  node_access::of(n).sys->middleman().backend().post([&release] {
-    while (!release.load())
-      std::this_thread::sleep_for(5ms);
-  });
+  std::promise<void> release;
+  node_access::of(n).sys->middleman().backend().post(
+    [held = release.get_future().share()] { held.wait(); });
   // Bounds are generous for a loaded machine: the node notices within about 250 ms.
   auto stalled = n.wait_health([](const health_snapshot& h) { return !h.healthy; }, 20s);
   auto h = n.health();
-  release = true;
+  release.set_value();
   REQUIRE(stalled);
   CHECK(h.network_stalled);
   CHECK_MESSAGE(h.reason.find("network thread") != std::string::npos, h.reason);
