@@ -22,6 +22,7 @@
 
 #include "actors/keyed_fifo.hpp"
 #include "actors/node_health.hpp"
+#include "actors/peer_input.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -146,6 +147,7 @@ void allocate_buffers(pool_self self) {
 buffer_pool_actor::behavior_type pool_impl(pool_self self, pool_spec spec) {
   self->state.spec = std::move(spec);
   allocate_buffers(self);
+  drop_unexpected_quietly(self);
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
     st.forget(dm.source);

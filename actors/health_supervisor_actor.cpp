@@ -6,8 +6,9 @@
 //        terminal for progress_deadline_ms (F14); clears itself when progress resumes. One
 //        request timing out is progress, never a stall (F13). The transport refreshes its
 //        counters in health.
-//   child DOWN (user_shutdown: the node is stopping) ──> nothing
-//   child DOWN (any other reason) ──restarts in window < budget──> respawn, directory updated,
+//   exit (the node is stopping) ──> stopping; children told to exit ──> quit
+//   child DOWN while stopping ──> nothing
+//   child DOWN (whatever the reason: a peer can end the sender too) ──restarts in window < budget──> respawn, directory updated,
 //        │                                                        sender re-published on the
 //        │                                                        same port (asynchronously)
 //        └──budget spent──> node marked unhealthy; the child stays down
@@ -18,6 +19,7 @@
 
 #include "actors/log.hpp"
 #include "actors/node_health.hpp"
+#include "actors/peer_input.hpp"
 #include "actors/receiver_actor.hpp"
 #include "actors/sender_actor.hpp"
 
@@ -64,6 +66,7 @@ constexpr std::array<child_kind, 4> all_children{child_kind::transport, child_ki
 struct supervisor_state {
   supervisor_spec spec;
   std::uint16_t port = 0;  // where the sender is published (0: not yet)
+  bool stopping = false;   // the node stops: children that end stay down
   std::map<child_kind, std::deque<clock_type::time_point>> restarts;
   static inline const char* name = "kvferry.health_supervisor";
 };
@@ -114,7 +117,7 @@ void publish_sender(self_ptr self, std::int32_t attempts) {
             }
             self->state.spec.health->set_unhealthy("the restarted entry actor could not be "
                                                    "published again: " +
-                                                   self->system().render(err));
+                                                   describe_error(err));
           });
 }
 
@@ -132,8 +135,8 @@ void republish_sender(self_ptr self, const caf::actor_addr& dead) {
 void on_child_down(self_ptr self, const caf::down_msg& dm) {
   auto& st = self->state;
   child_kind which;
-  if (!st.spec.children->current().find(dm.source, &which) ||
-      dm.reason == caf::exit_reason::user_shutdown)
+  // Not the reason: a peer can tell the sender to exit with any, user_shutdown included.
+  if (st.stopping || !st.spec.children->current().find(dm.source, &which))
     return;
   auto now = clock_type::now();
   auto& times = st.restarts[which];
@@ -142,13 +145,13 @@ void on_child_down(self_ptr self, const caf::down_msg& dm) {
     times.pop_front();
   if (times.size() >= st.spec.max_restarts) {
     logger()->error("child '{}' crashed ({}) and its restart budget is spent: node unhealthy",
-                    to_string(which), caf::to_string(dm.reason));
+                    to_string(which), describe_error(dm.reason));
     st.spec.health->set_unhealthy("child '" + std::string{to_string(which)} +
                                   "' crashed and its restart budget is spent");
     return;
   }
   logger()->warn("child '{}' crashed ({}); restarting it", to_string(which),
-                 caf::to_string(dm.reason));
+                 describe_error(dm.reason));
   times.push_back(now);
   st.spec.health->child_restarted();
   self->monitor(spawn_child(self->system(), st.spec, which));
@@ -183,9 +186,11 @@ supervisor_actor::behavior_type supervisor_impl(self_ptr self, supervisor_spec s
   auto kids = self->state.spec.children->current();
   for (auto which : all_children)
     self->monitor(kids.get(which));
+  drop_unexpected_quietly(self);
   self->set_down_handler([=](caf::down_msg& dm) { on_child_down(self, dm); });
   self->set_exit_handler([=](caf::exit_msg& em) {
     // Stopping: take the children down with us.
+    self->state.stopping = true;
     auto kids = self->state.spec.children->current();
     for (auto which : all_children)
       self->send_exit(kids.get(which), caf::exit_reason::user_shutdown);

@@ -8,6 +8,7 @@
 #include "actors/health_supervisor_actor.hpp"
 #include "actors/log.hpp"
 #include "actors/node_impl.hpp"
+#include "actors/peer_input.hpp"
 #include "actors/recv_request_actor.hpp"
 #include "actors/send_request_actor.hpp"
 #include "actors/transfer_plan.hpp"
@@ -323,7 +324,7 @@ result<peer_id> node::connect(const std::string& host, std::uint16_t port) {
       },
       [&](caf::error& err) {
         out = result<peer_id>{errc::peer_unreachable,
-                              "cannot connect to " + where + ": " + sys.render(err)};
+                              "cannot connect to " + where + ": " + describe_error(err)};
       });
   if (!entry)
     return out;
@@ -349,7 +350,7 @@ result<peer_id> node::connect(const std::string& host, std::uint16_t port) {
       [&](caf::error& err) {
         out = result<peer_id>{errc::peer_unreachable,
                               "the node at " + where + " did not say its layout tag: " +
-                                sys.render(err)};
+                                describe_error(err)};
       });
   return out;
 }

@@ -10,6 +10,7 @@
 #include "actors/receiver_actor.hpp"
 
 #include "actors/keyed_fifo.hpp"
+#include "actors/peer_input.hpp"
 
 #include <unordered_set>
 
@@ -35,6 +36,7 @@ struct receiver_state {
 receiver_actor::behavior_type receiver_impl(receiver_actor::stateful_pointer<receiver_state> self,
                                             std::uint32_t limit) {
   self->state.limit = limit == 0 ? 1 : limit;
+  drop_unexpected_quietly(self);
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
     if (st.admitted.erase(dm.source) == 0)

@@ -100,7 +100,7 @@ void ask_address(self_ptr self) {
         end_recv(self,
                  make_result(transfer_status::failed, errc::backend_unhealthy,
                              "the transport could not give its worker address: " +
-                               caf::to_string(err)),
+                               describe_error(err)),
                  true);
       });
 }
@@ -206,7 +206,7 @@ behavior recv_request_impl(self_ptr self, recv_spec spec) {
     end_recv(self,
              make_result(transfer_status::failed, errc::peer_failed,
                          "the prefill node went away during the transfer: " +
-                           caf::to_string(dm.reason)),
+                           describe_error(dm.reason)),
              false);
   });
   ask_admission(self);

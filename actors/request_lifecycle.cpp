@@ -183,7 +183,7 @@ std::string describe_exception(std::exception_ptr ep) {
 transfer_result stopped_result(const caf::error& exit_reason) {
   return make_result(transfer_status::failed, errc::stopped,
                      "the node stopped before the transfer finished: " +
-                       caf::to_string(exit_reason));
+                       describe_error(exit_reason));
 }
 
 bool is_kvferry_error(const caf::error& err) {
@@ -210,7 +210,7 @@ transfer_result result_from_error(const caf::error& err) {
                        code, std::move(msg));
   }
   // CAF's own errors: the peer node went away or the message could not be delivered.
-  auto text = caf::to_string(err);
+  auto text = describe_error(err);
   if (err == caf::sec::request_receiver_down || err == caf::sec::no_route_to_receiving_node ||
       err == caf::sec::disconnect_during_handshake)
     return make_result(transfer_status::failed, errc::peer_failed, "peer unreachable: " + text);

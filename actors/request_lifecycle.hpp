@@ -12,6 +12,7 @@
 #include "actors/child_directory.hpp"
 #include "actors/messages.hpp"
 #include "actors/node_health.hpp"
+#include "actors/peer_input.hpp"
 #include "actors/request_registry.hpp"
 #include "actors/watch_index.hpp"
 #include "kvferry/transfer.hpp"
@@ -145,7 +146,7 @@ struct request_base {
 void arm_deadline(caf::scheduled_actor* self, std::uint32_t ms);
 
 // Arms the deadline (arm_deadline) and installs the handlers every request
-// actor has: an exception fails the request (F10), released only if `quiescent_now()` says nothing
+// actor has: unexpected messages are dropped unprinted (peer_input.hpp); an exception fails the request (F10), released only if `quiescent_now()` says nothing
 // of its memory can be in UCX's hands; an exit (the node is stopping) fails it with
 // errc::stopped, unreleased (the node's teardown makes the memory safe). `end_side` runs the
 // side's own clean-up before the shared end (e.g. giving back a staging slot).
@@ -154,6 +155,7 @@ void start_lifecycle(Self* self, request_side side, EndSide end_side, QuiescentN
   auto& st = self->state;
   st.base.owner = std::make_unique<request_owner>(st.base.ctx, side);
   st.base.monitors.use(st.base.ctx.watches);
+  drop_unexpected_quietly(self);
   if (st.base.ctx.deadline_ms > 0)
     arm_deadline(self, st.base.ctx.deadline_ms);
   self->set_exception_handler(

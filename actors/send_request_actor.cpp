@@ -419,7 +419,7 @@ behavior send_request_impl(self_ptr self, send_spec spec) {
       end_send(self,
                make_result(transfer_status::failed, errc::peer_failed,
                            "the node this offer is bound to went away before it fetched: " +
-                             caf::to_string(dm.reason) + "; its blocks are released"),
+                             describe_error(dm.reason) + "; its blocks are released"),
                true);
       return;
     }
@@ -436,11 +436,13 @@ behavior send_request_impl(self_ptr self, send_spec spec) {
     st.base.monitors.unwatch(self, dm.source);
     st.base.owner->finish(make_result(transfer_status::failed, errc::peer_failed,
                                       "the fetching peer went away during the transfer: " +
-                                        caf::to_string(dm.reason)));
+                                        describe_error(dm.reason)));
     self->send(st.transport, forget_peer_atom::value, st.fetch_epoch);
     if (!st.stop_reason)
       stop(self, make_kvferry_error(errc::peer_failed, "the fetching peer went away"));
   });
+  // The sender believes an announce only once the registry names this actor the id's owner.
+  st.base.ctx.registry->attach_owner(st.base.owner->id(), caf::actor_cast<caf::actor>(self), true);
   self->send(st.base.ctx.children->current().sender, announce_atom::value, st.base.owner->id(),
              caf::actor_cast<send_request_actor>(self));
   return waiting_for_peer(self);

@@ -1,8 +1,11 @@
 // sender actor
 //
-//   announce(id, owner) ──> owners[id] = owner (monitored) ──parked fetch for id?──> route it
+//   announce(id, owner) ──the registry names owner for id?──> owners[id] = owner (monitored)
+//        │                  ──parked fetch for id?──> route it
+//        └──it does not (a peer can send an announce too)──> ignored
 //   fetch(id)  ──malformed or over a limit (check_fetch)──> refused; nothing else changes
-//        ├─────owner known──> delegated to the owner (the owner answers the fetcher)
+//        ├─────owner known (announced, or in the registry)──> delegated to the owner (the
+//        │                                                    owner answers the fetcher)
 //        └─────owner unknown──> parked (the engine has not called send() yet), unless the
 //                               peer's or the node's parked fetches are at their limit
 //   the fetching node (its anchor, else the fetching actor) DOWN ──> its parked fetches dropped
@@ -21,7 +24,11 @@
 
 #include "actors/sender_actor.hpp"
 
+#include "actors/log.hpp"
 #include "actors/messages.hpp"
+#include "actors/peer_input.hpp"
+
+#include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <unordered_map>
@@ -79,6 +86,22 @@ parked_fetch unpark(self_ptr self, std::unordered_map<std::string, parked_fetch>
   if (st.spec.health)
     st.spec.health->set_parked_fetches(st.parked.size());
   return p;
+}
+
+// `owner` owns `id` from now on, if this node's registry says so: the registry, written by the
+// node itself, is the only source of truth; an announce may come from a peer, whose owner
+// would then be handed the fetchers' worker addresses and rkeys.
+bool adopt_owner(self_ptr self, const std::string& id, const send_request_actor& owner) {
+  auto& st = self->state;
+  if (!owner || !st.spec.registry ||
+      st.spec.registry->send_owner_of(id) != caf::actor_cast<caf::actor>(owner))
+    return false;
+  if (auto it = st.owners.find(id); it != st.owners.end() && it->second == owner)
+    return true;
+  self->monitor(owner);
+  st.owners[id] = owner;
+  st.owner_ids[owner.address()] = id;
+  return true;
 }
 
 caf::error refused(errc code, std::string text) {
@@ -151,6 +174,7 @@ void park_fetch(self_ptr self, fetch_msg& fetch, caf::typed_response_promise<tra
 }
 
 sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
+  drop_unexpected_quietly(self);
   self->state.spec = std::move(spec);
   if (self->state.spec.health)  // a restarted sender starts empty (its predecessor's went)
     self->state.spec.health->set_parked_fetches(0);
@@ -163,7 +187,7 @@ sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
         if (auto p = st.parked.find(id); p != st.parked.end() && p->second.watched == dm.source)
           unpark(self, p).promise.deliver(
             refused(errc::peer_failed, "the fetching peer of request '" + id +
-                                         "' went away: " + caf::to_string(dm.reason)));
+                                         "' went away: " + describe_error(dm.reason)));
       return;
     }
     auto id = st.owner_ids.find(dm.source);
@@ -177,10 +201,13 @@ sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
   });
   return {
     [=](announce_atom, const std::string& id, send_request_actor& owner) {
-      self->monitor(owner);
       auto& st = self->state;
-      st.owners[id] = owner;
-      st.owner_ids[owner.address()] = id;
+      if (!adopt_owner(self, id, owner)) {
+        logger()->debug("sender of node '{}' ignored an announce for request '{}' that this "
+                        "node's registry does not confirm",
+                        st.spec.node_name, id);
+        return;
+      }
       auto it = st.parked.find(id);
       if (it != st.parked.end()) {
         auto p = unpark(self, it);
@@ -208,6 +235,12 @@ sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
         return rp;
       }
       auto it = st.owners.find(fetch.request_id);
+      if (it == st.owners.end() && st.spec.registry) {  // not announced yet, or a new sender
+        auto owner = caf::actor_cast<send_request_actor>(
+          st.spec.registry->send_owner_of(fetch.request_id));
+        if (adopt_owner(self, fetch.request_id, owner))
+          it = st.owners.find(fetch.request_id);
+      }
       if (it != st.owners.end()) {
         rp.delegate(it->second, std::move(fetch));
         return rp;

@@ -19,7 +19,8 @@ struct sender_spec {
   // (node_config::default_deadline_ms; 0: without limit).
   std::uint32_t default_park_ms = 0;
   std::string layout_tag;  // this node's (node_config::layout_tag); fetches must declare it
-  // Where a decline finds an owner that has not announced itself yet (may be null).
+  // The node's request ids: the proof that an announced owner owns its id, and where a fetch or
+  // a decline finds an owner that has not announced itself yet (null: no owner is ever known).
   std::shared_ptr<const request_registry> registry;
   fetch_limits limits;              // what one fetch may hold (checked before it parks)
   std::uint32_t max_parked = 65536;  // fetches parked at once, all peers ...

@@ -17,6 +17,7 @@
 #include "actors/transport_actor.hpp"
 
 #include "actors/node_health.hpp"
+#include "actors/peer_input.hpp"
 #include "actors/request_lifecycle.hpp"
 #include "actors/transport_services.hpp"
 
@@ -128,6 +129,7 @@ caf::typed_response_promise<std::uint64_t> on_copy(self_ptr self, std::uint64_t 
 
 transport_actor::behavior_type transport_impl(self_ptr self, transport_spec spec) {
   self->state.spec = std::move(spec);
+  drop_unexpected_quietly(self);
   return {
     [=](put_atom, put_request& req) { return on_put(self, req); },
     [=](copy_atom, std::uint64_t token, std::vector<copy_op>& copies) {

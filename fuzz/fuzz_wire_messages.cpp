@@ -12,6 +12,7 @@
 //     of the selected source blocks; next_chunk splits them into chunks that fit the staging
 //     buffer and add up to the same bytes.
 #include "fuzz/fuzz_check.hpp"
+#include "actors/peer_input.hpp"
 #include "actors/transfer_plan.hpp"
 #include "fuzz/wire_common.hpp"
 
@@ -271,11 +272,11 @@ void inspect_message(const caf::message& msg) {
     else if (msg.match_element<caf::error>(i)) {
       auto& err = msg.get_as<caf::error>(i);
       // An error off the wire may be empty (CAF decodes `@error` with no data): category() on an
-      // empty error dereferences null in CAF 0.17, so check first. (recv_request_actor.cpp's
-      // on_answer and request_lifecycle.cpp's result_from_error do not: see
-      // fuzz/crashes/fuzz_wire_messages-empty-error-category.bin.)
+      // empty error dereferences null in CAF 0.17, so check first
+      // (fuzz/crashes/fuzz_wire_messages-empty-error-category.bin).
       if (err && err.category() == caf::atom("kvferry"))
         (void)to_string(static_cast<errc>(err.code()));
+      (void)describe_error(err);  // what a node prints of an error a peer sent (peer_input)
       if (!err || err.context().empty() || print_all())  // context() of an empty error: null
         (void)env().sys->render(err);
     }

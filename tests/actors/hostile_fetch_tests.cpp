@@ -2,6 +2,7 @@
 // client with its own CAF actor system and its own UCX engine and memory (so that a put that
 // should not happen would really land in memory this test can inspect).
 #include "actors/messages.hpp"
+#include "actors/node_impl.hpp"
 #include "kvferry/node.hpp"
 #include "transport/engine.hpp"
 #include "transport/wire_check.hpp"
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <cstring>
 #include <future>
+#include <optional>
 #include <random>
 
 using namespace kvferry;
@@ -79,6 +81,12 @@ struct hostile_client {
     return std::all_of(memory.begin(), memory.end(), [](auto b) { return b == 0; });
   }
 };
+
+// A duration whose unit is out of range: it crosses the wire, and CAF 0.17's to_string of it
+// indexes a table out of bounds (fuzz/README.md), so a node must never print one.
+caf::duration unprintable_duration() {
+  return caf::duration{static_cast<caf::time_unit>(0x40000000), 7};
+}
 
 std::uint64_t base_of(const hostile_client& c) {
   return reinterpret_cast<std::uint64_t>(c.memory.data());
@@ -409,6 +417,8 @@ TEST_CASE("F17: a hostile prefill that answers a fetch with an empty or unknown 
   auto answers = std::make_shared<std::vector<caf::error>>();
   answers->push_back(caf::error{});
   answers->push_back(caf::error{static_cast<std::uint8_t>(250), caf::atom("kvferry")});
+  // CAF's own error, its context a duration CAF 0.17 cannot print (to_string would crash).
+  answers->push_back(caf::make_error(caf::sec::runtime_error, unprintable_duration()));
   // The answers go in as a spawn argument: CAF 0.17's spawn of a function without arguments
   // dereferences an empty tuple pointer (UBSan reports it).
   auto liar_impl = [](sender_actor::pointer,
@@ -448,6 +458,12 @@ TEST_CASE("F17: a hostile prefill that answers a fetch with an empty or unknown 
     CHECK(rr->status == transfer_status::failed);
     CHECK(rr->code == errc::malformed_message);
   }
+  auto r = d.receive("unprintable-context", peer.value(), {{region, 0, 4096}});
+  auto rr = r.wait_for(20s);
+  REQUIRE(rr);
+  CHECK(rr->status == transfer_status::failed);
+  CHECK(rr->code == errc::internal_error);
+  CHECK_MESSAGE(rr->message.find("runtime_error") != std::string::npos, rr->message);
   CHECK(d.health().healthy);
   d.stop(1s);
   caf::anon_send_exit(liar, caf::exit_reason::user_shutdown);
@@ -549,4 +565,56 @@ TEST_CASE("F17: a same-host peer's forged shared-memory rkey is refused before U
   CHECK(bytes[4096] == 0);
   CHECK(prefill.health().healthy);
   prefill.stop(1s);
+}
+
+TEST_CASE("F17: messages a node does not expect, and reasons it cannot print, are dropped unprinted") {
+  // CAF 0.17 prints an unexpected message (its default handler) and renders errors with their
+  // context; a duration with an out-of-range unit crashes either. A peer can send both.
+  prefill_node fixture{0xEF};
+  auto& prefill = *fixture.owned;
+  hostile_client client{prefill.port()};
+  auto entry = caf::actor_cast<caf::actor>(client.prefill);
+  std::optional<hostile_client> fresh;  // a new peer, for an entry that was restarted
+  auto* legit = &client;
+  caf::scoped_actor self{client.sys};
+  SUBCASE("unexpected messages, asked and told") {
+    self->send(entry, unprintable_duration());
+    self->send(entry, std::string{"hello"}, unprintable_duration());
+    caf::error answer;
+    self->request(entry, 20s, unprintable_duration())
+      .receive([](int) {}, [&](caf::error& e) { answer = e; });
+    CHECK(answer == caf::sec::unexpected_message);
+  }
+  SUBCASE("a parked fetch's sender ends with an unprintable reason") {
+    // The sender watches a parked fetch's sender; its DOWN carries the peer's exit reason.
+    auto parker_impl = [](caf::event_based_actor* me, sender_actor entry, fetch_msg f) {
+      me->send(entry, std::move(f));
+      return caf::behavior{[](int) {}};
+    };
+    auto f = client.fetch("parked", 0, 4096, 0, 16384);
+    f.deadline_ms = 0;
+    auto parker = client.sys.spawn(parker_impl, client.prefill, f);
+    REQUIRE(parked_reaches(prefill, 1));
+    self->send_exit(parker, caf::make_error(caf::sec::runtime_error, unprintable_duration()));
+    CHECK(parked_reaches(prefill, 0));
+  }
+  SUBCASE("the published entry is ended with an unprintable exit reason") {
+    // The entry ends (CAF 0.17 lets a peer end any actor it can address); the supervisor reads
+    // the reason, restarts it and publishes it again.
+    self->send_exit(entry, caf::make_error(caf::sec::runtime_error, unprintable_duration()));
+    REQUIRE(node_access::of(prefill).health->wait_entry_publications(1, 20s));
+    // This client's CAF may still hold the old entry for that port: a new peer looks it up.
+    legit = &fresh.emplace(prefill.port());
+  }
+  SUBCASE("the published entry is told to exit as if the node were stopping") {
+    // user_shutdown is what the node's own stop sends: from a peer, it is one more crash.
+    self->send_exit(entry, caf::exit_reason::user_shutdown);
+    REQUIRE(node_access::of(prefill).health->wait_entry_publications(1, 20s));
+    // This client's CAF may still hold the old entry for that port: a new peer looks it up.
+    legit = &fresh.emplace(prefill.port());
+  }
+  // Whatever came before, a legitimate fetch is served.
+  auto s = prefill.send("after", {{fixture.region, 0, 4096}});
+  check_served(legit->ask(legit->fetch("after", 0, 4096, 0, 16384)), 4096, *legit, 0xEF, s);
+  CHECK(prefill.health().healthy);
 }

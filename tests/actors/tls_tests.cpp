@@ -293,9 +293,15 @@ TEST_CASE("F18: with TLS, connections that never complete a handshake are bounde
 namespace {
 
 // Crashes the prefill's entry actor; once it is published again a new decode connects and is
-// served verified bytes.
+// served verified bytes, for a new offer and for one made before the crash.
 void restart_then_serve(const node_config& prefill_cfg, const node_config& decode_cfg) {
   auto prefill = start_ok(prefill_cfg);
+  // Its owner announced itself to the entry actor that crashes; the successor starts empty and
+  // finds it in the node's registry.
+  std::vector<unsigned char> early(block, 0x5A), got(block, 0);
+  auto er = prefill->register_region(early.data(), early.size());
+  REQUIRE(er);
+  auto early_offer = prefill->send("offered-before", {{er.value(), 0, block}});
   testing::crash_child(*prefill, testing::child::sender);
   // The republish follows the restart: wait for it (a generous bound for a loaded machine).
   REQUIRE(node_access::of(*prefill).health->wait_entry_publications(1, 20s));
@@ -303,6 +309,14 @@ void restart_then_serve(const node_config& prefill_cfg, const node_config& decod
   auto peer = decode->connect("127.0.0.1", prefill->port());
   REQUIRE_MESSAGE(peer, peer.error().message);
   transfer_verified(*prefill, *decode, peer.value(), "after-restart");
+  auto gr = decode->register_region(got.data(), got.size());
+  REQUIRE(gr);
+  auto r = decode->receive("offered-before", peer.value(), {{gr.value(), 0, block}});
+  auto rr = r.wait_for(20s);
+  REQUIRE(rr);
+  CHECK_MESSAGE(rr->status == transfer_status::succeeded, rr->message);
+  CHECK(got == early);
+  REQUIRE(early_offer.wait_for(20s));
   CHECK(prefill->health().healthy);
   decode->stop(2s);
   prefill->stop(2s);
@@ -311,12 +325,13 @@ void restart_then_serve(const node_config& prefill_cfg, const node_config& decod
 }  // namespace
 
 TEST_CASE("F10: a crashed entry actor is published again through TLS, and a new peer connects and "
-          "is served") {
+          "is served, offers made before the crash included") {
   test_pki pki;
   restart_then_serve(pki.with_tls(base_config("prefill-0"), "prefill-0"),
                      pki.with_tls(base_config("decode-0"), "decode-0"));
 }
 
-TEST_CASE("F10: a crashed entry actor is published again, and a new peer connects and is served") {
+TEST_CASE("F10: a crashed entry actor is published again, and a new peer connects and is served, "
+          "offers made before the crash included") {
   restart_then_serve(base_config("prefill-0"), base_config("decode-0"));
 }

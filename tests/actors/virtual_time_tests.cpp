@@ -62,7 +62,7 @@ struct node_rig : testing::virtual_time {
     children->set({transport, {}, {}, {}});
     pool = track(spawn_buffer_pool_actor(
       system(), pool_spec{staging_slots, slot_bytes, staging, children, health}));
-    sender = track(spawn_sender_actor(system(), sender_spec{"rig", 60000, {}, nullptr, {}, 65536, 4096, health}));
+    sender = track(spawn_sender_actor(system(), sender_spec{"rig", 60000, {}, registry, {}, 65536, 4096, health}));
     receiver = track(spawn_receiver_actor(system(), max_fetches));
     children->set({transport, pool, sender, receiver});
     decode_node = spawn_recorder();
