@@ -81,6 +81,18 @@ void enter_stopping(self_ptr self);
 // The send side's end: a staging slot UCX may still read from is poisoned, never given back.
 void end_send(self_ptr self, transfer_result r, bool quiescent) {
   auto& st = self->state;
+  // A fetch not answered yet (the transport went down, an exception) hears why the offer ended,
+  // now rather than at its deadline. A kvferry error tells the receiver nothing more will be
+  // written (it releases its destination); CAF's own, that puts may still land (it quarantines).
+  if (st.fetch_rp.pending()) {
+    if (quiescent)
+      st.fetch_rp.deliver(make_kvferry_error(
+        r.code == errc::none ? errc::internal_error : r.code, r.message));
+    else
+      st.fetch_rp.deliver(caf::make_error(
+        caf::sec::runtime_error, "the offer ended while its puts may still be in flight: " +
+                                   r.message));
+  }
   if (st.held) {
     if (quiescent)
       self->send(st.pool, release_atom::value, st.held->slot);

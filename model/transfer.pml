@@ -267,8 +267,9 @@ inline r_release() {
 /* A handler that ends the request records how (end_send / finish_transfer below); the ending
    itself, the same for every handler, runs once at the end of the handler (send_ending), in the
    same atomic step. */
-inline end_send(r, q) {               /* end_send(self, r, quiescent) */
-  ending = true; er = r; eq = q; answer = false
+inline end_send(r, q) {               /* end_send(self, r, quiescent): a fetch taken and not */
+  ending = true; er = r; eq = q;      /* answered yet hears why (fetch_rp.pending()) */
+  answer = (phase == transferring || phase == s_stopping)
 }
 inline finish_transfer(r) {           /* finish_transfer: the fetcher hears r, ends released */
   ending = true; er = r; eq = true; answer = true
@@ -285,7 +286,9 @@ inline send_ending() {
      :: answer && er == R_OK ->
         assert(ok_batches[i] == NBATCH);  /* succeeds only with every put batch completed OK */
         to_rreq(i, ANS_OK, 0)
-     :: answer && er != R_OK -> to_rreq(i, ANS_KVERR, er)
+     :: answer && er != R_OK && eq -> to_rreq(i, ANS_KVERR, er)
+     :: answer && er != R_OK && !eq ->
+        to_rreq(i, ANS_CAFERR, 0)       /* puts may still land: CAF's error, D quarantines */
      :: else -> skip
      fi;
      if

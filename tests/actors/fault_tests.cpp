@@ -121,6 +121,13 @@ TEST_CASE("F9: when the transport dies mid-operation the request fails and its m
   // No proof of quiescence: not released, and counted.
   CHECK(!s.wait_released(200ms));
   CHECK(np.prefill->health().unreleased == 1);
+  // The fetcher hears it now, not at its 30 s deadline, and keeps its destination quarantined:
+  // the held put may still land there.
+  auto rr = r.wait_for(patience);
+  REQUIRE(rr);
+  CHECK_MESSAGE(rr->status == transfer_status::failed, rr->message);
+  CHECK(!r.wait_released(200ms));
+  CHECK(np.decode->health().unreleased == 1);
   REQUIRE(health_until(*np.prefill, [](auto& h) { return h.restarts == 1; }));
   plan->release_held();  // the orphaned operation completes into the void
   CHECK(!s.wait_released(200ms));
