@@ -445,6 +445,32 @@ TEST_CASE("a transfer between a recv-request and a send-request succeeds once th
   CHECK(rig.snapshot().in_flight == 0);
 }
 
+TEST_CASE("an announce the node's registry does not confirm is ignored: the fetch goes to the id's own send-request") {
+  // The sender hands every fetch for an id to the actor announced for it: only the node's own
+  // registry may say which actor that is, whoever sends the announce, before or after the offer.
+  node_rig rig;
+  std::vector<unsigned char> src(4096, 0x21);
+  auto impostor = rig.spawn_recorder();
+  auto claim = [&] {
+    caf::anon_send(rig.sender, announce_atom::value, std::string{"claimed"},
+                   caf::actor_cast<send_request_actor>(impostor.actor));
+    rig.run();
+  };
+  claim();
+  auto s = rig.start_send("claimed", {block_of(src)}, 0);
+  rig.run();
+  claim();
+  auto fetcher = rig.request<transfer_done>(rig.sender, sample_fetch("claimed", rig.decode_node.actor));
+  rig.run();
+  CHECK(impostor.inbox->empty());
+  // The real owner took the fetch and posted its puts; they complete, the fetcher hears it.
+  rig.engine->complete(rig.engine->last_put().op);
+  rig.run();
+  REQUIRE(fetcher->ok());
+  CHECK(fetcher->value().bytes == 4096);
+  CHECK(s.handle->result()->status == transfer_status::succeeded);
+}
+
 TEST_CASE("F2 (virtual time): a send cancelled after the peer's fetch arrived resolves both handles once, and each side is released only by the engine's answer") {
   node_rig rig;
   auto violations_before = detail::handle_state::violations();
