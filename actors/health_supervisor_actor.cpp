@@ -8,9 +8,9 @@
 //        counters in health.
 //   exit (the node is stopping) ──> stopping; children told to exit ──> quit
 //   child DOWN while stopping ──> nothing
-//   child DOWN (whatever the reason: a peer can end the sender too) ──restarts in window < budget──> respawn, directory updated,
-//        │                                                        sender re-published on the
-//        │                                                        same port (asynchronously)
+//   child DOWN, for whatever reason (a peer can end the sender with any, user_shutdown too)
+//        ├──restarts in window < budget──> respawn, directory updated, sender re-published on
+//        │                                 the same port (asynchronously)
 //        └──budget spent──> node marked unhealthy; the child stays down
 //
 // Counters live in node_health (atomics), so health() never waits for an actor.

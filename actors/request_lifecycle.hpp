@@ -145,11 +145,12 @@ struct request_base {
 // actor's storage (about 2 KiB) until the deadline passed, 30 s by default.
 void arm_deadline(caf::scheduled_actor* self, std::uint32_t ms);
 
-// Arms the deadline (arm_deadline) and installs the handlers every request
-// actor has: unexpected messages are dropped unprinted (peer_input.hpp); an exception fails the request (F10), released only if `quiescent_now()` says nothing
-// of its memory can be in UCX's hands; an exit (the node is stopping) fails it with
-// errc::stopped, unreleased (the node's teardown makes the memory safe). `end_side` runs the
-// side's own clean-up before the shared end (e.g. giving back a staging slot).
+// Arms the deadline (arm_deadline) and installs the handlers every request actor has:
+// unexpected messages are dropped unprinted (peer_input.hpp); an exception fails the request
+// (F10), released only if `quiescent_now()` says nothing of its memory can be in UCX's hands; an
+// exit (the node is stopping) fails it with errc::stopped, unreleased (the node's teardown makes
+// the memory safe). `end_side` runs the side's own clean-up before the shared end (e.g. giving
+// back a staging slot).
 template <class Self, class EndSide, class QuiescentNow>
 void start_lifecycle(Self* self, request_side side, EndSide end_side, QuiescentNow quiescent_now) {
   auto& st = self->state;
