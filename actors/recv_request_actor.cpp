@@ -57,10 +57,14 @@ void on_answer(self_ptr self, caf::expected<transfer_done> answer) {
     end_recv(self, make_result(transfer_status::succeeded, errc::none, {}, answer->bytes), true);
     return;
   }
-  // Our own codes come from the sender after its puts stopped; CAF's own errors mean the answer
-  // never came (peer gone): the destination may still be written.
-  bool from_sender = is_kvferry_error(answer.error());
-  end_recv(self, result_from_error(answer.error()), from_sender);
+  // Our own codes come from the sender after its puts stopped. CAF's request_receiver_down is a
+  // bounce: the fetch reached no actor that could take it (the send-request had quit, the sender
+  // or the connection was gone), so nothing was posted for it. Any other CAF error proves
+  // nothing (a send-request that ended with puts in flight sends one): the destination may
+  // still be written.
+  const auto& err = answer.error();
+  bool quiescent = is_kvferry_error(err) || err == caf::sec::request_receiver_down;
+  end_recv(self, result_from_error(err), quiescent);
 }
 
 void send_fetch(self_ptr self, std::vector<std::uint8_t> worker_address) {

@@ -134,7 +134,7 @@ mtype = {
   /* to the sender (P) */       ANNOUNCE, FETCH, CANCEL_FETCH, DOWN_OWNER,
   /* to a send-request (P) */   CANCEL, STEP_OK, STEP_ERR, DOWN_FETCHER, DOWN_TRANSPORT,
   /* to the transport (P) */    PUT, COPY, OP_OK, OP_ERR,
-  /* to a recv-request (D) */   ANS_OK, ANS_KVERR, ANS_CAFERR, DOWN_PEER
+  /* to a recv-request (D) */   ANS_OK, ANS_KVERR, ANS_CAFERR, ANS_BOUNCED, DOWN_PEER
 };
 /* the request actors' behaviours (phases) */
 mtype = { waiting_for_peer, transferring, s_stopping, s_end };   /* send-request */
@@ -188,7 +188,7 @@ inline to_sreq(j, msg) {
   :: p_dead -> skip
   :: !p_dead && s_ended[j] ->
      if
-     :: msg == FETCH -> to_rreq(j, ANS_CAFERR, 0)   /* delegated to an owner that quit */
+     :: msg == FETCH -> to_rreq(j, ANS_BOUNCED, 0)  /* delegated to an owner that quit */
      :: else -> skip
      fi
   :: else -> SEND(s_mb[j], msg, 0)
@@ -198,7 +198,7 @@ inline to_sender(msg, j) {
   if
   :: snd_dead ->
      if
-     :: msg == FETCH -> to_rreq(j, ANS_CAFERR, 0)
+     :: msg == FETCH -> to_rreq(j, ANS_BOUNCED, 0)
      :: else -> skip
      fi
   :: else -> SEND(snd_mb, msg, j)
@@ -312,7 +312,7 @@ inline send_ending() {
      do
      :: nempty(s_mb[i]) -> s_mb[i]?m,a;
         if
-        :: m == FETCH -> to_rreq(i, ANS_CAFERR, 0)
+        :: m == FETCH -> to_rreq(i, ANS_BOUNCED, 0)
         :: else -> skip
         fi
      :: empty(s_mb[i]) -> break
@@ -513,6 +513,8 @@ proctype RecvReq(byte i) {
         end_recv(R_OK, true)
      :: m == ANS_KVERR -> end_recv(a, true)     /* a kvferry error: sent after the puts stopped */
      :: m == ANS_CAFERR -> end_recv(R_PEER_FAILED, false)  /* CAF's own error: proves nothing */
+     :: m == ANS_BOUNCED ->        /* request_receiver_down: the fetch was never taken: no put */
+        end_recv(R_PEER_FAILED, true)
      :: m == DOWN_PEER && r_wp[i] ->
 #if defined(MUTANT_IGNORE_PEER_DOWN)
         skip                                    /* mutant: the down handler ignores the peer */
@@ -588,7 +590,7 @@ inline sender_dies() {
   do
   :: nempty(snd_mb) -> snd_mb?km,ka;
      if
-     :: km == FETCH -> to_rreq(ka, ANS_CAFERR, 0)
+     :: km == FETCH -> to_rreq(ka, ANS_BOUNCED, 0)
      :: else -> skip
      fi
   :: else -> break
@@ -805,7 +807,8 @@ proctype Final() {
     assert(ALLOW_TRANSPORT_CRASH || !s_quar[0] || s_rel[0] == 1);
     assert(ALLOW_TRANSPORT_CRASH || !s_quar[1] || s_rel[1] == 1);
 #ifdef STRICT_QUARANTINE
-    /* not one of the properties (see README): D quarantines only if P really went away */
+    /* the strict instance (README): without transport crashes, D quarantines only if P went
+       away or stops, or D itself stops */
     assert(!r_quar[0] || d_stopping || p_dead || p_stopping);
     assert(!r_quar[1] || d_stopping || p_dead || p_stopping);
 #endif

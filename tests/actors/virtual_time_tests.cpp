@@ -471,6 +471,29 @@ TEST_CASE("an announce the node's registry does not confirm is ignored: the fetc
   CHECK(s.handle->result()->status == transfer_status::succeeded);
 }
 
+TEST_CASE("a fetch bounced by a send-request that quit with it in its mailbox fails the receive, released: nothing was posted") {
+  // The fetch waits parked at the sender; the send's owner starts and announces itself, and is
+  // cancelled before the sender hands it the fetch: CAF bounces the fetch (request_receiver_down).
+  node_rig rig;
+  std::vector<unsigned char> src(4096, 0x31), dst(4096, 0);
+  auto r = rig.start_recv("bounced", {desc{addr_of(dst.data()), dst.size(), 0}},
+                          addr_of(dst.data()), dst.size(), 0);
+  rig.run();
+  REQUIRE(rig.snapshot().parked_fetches == 1);
+  auto s = rig.start_send("bounced", {block_of(src)}, 0);
+  REQUIRE(rig.dispatch_to(s.actor));  // starts: enters the registry, announces itself
+  rig.send(s.actor, cancel_atom::value);
+  REQUIRE(rig.dispatch_to(rig.sender));  // the announce: the parked fetch goes to the owner
+  rig.run();  // the owner takes the cancel first, quits; the fetch behind it is bounced
+  REQUIRE(s.handle->result());
+  CHECK(s.handle->result()->status == transfer_status::cancelled);
+  REQUIRE(r.handle->result());
+  CHECK(r.handle->result()->status == transfer_status::failed);
+  CHECK(r.handle->result()->code == errc::peer_failed);
+  CHECK(r.handle->released());  // not quarantined: the prefill posted nothing
+  CHECK(rig.engine->puts().empty());
+}
+
 TEST_CASE("F2 (virtual time): a send cancelled after the peer's fetch arrived resolves both handles once, and each side is released only by the engine's answer") {
   node_rig rig;
   auto violations_before = detail::handle_state::violations();
