@@ -13,7 +13,8 @@
 //   decline(id) ──owner known (announced, or in the registry)──> delegated to the owner;
 //        └──unknown──> not_found
 //   parked longer than the fetch's deadline, never longer than default_deadline_ms ──>
-//        answered `timed_out`
+//        answered `timed_out` at the next sweep (park_expired: at most every 100 ms while
+//        fetches wait; one timer for all of them, whatever a peer sends)
 //   owner DOWN ──> owners[id] erased
 //   fetch declaring another layout tag ──> refused (incompatible_peer); nothing else changes
 //   fetch for an id whose fetch is parked ──same epoch──> refused: duplicate
@@ -30,7 +31,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
+#include <map>
+#include <optional>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -38,11 +42,18 @@ namespace kvferry {
 
 namespace {
 
+using clock_type = caf::actor_clock::clock_type;
+using expiry_index = std::multimap<clock_type::time_point, std::string>;
+
+// The longest a parked fetch outlives its deadline: the sweep's period while any fetch waits.
+constexpr std::chrono::milliseconds sweep_period{100};
+
 struct parked_fetch {
   fetch_msg fetch;
   caf::typed_response_promise<transfer_done> promise;
   caf::node_id origin;     // the node the fetch came from (counted against its limit)
   caf::actor_addr watched; // its anchor, else the fetching actor: its DOWN drops the fetch
+  std::optional<expiry_index::iterator> expiry;  // in sender_state::expiries, if it expires
 };
 
 struct sender_state {
@@ -52,6 +63,11 @@ struct sender_state {
   std::unordered_map<std::string, parked_fetch> parked;
   std::unordered_map<caf::node_id, std::uint32_t> parked_per_node;
   std::unordered_map<caf::actor_addr, std::unordered_set<std::string>> parked_by_watch;
+  // When parked fetches expire, earliest first. One sweep timer serves them all: a timer per
+  // fetch would outlive a fetch cancelled or routed early, and a peer that parks and cancels
+  // in a loop would pile them up until their deadlines.
+  expiry_index expiries;
+  bool sweep_armed = false;
   static inline const char* name = "kvferry.sender";
 };
 
@@ -82,6 +98,8 @@ parked_fetch unpark(self_ptr self, std::unordered_map<std::string, parked_fetch>
       st.parked_by_watch.erase(w);
     }
   }
+  if (p.expiry)
+    st.expiries.erase(*p.expiry);
   st.parked.erase(it);
   if (st.spec.health)
     st.spec.health->set_parked_fetches(st.parked.size());
@@ -106,6 +124,40 @@ bool adopt_owner(self_ptr self, const std::string& id, const send_request_actor&
 
 caf::error refused(errc code, std::string text) {
   return caf::make_error(code, std::move(text));
+}
+
+// Arms the sweep if fetches wait to expire and none is armed: at the earliest expiry, at most
+// sweep_period away.
+void arm_sweep(self_ptr self) {
+  auto& st = self->state;
+  if (st.sweep_armed || st.expiries.empty())
+    return;
+  auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(st.expiries.begin()->first -
+                                                                    self->clock().now());
+  wait = std::clamp(wait, std::chrono::milliseconds{1}, sweep_period);
+  self->delayed_send(self, wait, park_expired_atom::value, std::string{}, std::uint64_t{0});
+  st.sweep_armed = true;
+}
+
+// Answers `timed_out` to every parked fetch whose time is up, then arms the next sweep. What
+// the message says does not matter (a peer can send one too): only the clock expires a fetch.
+void sweep_parked(self_ptr self) {
+  auto& st = self->state;
+  st.sweep_armed = false;
+  auto now = self->clock().now();
+  while (!st.expiries.empty() && st.expiries.begin()->first <= now) {
+    auto id = st.expiries.begin()->second;
+    auto p = st.parked.find(id);
+    if (p == st.parked.end()) {  // not expected: every unpark takes its expiry out
+      st.expiries.erase(st.expiries.begin());
+      continue;
+    }
+    unpark(self, p).promise.deliver(
+      refused(errc::timed_out, "the fetch for request '" + id + "' waited at node '" +
+                                 st.spec.node_name + "' for its deadline without a matching "
+                                                     "send()"));
+  }
+  arm_sweep(self);
 }
 
 // A fetch with no owner yet: parked until its send(), its deadline, a cancel or its node's end.
@@ -165,12 +217,12 @@ void park_fetch(self_ptr self, fetch_msg& fetch, caf::typed_response_promise<tra
   auto cap = st.spec.default_park_ms;
   if (cap != 0 && (park_ms == 0 || park_ms > cap))
     park_ms = cap;
-  auto epoch = fetch.epoch;
-  std::string key = id;  // `id` is the fetch's, which moves into the parked entry
-  park(self, key, parked_fetch{std::move(fetch), rp, origin, watched});
+  std::optional<expiry_index::iterator> expiry;
   if (park_ms > 0)
-    self->delayed_send(self, std::chrono::milliseconds{park_ms}, park_expired_atom::value,
-                       std::move(key), epoch);
+    expiry = st.expiries.emplace(self->clock().now() + std::chrono::milliseconds{park_ms}, id);
+  std::string key = id;  // `id` is the fetch's, which moves into the parked entry
+  park(self, std::move(key), parked_fetch{std::move(fetch), rp, origin, watched, expiry});
+  arm_sweep(self);
 }
 
 sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
@@ -276,15 +328,7 @@ sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
         rp.deliver(cancel_result::not_found);
       return rp;
     },
-    [=](park_expired_atom, const std::string& id, std::uint64_t epoch) {
-      auto& st = self->state;
-      auto p = st.parked.find(id);
-      if (p != st.parked.end() && p->second.fetch.epoch == epoch)
-        unpark(self, p).promise.deliver(
-          refused(errc::timed_out, "the fetch for request '" + id + "' waited at node '" +
-                                     st.spec.node_name + "' for its deadline without a matching "
-                                                         "send()"));
-    },
+    [=](park_expired_atom, const std::string&, std::uint64_t) { sweep_parked(self); },
   };
 }
 

@@ -494,6 +494,47 @@ TEST_CASE("a fetch bounced by a send-request that quit with it in its mailbox fa
   CHECK(rig.engine->puts().empty());
 }
 
+TEST_CASE("parked fetches share one expiry timer: parking and cancelling in a loop leaves no timer per fetch, and a fetch still expires on time") {
+  node_rig rig;
+  auto baseline = rig.pending_timeouts();
+  // A peer parks fetches nobody offers and cancels each at once: before, each left a timer
+  // behind until its deadline (here 20 s), so a loop piled them up.
+  for (int i = 0; i < 50; ++i) {
+    auto f = sample_fetch("churn-" + std::to_string(i), rig.decode_node.actor);
+    f.deadline_ms = 20000;
+    auto epoch = f.epoch;
+    auto answer = rig.request<transfer_done>(rig.sender, std::move(f));
+    rig.run();
+    rig.send(rig.sender, cancel_fetch_atom::value, "churn-" + std::to_string(i), epoch);
+    rig.run();
+    REQUIRE(answer->answered());
+    CHECK(answer->code() == errc::cancelled);
+  }
+  CHECK(rig.snapshot().parked_fetches == 0);
+  CHECK(rig.pending_timeouts() <= baseline + 1);  // the sweep's, at most
+  // One that stays expires at its deadline (1 s), not before, and within one sweep period.
+  auto f = sample_fetch("waits", rig.decode_node.actor);
+  f.deadline_ms = 1000;
+  auto answer = rig.request<transfer_done>(rig.sender, std::move(f));
+  rig.run();
+  CHECK(rig.snapshot().parked_fetches == 1);
+  rig.advance_and_run(999ms);
+  CHECK_FALSE(answer->answered());
+  rig.advance_and_run(101ms);
+  REQUIRE(answer->answered());
+  CHECK(answer->code() == errc::timed_out);
+  CHECK(rig.snapshot().parked_fetches == 0);
+  // A peer's park_expired message expires nothing early.
+  auto g = sample_fetch("early", rig.decode_node.actor);
+  g.deadline_ms = 1000;
+  auto early = rig.request<transfer_done>(rig.sender, std::move(g));
+  rig.run();
+  rig.send(rig.sender, park_expired_atom::value, std::string{"early"}, peer_epoch);
+  rig.run();
+  CHECK_FALSE(early->answered());
+  CHECK(rig.snapshot().parked_fetches == 1);
+}
+
 TEST_CASE("F2 (virtual time): a send cancelled after the peer's fetch arrived resolves both handles once, and each side is released only by the engine's answer") {
   node_rig rig;
   auto violations_before = detail::handle_state::violations();
