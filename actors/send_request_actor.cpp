@@ -253,7 +253,7 @@ caf::typed_response_promise<transfer_done> on_fetch(self_ptr self, fetch_msg& fe
                                     "' is offered to another node"));
     return rp;
   }
-  // The sender checked the fetch; a fetcher that learnt this actor's address may skip it.
+  // The sender checked the fetch (it relays every one); checked again all the same.
   destination dst{fetch.request_id,   fetch.epoch,        fetch.worker_address, fetch.rkeys,
                   fetch.region_bases, fetch.region_bytes, fetch.blocks,         fetch.ranges};
   if (auto bad = check_fetch(dst, fetch_limits{UINT32_MAX, UINT32_MAX})) {

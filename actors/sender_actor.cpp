@@ -4,13 +4,17 @@
 //        │                  ──parked fetch for id?──> route it
 //        └──it does not (a peer can send an announce too)──> ignored
 //   fetch(id)  ──malformed or over a limit (check_fetch)──> refused; nothing else changes
-//        ├─────owner known (announced, or in the registry)──> delegated to the owner (the
-//        │                                                    owner answers the fetcher)
+//        │     ──its anchor set to who is watched for it (the anchor it names if on the node the
+//        │       message came from, else the fetching actor); neither──> refused
+//        ├─────owner known (announced, or in the registry)──> relayed to the owner; its answer
+//        │       relayed back (the owner's address never reaches a peer: CAF 0.17 lets a peer
+//        │       end any actor it can name); the owner DOWN first──> answered with CAF's
+//        │       runtime_error (puts may still land: the receiver quarantines)
 //        └─────owner unknown──> parked (the engine has not called send() yet), unless the
 //                               peer's or the node's parked fetches are at their limit
 //   the fetching node (its anchor, else the fetching actor) DOWN ──> its parked fetches dropped
 //   cancel_fetch(id, epoch) ──> to the owner, or the parked fetch answered `cancelled`
-//   decline(id) ──owner known (announced, or in the registry)──> delegated to the owner;
+//   decline(id) ──owner known (announced, or in the registry)──> relayed to the owner;
 //        └──unknown──> not_found
 //   parked longer than the fetch's deadline, never longer than default_deadline_ms ──>
 //        answered `timed_out` at the next sweep (park_expired: at most every 100 ms while
@@ -63,6 +67,11 @@ struct sender_state {
   std::unordered_map<std::string, parked_fetch> parked;
   std::unordered_map<caf::node_id, std::uint32_t> parked_per_node;
   std::unordered_map<caf::actor_addr, std::unordered_set<std::string>> parked_by_watch;
+  // Fetches relayed to their owner and not answered yet, by relay number, and the numbers by
+  // owner: an owner that ends without answering has them answered at its DOWN.
+  std::unordered_map<std::uint64_t, caf::typed_response_promise<transfer_done>> relays;
+  std::unordered_map<caf::actor_addr, std::unordered_set<std::uint64_t>> relays_by_owner;
+  std::uint64_t last_relay = 0;
   // When parked fetches expire, earliest first. One sweep timer serves them all: a timer per
   // fetch would outlive a fetch cancelled or routed early, and a peer that parks and cancels
   // in a loop would pile them up until their deadlines.
@@ -126,6 +135,54 @@ caf::error refused(errc code, std::string text) {
   return caf::make_error(code, std::move(text));
 }
 
+// Hands `fetch` to its owner and relays the answer to `rp`. Not delegated: the answer would
+// come from the owner, and the fetching peer would learn an address it could end the transfer
+// with (an exit message; CAF 0.17 has no way to refuse one).
+void relay_fetch(self_ptr self, const send_request_actor& owner, fetch_msg fetch,
+                 caf::typed_response_promise<transfer_done> rp) {
+  auto& st = self->state;
+  auto key = ++st.last_relay;
+  st.relays.emplace(key, std::move(rp));
+  st.relays_by_owner[owner.address()].insert(key);
+  auto answer = [self, key, from = owner.address()](caf::expected<transfer_done> x) {
+    auto& st = self->state;
+    auto it = st.relays.find(key);
+    if (it == st.relays.end())  // answered at the owner's DOWN already
+      return;
+    auto rp = std::move(it->second);
+    st.relays.erase(it);
+    if (auto o = st.relays_by_owner.find(from); o != st.relays_by_owner.end()) {
+      o->second.erase(key);
+      if (o->second.empty())
+        st.relays_by_owner.erase(o);
+    }
+    if (x)
+      rp.deliver(std::move(*x));
+    else
+      rp.deliver(std::move(x.error()));
+  };
+  self->request(owner, caf::infinite, std::move(fetch))
+    .then([=](transfer_done& d) { answer(std::move(d)); },
+          [=](caf::error& e) { answer(std::move(e)); });
+}
+
+// The owner `dead` ended: fetches relayed to it and not answered get CAF's runtime_error (its
+// puts may still land; the receiver quarantines its destination).
+void fail_relays(self_ptr self, const caf::actor_addr& dead, const caf::error& reason) {
+  auto& st = self->state;
+  auto o = st.relays_by_owner.find(dead);
+  if (o == st.relays_by_owner.end())
+    return;
+  for (auto key : o->second)
+    if (auto it = st.relays.find(key); it != st.relays.end()) {
+      it->second.deliver(caf::make_error(
+        caf::sec::runtime_error, "the send-request ended without answering the fetch (" +
+                                   describe_error(reason) + "); its puts may still land"));
+      st.relays.erase(it);
+    }
+  st.relays_by_owner.erase(o);
+}
+
 // Arms the sweep if fetches wait to expire and none is armed: at the earliest expiry, at most
 // sweep_period away.
 void arm_sweep(self_ptr self) {
@@ -162,7 +219,7 @@ void sweep_parked(self_ptr self) {
 
 // A fetch with no owner yet: parked until its send(), its deadline, a cancel or its node's end.
 void park_fetch(self_ptr self, fetch_msg& fetch, caf::typed_response_promise<transfer_done>& rp,
-                const caf::strong_actor_ptr& fetcher) {
+                const caf::node_id& origin) {
   auto& st = self->state;
   const auto& id = fetch.request_id;
   if (auto p = st.parked.find(id); p != st.parked.end()) {
@@ -186,12 +243,9 @@ void park_fetch(self_ptr self, fetch_msg& fetch, caf::typed_response_promise<tra
     auto older = unpark(self, p);
     older.promise.deliver(stale(older.fetch));
   }
-  // Counted against the node the message came from; watched through the anchor it names only
-  // if that anchor is on the same node (a forged one would keep the fetch past its sender).
-  auto origin = fetcher ? fetcher->node() : caf::node_id{};
-  caf::actor_addr watched = fetch.anchor && fetch.anchor.node() == origin
-                              ? fetch.anchor
-                              : caf::actor_cast<caf::actor_addr>(fetcher);
+  // Counted against the node the message came from; watched through its anchor (set by the
+  // fetch handler: never another node's).
+  auto watched = fetch.anchor;
   if (st.parked.size() >= st.spec.max_parked) {
     rp.deliver(refused(errc::limit_exceeded,
                        "node '" + st.spec.node_name + "' holds " + std::to_string(st.parked.size()) +
@@ -205,11 +259,6 @@ void park_fetch(self_ptr self, fetch_msg& fetch, caf::typed_response_promise<tra
                        "node '" + st.spec.node_name + "' holds " + std::to_string(n->second) +
                          " fetches from this peer waiting for their send(), its limit "
                          "(max_parked_fetches_per_peer); request '" + id + "' refused"));
-    return;
-  }
-  if (!watched) {  // nobody to watch: it could never be dropped with its peer
-    rp.deliver(refused(errc::malformed_message, "a fetch for request '" + id +
-                                                  "' that names no sender cannot wait"));
     return;
   }
   // Never longer than this node's own default: a peer does not choose how long it is held.
@@ -242,6 +291,7 @@ sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
                                          "' went away: " + describe_error(dm.reason)));
       return;
     }
+    fail_relays(self, dm.source, dm.reason);
     auto id = st.owner_ids.find(dm.source);
     if (id == st.owner_ids.end())
       return;
@@ -263,7 +313,7 @@ sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
       auto it = st.parked.find(id);
       if (it != st.parked.end()) {
         auto p = unpark(self, it);
-        p.promise.delegate(owner, std::move(p.fetch));
+        relay_fetch(self, owner, std::move(p.fetch), std::move(p.promise));
       }
     },
     [=](fetch_msg& fetch) -> caf::typed_response_promise<transfer_done> {
@@ -286,6 +336,17 @@ sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
                              "'"));
         return rp;
       }
+      // Who is watched for this fetch, from here on its anchor: the anchor it names only if
+      // that is on the node the message came from (a forged one would keep the fetch past its
+      // sender), else the fetching actor.
+      auto origin = fetcher ? fetcher->node() : caf::node_id{};
+      if (!fetch.anchor || fetch.anchor.node() != origin)
+        fetch.anchor = caf::actor_cast<caf::actor_addr>(fetcher);
+      if (!fetch.anchor) {
+        rp.deliver(refused(errc::malformed_message, "a fetch for request '" + fetch.request_id +
+                                                      "' that names no sender cannot be served"));
+        return rp;
+      }
       auto it = st.owners.find(fetch.request_id);
       if (it == st.owners.end() && st.spec.registry) {  // not announced yet, or a new sender
         auto owner = caf::actor_cast<send_request_actor>(
@@ -294,10 +355,10 @@ sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
           it = st.owners.find(fetch.request_id);
       }
       if (it != st.owners.end()) {
-        rp.delegate(it->second, std::move(fetch));
+        relay_fetch(self, it->second, std::move(fetch), rp);
         return rp;
       }
-      park_fetch(self, fetch, rp, fetcher);
+      park_fetch(self, fetch, rp, origin);
       return rp;
     },
     [=](cancel_fetch_atom, const std::string& id, std::uint64_t epoch) {
@@ -322,10 +383,19 @@ sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
         owner = it->second;
       else if (st.spec.registry)  // send() returned, the owner's announce is still on its way
         owner = caf::actor_cast<send_request_actor>(st.spec.registry->send_owner_of(id));
-      if (owner)
-        rp.delegate(owner, decline_atom::value);
-      else
+      if (!owner) {
         rp.deliver(cancel_result::not_found);
+        return rp;
+      }
+      // Relayed, as a fetch is: the decliner does not learn the owner's address.
+      self->request(owner, caf::infinite, decline_atom::value)
+        .then([rp](cancel_result r) mutable { rp.deliver(r); },
+              [rp](caf::error& e) mutable {
+                if (e == caf::sec::request_receiver_down)  // the offer ended meanwhile
+                  rp.deliver(cancel_result::already_complete);
+                else
+                  rp.deliver(std::move(e));
+              });
       return rp;
     },
     [=](park_expired_atom, const std::string&, std::uint64_t) { sweep_parked(self); },

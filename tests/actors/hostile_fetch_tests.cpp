@@ -618,3 +618,35 @@ TEST_CASE("F17: messages a node does not expect, and reasons it cannot print, ar
   check_served(legit->ask(legit->fetch("after", 0, 4096, 0, 16384)), 4096, *legit, 0xEF, s);
   CHECK(prefill.health().healthy);
 }
+
+TEST_CASE("F17: a fetching peer hears every answer from the node's entry, never from a transfer's own actor") {
+  // CAF 0.17 lets a peer end any actor it can name (an exit message, `kill` included). Were a
+  // transfer's own actor to answer, the fetcher would learn its address and could end the
+  // transfer mid-puts, leaving the offer's memory quarantined: the entry relays every answer.
+  prefill_node fixture{0x3C};
+  auto& prefill = *fixture.owned;
+  hostile_client client{prefill.port()};
+  auto s = prefill.send("named", {{fixture.region, 0, 4096}});
+  caf::scoped_actor self{client.sys};
+  auto ask = [&](fetch_msg f, caf::actor_addr& answered_by) {
+    caf::expected<std::uint64_t> out{caf::sec::unexpected_message};
+    self->request(client.prefill, 20s, std::move(f))
+      .receive(
+        [&](transfer_done& d) {
+          out = d.bytes;
+          answered_by = caf::actor_cast<caf::actor_addr>(self->current_sender());
+        },
+        [&](caf::error& e) {
+          out = e;
+          answered_by = caf::actor_cast<caf::actor_addr>(self->current_sender());
+        });
+    return out;
+  };
+  caf::actor_addr refused_by, served_by;
+  // Does not fit the offer: the transfer's actor refuses it (the offer waits on).
+  auto refused = ask(client.fetch("named", 0, 8192, 0, 16384), refused_by);
+  CHECK(code_of(refused) == errc::size_mismatch);
+  check_served(ask(client.fetch("named", 0, 4096, 0, 16384), served_by), 4096, client, 0x3C, s);
+  CHECK(refused_by == client.prefill.address());
+  CHECK(served_by == client.prefill.address());
+}

@@ -535,6 +535,24 @@ TEST_CASE("parked fetches share one expiry timer: parking and cancelling in a lo
   CHECK(rig.snapshot().parked_fetches == 1);
 }
 
+TEST_CASE("a fetch relayed to a send-request that is killed mid-puts is answered at its DOWN: CAF's error, so the fetcher quarantines") {
+  // The sender relays fetches (a peer never learns the owner's address), so it answers for an
+  // owner that ends without answering: the puts it posted may still land.
+  node_rig rig;
+  std::vector<unsigned char> src(4096, 0x41);
+  auto s = rig.start_send("killed", {block_of(src)}, 0);
+  rig.run();
+  auto fetcher = rig.request<transfer_done>(rig.sender, sample_fetch("killed", rig.decode_node.actor));
+  rig.run();
+  REQUIRE(rig.engine->pending_count() == 1);  // the owner took it: its puts are out
+  CHECK_FALSE(fetcher->answered());
+  caf::anon_send_exit(s.actor, caf::exit_reason::kill);
+  rig.run();
+  REQUIRE(fetcher->answered());
+  CHECK(fetcher->error() == caf::sec::runtime_error);  // not one of kvferry's: proves nothing
+  CHECK_FALSE(s.handle->released());                    // quarantined on this side too
+}
+
 TEST_CASE("F2 (virtual time): a send cancelled after the peer's fetch arrived resolves both handles once, and each side is released only by the engine's answer") {
   node_rig rig;
   auto violations_before = detail::handle_state::violations();
