@@ -46,7 +46,7 @@ std::pair<errc, bool> put_and_check(transport::engine& from, std::uint64_t peer,
 TEST_CASE("the wedge detector fires only after arm stayed busy without progress for its timeout") {
   using clock = wedge_detector::clock;
   const clock::time_point t0{};
-  wedge_detector d{std::chrono::milliseconds(500)};
+  wedge_detector d{std::chrono::milliseconds(500), [] { return 0.5; }};  // an idle machine
   CHECK_FALSE(d.observe(false, true, t0));
   CHECK_FALSE(d.observe(false, true, t0 + 499ms));
   CHECK(d.observe(false, true, t0 + 500ms));
@@ -69,6 +69,42 @@ TEST_CASE("the wedge detector fires only after arm stayed busy without progress 
     CHECK_FALSE(d.observe(false, true, t0 + 3000ms));
     CHECK(d.observe(false, true, t0 + 3100ms));
   }
+}
+
+TEST_CASE("on a machine whose CPUs are busy the wedge detector waits in proportion, and still fires") {
+  // Six runnable threads per core: a live peer may go unscheduled for a while, so 500 ms of a
+  // busy arm is not yet a wedge; 3 s is. The load is read again as the wait goes on.
+  using clock = wedge_detector::clock;
+  const clock::time_point t0{};
+  double load = 6;
+  int reads = 0;
+  wedge_detector d{std::chrono::milliseconds(500), [&] {
+                     ++reads;
+                     return load;
+                   }};
+  CHECK_FALSE(d.observe(false, true, t0));
+  CHECK_FALSE(d.observe(false, true, t0 + 500ms));
+  CHECK_FALSE(d.observe(false, true, t0 + 2999ms));
+  CHECK(d.observe(false, true, t0 + 3000ms));
+  CHECK(reads >= 2);
+  SUBCASE("the load falls during the wait: the verdict comes sooner") {
+    CHECK_FALSE(d.observe(false, true, t0 + 4000ms));
+    CHECK_FALSE(d.observe(false, true, t0 + 4600ms));  // 600 ms, load 6: waits
+    load = 1;
+    CHECK(d.observe(false, true, t0 + 4700ms));  // read again after 50 ms: 700 ms > 500 ms
+  }
+  SUBCASE("however busy, at most max_stretch times the timeout") {
+    load = 1000;
+    CHECK_FALSE(d.observe(false, true, t0 + 4000ms));
+    CHECK_FALSE(d.observe(false, true, t0 + 13999ms));
+    CHECK(d.observe(false, true, t0 + 14000ms));  // 10 s = 20 x 500 ms
+  }
+}
+
+TEST_CASE("the machine's load reads as runnable threads per core, never negative") {
+  auto load = transport::runnable_per_core();
+  CHECK(load > 0);  // this very thread is running
+  CHECK(load < 10000);
 }
 
 TEST_CASE("a wedge detector with a zero timeout never fires") {
