@@ -18,7 +18,7 @@
 //        └──unknown──> not_found
 //   parked longer than the fetch's deadline, never longer than default_deadline_ms ──>
 //        answered `timed_out` at the next sweep (park_expired: at most every 100 ms while
-//        fetches wait; one timer for all of them, whatever a peer sends)
+//        fetches wait; one timer for all of them; a peer's park_expired expires nothing early)
 //   owner DOWN ──> owners[id] erased
 //   fetch declaring another layout tag ──> refused (incompatible_peer); nothing else changes
 //   fetch for an id whose fetch is parked ──same epoch──> refused: duplicate
