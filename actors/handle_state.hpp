@@ -49,11 +49,12 @@ class handle_state {
   std::string request_id_;
   std::weak_ptr<event_sink> sink_;
   std::atomic<transfer_status> status_{transfer_status::pending};
-  std::atomic<bool> released_{false};
+  std::atomic<bool> released_{false};  // visible to waiters once the event is queued
   mutable std::mutex mtx_;
   mutable std::condition_variable cv_;
   std::optional<transfer_result> result_;  // set first; visible once settled_
   bool settled_ = false;                   // the on_done callbacks have returned
+  bool release_claimed_ = false;           // release() ran once (guards the exactly-once)
   std::vector<std::function<void(const transfer_result&)>> callbacks_;
 };
 

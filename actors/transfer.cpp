@@ -46,32 +46,40 @@ bool handle_state::resolve(transfer_result r) {
       // an engine callback that throws must not take the owning actor down
     }
   }
+  // The event is queued before waiters can see the result, so an engine that polls after
+  // wait_for() returns finds it there.
+  if (auto sink = sink_.lock())
+    sink->push(transfer_event{request_id_, event_kind::completed, r});
   {
     std::lock_guard<std::mutex> guard{mtx_};
     settled_ = true;
     status_.store(r.status, std::memory_order_release);
   }
   cv_.notify_all();
-  if (auto sink = sink_.lock())
-    sink->push(transfer_event{request_id_, event_kind::completed, r});
   return true;
 }
 
 bool handle_state::release() {
   {
     std::lock_guard<std::mutex> guard{mtx_};
-    if (released_.exchange(true, std::memory_order_acq_rel)) {
+    if (release_claimed_) {
       violation_count.fetch_add(1);
       return false;
     }
+    release_claimed_ = true;
   }
-  cv_.notify_all();
+  // Queued before released() turns true, for the same reason as in resolve().
   if (auto sink = sink_.lock()) {
     transfer_event ev{request_id_, event_kind::released, {}};
     if (auto r = result())
       ev.result = *r;
     sink->push(std::move(ev));
   }
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    released_.store(true, std::memory_order_release);
+  }
+  cv_.notify_all();
   return true;
 }
 

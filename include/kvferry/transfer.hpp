@@ -132,7 +132,8 @@ class transfer_handle {
   // Calls `callback` once with the terminal result: at once (on this thread) if there is one,
   // else on the owning actor's thread. The callback must not block. Callbacks registered
   // before the result came have all returned by the time status()/result()/wait_for() or
-  // poll() show the result.
+  // poll() show the result. Once status()/result()/wait_for() show the result, or released()/
+  // wait_released() the release, the node's poll() holds the matching event.
   void on_done(std::function<void(const transfer_result&)> callback) const;
 
  private:

@@ -75,3 +75,27 @@ TEST_CASE("an empty handle reports failure instead of crashing") {
   CHECK(h.result()->code == errc::invalid_argument);
   CHECK(!h.released());
 }
+
+TEST_CASE("once a waiter sees the result or the release, poll's queue holds the event") {
+  // The Python suite once saw wait_released() return while the released event was not queued
+  // yet. Each round races a resolver thread against a waiter; the old order lost some rounds.
+  auto sink = std::make_shared<detail::event_sink>();
+  for (int round = 0; round < 500; ++round) {
+    auto st = std::make_shared<detail::handle_state>("race", sink);
+    transfer_handle h{st};
+    std::thread owner{[&] {
+      st->resolve({transfer_status::succeeded, errc::none, {}, 1, {}});
+      st->release();
+    }};
+    REQUIRE(h.wait_for(20s).has_value());
+    auto first = sink->drain();
+    REQUIRE(h.wait_released(20s));
+    auto second = sink->drain();
+    owner.join();
+    first.insert(first.end(), second.begin(), second.end());
+    REQUIRE(first.size() == 2);
+    CHECK(first[0].kind == event_kind::completed);
+    CHECK(first[1].kind == event_kind::released);
+    CHECK(first[1].result.status == transfer_status::succeeded);
+  }
+}
