@@ -48,7 +48,9 @@ result<std::unique_ptr<engine>> engine::start(const engine_options& options,
   ucp_params_t params;
   std::memset(&params, 0, sizeof(params));
   params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
-  params.features = UCP_FEATURE_RMA | UCP_FEATURE_WAKEUP;
+  // RMA for puts into memory a peer on this host can map; AM for everything else (the data
+  // messages of engine_put.cpp, which UCX 1.13's emulated puts cannot replace safely).
+  params.features = UCP_FEATURE_RMA | UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
   params.mt_workers_shared = 1;  // context-level calls (mem_map, rkey_pack) from any thread
   ucp_context_h raw_context = nullptr;
   if (ucs_status_t status = ucp_init(&params, config.get(), &raw_context); status != UCS_OK) {
@@ -106,6 +108,7 @@ engine_impl::engine_impl(shared_context context, worker_parts worker,
       event_fd_(io_, worker.event_fd),
       stop_timer_(io_),
       poll_timer_(io_) {
+  install_am_handlers();
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "kvferry-ucx");
     while (true) {
@@ -154,11 +157,11 @@ engine_impl::~engine_impl() {
 
 result<std::shared_ptr<memory_registration>> engine_impl::register_memory(void* ptr,
                                                                            std::size_t bytes) {
-  return map_memory(context_, ptr, bytes, false);
+  return map_memory(context_, ptr, bytes, false, writable_);
 }
 
 result<std::shared_ptr<memory_registration>> engine_impl::allocate_memory(std::size_t bytes) {
-  return map_memory(context_, nullptr, bytes, true);
+  return map_memory(context_, nullptr, bytes, true, writable_);
 }
 
 std::vector<std::uint8_t> engine_impl::worker_address() const {
@@ -178,6 +181,7 @@ engine_stats engine_impl::stats() const {
   s.bytes_put = bytes_put_.load();
   s.peers = peer_count_.load();
   s.worker_replacements = worker_replacements_.load();
+  s.writes_refused = writes_refused_.load();
   return s;
 }
 
@@ -189,6 +193,20 @@ void engine_impl::on_request_done(void*, ucs_status_t status, void* user_data) n
 
 void engine_impl::on_ep_error(void* arg, ucp_ep_h ep, ucs_status_t status) noexcept {
   static_cast<engine_impl*>(arg)->failed_eps_.emplace_back(ep, status);
+}
+
+void engine_impl::install_am_handlers() {
+  ucp_am_handler_param_t param;
+  std::memset(&param, 0, sizeof(param));
+  param.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
+                     UCP_AM_HANDLER_PARAM_FIELD_ARG;
+  param.arg = this;
+  param.id = am_data_id;
+  param.cb = &engine_impl::on_data_message;
+  ucp_worker_set_am_recv_handler(worker_.get(), &param);
+  param.id = am_ack_id;
+  param.cb = &engine_impl::on_ack_message;
+  ucp_worker_set_am_recv_handler(worker_.get(), &param);
 }
 
 void engine_impl::cycle() {
@@ -220,8 +238,9 @@ void engine_impl::cycle() {
     if (status == UCS_ERR_BUSY) {
       continue;
     }
-    if (status != UCS_OK) {
-      // Cannot sleep on the event fd: fall back to a slow timer rather than spin.
+    if (status != UCS_OK || acks_leaving_ > 0) {
+      // Cannot sleep on the event fd (or an acknowledgement waits for room in a peer's queue,
+      // which wakes nobody here): fall back to a slow timer rather than spin.
       poll_timer_.expires_after(std::chrono::milliseconds(1));
       poll_timer_.async_wait([this](const boost::system::error_code& ec) {
         if (!ec) {
@@ -261,12 +280,17 @@ void engine_impl::wait_for_events() {
 
 bool engine_impl::handle_queues() {
   bool handled = false;
-  while (!completed_.empty() || !failed_eps_.empty()) {
+  while (!completed_.empty() || !failed_eps_.empty() || !acks_.empty()) {
     handled = true;
     std::vector<pending_request*> completed;
     completed.swap(completed_);
     for (pending_request* request : completed) {
       on_completed(request);
+    }
+    std::vector<ack> acks;
+    acks.swap(acks_);
+    for (const ack& a : acks) {
+      on_ack(a);
     }
     std::vector<std::pair<ucp_ep_h, ucs_status_t>> failed;
     failed.swap(failed_eps_);
@@ -360,7 +384,9 @@ void engine_impl::do_replace_worker(const std::string& reason) {
     }
   }
   worker_ = std::move(fresh.value().worker);
+  install_am_handlers();
   failed_eps_.clear();  // reports about the old worker's endpoints, all gone now
+  acks_.clear();        // acknowledgements through the old worker's endpoints, all gone now
   event_fd_.assign(fresh.value().event_fd);
   {
     std::lock_guard<std::mutex> lock(address_mutex_);
@@ -441,3 +467,4 @@ void engine_impl::finish_shutdown(bool forced) {
 
 }  // namespace detail
 }  // namespace kvferry::transport
+

@@ -7,9 +7,19 @@
 // for a bounded time and are meant for set-up, not the hot path).
 //
 // Completion contract: the callback of put() is invoked exactly once, on the progress thread,
-// after every UCX request of the batch (puts and the final flush) has completed — with success,
-// an error, or UCS_ERR_CANCELED after cancel(). Only then may the local and remote memory of the
-// batch be reused: that callback is the transport's proof of quiescence.
+// after every UCX request of the batch (puts, data messages and the final flush) has completed,
+// and every data message was acknowledged by the peer unless its endpoint failed — with
+// success, an error, or UCS_ERR_CANCELED after cancel(). Only then may the local memory of the
+// batch be reused, and, on success or cancel, its remote memory: that callback is the
+// transport's proof of quiescence.
+//
+// How bytes move: a put whose remote memory this host can map (a same-host peer's UCX-allocated
+// pool) is a UCX put, a copy into the mapping. Every other put is sent as active messages that
+// the peer's engine copies into its own registered memory and acknowledges. UCX 1.13 emulates
+// such puts itself, but its emulation aborts the receiving process when the acknowledgement
+// cannot be sent because the putting peer just died (ucp_put_handler: "unexpected error"), and
+// writes wherever the message says; kvferry's data messages are refused outside this engine's
+// registered memory, and their acknowledgements report a failed endpoint instead of aborting.
 #pragma once
 
 #include "core/descriptor.hpp"
@@ -74,6 +84,7 @@ struct engine_stats {
   std::uint64_t bytes_put = 0;       // bytes of puts that completed successfully
   std::uint64_t peers = 0;           // live endpoints
   std::uint64_t worker_replacements = 0;  // wedged (or asked) workers replaced by a new one
+  std::uint64_t writes_refused = 0;  // peers' data messages for memory not registered here
 };
 
 class engine {

@@ -18,7 +18,8 @@
 //   posting --(window full)--> waiting --(requests done)--> posting ...
 //      | all chunks posted, or cancel / peer failure / stop (stop_posting)
 //      v
-//   draining (outstanding requests complete: success, error or UCS_ERR_CANCELED)
+//   draining (outstanding requests complete: success, error or UCS_ERR_CANCELED; data
+//      |       messages acknowledged, unless the peer's endpoint failed)
 //      v
 //   flushing (ucp_ep_flush_nbx: remote visibility, proof that nothing writes any more)
 //      v
@@ -56,6 +57,22 @@ namespace kvferry::transport::detail {
 // Tuning. A large put is posted in chunks with a bounded window per batch, so that cancel()
 // stops a transfer within a window's worth of bytes (UCX 1.13 cannot cancel a posted put).
 inline constexpr std::size_t chunk_bytes = std::size_t{4} << 20;
+// A data message (see engine.hpp) carries at most this much; each is acknowledged.
+inline constexpr std::size_t message_bytes = std::size_t{256} << 10;
+// Active message ids of the data messages and their acknowledgements.
+inline constexpr unsigned am_data_id = 0x6b76;
+inline constexpr unsigned am_ack_id = 0x6b77;
+
+// The user headers of the two messages (fixed size, host byte order: both ends run kvferry on
+// the same architecture, and a header of any other size is dropped).
+struct data_header {
+  std::uint64_t batch = 0;  // the sender's batch id, echoed in the acknowledgement
+  std::uint64_t addr = 0;   // where the payload goes in the receiver's registered memory
+};
+struct ack_header {
+  std::uint64_t batch = 0;
+  std::uint64_t bytes = 0;  // the payload bytes written
+};
 inline constexpr std::size_t window_bytes = std::size_t{32} << 20;
 inline constexpr std::size_t window_requests = 256;
 inline constexpr std::size_t rkey_cache_limit = 1024;       // per peer
@@ -78,14 +95,28 @@ struct worker_parts {
 };
 result<worker_parts> create_worker(ucp_context_h context);
 
-// One UCX request of a batch (a put chunk or the flush); user_data of its callback.
+// One UCX request of a batch (a put chunk, a data message or the flush); user_data of its
+// callback.
 struct pending_request {
   engine_impl* owner = nullptr;
   batch_state* batch = nullptr;
   ucx::request req;
   std::size_t bytes = 0;  // 0 for the flush
   bool is_flush = false;
+  data_header header;     // a data message's, alive until its send completes
   ucs_status_t status = UCS_INPROGRESS;
+};
+
+// An acknowledgement on its way out: user_data of its send's callback.
+struct leaving_ack {
+  engine_impl* engine = nullptr;
+  ack_header header;
+};
+
+// An acknowledgement received, handled after ucp_worker_progress returned.
+struct ack {
+  ack_header header;
+  ucp_ep_h from = nullptr;  // compared, never dereferenced
 };
 
 struct peer_state {
@@ -111,10 +142,12 @@ struct batch_state {
   completion_fn done;
   std::vector<shared_rkey> rkeys;  // by put_batch::rkeys index
   std::vector<copy_op> ops;
+  std::vector<bool> mapped;        // by op: a UCX put into mapped memory, else data messages
   std::size_t next_op = 0;      // posting cursor
   std::size_t next_offset = 0;
   std::size_t outstanding_puts = 0;
   std::size_t outstanding_bytes = 0;
+  std::size_t unacknowledged = 0;  // data message bytes sent and not acknowledged yet
   std::unordered_map<pending_request*, std::unique_ptr<pending_request>> pending;
   bool stop_posting = false;
   bool flush_started = false;
@@ -147,6 +180,17 @@ class engine_impl final : public engine {
   static void on_request_done(void* request, ucs_status_t status, void* user_data) noexcept;
   static void on_ep_error(void* arg, ucp_ep_h ep, ucs_status_t status) noexcept;
   static void on_worker_flushed(void* request, ucs_status_t status, void* user_data) noexcept;
+  // The two active messages (engine_put.cpp). A data message is copied and acknowledged inside
+  // the callback, the one exception to "queue only": its payload and reply endpoint are valid
+  // only there. An acknowledgement is queued like everything else.
+  static ucs_status_t on_data_message(void* arg, const void* header, std::size_t header_length,
+                                      void* data, std::size_t length,
+                                      const ucp_am_recv_param_t* param) noexcept;
+  static ucs_status_t on_ack_message(void* arg, const void* header, std::size_t header_length,
+                                     void* data, std::size_t length,
+                                     const ucp_am_recv_param_t* param) noexcept;
+  static void on_ack_sent(void* request, ucs_status_t status, void* user_data) noexcept;
+  void install_am_handlers();
 
   // Posting from any thread; false (nothing posted) once the engine stops accepting work.
   template <class F>
@@ -181,6 +225,10 @@ class engine_impl final : public engine {
   void on_completed(pending_request* request);
   void advance(batch_state& batch);
   void post_puts(batch_state& batch);
+  // Posts one chunk of the op at the cursor (a put or a data message); false when posting
+  // failed at once (recorded in the batch).
+  bool post_chunk(batch_state& batch, ucp_ep_h ep, const copy_op& op, std::size_t length);
+  void on_ack(const ack& a);
   void post_flush(batch_state& batch);
   // The record of one UCX request of `batch` (a put chunk of `bytes`, or the flush), and the
   // parameters that make UCX call on_request_done with it.
@@ -223,6 +271,10 @@ class engine_impl final : public engine {
   std::unordered_map<std::uint64_t, std::unique_ptr<batch_state>> batches_;
   std::vector<pending_request*> completed_;
   std::vector<std::pair<ucp_ep_h, ucs_status_t>> failed_eps_;
+  std::vector<ack> acks_;
+  std::size_t acks_leaving_ = 0;  // acknowledgements UCX has queued and not sent yet
+  // Where peers' data messages may write: this engine's registrations (memory.hpp).
+  std::shared_ptr<writable_ranges> writable_ = std::make_shared<writable_ranges>();
 
   std::mutex accept_mutex_;
   bool accepting_ = true;
@@ -232,6 +284,7 @@ class engine_impl final : public engine {
   std::atomic<std::uint64_t> bytes_put_{0};
   std::atomic<std::uint64_t> peer_count_{0};
   std::atomic<std::uint64_t> worker_replacements_{0};
+  std::atomic<std::uint64_t> writes_refused_{0};
 
   std::thread::id progress_thread_id_;
   std::thread thread_;  // last: started when everything above exists

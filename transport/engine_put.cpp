@@ -142,6 +142,16 @@ void engine_impl::do_put(std::uint64_t id, put_batch request, completion_fn done
     }
   }
 
+  // Memory this host can map takes UCX puts (a copy into the mapping, nothing for the peer to
+  // answer); everything else goes as data messages (engine.hpp says why).
+  batch->mapped.reserve(batch->ops.size());
+  for (const copy_op& op : batch->ops) {
+    void* local = nullptr;
+    batch->mapped.push_back(op.dst.bytes > 0 &&
+                            ucp_rkey_ptr(batch->rkeys[op.dst.key].get(), op.dst.addr, &local) ==
+                              UCS_OK);
+  }
+
   batch_state& state = *batch;
   batches_.emplace(id, std::move(batch));
   peer.batches.insert(id);
@@ -160,7 +170,9 @@ void engine_impl::fail_batch(batch_state& batch, errc code, const std::string& d
   record_error(batch, code, detail);
   batch.stop_posting = true;
   for (auto& [raw, request] : batch.pending) {
-    if (!request->is_flush && request->req.pending()) {
+    // Data messages are left to complete: each is then acknowledged, which is what proves the
+    // receiver wrote its last byte; cancelling one could leave that unknowable.
+    if (!request->is_flush && request->header.batch == 0 && request->req.pending()) {
       // A no-op for RMA requests in UCX 1.13; kept so that newer UCX stops them early. The
       // callback still fires (UCS_OK or UCS_ERR_CANCELED) and is what completes the batch.
       ucp_request_cancel(worker_.get(), request->req.get());
@@ -180,11 +192,15 @@ void engine_impl::on_completed(pending_request* request) {
   } else {
     --batch.outstanding_puts;
     batch.outstanding_bytes -= request->bytes;
-    if (status == UCS_OK) {
-      bytes_put_.fetch_add(request->bytes);
-    } else {
-      record_error(batch, translate(status), ucx_detail("ucp_put_nbx", status));
+    if (status == UCS_OK && request->header.batch == 0) {
+      bytes_put_.fetch_add(request->bytes);  // a put; a data message counts when acknowledged
+    } else if (status != UCS_OK) {
+      record_error(batch, translate(status), ucx_detail("ucp_put_nbx / ucp_am_send_nbx", status));
       batch.stop_posting = true;
+      if (request->header.batch != 0) {
+        // Not sent whole: no acknowledgement will come for it.
+        batch.unacknowledged -= std::min(batch.unacknowledged, request->bytes);
+      }
     }
   }
   batch.pending.erase(request);  // ucp_request_free, exactly once
@@ -200,6 +216,11 @@ void engine_impl::advance(batch_state& batch) {
   }
   const bool all_posted = batch.next_op >= batch.ops.size();
   if (batch.outstanding_puts > 0 || (!all_posted && !batch.stop_posting)) {
+    return;
+  }
+  // Data messages sent are in flight until acknowledged; a failed endpoint acknowledges
+  // nothing more (what it still delivers is the receiver's to quarantine, as for puts).
+  if (batch.unacknowledged > 0 && !batch.peer->closing && batch.peer->ep.get() != nullptr) {
     return;
   }
   if (!batch.flush_started) {
@@ -238,40 +259,159 @@ void engine_impl::post_puts(batch_state& batch) {
     return;
   }
   while (batch.next_op < batch.ops.size() && batch.outstanding_puts < window_requests &&
-         batch.outstanding_bytes < window_bytes) {
+         batch.outstanding_bytes < window_bytes && batch.unacknowledged < window_bytes) {
     const copy_op& op = batch.ops[batch.next_op];
+    const std::size_t limit = batch.mapped[batch.next_op] ? chunk_bytes : message_bytes;
     const std::size_t length =
-      std::min(static_cast<std::size_t>(op.dst.bytes) - batch.next_offset, chunk_bytes);
+      std::min(static_cast<std::size_t>(op.dst.bytes) - batch.next_offset, limit);
     if (length == 0) {
       ++batch.next_op;
       batch.next_offset = 0;
       continue;
     }
-    auto record = new_record(batch, length, false);
-    ucp_request_param_t param = callback_param(record.get());
-    ucx::request req(ucp_put_nbx(ep, static_cast<const char*>(ptr_of(op.src)) + batch.next_offset,
-                                 length, op.dst.addr + batch.next_offset,
-                                 batch.rkeys[op.dst.key].get(), &param));
+    if (!post_chunk(batch, ep, op, length)) {
+      batch.stop_posting = true;
+      return;
+    }
     batch.next_offset += length;
     if (batch.next_offset == op.dst.bytes) {
       ++batch.next_op;
       batch.next_offset = 0;
     }
-    if (req.pending()) {
-      record->req = std::move(req);
-      ++batch.outstanding_puts;
-      batch.outstanding_bytes += length;
-      pending_request* raw = record.get();
-      batch.pending.emplace(raw, std::move(record));
-    } else if (req.immediate_status() == UCS_OK) {
-      bytes_put_.fetch_add(length);  // completed at once: no callback will come
-    } else {
-      record_error(batch, translate(req.immediate_status()),
-                   ucx_detail("ucp_put_nbx", req.immediate_status()));
-      batch.stop_posting = true;
-      return;
-    }
   }
+}
+
+bool engine_impl::post_chunk(batch_state& batch, ucp_ep_h ep, const copy_op& op,
+                             std::size_t length) {
+  const char* src = static_cast<const char*>(ptr_of(op.src)) + batch.next_offset;
+  const std::uint64_t dst = op.dst.addr + batch.next_offset;
+  auto record = new_record(batch, length, false);
+  ucp_request_param_t param = callback_param(record.get());
+  const bool mapped = batch.mapped[batch.next_op];
+  const char* call = mapped ? "ucp_put_nbx" : "ucp_am_send_nbx";
+  ucx::request req;
+  if (mapped) {
+    req = ucx::request(ucp_put_nbx(ep, src, length, dst, batch.rkeys[op.dst.key].get(), &param));
+  } else {
+    record->header.batch = batch.id;
+    record->header.addr = dst;
+    // Eager only: a rendezvous would have the receiver's UCX send on our behalf, the path that
+    // aborts when we die. REPLY: the receiver acknowledges through the endpoint it names.
+    // NO_IMM_CMPL: UCX may still read the header after reporting completion at once (see
+    // on_data_message); with a request, the record keeps the header until the callback.
+    param.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
+    param.flags = UCP_AM_SEND_FLAG_EAGER | UCP_AM_SEND_FLAG_REPLY;
+    req = ucx::request(ucp_am_send_nbx(ep, am_data_id, &record->header, sizeof(record->header),
+                                       src, length, &param));
+    batch.unacknowledged += length;
+  }
+  if (req.pending()) {
+    record->req = std::move(req);
+    ++batch.outstanding_puts;
+    batch.outstanding_bytes += length;
+    pending_request* raw = record.get();
+    batch.pending.emplace(raw, std::move(record));
+    return true;
+  }
+  if (req.immediate_status() == UCS_OK) {
+    if (mapped) {
+      bytes_put_.fetch_add(length);  // completed at once: no callback will come
+    }
+    return true;
+  }
+  if (!mapped) {
+    batch.unacknowledged -= length;  // never sent: nothing to acknowledge
+  }
+  record_error(batch, translate(req.immediate_status()), ucx_detail(call, req.immediate_status()));
+  return false;
+}
+
+void engine_impl::on_ack(const ack& a) {
+  auto it = batches_.find(a.header.batch);
+  if (it == batches_.end()) {
+    return;  // finished already (its endpoint failed), or not ours
+  }
+  batch_state& batch = *it->second;
+  if (batch.finished || batch.peer->ep.get() != a.from) {
+    return;  // only the batch's own peer acknowledges its messages
+  }
+  const std::size_t bytes =
+    static_cast<std::size_t>(std::min<std::uint64_t>(a.header.bytes, batch.unacknowledged));
+  batch.unacknowledged -= bytes;
+  bytes_put_.fetch_add(bytes);
+  advance(batch);
+}
+
+ucs_status_t engine_impl::on_data_message(void* arg, const void* header, std::size_t header_length,
+                                          void* data, std::size_t length,
+                                          const ucp_am_recv_param_t* param) noexcept {
+  auto* self = static_cast<engine_impl*>(arg);
+  // Dropped unanswered: a header of another size, a rendezvous (we send eager only: data is
+  // not here), no endpoint to answer through, or memory that is not registered here.
+  if (header_length != sizeof(data_header) || header == nullptr ||
+      (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0 ||
+      (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) == 0 || param->reply_ep == nullptr) {
+    self->writes_refused_.fetch_add(1);
+    return UCS_OK;
+  }
+  data_header h;
+  std::memcpy(&h, header, sizeof(h));
+  if (length == 0 || !self->writable_->contains(h.addr, length)) {
+    self->writes_refused_.fetch_add(1);
+    return UCS_OK;
+  }
+  std::memcpy(reinterpret_cast<void*>(static_cast<std::uintptr_t>(h.addr)), data, length);
+  // The answer is small and eager. If the endpoint already failed, UCX returns the error (this
+  // API reports it; only its own emulated puts abort on it) and the sender learns the failure
+  // from its endpoint instead.
+  // UCX may read the answer after this call returned, even when it reports completion at once
+  // (seen over shared memory while the reply endpoint is still being wired up), so the answer
+  // lives on the heap until UCX calls back (NO_IMM_CMPL: it always does). Nothing wakes this
+  // worker for an answer waiting for room in the peer's queue: the progress cycle keeps
+  // polling while one is (acks_leaving_).
+  auto* answer = new (std::nothrow) leaving_ack{self, ack_header{h.batch, length}};
+  if (answer == nullptr) {
+    return UCS_OK;  // the sender learns nothing; its request ends by its deadline
+  }
+  ucp_request_param_t send;
+  std::memset(&send, 0, sizeof(send));
+  send.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_CALLBACK |
+                      UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
+  send.flags = UCP_AM_SEND_FLAG_EAGER | UCP_AM_SEND_FLAG_REPLY;
+  send.cb.send = &engine_impl::on_ack_sent;
+  send.user_data = answer;
+  ucs_status_ptr_t sent = ucp_am_send_nbx(param->reply_ep, am_ack_id, nullptr, 0,
+                                          &answer->header, sizeof(answer->header), &send);
+  if (UCS_PTR_IS_PTR(sent)) {
+    ++self->acks_leaving_;
+  } else {
+    delete answer;  // refused at once (the endpoint failed): the sender learns it from its own
+  }
+  return UCS_OK;
+}
+
+void engine_impl::on_ack_sent(void* request, ucs_status_t, void* user_data) noexcept {
+  auto* answer = static_cast<leaving_ack*>(user_data);
+  --answer->engine->acks_leaving_;
+  delete answer;
+  ucp_request_free(request);
+}
+
+ucs_status_t engine_impl::on_ack_message(void* arg, const void*, std::size_t header_length,
+                                         void* data, std::size_t length,
+                                         const ucp_am_recv_param_t* param) noexcept {
+  auto* self = static_cast<engine_impl*>(arg);
+  // The acknowledgement travels as the payload.
+  if (header_length != 0 || length != sizeof(ack_header) || data == nullptr ||
+      (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0 ||
+      (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) == 0) {
+    return UCS_OK;
+  }
+  ack a;
+  std::memcpy(&a.header, data, sizeof(a.header));
+  a.from = param->reply_ep;
+  self->acks_.push_back(a);
+  return UCS_OK;
 }
 
 void engine_impl::post_flush(batch_state& batch) {
@@ -321,8 +461,11 @@ void engine_impl::abandon(batch_state& batch, errc code, const std::string& deta
   batch.pending.clear();
   batch.outstanding_puts = 0;
   batch.outstanding_bytes = 0;
+  batch.unacknowledged = 0;
   record_error(batch, code, detail);
   finish(batch);
 }
 
 }  // namespace kvferry::transport::detail
+
+

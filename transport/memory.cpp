@@ -13,15 +13,24 @@ namespace {
 class ucx_registration final : public memory_registration {
  public:
   ucx_registration(shared_context context, ucx::memory_handle handle, void* base,
-                   std::size_t bytes, bool allocated)
+                   std::size_t bytes, bool allocated, std::shared_ptr<writable_ranges> ranges)
       : context_(std::move(context)),
         handle_(std::move(handle)),
         base_(base),
         bytes_(bytes),
-        allocated_(allocated) {
+        allocated_(allocated),
+        ranges_(std::move(ranges)) {
     const auto* p = static_cast<const std::uint8_t*>(handle_.packed_rkey());
     packed_rkey_.assign(p, p + handle_.packed_rkey_size());
+    if (ranges_)
+      ranges_->add(reinterpret_cast<std::uintptr_t>(base_), bytes_);
   }
+  ~ucx_registration() override {
+    if (ranges_)
+      ranges_->remove(reinterpret_cast<std::uintptr_t>(base_), bytes_);
+  }
+  ucx_registration(const ucx_registration&) = delete;
+  ucx_registration& operator=(const ucx_registration&) = delete;
 
   void* base() const noexcept override { return base_; }
   std::size_t bytes() const noexcept override { return bytes_; }
@@ -34,6 +43,7 @@ class ucx_registration final : public memory_registration {
   void* base_;
   std::size_t bytes_;
   bool allocated_;
+  std::shared_ptr<writable_ranges> ranges_;
   std::vector<std::uint8_t> packed_rkey_;
 };
 
@@ -43,8 +53,45 @@ error_info ucx_error(const char* call, ucs_status_t status) {
 
 }  // namespace
 
+void writable_ranges::add(std::uintptr_t base, std::size_t bytes) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ranges_.emplace(base, bytes);
+}
+
+void writable_ranges::remove(std::uintptr_t base, std::size_t bytes) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto [first, last] = ranges_.equal_range(base);
+  for (auto it = first; it != last; ++it) {
+    if (it->second == bytes) {
+      ranges_.erase(it);
+      return;
+    }
+  }
+}
+
+bool writable_ranges::contains(std::uint64_t addr, std::uint64_t bytes) const {
+  if (bytes == 0 || addr + bytes < addr)
+    return false;
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = ranges_.upper_bound(static_cast<std::uintptr_t>(addr));
+  if (it == ranges_.begin())
+    return false;
+  --it;
+  // Registrations may overlap (a pool registered twice, or inside another): any one that holds
+  // the whole range will do. Those starting closest below are tried, a bounded number of them.
+  for (int tries = 0; tries < 64; ++tries, --it) {
+    const std::uint64_t base = it->first;
+    if (addr - base <= it->second && bytes <= it->second - (addr - base))
+      return true;
+    if (it == ranges_.begin())
+      return false;
+  }
+  return false;
+}
+
 result<std::shared_ptr<memory_registration>> map_memory(shared_context context, void* ptr,
-                                                        std::size_t bytes, bool allocate) {
+                                                        std::size_t bytes, bool allocate,
+                                                        std::shared_ptr<writable_ranges> ranges) {
   if (bytes == 0) {
     return {errc::invalid_argument, "memory registration of 0 bytes"};
   }
@@ -78,7 +125,8 @@ result<std::shared_ptr<memory_registration>> map_memory(shared_context context, 
   // UCX may round an allocation up; the caller asked for `bytes` and gets exactly that.
   void* base = allocate ? attr.address : ptr;
   return std::shared_ptr<memory_registration>(
-      std::make_shared<ucx_registration>(std::move(context), std::move(handle), base, bytes, allocate));
+      std::make_shared<ucx_registration>(std::move(context), std::move(handle), base, bytes, allocate,
+                                       std::move(ranges)));
 }
 
 }  // namespace kvferry::transport
