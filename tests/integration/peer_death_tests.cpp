@@ -110,3 +110,104 @@ TEST_CASE("F15: a peer killed mid-transfer fails its transfers within about a se
   }
   prefill.stop(1s);
 }
+
+TEST_CASE("F19: one of several prefill processes killed mid-put over tcp: the decode lives on and the others' transfers all succeed") {
+  // UCX 1.13's emulated puts acknowledged each write from inside the decode's receive handler;
+  // with several senders busy, a sender's death made that acknowledgement meet a failed
+  // endpoint and UCX aborted this (the decode) process. Four senders at once, as in a cluster.
+  constexpr int senders = 4;
+  struct sender {
+    cli::workload w;
+    std::unique_ptr<cli::child_process> proc;
+    std::vector<unsigned char> pool;
+    peer_id peer{};
+    region_id region = 0;
+    std::vector<transfer_handle> receives;
+  };
+  std::vector<sender> all(senders);  // before the node: its pools outlive it
+  node_config cfg;
+  cfg.transport = "tcp";
+  cfg.default_deadline_ms = 0;  // only peer-death detection may end the dead sender's transfers
+  auto started = node::start(cfg);
+  REQUIRE_MESSAGE(started, started.error().message);
+  auto& decode = *started.value();
+
+  for (int k = 0; k < senders; ++k) {
+    auto& s = all[k];
+    s.w.requests = 64;
+    s.w.layers = 4;
+    s.w.block_bytes = 256 << 10;  // 64 MiB per sender: still moving when the kill comes
+    s.w.seed = 100 + k;
+    s.proc = std::make_unique<cli::child_process>(std::vector<std::string>{
+      KVFERRY_BINARY, "node", "--role", "prefill", "--listen", "127.0.0.1:0", "--transport", "tcp",
+      "--requests", std::to_string(s.w.requests), "--layers", std::to_string(s.w.layers),
+      "--block-bytes", std::to_string(s.w.block_bytes), "--seed", std::to_string(s.w.seed)});
+    auto ready = s.proc->wait_for_message<cli::protocol::ready>(60s);
+    REQUIRE_MESSAGE(ready, ready.error);
+    auto peer = decode.connect("127.0.0.1", ready->port);
+    REQUIRE_MESSAGE(peer, peer.error().message);
+    s.peer = peer.value();
+    s.pool.assign(s.w.pool_bytes(), 0);
+    auto region = decode.register_region(s.pool.data(), s.pool.size());
+    REQUIRE(region);
+    s.region = region.value();
+  }
+  // Every sender is up: ask each for its whole workload at once.
+  for (auto& s : all)
+    for (std::uint32_t i = 0; i < s.w.requests; ++i)
+      s.receives.push_back(
+        decode.receive(s.w.request_id(i), s.peer, s.w.destination_spans(s.region, i)));
+  // Kill the first sender as soon as its bytes land here (the pool was zero; every source word
+  // is not), while the others send too.
+  auto& victim = all[0];
+  auto landing = [&victim] {
+    for (std::uint32_t i = 0; i < victim.w.requests; ++i)
+      for (std::uint32_t l = 0; l < victim.w.layers; ++l) {
+        const auto* block =
+          victim.pool.data() + victim.w.destination_block(i, l) * victim.w.block_bytes;
+        if (std::any_of(block, block + 64, [](unsigned char b) { return b != 0; }))
+          return true;
+      }
+    return false;
+  };
+  const auto give_up = steady::now() + 60s;
+  while (!landing() && steady::now() < give_up)
+    std::this_thread::yield();
+  victim.proc->kill_now(SIGKILL);
+  std::size_t unfinished = 0;
+  for (auto& h : victim.receives)
+    unfinished += h.result() ? 0 : 1;
+  REQUIRE(victim.proc->wait(10s).has_value());
+  REQUIRE(unfinished > 0);  // the kill came mid-stream
+
+  // This process is alive (an abort would have ended the test), and every other sender's
+  // transfers succeed with their bytes verified.
+  for (int k = 1; k < senders; ++k) {
+    auto& s = all[k];
+    for (std::uint32_t i = 0; i < s.w.requests; ++i) {
+      auto r = s.receives[i].wait_for(120s);
+      REQUIRE(r);
+      CHECK_MESSAGE(r->status == transfer_status::succeeded, r->message);
+      CHECK(s.w.verify_destination(s.pool.data(), i) == s.w.request_bytes());
+    }
+  }
+  // The dead sender's transfers each end once: done before the kill, or failed with the peer.
+  std::size_t failed = 0;
+  for (auto& h : victim.receives) {
+    auto r = h.wait_for(30s);
+    REQUIRE(r);
+    if (r->status != transfer_status::succeeded) {
+      CHECK(r->code == errc::peer_failed);
+      ++failed;
+    }
+  }
+  MESSAGE("F19: " << unfinished << " of the killed sender's " << victim.receives.size()
+                  << " transfers were unfinished at the kill, " << failed
+                  << " failed with it; the other senders' all succeeded");
+  CHECK(decode.health().healthy);
+  for (int k = 1; k < senders; ++k) {
+    all[k].proc->send_message(cli::protocol::quit{});
+    CHECK(all[k].proc->wait(30s).has_value());
+  }
+  decode.stop(1s);
+}

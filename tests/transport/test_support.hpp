@@ -2,12 +2,14 @@
 #pragma once
 
 #include "transport/engine.hpp"
+#include "transport/ucx_handles.hpp"
 
 #include <doctest/doctest.h>
 
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <string>
@@ -114,6 +116,32 @@ connected_engines(const std::string& tls, std::uint64_t peer) {
   initiator->connect(peer, target->worker_address());
   return {std::move(target), std::move(initiator)};
 }
+
+// A bare UCX context and worker (not an engine) on transports `tls` (UCX_TLS syntax), with
+// `features` (UCP_FEATURE_*): a peer as tests need one, built by hand.
+struct bare_ucx {
+  transport::ucx::context_ptr context;
+  transport::ucx::worker_ptr worker;
+
+  bare_ucx(const char* tls, std::uint64_t features) {
+    ucp_config_t* raw_config = nullptr;
+    REQUIRE(ucp_config_read(nullptr, nullptr, &raw_config) == UCS_OK);
+    transport::ucx::config_ptr config(raw_config);
+    REQUIRE(ucp_config_modify(config.get(), "TLS", tls) == UCS_OK);
+    ucp_params_t params;
+    std::memset(&params, 0, sizeof(params));
+    params.field_mask = UCP_PARAM_FIELD_FEATURES;
+    params.features = features;
+    ucp_context_h raw_context = nullptr;
+    REQUIRE(ucp_init(&params, config.get(), &raw_context) == UCS_OK);
+    context.reset(raw_context);
+    ucp_worker_params_t worker_params;
+    std::memset(&worker_params, 0, sizeof(worker_params));
+    ucp_worker_h raw_worker = nullptr;
+    REQUIRE(ucp_worker_create(context.get(), &worker_params, &raw_worker) == UCS_OK);
+    worker.reset(raw_worker);
+  }
+};
 
 // True when the environment forces UCX's transport choice (then tls tests prove nothing).
 inline bool ucx_tls_overridden() { return std::getenv("UCX_TLS") != nullptr; }

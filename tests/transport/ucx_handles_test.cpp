@@ -1,3 +1,4 @@
+#include "test_support.hpp"
 #include "transport/ucx_handles.hpp"
 
 #include <doctest/doctest.h>
@@ -11,28 +12,8 @@ using namespace std::chrono_literals;
 namespace {
 
 // A context and worker on the loopback transport, for handle tests.
-struct loopback {
-  ucx::context_ptr context;
-  ucx::worker_ptr worker;
-
-  loopback() {
-    ucp_config_t* raw_config = nullptr;
-    REQUIRE(ucp_config_read(nullptr, nullptr, &raw_config) == UCS_OK);
-    ucx::config_ptr config(raw_config);
-    REQUIRE(ucp_config_modify(config.get(), "TLS", "self") == UCS_OK);
-    ucp_params_t params;
-    std::memset(&params, 0, sizeof(params));
-    params.field_mask = UCP_PARAM_FIELD_FEATURES;
-    params.features = UCP_FEATURE_RMA;
-    ucp_context_h raw_context = nullptr;
-    REQUIRE(ucp_init(&params, config.get(), &raw_context) == UCS_OK);
-    context.reset(raw_context);
-    ucp_worker_params_t worker_params;
-    std::memset(&worker_params, 0, sizeof(worker_params));
-    ucp_worker_h raw_worker = nullptr;
-    REQUIRE(ucp_worker_create(context.get(), &worker_params, &raw_worker) == UCS_OK);
-    worker.reset(raw_worker);
-  }
+struct loopback : kvferry::test::bare_ucx {
+  loopback() : bare_ucx("self", UCP_FEATURE_RMA) {}
 
   ucx::endpoint connect_to_self() {
     ucp_address_t* address = nullptr;
