@@ -261,7 +261,8 @@ void engine_impl::post_puts(batch_state& batch) {
   while (batch.next_op < batch.ops.size() && batch.outstanding_puts < window_requests &&
          batch.outstanding_bytes < window_bytes && batch.unacknowledged < window_bytes) {
     const copy_op& op = batch.ops[batch.next_op];
-    const std::size_t limit = batch.mapped[batch.next_op] ? chunk_bytes : message_bytes;
+    const std::size_t limit =
+      batch.mapped[batch.next_op] ? chunk_bytes : message_limit(*batch.peer);
     const std::size_t length =
       std::min(static_cast<std::size_t>(op.dst.bytes) - batch.next_offset, limit);
     if (length == 0) {
@@ -279,6 +280,17 @@ void engine_impl::post_puts(batch_state& batch) {
       batch.next_offset = 0;
     }
   }
+}
+
+std::size_t engine_impl::message_limit(peer_state& peer) {
+  if (peer.message_bytes == 0) {
+    const auto transports = transports_now(peer.key);
+    const bool shared = std::any_of(transports.begin(), transports.end(), [](const auto& t) {
+      return t == "posix" || t == "sysv" || t == "cma" || t == "xpmem" || t == "knem";
+    });
+    peer.message_bytes = shared ? message_bytes_shm : message_bytes;
+  }
+  return peer.message_bytes;
 }
 
 bool engine_impl::post_chunk(batch_state& batch, ucp_ep_h ep, const copy_op& op,
