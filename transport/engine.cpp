@@ -467,4 +467,3 @@ void engine_impl::finish_shutdown(bool forced) {
 
 }  // namespace detail
 }  // namespace kvferry::transport
-

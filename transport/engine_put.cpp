@@ -373,13 +373,12 @@ ucs_status_t engine_impl::on_data_message(void* arg, const void* header, std::si
     return UCS_OK;
   }
   std::memcpy(reinterpret_cast<void*>(static_cast<std::uintptr_t>(h.addr)), data, length);
-  // The answer is small and eager. If the endpoint already failed, UCX returns the error (this
-  // API reports it; only its own emulated puts abort on it) and the sender learns the failure
-  // from its endpoint instead.
-  // UCX may read the answer after this call returned, even when it reports completion at once
-  // (seen over shared memory while the reply endpoint is still being wired up), so the answer
-  // lives on the heap until UCX calls back (NO_IMM_CMPL: it always does). Nothing wakes this
-  // worker for an answer waiting for room in the peer's queue: the progress cycle keeps
+  // The acknowledgement: small and eager. If the endpoint already failed, this API reports it
+  // (only UCX's own emulated puts abort on it) and the sender learns of the failure from its
+  // endpoint. UCX may read the answer after the call returned, even when it reports completion
+  // at once (seen over shared memory while the reply endpoint is still being wired up), so the
+  // answer lives on the heap until UCX calls back (NO_IMM_CMPL: it always does). Nothing wakes
+  // this worker for an answer waiting for room in the peer's queue: the progress cycle keeps
   // polling while one is (acks_leaving_).
   auto* answer = new (std::nothrow) leaving_ack{self, ack_header{h.batch, length}};
   if (answer == nullptr) {
@@ -479,5 +478,3 @@ void engine_impl::abandon(batch_state& batch, errc code, const std::string& deta
 }
 
 }  // namespace kvferry::transport::detail
-
-
