@@ -2,9 +2,11 @@
 //
 // Threads: the caller's threads only post work (asio::post) and read atomics; everything that
 // touches the worker, an endpoint, an rkey or a request runs on the progress thread. UCX
-// callbacks never act: they queue what happened (completed_, failed_eps_) and the progress
-// cycle handles it after ucp_worker_progress returned, so no user callback and no UCX call ever
-// runs inside ucp_worker_progress.
+// callbacks never act: they queue what happened (completed_, failed_eps_, acks_) and the
+// progress cycle handles it after ucp_worker_progress returned, so no user callback runs inside
+// ucp_worker_progress. One exception: a peer's data message is copied into registered memory
+// and acknowledged (one ucp_am_send_nbx) inside its callback, the only place its payload and
+// reply endpoint are valid.
 //
 // Progress cycle (progress thread):
 //
