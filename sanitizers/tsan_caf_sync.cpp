@@ -24,6 +24,10 @@
 //   - a message a BASP worker deserialized happens before whichever thread hands it on in order
 //     (io::basp::message_queue::push: release and acquire on the queue; its mutex is inside
 //     libcaf_io, which the suppressions in tsan_setup.cpp ignore);
+//   - a function posted to the network thread (multiplexer::post) happens before it runs there:
+//     it is handed over through a pipe inside libcaf_io
+//     (default_multiplexer::wr_dispatch_request: release on the runnable;
+//     default_multiplexer::resume: acquire on it);
 //   - what a thread did with a reference-counted CAF object (a message, an actor) happens
 //     before whoever drops the last reference destroys it: each release is acq_rel, as the real
 //     counters are (ref_counted::deref, intrusive_ptr_release[_weak](actor_control_block*)).
@@ -35,6 +39,7 @@
 #include <caf/actor_control_block.hpp>
 #include <caf/blocking_actor.hpp>
 #include <caf/io/basp/message_queue.hpp>
+#include <caf/io/network/default_multiplexer.hpp>
 #include <caf/message.hpp>
 #include <caf/scheduled_actor.hpp>
 
@@ -194,6 +199,26 @@ void message_queue::push(execution_unit* ctx, uint64_t id, strong_actor_ptr rece
 }
 
 }  // namespace io::basp
+namespace io::network {
+
+void default_multiplexer::wr_dispatch_request(resumable* ptr) {
+  using fn = void (*)(default_multiplexer*, resumable*);
+  static const fn real = original<fn>(
+    "_ZN3caf2io7network19default_multiplexer19wr_dispatch_requestEPNS_9resumableE");
+  __tsan_release(ptr);
+  real(this, ptr);
+}
+
+void default_multiplexer::resume(intrusive_ptr<resumable> ptr) {
+  using fn = void (*)(default_multiplexer*, intrusive_ptr<resumable>);
+  static const fn real = original<fn>(
+    "_ZN3caf2io7network19default_multiplexer6resumeENS_13intrusive_ptrINS_9resumableEEE");
+  __tsan_acquire(ptr.get());
+  real(this, std::move(ptr));
+}
+
+}  // namespace io::network
+
 }  // namespace caf
 
 // fifo_inbox<blocking_actor::mailbox_policy>::fetch_more(), which blocking receives call to
