@@ -387,6 +387,7 @@ void engine_impl::do_replace_worker(const std::string& reason) {
   install_am_handlers();
   failed_eps_.clear();  // reports about the old worker's endpoints, all gone now
   acks_.clear();        // acknowledgements through the old worker's endpoints, all gone now
+  acks_leaving_ = 0;    // and none of ours leaves through them any more
   event_fd_.assign(fresh.value().event_fd);
   {
     std::lock_guard<std::mutex> lock(address_mutex_);

@@ -424,7 +424,9 @@ ucs_status_t engine_impl::on_data_message(void* arg, const void* header, std::si
 
 void engine_impl::on_ack_sent(void* request, ucs_status_t, void* user_data) noexcept {
   auto* answer = static_cast<leaving_ack*>(user_data);
-  --answer->engine->acks_leaving_;
+  if (answer->engine->acks_leaving_ > 0) {
+    --answer->engine->acks_leaving_;  // 0 already if its worker was replaced meanwhile
+  }
   delete answer;
   ucp_request_free(request);
 }
