@@ -46,6 +46,9 @@ struct fetch_msg {
   std::string layout_tag;  // the decode node's (node_config::layout_tag); must equal the sender's
   // The offered blocks wanted, as (first, count) pairs, ascending and disjoint; empty: all.
   std::vector<std::uint32_t> ranges;
+  // The receive window the decode opened over the destination blocks: the sender's data
+  // messages name it, and land only while it is open (transport/receive_windows.hpp).
+  std::uint64_t window = 0;
 };
 
 // prefill -> decode: the answer to a fetch_msg that succeeded.
@@ -64,7 +67,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, fetch_msg& x) {
   return f(caf::meta::type_name("fetch_msg"), x.request_id, x.node_name, x.epoch,
            x.worker_address, x.rkeys, x.region_bases, x.region_bytes, x.blocks, x.deadline_ms,
-           x.anchor, x.layout_tag, x.ranges);
+           x.anchor, x.layout_tag, x.ranges, x.window);
 }
 
 template <class Inspector>
@@ -87,6 +90,7 @@ struct put_request {
   std::vector<std::uint8_t> peer_address;
   std::vector<std::vector<std::uint8_t>> rkeys;
   std::vector<copy_op> ops;  // dst.key: index into rkeys
+  std::uint64_t window = 0;  // fetch_msg::window
 };
 
 // Memory the transport registered (or allocated) for transfers.
@@ -116,7 +120,7 @@ const char* to_string(child_kind k) noexcept;
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, put_request& x) {
   return f(caf::meta::type_name("put_request"), x.token, x.peer_epoch, x.peer_address, x.rkeys,
-           x.ops);
+           x.ops, x.window);
 }
 
 template <class Inspector>

@@ -144,6 +144,7 @@ result<std::unique_ptr<node>> node_access::start(const node_config& config, engi
   p->services = std::make_shared<transport_services>();
   p->services->engine = std::shared_ptr<transport::engine>(std::move(eng.value()));
   p->services->copier = gpu::make_cpu_copy_engine();
+  p->windows = p->services->engine->windows();
   // CAF: kvferry owns the command line; CAF reads no ini file and no argv here.
   p->cfg.load<caf::io::middleman>();
   if (p->tls) {
@@ -269,8 +270,8 @@ result<region_id> node::allocate_region(std::size_t bytes) {
                                     setup_timeout, allocate_atom::value, std::uint64_t{bytes});
   if (!reg)
     return result<region_id>{reg.error()};
-  return impl_->regions->add(
-    region_info{reg->base, reg->bytes, memory_kind::host, std::move(reg.value().packed_rkey)});
+  return impl_->regions->add(region_info{reg->base, reg->bytes, memory_kind::host,
+                                         std::move(reg.value().packed_rkey), true});
 }
 
 void* node::region_base(region_id r) const noexcept {
@@ -439,7 +440,7 @@ transfer_handle node::receive(const std::string& request_id, peer_id peer,
                    "request id '" + request_id + "' is already in use on this node");
   auto owner = spawn_recv_request_actor(
     *p.sys, recv_spec{context_for(p, st, options), std::move(entry), std::move(resolved.value()),
-                      std::move(ranges), p.fetch_header, p.regions});
+                      std::move(ranges), p.fetch_header, p.regions, p.windows});
   p.registry->attach_owner(request_id, caf::actor_cast<caf::actor>(owner));
   return transfer_handle{std::move(st)};
 }

@@ -66,8 +66,10 @@ void node_health::slot_poisoned() {
   notify();
 }
 
-void node_health::set_worker_replacements(std::uint64_t n) {
-  if (worker_replacements_.exchange(n) != n)
+void node_health::set_engine_counts(std::uint64_t worker_replacements,
+                                    std::uint64_t writes_refused) {
+  const bool changed = worker_replacements_.exchange(worker_replacements) != worker_replacements;
+  if (writes_refused_.exchange(writes_refused) != writes_refused || changed)
     notify();
 }
 
@@ -167,6 +169,7 @@ health_snapshot node_health::snapshot() const {
   h.parked_fetches = parked_fetches_.load();
   h.restarts = restarts_.load();
   h.worker_replacements = worker_replacements_.load();
+  h.writes_refused = writes_refused_.load();
   h.bytes_sent = bytes_sent_.load();
   h.bytes_received = bytes_received_.load();
   return h;

@@ -27,6 +27,7 @@ struct node::impl {
   // Shared ground, one object per concern; each actor's spec carries the ones it uses.
   std::shared_ptr<transport_services> services;  // only the transport actor calls into it
   std::shared_ptr<region_table> regions;
+  std::shared_ptr<transport::receive_windows> windows;  // the engine's (receive requests open them)
   std::shared_ptr<request_registry> registry = std::make_shared<request_registry>();
   std::shared_ptr<node_health> health;
   std::shared_ptr<detail::event_sink> events = std::make_shared<detail::event_sink>();

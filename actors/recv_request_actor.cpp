@@ -10,7 +10,12 @@
 //
 //   The sender answers only after its puts completed, so its answer (success or a kvferry error)
 //   proves the destination quiescent: released. A peer that goes away (its entry DOWN, an
-//   undeliverable fetch: CAF's own errors) proves nothing: failed now, NOT released (F15).
+//   undeliverable fetch: CAF's own errors) gives no such answer (F15, F20). The receive window
+//   then is the proof: the fetch names a window opened over the destination blocks, the peer's
+//   data messages land only while it is open, and the end closes it
+//   (transport/receive_windows.hpp). So the request is failed and released at once, unless a
+//   destination block lies in UCX-allocated memory, which a peer on this host maps and writes
+//   without messages: that stays unreleased (quarantined).
 //
 // Every end goes through request_base::end() (request_lifecycle.hpp).
 
@@ -31,6 +36,9 @@ struct recv_request_state {
   std::shared_ptr<const fetch_msg> header;
   std::shared_ptr<const region_table> regions;
   caf::actor_addr admitter;  // the receiver we queue at (watched while queued)
+  std::shared_ptr<transport::receive_windows> windows;  // until the fetch opens one of them
+  transport::window_lease window;  // open from the fetch to the end
+  bool mappable = false;  // a destination block lies in UCX-allocated memory (see above)
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   static inline const char* name = "kvferry.recv_request";
 };
@@ -42,7 +50,12 @@ behavior fetching(self_ptr self);
 behavior stopping(self_ptr self);
 
 void end_recv(self_ptr self, transfer_result r, bool quiescent) {
-  self->state.base.end(self, std::move(r), quiescent);
+  auto& st = self->state;
+  // Closing the window waits for a data message being copied into it and refuses every later
+  // one: with no mappable block, nothing can write the destination after this line (F20).
+  if (st.window.close() && !st.mappable)
+    quiescent = true;
+  st.base.end(self, std::move(r), quiescent);
 }
 
 // The peer is watched exactly while the fetch is out: then the destination is exposed to it.
@@ -76,6 +89,13 @@ void send_fetch(self_ptr self, std::vector<std::uint8_t> worker_address) {
   fetch.request_id = st.base.owner->id();
   fetch.worker_address = std::move(worker_address);
   auto regions = st.regions->index_regions(st.blocks);
+  st.mappable = regions.any_mappable;
+  std::vector<transport::receive_windows::range> window;
+  window.reserve(st.blocks.size());
+  for (const auto& b : st.blocks)
+    window.push_back({b.addr, b.bytes});
+  st.window = transport::window_lease(std::move(st.windows), std::move(window));
+  fetch.window = st.window.token();
   fetch.rkeys = std::move(regions.rkeys);
   fetch.region_bases = std::move(regions.bases);
   fetch.region_bytes = std::move(regions.bytes);
@@ -197,6 +217,7 @@ behavior recv_request_impl(self_ptr self, recv_spec spec) {
   st.ranges = std::move(spec.ranges);
   st.header = std::move(spec.header);
   st.regions = std::move(spec.regions);
+  st.windows = std::move(spec.windows);
   start_lifecycle(self, request_side::receive, end_recv, quiescent_now);
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;

@@ -4,6 +4,7 @@
 #include "actors/messages.hpp"
 #include "actors/region_table.hpp"
 #include "actors/request_lifecycle.hpp"
+#include "transport/receive_windows.hpp"
 
 #include <memory>
 #include <vector>
@@ -20,6 +21,8 @@ struct recv_spec {
   // worker address is asked of the transport then too.
   std::shared_ptr<const fetch_msg> header;
   std::shared_ptr<const region_table> regions;
+  // The engine's receive windows: one is opened over the blocks when the fetch goes out.
+  std::shared_ptr<transport::receive_windows> windows;
 };
 
 recv_request_actor spawn_recv_request_actor(caf::actor_system& sys, recv_spec spec);

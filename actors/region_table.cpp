@@ -88,6 +88,7 @@ indexed_regions region_table::index_regions(std::vector<desc>& blocks) const {
       out.rkeys.push_back(reg.packed_rkey);
       out.bases.push_back(reg.base);
       out.bytes.push_back(reg.bytes);
+      out.any_mappable = out.any_mappable || reg.mappable;
       pos = ids.end() - 1;
     }
     b.key = static_cast<std::uint32_t>(pos - ids.begin());

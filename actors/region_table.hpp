@@ -20,12 +20,16 @@ struct region_info {
   std::uint64_t bytes = 0;
   memory_kind kind = memory_kind::host;
   std::vector<std::uint8_t> packed_rkey;  // for peers to write into it
+  // UCX allocated it (allocate_region): a peer on this host can map it and write with UCX puts,
+  // outside any receive window. Registered engine memory is written only through windows.
+  bool mappable = false;
 };
 
 // The regions a fetch's destination blocks lie in, each once, as the sender needs them.
 struct indexed_regions {
   std::vector<std::vector<std::uint8_t>> rkeys;  // packed, per region
   std::vector<std::uint64_t> bases, bytes;       // per region
+  bool any_mappable = false;                     // one of them is region_info::mappable
 };
 
 class region_table {

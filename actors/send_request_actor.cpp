@@ -287,7 +287,7 @@ caf::typed_response_promise<transfer_done> on_fetch(self_ptr self, fetch_msg& fe
   st.base.owner->started_moving();
   st.transport = st.base.ctx.children->current().transport;
   st.puts = put_request{self->id(), fetch.epoch, std::move(fetch.worker_address),
-                        std::move(fetch.rkeys), {}};
+                        std::move(fetch.rkeys), {}, fetch.window};
   enter_transferring(self);
   if (st.staged) {
     st.plan = std::move(plan.value());

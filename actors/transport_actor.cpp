@@ -51,6 +51,12 @@ struct transport_state {
 
 using self_ptr = transport_actor::stateful_pointer<transport_state>;
 
+// The engine's counters, into health.
+void report_engine_counts(self_ptr self) {
+  const auto stats = self->state.engine().stats();
+  self->state.spec.health->set_engine_counts(stats.worker_replacements, stats.writes_refused);
+}
+
 caf::typed_response_promise<std::uint64_t> refuse(caf::typed_response_promise<std::uint64_t> rp,
                                                   errc code, std::string msg) {
   rp.deliver(make_kvferry_error(code, std::move(msg)));
@@ -91,7 +97,7 @@ caf::typed_response_promise<std::uint64_t> on_put(self_ptr self, put_request& re
   std::uint64_t bytes = 0;
   for (auto& op : req.ops)
     bytes += op.dst.bytes;
-  transport::put_batch batch{req.peer_epoch, std::move(req.rkeys), std::move(req.ops)};
+  transport::put_batch batch{req.peer_epoch, std::move(req.rkeys), std::move(req.ops), req.window};
   std::uint64_t op = 0;
   try {
     op = engine.put(std::move(batch), completion_to(self, req.token));
@@ -155,8 +161,7 @@ transport_actor::behavior_type transport_impl(self_ptr self, transport_spec spec
       // The engine already failed that peer's operations; reconnect on the next put. A worker
       // replacement reports every peer this way: the count in health follows.
       self->state.connected.erase(peer_epoch);
-      self->state.spec.health->set_worker_replacements(
-        self->state.engine().stats().worker_replacements);
+      report_engine_counts(self);
     },
     [=](quiescent_atom, std::uint64_t token) { return self->state.ops.count(token) == 0; },
     [=](forget_peer_atom, std::uint64_t peer_epoch) {
@@ -184,8 +189,7 @@ transport_actor::behavior_type transport_impl(self_ptr self, transport_spec spec
       return std::vector<std::uint64_t>(p.begin(), p.end());
     },
     [=](refresh_atom) {
-      self->state.spec.health->set_worker_replacements(
-        self->state.engine().stats().worker_replacements);
+      report_engine_counts(self);
     },
   };
 }

@@ -18,13 +18,16 @@
 // the peer's engine copies into its own registered memory and acknowledges. UCX 1.13 emulates
 // such puts itself, but its emulation aborts the receiving process when the acknowledgement
 // cannot be sent because the putting peer just died (ucp_put_handler: "unexpected error"), and
-// writes wherever the message says; kvferry's data messages are refused outside this engine's
-// registered memory, and their acknowledgements report a failed endpoint instead of aborting.
+// writes wherever the message says; kvferry's data messages are refused outside the
+// receive window open for them (receive_windows.hpp) — registered memory a receive in flight
+// named — and their acknowledgements report a failed endpoint instead of aborting. A refused
+// message is answered as refused, which fails its batch.
 #pragma once
 
 #include "core/descriptor.hpp"
 #include "kvferry/errc.hpp"
 #include "kvferry/result.hpp"
+#include "transport/receive_windows.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -70,6 +73,9 @@ struct put_batch {
   // Each op: dst.bytes from local address src to dst.addr in the remote region whose packed
   // rkey is rkeys[dst.key].
   std::vector<copy_op> ops;
+  // The token of the receive window the peer opened for these writes (its fetch carries it):
+  // every data message names it, and the peer copies only into that window (receive_windows).
+  std::uint64_t window = 0;
 };
 
 // Exactly-once completion of a put batch: errc::none when every byte was written and flushed.
@@ -84,7 +90,7 @@ struct engine_stats {
   std::uint64_t bytes_put = 0;       // bytes of puts that completed successfully
   std::uint64_t peers = 0;           // live endpoints
   std::uint64_t worker_replacements = 0;  // wedged (or asked) workers replaced by a new one
-  std::uint64_t writes_refused = 0;  // peers' data messages for memory not registered here
+  std::uint64_t writes_refused = 0;  // peers' data messages outside an open receive window
 };
 
 class engine {
@@ -126,6 +132,11 @@ class engine {
   virtual std::vector<std::string> endpoint_transports(std::uint64_t peer) = 0;
 
   virtual engine_stats stats() const = 0;
+
+  // The receive windows peers' data messages must name (receive_windows.hpp): a receive opens
+  // one over its destination before its fetch goes out, and closing it proves that no data
+  // message writes there any more. Thread-safe.
+  virtual std::shared_ptr<receive_windows> windows() const = 0;
 
   // Replaces the UCX worker by a new one, as the engine does by itself when it finds its worker
   // wedged. Every endpoint is dropped: in-flight puts complete with errc::peer_failed (exactly

@@ -72,12 +72,14 @@ inline constexpr unsigned am_ack_id = 0x6b77;
 // The user headers of the two messages (fixed size, host byte order: both ends run kvferry on
 // the same architecture, and a header of any other size is dropped).
 struct data_header {
-  std::uint64_t batch = 0;  // the sender's batch id, echoed in the acknowledgement
-  std::uint64_t addr = 0;   // where the payload goes in the receiver's registered memory
+  std::uint64_t batch = 0;   // the sender's batch id, echoed in the acknowledgement
+  std::uint64_t addr = 0;    // where the payload goes in the receiver's registered memory
+  std::uint64_t window = 0;  // the receive window it must lie in (put_batch::window)
 };
 struct ack_header {
   std::uint64_t batch = 0;
-  std::uint64_t bytes = 0;  // the payload bytes written
+  std::uint64_t bytes = 0;    // the payload bytes written, or refused
+  std::uint64_t refused = 0;  // 1: nothing was written (no open window holds the range)
 };
 inline constexpr std::size_t window_bytes = std::size_t{32} << 20;
 inline constexpr std::size_t window_requests = 256;
@@ -155,6 +157,7 @@ struct batch_state {
   std::size_t outstanding_puts = 0;
   std::size_t outstanding_bytes = 0;
   std::size_t unacknowledged = 0;  // data message bytes sent and not acknowledged yet
+  std::uint64_t window = 0;        // put_batch::window, named by each data message
   std::unordered_map<pending_request*, std::unique_ptr<pending_request>> pending;
   bool stop_posting = false;
   bool flush_started = false;
@@ -180,6 +183,7 @@ class engine_impl final : public engine {
   void cancel(std::uint64_t op_id) override;
   std::vector<std::string> endpoint_transports(std::uint64_t peer) override;
   engine_stats stats() const override;
+  std::shared_ptr<receive_windows> windows() const override { return windows_; }
   void replace_worker(std::string reason) override;
 
  private:
@@ -197,6 +201,8 @@ class engine_impl final : public engine {
                                      void* data, std::size_t length,
                                      const ucp_am_recv_param_t* param) noexcept;
   static void on_ack_sent(void* request, ucs_status_t status, void* user_data) noexcept;
+  // Sends a data message's answer (acknowledgement or refusal) back through its reply endpoint.
+  void answer(ucp_ep_h reply_ep, const ack_header& header) noexcept;
   void install_am_handlers();
 
   // Posting from any thread; false (nothing posted) once the engine stops accepting work.
@@ -284,6 +290,7 @@ class engine_impl final : public engine {
   std::size_t acks_leaving_ = 0;  // acknowledgements UCX has queued and not sent yet
   // Where peers' data messages may write: this engine's registrations (memory.hpp).
   std::shared_ptr<writable_ranges> writable_ = std::make_shared<writable_ranges>();
+  std::shared_ptr<receive_windows> windows_ = std::make_shared<receive_windows>();
 
   std::mutex accept_mutex_;
   bool accepting_ = true;

@@ -112,6 +112,7 @@ void engine_impl::do_put(std::uint64_t id, put_batch request, completion_fn done
   batch->peer = &peer;
   batch->done = std::move(done);
   batch->ops = std::move(request.ops);
+  batch->window = request.window;
   batch->rkeys.reserve(request.rkeys.size());
   std::vector<const std::vector<shm_extent>*> extents_of_key;
   extents_of_key.reserve(request.rkeys.size());
@@ -328,6 +329,7 @@ bool engine_impl::post_chunk(batch_state& batch, ucp_ep_h ep, const copy_op& op,
   } else {
     record->header.batch = batch.id;
     record->header.addr = dst;
+    record->header.window = batch.window;
     // Eager only: a rendezvous would have the receiver's UCX send on our behalf, the path that
     // aborts when we die. REPLY: the receiver acknowledges through the endpoint it names.
     // NO_IMM_CMPL: UCX may still read the header after reporting completion at once (see
@@ -371,6 +373,13 @@ void engine_impl::on_ack(const ack& a) {
   const std::size_t bytes =
     static_cast<std::size_t>(std::min<std::uint64_t>(a.header.bytes, batch.unacknowledged));
   batch.unacknowledged -= bytes;
+  if (a.header.refused != 0) {
+    // The peer wrote nothing: its receive ended (window closed) or it never opened one.
+    fail_batch(batch, errc::transport_error,
+               "the peer refused a data message: no receive window open there for it (the "
+               "receive ended, or the destination is not registered there)");
+    return;
+  }
   bytes_put_.fetch_add(bytes);
   advance(batch);
 }
@@ -380,7 +389,7 @@ ucs_status_t engine_impl::on_data_message(void* arg, const void* header, std::si
                                           const ucp_am_recv_param_t* param) noexcept {
   auto* self = static_cast<engine_impl*>(arg);
   // Dropped unanswered: a header of another size, a rendezvous (we send eager only: data is
-  // not here), no endpoint to answer through, or memory that is not registered here.
+  // not here), or no endpoint to answer through.
   if (header_length != sizeof(data_header) || header == nullptr ||
       (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0 ||
       (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) == 0 || param->reply_ep == nullptr) {
@@ -389,11 +398,23 @@ ucs_status_t engine_impl::on_data_message(void* arg, const void* header, std::si
   }
   data_header h;
   std::memcpy(&h, header, sizeof(h));
-  if (length == 0 || !self->writable_->contains(h.addr, length)) {
+  // Copied only into registered memory, and only inside the open receive window the message
+  // names: the copy runs while the window is held, so once its receive closed it, nothing of
+  // this peer's lands there any more (receive_windows.hpp). Anything else is answered as
+  // refused, so that the sender's batch fails instead of waiting for an acknowledgement.
+  bool written = length > 0 && self->writable_->contains(h.addr, length) &&
+                 self->windows_->write_if_open(h.window, h.addr, length, [&] {
+                   copy_payload(reinterpret_cast<void*>(static_cast<std::uintptr_t>(h.addr)), data,
+                                length);
+                 });
+  if (!written) {
     self->writes_refused_.fetch_add(1);
-    return UCS_OK;
   }
-  copy_payload(reinterpret_cast<void*>(static_cast<std::uintptr_t>(h.addr)), data, length);
+  self->answer(param->reply_ep, ack_header{h.batch, length, written ? 0u : 1u});
+  return UCS_OK;
+}
+
+void engine_impl::answer(ucp_ep_h reply_ep, const ack_header& header) noexcept {
   // The acknowledgement: small and eager. If the endpoint already failed, this API reports it
   // (only UCX's own emulated puts abort on it) and the sender learns of the failure from its
   // endpoint. UCX may read the answer after the call returned, even when it reports completion
@@ -401,9 +422,9 @@ ucs_status_t engine_impl::on_data_message(void* arg, const void* header, std::si
   // answer lives on the heap until UCX calls back (NO_IMM_CMPL: it always does). Nothing wakes
   // this worker for an answer waiting for room in the peer's queue: the progress cycle keeps
   // polling while one is (acks_leaving_).
-  auto* answer = new (std::nothrow) leaving_ack{self, ack_header{h.batch, length}};
-  if (answer == nullptr) {
-    return UCS_OK;  // the sender learns nothing; its request ends by its deadline
+  auto* leaving = new (std::nothrow) leaving_ack{this, header};
+  if (leaving == nullptr) {
+    return;  // the sender learns nothing; its request ends by its deadline
   }
   ucp_request_param_t send;
   std::memset(&send, 0, sizeof(send));
@@ -411,15 +432,14 @@ ucs_status_t engine_impl::on_data_message(void* arg, const void* header, std::si
                       UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
   send.flags = UCP_AM_SEND_FLAG_EAGER | UCP_AM_SEND_FLAG_REPLY;
   send.cb.send = &engine_impl::on_ack_sent;
-  send.user_data = answer;
-  ucs_status_ptr_t sent = ucp_am_send_nbx(param->reply_ep, am_ack_id, nullptr, 0,
-                                          &answer->header, sizeof(answer->header), &send);
+  send.user_data = leaving;
+  ucs_status_ptr_t sent = ucp_am_send_nbx(reply_ep, am_ack_id, nullptr, 0, &leaving->header,
+                                          sizeof(leaving->header), &send);
   if (UCS_PTR_IS_PTR(sent)) {
-    ++self->acks_leaving_;
+    ++acks_leaving_;
   } else {
-    delete answer;  // refused at once (the endpoint failed): the sender learns it from its own
+    delete leaving;  // refused at once (the endpoint failed): the sender learns it from its own
   }
-  return UCS_OK;
 }
 
 void engine_impl::on_ack_sent(void* request, ucs_status_t, void* user_data) noexcept {

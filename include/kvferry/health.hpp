@@ -33,6 +33,9 @@ struct health_snapshot {
                                       // or a handshake too slow or one too many pending
   std::uint64_t restarts = 0;     // child actors restarted by the supervisor
   std::uint64_t worker_replacements = 0;  // wedged UCX workers replaced (transport/wedge_detector.hpp)
+  std::uint64_t writes_refused = 0;  // peers' data messages refused: no receive window of this
+                                     // node open for them (late writes of ended receives, or
+                                     // hostile ones); nothing of them was written
   std::uint64_t bytes_sent = 0;   // bytes this node put to peers
   std::uint64_t bytes_received = 0;
   std::string to_string() const;  // one line, e.g. for the demo's summary

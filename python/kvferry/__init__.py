@@ -43,4 +43,5 @@ class Node(_kvferry.Node):
         """The counters of ``health()`` that only grow: for connector statistics."""
         h = self.health()
         return {k: h[k] for k in ("succeeded", "failed", "cancelled", "restarts",
-                                  "worker_replacements", "bytes_sent", "bytes_received")}
+                                  "worker_replacements", "writes_refused", "bytes_sent",
+                                  "bytes_received")}

@@ -108,7 +108,7 @@ TEST_CASE("F11: a request ended in flight by its deadline releases exactly once,
   CHECK(detail::handle_state::violations() == np.violations_at_start);
 }
 
-TEST_CASE("F9: when the transport dies mid-operation the request fails and its memory stays quarantined") {
+TEST_CASE("F9: when the transport dies mid-operation the sender's memory stays quarantined, and the receiver closes its window and releases") {
   auto plan = plan_with(first_put(transport::fault_action::hold));
   node_pair np{4 * 4096, {}, plan};
   auto [s, r] = np.start("orphan", 0, 0, 4096);
@@ -121,15 +121,18 @@ TEST_CASE("F9: when the transport dies mid-operation the request fails and its m
   // No proof of quiescence: not released, and counted.
   CHECK(!s.wait_released(200ms));
   CHECK(np.prefill->health().unreleased == 1);
-  // The fetcher hears it now, not at its 30 s deadline, and keeps its destination quarantined:
-  // the held put may still land there.
+  // The fetcher hears it now, not at its 30 s deadline. The held put may still be sent, but
+  // the receive's window is closed: its destination is released, nothing quarantined (F20).
   auto rr = r.wait_for(patience);
   REQUIRE(rr);
   CHECK_MESSAGE(rr->status == transfer_status::failed, rr->message);
-  CHECK(!r.wait_released(200ms));
-  CHECK(np.decode->health().unreleased == 1);
+  CHECK(r.wait_released(patience));
+  CHECK(np.decode->health().unreleased == 0);
   REQUIRE(health_until(*np.prefill, [](auto& h) { return h.restarts == 1; }));
-  plan->release_held();  // the orphaned operation completes into the void
+  const auto before = np.dst;
+  plan->release_held();  // the orphaned put is sent now: the decode refuses it, writing nothing
+  REQUIRE(health_until(*np.decode, [](auto& h) { return h.writes_refused >= 1; }));
+  CHECK(np.dst == before);
   CHECK(!s.wait_released(200ms));
   // The restarted transport serves new transfers.
   np.transfer_ok("next", 4096, 4096, 4096);

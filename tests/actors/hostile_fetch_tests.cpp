@@ -34,6 +34,7 @@ struct hostile_client {
   std::unique_ptr<transport::engine> engine;
   std::vector<unsigned char> memory = std::vector<unsigned char>(4 * 4096, 0);
   std::shared_ptr<transport::memory_registration> reg;
+  transport::window_lease window;  // over all of memory: what its fetches name
   sender_actor prefill;
 
   explicit hostile_client(std::uint16_t port) {
@@ -46,6 +47,7 @@ struct hostile_client {
     REQUIRE_MESSAGE(e, e.error().message);
     engine = std::move(e.value());
     reg = engine->register_memory(memory.data(), memory.size()).value();
+    window = transport::window_lease(engine->windows(), {{addr_of(memory.data()), memory.size()}});
     auto remote = sys.middleman().remote_actor<sender_actor>("127.0.0.1", port);
     REQUIRE_MESSAGE(remote, sys.render(remote.error()));
     prefill = *remote;
@@ -65,6 +67,7 @@ struct hostile_client {
     f.region_bytes = {region_bytes};
     f.blocks = {{base + offset, bytes, 0}};
     f.deadline_ms = 2000;
+    f.window = window.token();
     return f;
   }
 
@@ -499,6 +502,7 @@ TEST_CASE("F17: a same-host peer's forged shared-memory rkey is refused before U
   REQUIRE_MESSAGE(remote, sys.render(remote.error()));
   const auto base = reinterpret_cast<std::uint64_t>(mem.value()->base());
   auto* bytes = static_cast<unsigned char*>(mem.value()->base());
+  transport::window_lease window{eng.value()->windows(), {{base, 4 * 4096}}};
   auto fetch = [&](const std::string& id, std::vector<std::uint8_t> key) {
     fetch_msg f;
     f.request_id = id;
@@ -510,6 +514,7 @@ TEST_CASE("F17: a same-host peer's forged shared-memory rkey is refused before U
     f.region_bytes = {4 * 4096};
     f.blocks = {{base, 4096, 0}};
     f.deadline_ms = 5000;
+    f.window = window.token();
     caf::scoped_actor self{sys};
     caf::expected<std::uint64_t> out{caf::sec::unexpected_message};
     self->request(*remote, 20s, std::move(f))

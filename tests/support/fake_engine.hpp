@@ -87,6 +87,8 @@ class fake_engine final : public transport::engine {
   // peer never connected or disconnected since.
   std::vector<std::string> endpoint_transports(std::uint64_t peer) override;
   transport::engine_stats stats() const override;
+  // Opened and closed by receives as on a real engine; nothing writes through them here.
+  std::shared_ptr<transport::receive_windows> windows() const override { return windows_; }
   // Records the reason and changes worker_address(); fails and reports nothing by itself.
   void replace_worker(std::string reason) override;
 
@@ -153,6 +155,8 @@ class fake_engine final : public transport::engine {
   std::size_t registrations_ = 0;
   std::uint64_t completed_ = 0;
   std::uint64_t bytes_put_ = 0;
+  std::shared_ptr<transport::receive_windows> windows_ =
+    std::make_shared<transport::receive_windows>();
 };
 
 }  // namespace kvferry::testing

@@ -154,6 +154,7 @@ class faulty_engine final : public engine {
     return real_->endpoint_transports(peer);
   }
   engine_stats stats() const override { return real_->stats(); }
+  std::shared_ptr<receive_windows> windows() const override { return real_->windows(); }
   void replace_worker(std::string reason) override { real_->replace_worker(std::move(reason)); }
 
  private:

@@ -52,10 +52,11 @@ struct raw_peer : bare_ucx {
 
   // Sends one data message (header of `header_bytes`, the first of them a data_header) and
   // progresses until UCX is done with it.
-  void send(std::uint64_t batch, std::uint64_t addr, const std::vector<unsigned char>& payload,
+  void send(std::uint64_t batch, std::uint64_t addr, std::uint64_t window,
+            const std::vector<unsigned char>& payload,
             std::size_t header_bytes = sizeof(detail::data_header)) {
     std::vector<unsigned char> header(header_bytes, 0);
-    detail::data_header h{batch, addr};
+    detail::data_header h{batch, addr, window};
     std::memcpy(header.data(), &h, std::min(sizeof(h), header_bytes));
     ucp_request_param_t param;
     std::memset(&param, 0, sizeof(param));
@@ -86,43 +87,126 @@ bool refused(const engine& e, std::uint64_t count) {
 
 }  // namespace
 
-TEST_CASE("a peer's data message lands only inside memory registered here, and is acknowledged") {
+bool none_written(const std::vector<unsigned char>& memory) {
+  return std::all_of(memory.begin(), memory.end(), [](unsigned char b) { return b == 0; });
+}
+
+TEST_CASE("a peer's data message lands only inside an open receive window in registered memory") {
   auto target = start_engine("tcp");
   std::vector<unsigned char> registered(4096, 0), elsewhere(4096, 0);
   auto region = target->register_memory(registered.data(), registered.size());
   REQUIRE(region);
+  // A receive's window over the middle of the region (as a receive opens one over its blocks).
+  window_lease window{target->windows(), {{addr_of(registered.data()) + 1024, 2048}}};
+  REQUIRE(window.token() != 0);
   raw_peer peer{target->worker_address()};
   const std::vector<unsigned char> payload(256, 0xab);
 
   SUBCASE("inside: written and acknowledged with the batch and its bytes") {
-    peer.send(7, addr_of(registered.data()) + 1024, payload);
+    peer.send(7, addr_of(registered.data()) + 1024, window.token(), payload);
     REQUIRE(peer.wait_acks(1));
     CHECK(peer.acks[0].batch == 7);
     CHECK(peer.acks[0].bytes == payload.size());
+    CHECK(peer.acks[0].refused == 0);
     CHECK(std::all_of(registered.begin() + 1024, registered.begin() + 1280,
                       [](unsigned char b) { return b == 0xab; }));
     CHECK(std::all_of(registered.begin(), registered.begin() + 1024,
                       [](unsigned char b) { return b == 0; }));
     CHECK(target->stats().writes_refused == 0);
   }
-  SUBCASE("outside, across the end, or with a header of another size: refused, nothing written") {
-    peer.send(8, addr_of(elsewhere.data()), payload);
-    peer.send(9, addr_of(registered.data()) + registered.size() - 128, payload);
-    peer.send(10, addr_of(registered.data()), payload, sizeof(detail::data_header) + 8);
-    peer.send(11, 0, payload);
-    REQUIRE(refused(*target, 4));
-    CHECK(std::all_of(elsewhere.begin(), elsewhere.end(), [](unsigned char b) { return b == 0; }));
-    CHECK(std::all_of(registered.begin(), registered.end(), [](unsigned char b) { return b == 0; }));
-    // Nothing was acknowledged, and the engine still serves a good message after them.
-    peer.send(12, addr_of(registered.data()), payload);
+  SUBCASE("outside the window or the registration, across an end, naming no or another window: "
+          "refused and answered so, nothing written") {
+    const auto base = addr_of(registered.data());
+    peer.send(8, addr_of(elsewhere.data()), window.token(), payload);  // not registered
+    peer.send(9, base, window.token(), payload);                       // registered, not in it
+    peer.send(10, base + 3072 - 128, window.token(), payload);         // across its end
+    peer.send(11, 0, window.token(), payload);
+    peer.send(12, base + 1024, 0, payload);                            // no window named
+    peer.send(13, base + 1024, window.token() ^ 1, payload);           // another window
+    REQUIRE(refused(*target, 6));
+    REQUIRE(peer.wait_acks(6));
+    for (const auto& a : peer.acks) {
+      CAPTURE(a.batch);
+      CHECK(a.refused == 1);
+      CHECK(a.bytes == payload.size());
+    }
+    CHECK(none_written(elsewhere));
+    CHECK(none_written(registered));
+    // The engine still serves a good message after them.
+    peer.send(14, base + 1024, window.token(), payload);
+    REQUIRE(peer.wait_acks(7));
+    CHECK(peer.acks[6].batch == 14);
+    CHECK(peer.acks[6].refused == 0);
+  }
+  SUBCASE("a header of another size is dropped unanswered") {
+    peer.send(15, addr_of(registered.data()) + 1024, window.token(), payload,
+              sizeof(detail::data_header) + 8);
+    REQUIRE(refused(*target, 1));
+    CHECK(none_written(registered));
+    peer.send(16, addr_of(registered.data()) + 1024, window.token(), payload);
     REQUIRE(peer.wait_acks(1));
     CHECK(peer.acks.size() == 1);
-    CHECK(peer.acks[0].batch == 12);
+    CHECK(peer.acks[0].batch == 16);
   }
-  SUBCASE("memory no longer registered is refused") {
+  SUBCASE("once its receive closed the window, a late message is refused: the memory is "
+          "quiescent without a word from the peer") {
+    const std::uint64_t token = window.token();
+    CHECK(window.close());
+    CHECK_FALSE(window.close());  // once
+    CHECK(target->windows()->open_count() == 0);
+    peer.send(17, addr_of(registered.data()) + 1024, token, payload);
+    REQUIRE(peer.wait_acks(1));
+    CHECK(peer.acks[0].refused == 1);
+    CHECK(none_written(registered));
+    // A window opened next over the same memory gets another token: the late message of the
+    // first cannot land in it.
+    window_lease next{target->windows(), {{addr_of(registered.data()) + 1024, 2048}}};
+    CHECK(next.token() != token);
+    peer.send(18, addr_of(registered.data()) + 1024, token, payload);
+    REQUIRE(peer.wait_acks(2));
+    CHECK(peer.acks[1].refused == 1);
+    CHECK(none_written(registered));
+  }
+  SUBCASE("memory no longer registered is refused, even inside an open window") {
     region.value().reset();
-    peer.send(13, addr_of(registered.data()), payload);
+    peer.send(19, addr_of(registered.data()) + 1024, window.token(), payload);
     REQUIRE(refused(*target, 1));
-    CHECK(std::all_of(registered.begin(), registered.end(), [](unsigned char b) { return b == 0; }));
+    CHECK(none_written(registered));
   }
+}
+
+TEST_CASE("receive windows: tokens are unique and non-zero, adjacent ranges join, a write "
+          "lies inside one range or is refused") {
+  receive_windows windows;
+  std::vector<std::uint64_t> tokens;
+  for (int i = 0; i < 1000; ++i)
+    tokens.push_back(windows.open({{4096, 4096}}));
+  std::sort(tokens.begin(), tokens.end());
+  CHECK(std::adjacent_find(tokens.begin(), tokens.end()) == tokens.end());
+  CHECK(tokens.front() != 0);
+  CHECK(windows.open_count() == 1000);
+  for (auto t : tokens)
+    CHECK(windows.close(t));
+  CHECK(windows.open_count() == 0);
+
+  // Blocks [100, 200) and [200, 300) are adjacent; [400, 500) is not.
+  const auto token = windows.open({{200, 100}, {400, 100}, {100, 100}, {600, 0}});
+  int writes = 0;
+  auto write = [&](std::uint64_t addr, std::uint64_t bytes) {
+    return windows.write_if_open(token, addr, bytes, [&] { ++writes; });
+  };
+  CHECK(write(100, 200));   // one operation over two adjacent blocks
+  CHECK(write(150, 100));
+  CHECK(write(400, 100));
+  CHECK_FALSE(write(250, 200));   // into the gap
+  CHECK_FALSE(write(50, 100));    // before the first
+  CHECK_FALSE(write(450, 100));   // past the last
+  CHECK_FALSE(write(600, 1));     // an empty range is not part of it
+  CHECK_FALSE(write(100, 0));
+  CHECK_FALSE(write(~std::uint64_t{0} - 10, 20));  // wraps around
+  CHECK_FALSE(windows.write_if_open(token ^ 1, 100, 10, [&] { ++writes; }));
+  CHECK(writes == 3);
+  CHECK(windows.close(token));
+  CHECK_FALSE(write(100, 10));
+  CHECK(writes == 3);
 }

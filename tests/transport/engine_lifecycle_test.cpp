@@ -12,10 +12,11 @@ constexpr std::uint64_t peer_b = 3;
 
 put_batch one_block(std::uint64_t peer, const std::vector<std::uint8_t>& source,
                     const transport::memory_registration& region, std::size_t offset,
-                    std::size_t bytes) {
+                    std::size_t bytes, const transport::window_lease& window) {
   put_batch batch;
   batch.peer = peer;
   batch.rkeys.push_back(region.packed_rkey());
+  batch.window = window.token();
   batch.ops.push_back(put_to(source.data() + offset, bytes,
                              reinterpret_cast<std::uint64_t>(region.base()) + offset, 0));
   return batch;
@@ -26,6 +27,7 @@ put_batch one_block(std::uint64_t peer, const std::vector<std::uint8_t>& source,
 struct posted_puts {
   std::vector<std::uint8_t> source, target;
   std::shared_ptr<transport::memory_registration> region;
+  transport::window_lease window;
 };
 
 std::unique_ptr<posted_puts> post_blocks(transport::engine& a, transport::engine& b,
@@ -37,8 +39,9 @@ std::unique_ptr<posted_puts> post_blocks(transport::engine& a, transport::engine
   auto region = b.register_memory(p->target.data(), p->target.size());
   REQUIRE(region);
   p->region = region.value();
+  p->window = window_over(b, *p->region);
   for (std::size_t i = 0; i < count; ++i) {
-    a.put(one_block(peer_b, p->source, *p->region, i * bytes, bytes), log.callback(i));
+    a.put(one_block(peer_b, p->source, *p->region, i * bytes, bytes, p->window), log.callback(i));
   }
   return p;
 }
@@ -101,13 +104,14 @@ TEST_CASE("a put after disconnect completes once with not_connected") {
   std::vector<std::uint8_t> target(4096, 0);
   auto region = b->register_memory(target.data(), target.size());
   REQUIRE(region);
+  auto window = window_over(*b, *region.value());
   completion_log log;
-  a->put(one_block(peer_b, source, *region.value(), 0, 4096), log.callback(1));
+  a->put(one_block(peer_b, source, *region.value(), 0, 4096, window), log.callback(1));
   REQUIRE(log.wait_for_tags(1));
   CHECK(log.calls(1) == std::vector<errc>{errc::none});
   CHECK(a->stats().peers == 1);
   a->disconnect(peer_b);
-  a->put(one_block(peer_b, source, *region.value(), 0, 4096), log.callback(2));
+  a->put(one_block(peer_b, source, *region.value(), 0, 4096, window), log.callback(2));
   REQUIRE(log.wait_for_tags(2));
   CHECK(log.calls(2) == std::vector<errc>{errc::not_connected});
   CHECK(a->stats().peers == 0);
@@ -141,7 +145,7 @@ TEST_CASE("destroying an engine with puts in flight delivers every completion ex
   constexpr std::size_t count = 16;
   completion_log log;
   auto posted = post_blocks(*a, *b, bytes, count, 3, log);
-  a->put(one_block(1234, posted->source, *posted->region, 0, 4096), log.callback(count));  // no peer
+  a->put(one_block(1234, posted->source, *posted->region, 0, 4096, posted->window), log.callback(count));  // no peer
   a.reset();  // stops accepting, stops the puts, waits for their requests, joins
   CHECK(log.total_calls() == count + 1);
   for (std::size_t i = 0; i <= count; ++i) {
@@ -162,8 +166,9 @@ TEST_CASE("a peer whose engine goes away is reported and its in-flight put compl
   std::vector<std::uint8_t> target(bytes, 0);
   auto region = b->register_memory(target.data(), target.size());
   REQUIRE(region);
+  auto window = window_over(*b, *region.value());
   completion_log log;
-  a->put(one_block(peer_b, source, *region.value(), 0, bytes), log.callback(1));
+  a->put(one_block(peer_b, source, *region.value(), 0, bytes, window), log.callback(1));
   b.reset();  // the target goes away mid-transfer (its region stays mapped: we hold it)
   REQUIRE(log.wait_for_tags(1));
   const auto calls = log.calls(1);

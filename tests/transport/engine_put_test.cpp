@@ -81,9 +81,11 @@ void put_scatter_and_verify(transport::engine& a, transport::engine& b, bool ucx
   auto* target = static_cast<std::uint8_t*>(region->base());
   std::memset(target, 0, layout.target_bytes);
 
+  auto window = window_over(b, *region);
   put_batch batch;
   batch.peer = peer_b;
   batch.rkeys.push_back(region->packed_rkey());
+  batch.window = window.token();
   const auto base = reinterpret_cast<std::uint64_t>(region->base());
   for (std::size_t i = 0; i < layout.sizes.size(); ++i) {
     batch.ops.push_back(put_to(source.data() + layout.source_offsets[i], layout.sizes[i],
@@ -189,10 +191,12 @@ TEST_CASE("a malformed batch completes once with invalid_argument and posts noth
   std::vector<std::uint8_t> target(4096);
   auto region = b->register_memory(target.data(), target.size());
   REQUIRE(region);
+  auto window = window_over(*b, *region.value());
   std::vector<std::uint8_t> source(4096, 1);
   put_batch batch;
   batch.peer = peer_b;
   batch.rkeys.push_back(region.value()->packed_rkey());
+  batch.window = window.token();
   batch.ops.push_back(put_to(source.data(), source.size(),
                              reinterpret_cast<std::uint64_t>(target.data()), 3));
   completion_log log;
@@ -223,9 +227,11 @@ TEST_CASE("cancelling a large in-flight put completes it exactly once, cancelled
   std::vector<std::uint8_t> target(bytes, 0);
   auto region = b->register_memory(target.data(), target.size());
   REQUIRE(region);
+  auto window = window_over(*b, *region.value());
   put_batch batch;
   batch.peer = peer_b;
   batch.rkeys.push_back(region.value()->packed_rkey());
+  batch.window = window.token();
   batch.ops.push_back(
       put_to(source.data(), bytes, reinterpret_cast<std::uint64_t>(target.data()), 0));
   completion_log log;
@@ -253,12 +259,15 @@ TEST_CASE("every one of many batches completes exactly once and the stats agree"
   std::vector<std::uint8_t> target(source.size(), 0);
   auto region = b->register_memory(target.data(), target.size());
   REQUIRE(region);
+  auto window = window_over(*b, *region.value());
   completion_log log;
   std::vector<std::uint64_t> ids;
   for (std::size_t i = 0; i < batches; ++i) {
     put_batch batch;
     batch.peer = peer_b;
     batch.rkeys.push_back(region.value()->packed_rkey());
+    batch.window = window.token();
+  batch.window = window.token();
     for (std::size_t j = 0; j < blocks_per_batch; ++j) {
       const std::size_t offset = (i * blocks_per_batch + j) * block;
       batch.ops.push_back(put_to(source.data() + offset, block,

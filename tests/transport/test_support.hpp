@@ -26,6 +26,15 @@ inline copy_op put_to(const void* local, std::size_t bytes, std::uint64_t remote
   return copy_op{addr_of(local), desc{remote_addr, bytes, key}};
 }
 
+// A receive window over all of `region` on `owner`, the engine it is registered with (as a
+// receive opens one over its blocks): peers' data messages land there only while it is open
+// and only if their batch names it (put_batch::window = token()).
+inline transport::window_lease window_over(transport::engine& owner,
+                                           const transport::memory_registration& region) {
+  return transport::window_lease(owner.windows(),
+                                 {{addr_of(region.base()), static_cast<std::uint64_t>(region.bytes())}});
+}
+
 // Records every completion callback by tag. All waits are bounded.
 class completion_log {
  public:

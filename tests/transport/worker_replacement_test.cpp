@@ -23,6 +23,7 @@ std::pair<errc, bool> put_and_check(transport::engine& from, std::uint64_t peer,
                                     transport::engine& to, std::size_t bytes, std::uint8_t seed) {
   auto region = to.allocate_memory(bytes);
   REQUIRE(region);
+  auto window = window_over(to, *region.value());
   std::memset(region.value()->base(), 0, bytes);
   std::vector<std::uint8_t> source(bytes);
   for (std::size_t i = 0; i < bytes; ++i)
@@ -30,6 +31,7 @@ std::pair<errc, bool> put_and_check(transport::engine& from, std::uint64_t peer,
   put_batch batch;
   batch.peer = peer;
   batch.rkeys.push_back(region.value()->packed_rkey());
+  batch.window = window.token();
   batch.ops.push_back(
       put_to(source.data(), bytes, reinterpret_cast<std::uint64_t>(region.value()->base()), 0));
   completion_log log;
@@ -157,10 +159,12 @@ TEST_CASE("a put posted just before its worker is replaced completes exactly onc
   constexpr std::size_t bytes = std::size_t{64} << 20;
   auto region = b->allocate_memory(bytes);
   REQUIRE(region);
+  auto window = window_over(*b, *region.value());
   std::vector<std::uint8_t> source(bytes, 0x5a);
   put_batch batch;
   batch.peer = peer_b;
   batch.rkeys.push_back(region.value()->packed_rkey());
+  batch.window = window.token();
   batch.ops.push_back(
       put_to(source.data(), bytes, reinterpret_cast<std::uint64_t>(region.value()->base()), 0));
   completion_log log;

@@ -1,0 +1,64 @@
+#include "transport/receive_windows.hpp"
+
+#include <algorithm>
+
+namespace kvferry::transport {
+
+receive_windows::receive_windows() {
+  std::random_device seed;
+  std::seed_seq seq{seed(), seed(), seed(), seed()};
+  random_.seed(seq);
+}
+
+std::uint64_t receive_windows::open(std::vector<range> ranges) {
+  ranges.erase(std::remove_if(ranges.begin(), ranges.end(),
+                              [](const range& r) { return r.bytes == 0; }),
+               ranges.end());
+  std::sort(ranges.begin(), ranges.end(),
+            [](const range& a, const range& b) { return a.addr < b.addr; });
+  // Adjacent blocks become one range: a sender may write them with one operation.
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < ranges.size(); ++i) {
+    if (kept > 0 && ranges[kept - 1].addr + ranges[kept - 1].bytes == ranges[i].addr)
+      ranges[kept - 1].bytes += ranges[i].bytes;
+    else
+      ranges[kept++] = ranges[i];
+  }
+  ranges.resize(kept);
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::uint64_t token = 0;
+  while (token == 0 || windows_.count(token) != 0)
+    token = random_();
+  windows_.emplace(token, std::move(ranges));
+  return token;
+}
+
+bool receive_windows::close(std::uint64_t token) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return windows_.erase(token) != 0;
+}
+
+std::size_t receive_windows::open_count() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return windows_.size();
+}
+
+bool receive_windows::inside(std::uint64_t token, std::uint64_t addr, std::uint64_t bytes) const {
+  if (token == 0 || bytes == 0 || addr + bytes < addr)
+    return false;
+  auto it = windows_.find(token);
+  if (it == windows_.end())
+    return false;
+  const auto& ranges = it->second;
+  // The last range starting at or below addr is the only one that can hold it whole (a
+  // receive's destination blocks do not overlap; if a caller's did, this may refuse, never
+  // accept, a write).
+  auto after = std::upper_bound(ranges.begin(), ranges.end(), addr,
+                                [](std::uint64_t a, const range& r) { return a < r.addr; });
+  if (after == ranges.begin())
+    return false;
+  const range& r = *std::prev(after);
+  return addr - r.addr <= r.bytes && bytes <= r.bytes - (addr - r.addr);
+}
+
+}  // namespace kvferry::transport

@@ -1,0 +1,99 @@
+// receive_windows: where a peer's data message may write, one window per receive in flight.
+// No UCX, no CAF here.
+//
+// A receive opens a window over its destination blocks before it sends its fetch, and the fetch
+// carries the window's token; the sender's engine puts the token in every data message
+// (engine_put.cpp), and this node's engine copies a message only into an open window that names
+// it. Closing the window is then a proof of quiescence that needs nothing from the peer: once
+// close() returned, no data message for that receive is being copied and none will be. A receive
+// whose sender died (or went silent) closes its window and releases its memory at once, where
+// before it had to quarantine it for good (F20 in docs/failure-modes.md).
+//
+// Tokens are random, non-zero and unique among open windows: a late message of an ended
+// receive cannot land in the next receive into the same blocks, and a peer cannot guess one.
+// Thread-safe: receives open and close windows on their own threads, the engine writes through
+// them on its progress thread.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <memory>
+#include <random>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace kvferry::transport {
+
+class receive_windows {
+ public:
+  struct range {
+    std::uint64_t addr = 0;
+    std::uint64_t bytes = 0;
+  };
+
+  receive_windows();
+
+  // Opens a window over `ranges` (empty ranges are left out, adjacent ones joined) and returns
+  // its token.
+  std::uint64_t open(std::vector<range> ranges);
+  // Closes the window: returns once no write through it is under way, and none can start.
+  // Returns false for a token that is not open (0, closed already, or never opened).
+  bool close(std::uint64_t token);
+
+  // If [addr, addr+bytes) lies inside one range of the open window `token`, calls write() while
+  // holding the table (so close() waits for it) and returns true; else returns false.
+  template <class Write>
+  bool write_if_open(std::uint64_t token, std::uint64_t addr, std::uint64_t bytes,
+                     Write&& write) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!inside(token, addr, bytes))
+      return false;
+    std::forward<Write>(write)();
+    return true;
+  }
+
+  std::size_t open_count() const;
+
+ private:
+  bool inside(std::uint64_t token, std::uint64_t addr, std::uint64_t bytes) const;
+
+  mutable std::mutex mutex_;
+  std::unordered_map<std::uint64_t, std::vector<range>> windows_;  // ranges sorted by addr
+  std::mt19937_64 random_;
+};
+
+// Closes its window when destroyed (a receive's actor that ends by an exception or a crash
+// closes it too). Move-only.
+class window_lease {
+ public:
+  window_lease() = default;
+  window_lease(std::shared_ptr<receive_windows> windows, std::vector<receive_windows::range> ranges)
+      : windows_(std::move(windows)), token_(windows_ ? windows_->open(std::move(ranges)) : 0) {}
+  window_lease(window_lease&& other) noexcept
+      : windows_(std::move(other.windows_)), token_(std::exchange(other.token_, 0)) {}
+  window_lease& operator=(window_lease&& other) noexcept {
+    if (this != &other) {
+      close();
+      windows_ = std::move(other.windows_);
+      token_ = std::exchange(other.token_, 0);
+    }
+    return *this;
+  }
+  window_lease(const window_lease&) = delete;
+  window_lease& operator=(const window_lease&) = delete;
+  ~window_lease() { close(); }
+
+  std::uint64_t token() const noexcept { return token_; }
+  // True when this call closed an open window.
+  bool close() {
+    const std::uint64_t token = std::exchange(token_, 0);
+    return token != 0 && windows_ && windows_->close(token);
+  }
+
+ private:
+  std::shared_ptr<receive_windows> windows_;
+  std::uint64_t token_ = 0;
+};
+
+}  // namespace kvferry::transport
