@@ -161,6 +161,7 @@ using deadline_atom = caf::atom_constant<caf::atom("deadline")>;
 using park_expired_atom = caf::atom_constant<caf::atom("park_exp")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using admit_retry_atom = caf::atom_constant<caf::atom("admit_re")>;
+using window_lost_atom = caf::atom_constant<caf::atom("win_lost")>;
 using register_atom = caf::atom_constant<caf::atom("register")>;
 using allocate_atom = caf::atom_constant<caf::atom("allocate")>;
 using address_atom = caf::atom_constant<caf::atom("address")>;
@@ -239,7 +240,9 @@ using recv_request_actor = caf::typed_actor<
   // Internal: the request's deadline passed.
   caf::reacts_to<deadline_atom>,
   // Internal: the receiver that queued us is gone; queue again at the current one.
-  caf::reacts_to<admit_retry_atom>>;
+  caf::reacts_to<admit_retry_atom>,
+  // Internal: the engine replaced its worker, and our receive window with it.
+  caf::reacts_to<window_lost_atom>>;
 
 // sender (prefill side, published): matches fetches with send-request actors.
 using sender_actor = caf::typed_actor<

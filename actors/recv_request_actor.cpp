@@ -17,6 +17,11 @@
 //   destination block lies in UCX-allocated memory, which a peer on this host maps and writes
 //   without messages: that stays unreleased (quarantined).
 //
+//   The window is opened at admission, before our worker address is asked for. When the engine
+//   replaces a wedged worker it loses every window (window_lost_atom): queued, we ask for the new
+//   address; fetching, the sender writes to a worker that is gone, so we fail at once
+//   (transport_error), tell the sender to stop, and release as above.
+//
 // Every end goes through request_base::end() (request_lifecycle.hpp).
 
 #include "actors/recv_request_actor.hpp"
@@ -36,8 +41,8 @@ struct recv_request_state {
   std::shared_ptr<const fetch_msg> header;
   std::shared_ptr<const region_table> regions;
   caf::actor_addr admitter;  // the receiver we queue at (watched while queued)
-  std::shared_ptr<transport::receive_windows> windows;  // until the fetch opens one of them
-  transport::window_lease window;  // open from the fetch to the end
+  std::shared_ptr<transport::receive_windows> windows;
+  transport::window_lease window;  // open from admission to the end (or until lost)
   bool mappable = false;  // a destination block lies in UCX-allocated memory (see above)
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   static inline const char* name = "kvferry.recv_request";
@@ -52,8 +57,11 @@ behavior stopping(self_ptr self);
 void end_recv(self_ptr self, transfer_result r, bool quiescent) {
   auto& st = self->state;
   // Closing the window waits for a data message being copied into it and refuses every later
-  // one: with no mappable block, nothing can write the destination after this line (F20).
-  if (st.window.close() && !st.mappable)
+  // one: with no mappable block, nothing can write the destination after this line (F20). A
+  // window lost to a worker replacement was closed the same way.
+  const bool had_window = st.window.token() != 0;
+  st.window.close();
+  if (had_window && !st.mappable)
     quiescent = true;
   st.base.end(self, std::move(r), quiescent);
 }
@@ -90,11 +98,6 @@ void send_fetch(self_ptr self, std::vector<std::uint8_t> worker_address) {
   fetch.worker_address = std::move(worker_address);
   auto regions = st.regions->index_regions(st.blocks);
   st.mappable = regions.any_mappable;
-  std::vector<transport::receive_windows::range> window;
-  window.reserve(st.blocks.size());
-  for (const auto& b : st.blocks)
-    window.push_back({b.addr, b.bytes});
-  st.window = transport::window_lease(std::move(st.windows), std::move(window));
   fetch.window = st.window.token();
   fetch.rkeys = std::move(regions.rkeys);
   fetch.region_bases = std::move(regions.bases);
@@ -114,12 +117,32 @@ void send_fetch(self_ptr self, std::vector<std::uint8_t> worker_address) {
           [=](caf::error& err) { on_answer(self, std::move(err)); });
 }
 
-// Admitted: our worker address (it changes when a wedged worker is replaced), then the fetch.
+// Opens (or opens again) the window over our blocks. Its loss comes to us as window_lost_atom.
+void open_window(self_ptr self) {
+  auto& st = self->state;
+  std::vector<transport::receive_windows::range> ranges;
+  ranges.reserve(st.blocks.size());
+  for (const auto& b : st.blocks)
+    ranges.push_back({b.addr, b.bytes});
+  auto me = caf::actor_cast<recv_request_actor>(self);
+  st.window = transport::window_lease(st.windows, std::move(ranges),
+                                      [me] { caf::anon_send(me, window_lost_atom::value); });
+}
+
+// Admitted: a window, then our worker address (it changes when a wedged worker is replaced),
+// then the fetch. The window is opened first: a replacement that the address predates closes
+// it, and then we ask again rather than send a fetch no data can answer.
 void ask_address(self_ptr self) {
+  open_window(self);
   auto transport = self->state.base.ctx.children->current().transport;
   self->request(transport, caf::infinite, address_atom::value)
     .then(
-      [=](std::vector<std::uint8_t>& address) { send_fetch(self, std::move(address)); },
+      [=](std::vector<std::uint8_t>& address) {
+        if (!self->state.window.is_open())
+          ask_address(self);
+        else
+          send_fetch(self, std::move(address));
+      },
       [=](caf::error& err) {
         end_recv(self,
                  make_result(transfer_status::failed, errc::backend_unhealthy,
@@ -172,7 +195,25 @@ behavior queued(self_ptr self) {
                true);
     },
     [=](admit_retry_atom) { ask_admission(self); },
+    [=](window_lost_atom) {},  // the address's answer finds it closed and asks again
   };
+}
+
+// Our worker was replaced while the fetch was out: the sender writes to one that no longer
+// exists, so this transfer cannot finish. It fails now and the sender is told to stop; with no
+// mappable block the lost window already proves the destination quiescent.
+void on_window_lost(self_ptr self) {
+  auto r = make_result(transfer_status::failed, errc::transport_error,
+                       "this node replaced its UCX worker while the transfer was in flight (a "
+                       "shared-memory peer probably died in the middle of a message); the sender "
+                       "was writing to the old one, so nothing more can arrive: retry the transfer");
+  send_cancel_fetch(self);
+  if (!self->state.mappable) {
+    end_recv(self, std::move(r), true);
+    return;
+  }
+  self->state.base.owner->finish(std::move(r));
+  self->become(stopping(self));
 }
 
 behavior fetching(self_ptr self) {
@@ -191,6 +232,7 @@ behavior fetching(self_ptr self) {
       self->become(stopping(self));
     },
     [=](admit_retry_atom) {},
+    [=](window_lost_atom) { on_window_lost(self); },
   };
 }
 
@@ -206,6 +248,15 @@ behavior stopping(self_ptr self) {
                     self->state.base.deadline_text() + " while its fetch was being cancelled"));
     },
     [=](admit_retry_atom) {},
+    [=](window_lost_atom) {
+      // Cancelled or past its deadline, waiting for the sender's word that it stopped: with no
+      // mappable block, the lost window is that proof already.
+      if (!self->state.mappable)
+        end_recv(self,
+                 make_result(transfer_status::cancelled, errc::cancelled,
+                             "cancelled in flight; this node's UCX worker was replaced meanwhile"),
+                 true);
+    },
   };
 }
 

@@ -394,7 +394,12 @@ void engine_impl::do_replace_worker(const std::string& reason) {
     address_ = std::move(fresh.value().address);
   }
 
-  // 3. Tell whoever connected them: they reconnect on their next put.
+  // 3. Every receive in flight gave its sender the old address: nothing it sends can arrive
+  //    now. Losing their windows (after the new address is published, so a receive that opens
+  //    one from here on is given the new address) tells each to end or ask again.
+  windows_->lose_all();
+
+  // 4. Tell whoever connected them: they reconnect on their next put.
   if (on_peer_error_) {
     for (std::uint64_t key : keys) {
       try {

@@ -10,7 +10,7 @@ receive_windows::receive_windows() {
   random_.seed(seq);
 }
 
-std::uint64_t receive_windows::open(std::vector<range> ranges) {
+std::uint64_t receive_windows::open(std::vector<range> ranges, std::function<void()> on_lost) {
   ranges.erase(std::remove_if(ranges.begin(), ranges.end(),
                               [](const range& r) { return r.bytes == 0; }),
                ranges.end());
@@ -29,13 +29,36 @@ std::uint64_t receive_windows::open(std::vector<range> ranges) {
   std::uint64_t token = 0;
   while (token == 0 || windows_.count(token) != 0)
     token = random_();
-  windows_.emplace(token, std::move(ranges));
+  windows_.emplace(token, window{std::move(ranges), std::move(on_lost)});
   return token;
 }
 
 bool receive_windows::close(std::uint64_t token) {
   std::lock_guard<std::mutex> lock(mutex_);
   return windows_.erase(token) != 0;
+}
+
+bool receive_windows::is_open(std::uint64_t token) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return token != 0 && windows_.count(token) != 0;
+}
+
+std::size_t receive_windows::lose_all() {
+  std::unordered_map<std::uint64_t, window> lost;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    lost.swap(windows_);
+  }
+  for (auto& [token, w] : lost) {
+    if (w.on_lost) {
+      try {
+        w.on_lost();
+      } catch (...) {
+        // One receive's failure to hear of it must not keep the others from hearing.
+      }
+    }
+  }
+  return lost.size();
 }
 
 std::size_t receive_windows::open_count() const {
@@ -49,7 +72,7 @@ bool receive_windows::inside(std::uint64_t token, std::uint64_t addr, std::uint6
   auto it = windows_.find(token);
   if (it == windows_.end())
     return false;
-  const auto& ranges = it->second;
+  const auto& ranges = it->second.ranges;
   // The last range starting at or below addr is the only one that can hold it whole (a
   // receive's destination blocks do not overlap; if a caller's did, this may refuse, never
   // accept, a write).

@@ -11,11 +11,17 @@
 //
 // Tokens are random, non-zero and unique among open windows: a late message of an ended
 // receive cannot land in the next receive into the same blocks, and a peer cannot guess one.
+//
+// When the engine replaces its UCX worker (a wedged shared-memory queue), every open window is
+// lost: its sender was given the old worker's address, so nothing it sends can arrive any more.
+// lose_all() closes them all and calls each window's `on_lost`, so that its receive ends (or asks
+// again) instead of waiting for data that will never come.
 // Thread-safe: receives open and close windows on their own threads, the engine writes through
 // them on its progress thread.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <memory>
 #include <random>
@@ -35,11 +41,16 @@ class receive_windows {
   receive_windows();
 
   // Opens a window over `ranges` (empty ranges are left out, adjacent ones joined) and returns
-  // its token.
-  std::uint64_t open(std::vector<range> ranges);
+  // its token. `on_lost` is called (on the engine's thread, without the table held) if
+  // lose_all() closes the window; it must not block.
+  std::uint64_t open(std::vector<range> ranges, std::function<void()> on_lost = {});
   // Closes the window: returns once no write through it is under way, and none can start.
-  // Returns false for a token that is not open (0, closed already, or never opened).
+  // Returns false for a token that is not open (0, closed already, lost, or never opened).
   bool close(std::uint64_t token);
+  bool is_open(std::uint64_t token) const;
+  // Closes every open window (as close() does) and then calls their `on_lost`. Returns how many
+  // there were.
+  std::size_t lose_all();
 
   // If [addr, addr+bytes) lies inside one range of the open window `token`, calls write() while
   // holding the table (so close() waits for it) and returns true; else returns false.
@@ -58,8 +69,13 @@ class receive_windows {
  private:
   bool inside(std::uint64_t token, std::uint64_t addr, std::uint64_t bytes) const;
 
+  struct window {
+    std::vector<range> ranges;  // sorted by addr
+    std::function<void()> on_lost;
+  };
+
   mutable std::mutex mutex_;
-  std::unordered_map<std::uint64_t, std::vector<range>> windows_;  // ranges sorted by addr
+  std::unordered_map<std::uint64_t, window> windows_;
   std::mt19937_64 random_;
 };
 
@@ -68,8 +84,10 @@ class receive_windows {
 class window_lease {
  public:
   window_lease() = default;
-  window_lease(std::shared_ptr<receive_windows> windows, std::vector<receive_windows::range> ranges)
-      : windows_(std::move(windows)), token_(windows_ ? windows_->open(std::move(ranges)) : 0) {}
+  window_lease(std::shared_ptr<receive_windows> windows, std::vector<receive_windows::range> ranges,
+               std::function<void()> on_lost = {})
+      : windows_(std::move(windows)),
+        token_(windows_ ? windows_->open(std::move(ranges), std::move(on_lost)) : 0) {}
   window_lease(window_lease&& other) noexcept
       : windows_(std::move(other.windows_)), token_(std::exchange(other.token_, 0)) {}
   window_lease& operator=(window_lease&& other) noexcept {
@@ -85,6 +103,8 @@ class window_lease {
   ~window_lease() { close(); }
 
   std::uint64_t token() const noexcept { return token_; }
+  // False once closed, or lost to a worker replacement.
+  bool is_open() const { return token_ != 0 && windows_ && windows_->is_open(token_); }
   // True when this call closed an open window.
   bool close() {
     const std::uint64_t token = std::exchange(token_, 0);

@@ -70,7 +70,8 @@ struct sender {
     for (std::uint32_t i = 0; i < w.requests; ++i)
       receives.push_back(decode.receive(w.request_id(i), peer, w.destination_spans(region, i)));
   }
-  // Until this sender's bytes land in the decode's memory (zero before; no source word is).
+  // Until this sender's bytes land in the decode's memory (zero before; no source word is), or
+  // one of its receives ended.
   void wait_landing() const {
     auto landed = [this] {
       for (std::uint32_t i = 0; i < w.requests; ++i)
@@ -82,7 +83,11 @@ struct sender {
       return false;
     };
     const auto give_up = steady::now() + 60s;
-    while (!landed() && steady::now() < give_up)
+    auto ended = [this] {
+      return std::any_of(receives.begin(), receives.end(),
+                         [](const transfer_handle& h) { return h.result().has_value(); });
+    };
+    while (!landed() && !ended() && steady::now() < give_up)
       std::this_thread::yield();
   }
 };
@@ -230,20 +235,45 @@ TEST_CASE("F20: receives in flight when their sender was killed are released at 
   // Before receive windows, each such receive stayed quarantined for good (nothing proved that
   // its sender's writes had stopped), so every crash of a prefill spent part of the decode's
   // quarantine budget; this budget is smaller than one kill's worth.
+  //
+  // Over shared memory a kill can also wedge the decode's receive queue, and the decode then
+  // replaces its UCX worker, some hundreds of milliseconds later. A sender that was given the
+  // old worker's address just before (the next one here, started at once) can never deliver:
+  // those receives must fail at once with transport_error, be released, and leave the node
+  // serving the sender after.
   std::string transport;
   SUBCASE("over tcp") { transport = "tcp"; }
   SUBCASE("over shared memory") { transport = "shm"; }
   CAPTURE(transport);
   constexpr int kills = 3;
   std::vector<sender> victims(kills);  // before the node: their pools outlive it
-  sender survivor;
+  std::vector<sender> survivors(kills);
   node_config cfg;
   cfg.transport = transport;
-  cfg.default_deadline_ms = 0;  // only the sender's death may end these transfers
+  cfg.default_deadline_ms = 0;  // only the sender's death (or our worker's) may end these
   cfg.quarantine_budget = 16;
   auto started = node::start(cfg);
   REQUIRE_MESSAGE(started, started.error().message);
   auto& decode = *started.value();
+
+  // Each receive ends once, and is released; the ones cut short name why.
+  auto ended_and_released = [&](sender& s, bool killed) {
+    std::size_t cut = 0;
+    for (auto& h : s.receives) {
+      auto r = h.wait_for(30s);
+      REQUIRE(r);
+      if (r->status != transfer_status::succeeded) {
+        ++cut;
+        INFO(r->message);
+        if (r->code == errc::transport_error)
+          CHECK(r->message.find("replaced its UCX worker") != std::string::npos);
+        else
+          CHECK((killed && r->code == errc::peer_failed));
+      }
+      CHECK(h.wait_released(10s));
+    }
+    return cut;
+  };
 
   std::size_t unfinished = 0;
   for (int k = 0; k < kills; ++k) {
@@ -252,39 +282,38 @@ TEST_CASE("F20: receives in flight when their sender was killed are released at 
     v.receive_all(decode);
     v.wait_landing();
     v.proc->kill_now(SIGKILL);
-    std::size_t open = 0;
-    for (auto& h : v.receives)
-      open += h.result() ? 0 : 1;
     REQUIRE(v.proc->wait(10s).has_value());
-    REQUIRE(open > 0);  // the kill came mid-stream
-    unfinished += open;
-    // Each receive ends once and is released: the ones the kill cut short too.
-    for (auto& h : v.receives) {
-      auto r = h.wait_for(30s);
-      REQUIRE(r);
-      if (r->status != transfer_status::succeeded)
-        CHECK(r->code == errc::peer_failed);
-      CHECK(h.wait_released(10s));
-    }
+    const std::size_t cut = ended_and_released(v, true);
+    REQUIRE(cut > 0);  // the kill (or a worker replacement) came mid-stream
+    unfinished += cut;
     const auto h = decode.health();
     CHECK(h.unreleased == 0);
     CHECK_MESSAGE(h.healthy, h.to_string());
   }
   MESSAGE("F20 over " << transport << ": " << unfinished << " receives cut short by " << kills
-                      << " kills, every one released; budget " << cfg.quarantine_budget);
+                      << " kills, every one released; budget " << cfg.quarantine_budget
+                      << "; " << decode.health().to_string());
   CHECK(unfinished > cfg.quarantine_budget);  // the old way, the node would be unhealthy
 
-  // A new sender is served in full into memory the dead ones were writing into.
-  survivor.start(decode, transport, 300);
-  survivor.receive_all(decode);
-  for (std::uint32_t i = 0; i < survivor.w.requests; ++i) {
-    auto r = survivor.receives[i].wait_for(120s);
-    REQUIRE(r);
-    CHECK_MESSAGE(r->status == transfer_status::succeeded, r->message);
-    CHECK(survivor.w.verify_destination(survivor.base, i) == survivor.w.request_bytes());
+  // A new sender is served in full into memory the dead ones were writing into. Only over shm,
+  // and only the first, may lose a race with the replacement of a worker the last kill wedged.
+  bool served = false;
+  for (int a = 0; a < kills && !served; ++a) {
+    auto& s = survivors[a];
+    s.start(decode, transport, 300 + a);
+    s.receive_all(decode);
+    const std::size_t cut = ended_and_released(s, false);
+    if (cut == 0) {
+      served = true;
+      for (std::uint32_t i = 0; i < s.w.requests; ++i)
+        CHECK(s.w.verify_destination(s.base, i) == s.w.request_bytes());
+    } else {
+      CHECK(transport == "shm");
+    }
+    s.proc->send_message(cli::protocol::quit{});
+    CHECK(s.proc->wait(30s).has_value());
   }
-  survivor.proc->send_message(cli::protocol::quit{});
-  CHECK(survivor.proc->wait(30s).has_value());
+  CHECK(served);
   CHECK(decode.health().healthy);
   decode.stop(1s);
 }

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
 #include <thread>
 
 using namespace kvferry;
@@ -209,4 +210,31 @@ TEST_CASE("receive windows: tokens are unique and non-zero, adjacent ranges join
   CHECK(windows.close(token));
   CHECK_FALSE(write(100, 10));
   CHECK(writes == 3);
+}
+
+TEST_CASE("receive windows: lose_all closes every open window and tells each receive once") {
+  receive_windows windows;
+  int told_a = 0, told_b = 0;
+  const auto a = windows.open({{100, 100}}, [&] { ++told_a; });
+  const auto b = windows.open({{300, 100}}, [&] {
+    ++told_b;
+    throw std::runtime_error("a receive that cannot be told");
+  });
+  const auto quiet = windows.open({{500, 100}});  // no one to tell
+  CHECK(windows.is_open(a));
+  CHECK(windows.lose_all() == 3);
+  CHECK(told_a == 1);
+  CHECK(told_b == 1);  // its throw kept no one else from hearing, and did not escape
+  CHECK(windows.open_count() == 0);
+  for (auto t : {a, b, quiet}) {
+    CHECK_FALSE(windows.is_open(t));
+    CHECK_FALSE(windows.write_if_open(t, 100, 10, [] {}));
+    CHECK_FALSE(windows.close(t));
+  }
+  CHECK(windows.lose_all() == 0);
+  CHECK(told_a == 1);
+  // Windows opened afterwards are unaffected.
+  const auto next = windows.open({{100, 100}});
+  CHECK(windows.is_open(next));
+  CHECK(windows.write_if_open(next, 100, 10, [] {}));
 }

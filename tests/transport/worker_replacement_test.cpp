@@ -5,6 +5,7 @@
 
 #include "transport/wedge_detector.hpp"
 
+#include <atomic>
 #include <cstring>
 
 using namespace kvferry;
@@ -125,10 +126,22 @@ TEST_CASE("a replaced worker gets a new address and serves both directions once 
   CHECK(put_and_check(*a, peer_b, *b, 1 << 20, 1) == std::make_pair(errc::none, true));
   CHECK(put_and_check(*b, peer_a, *a, 1 << 20, 2) == std::make_pair(errc::none, true));
 
+  // A receive window open at the replacement was given to a sender with the old address: it is
+  // lost (closed, its receive told once), where one opened afterwards stays open.
+  std::atomic<int> lost{0};
+  transport::window_lease before(b->windows(), {{4096, 4096}}, [&] { ++lost; });
+  REQUIRE(before.is_open());
+
   const auto old_address = b->worker_address();
   b->replace_worker("replaced by the test");
   // b's endpoints are gone, and b says so for each peer it had connected (after the swap).
   REQUIRE(b_errors.wait_for(1));
+  CHECK(lost == 1);
+  CHECK_FALSE(before.is_open());
+  CHECK_FALSE(before.close());
+  transport::window_lease after(b->windows(), {{4096, 4096}}, [&] { ++lost; });
+  CHECK(after.is_open());
+  CHECK(lost == 1);
   CHECK(b->worker_address() != old_address);
   CHECK(b->stats().worker_replacements == 1);
   CHECK(b_errors.errors() == std::vector<std::pair<std::uint64_t, errc>>{{peer_a, errc::peer_failed}});
