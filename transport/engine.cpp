@@ -6,6 +6,7 @@
 
 #include <boost/asio/post.hpp>
 
+#include <poll.h>
 #include <pthread.h>
 
 #include <csignal>
@@ -107,7 +108,8 @@ engine_impl::engine_impl(shared_context context, worker_parts worker,
       work_(io_.get_executor()),
       event_fd_(io_, worker.event_fd),
       stop_timer_(io_),
-      poll_timer_(io_) {
+      poll_timer_(io_),
+      watch_timer_(io_) {
   install_am_handlers();
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "kvferry-ucx");
@@ -182,6 +184,7 @@ engine_stats engine_impl::stats() const {
   s.peers = peer_count_.load();
   s.worker_replacements = worker_replacements_.load();
   s.writes_refused = writes_refused_.load();
+  s.lost_wakeups = lost_wakeups_.load();
   return s;
 }
 
@@ -210,6 +213,7 @@ void engine_impl::install_am_handlers() {
 }
 
 void engine_impl::cycle() {
+  const bool watched = std::exchange(watch_woke_, false);
   for (int round = 0; round < 64 && !stopped_; ++round) {
     int budget = progress_budget;
     while (budget > 0 && ucp_worker_progress(worker_.get()) != 0) {
@@ -217,6 +221,9 @@ void engine_impl::cycle() {
     }
     const bool progressed = budget != progress_budget;
     const bool handled = handle_queues();
+    if (round == 0 && watched) {
+      watch_lost_wakeups(progressed || handled);
+    }
     housekeeping();
     if (stopped_) {
       return;
@@ -250,6 +257,7 @@ void engine_impl::cycle() {
       return;
     }
     wait_for_events();
+    arm_watch();
     return;
   }
   if (!stopped_ && !cycle_posted_) {
@@ -259,6 +267,39 @@ void engine_impl::cycle() {
       cycle();
     });
   }
+}
+
+// A shared-memory peer wakes this worker through a unix socket in the abstract namespace, which
+// belongs to the network namespace: a peer in another one (containers on one host) writes into
+// our queue, but its wake-up never comes, and neither does the data's turn to be read. So every
+// sleep is also bounded by a timer (a receive opening its window does not wake this thread, so
+// "only while work is outstanding" would miss the first message). A timer wake that finds work
+// proves a wake-up was lost: poll often from then on; one that finds nothing backs off to
+// watch_interval_max, so that a node whose wake-ups arrive pays at most 20 wake-ups a second.
+void engine_impl::watch_lost_wakeups(bool found_work) {
+  if (found_work) {
+    lost_wakeups_.fetch_add(1);
+    watch_interval_ = watch_interval_min;
+  } else {
+    watch_interval_ = std::min(watch_interval_ * 2, std::chrono::microseconds(watch_interval_max));
+  }
+}
+
+void engine_impl::arm_watch() {
+  if (watch_armed_ || stopped_) {
+    return;
+  }
+  watch_armed_ = true;
+  watch_timer_.expires_after(watch_interval_);
+  watch_timer_.async_wait([this](const boost::system::error_code& ec) {
+    watch_armed_ = false;
+    if (!ec && !stopped_) {
+      // A wake-up that is merely on its way (the fd is readable) was not lost.
+      pollfd fd{event_fd_.native_handle(), POLLIN, 0};
+      watch_woke_ = ::poll(&fd, 1, 0) == 0;
+      cycle();
+    }
+  });
 }
 
 void engine_impl::wait_for_events() {
@@ -466,6 +507,7 @@ void engine_impl::finish_shutdown(bool forced) {
   stopped_ = true;
   stop_timer_.cancel();
   poll_timer_.cancel();
+  watch_timer_.cancel();
   event_fd_.release();  // cancels the wait; UCX closes the fd with the worker
   work_.reset();
   io_.stop();

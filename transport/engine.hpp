@@ -91,6 +91,9 @@ struct engine_stats {
   std::uint64_t peers = 0;           // live endpoints
   std::uint64_t worker_replacements = 0;  // wedged (or asked) workers replaced by a new one
   std::uint64_t writes_refused = 0;  // peers' data messages outside an open receive window
+  // Times the engine found work that no wake-up announced (a shared-memory peer in another
+  // network namespace cannot wake this one); the engine then polls while work is outstanding.
+  std::uint64_t lost_wakeups = 0;
 };
 
 class engine {

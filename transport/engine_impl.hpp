@@ -269,6 +269,18 @@ class engine_impl final : public engine {
   boost::asio::posix::stream_descriptor event_fd_;  // UCX owns the fd: released, never closed
   boost::asio::steady_timer stop_timer_;
   boost::asio::steady_timer poll_timer_;  // only if ucp_worker_arm fails
+  // While work is outstanding, a sleep on the event fd is also bounded by this timer: a wake-up
+  // can be lost (see watch_lost_wakeups in engine.cpp). Its interval backs off while it finds
+  // nothing and drops to the minimum once it finds what no wake-up announced.
+  boost::asio::steady_timer watch_timer_;
+  std::chrono::microseconds watch_interval_{watch_interval_max};
+  bool watch_armed_ = false;
+  bool watch_woke_ = false;  // this cycle was started by the watch timer
+  void arm_watch();
+  void watch_lost_wakeups(bool found_work);
+  static constexpr std::chrono::microseconds watch_interval_min{100};
+  static constexpr std::chrono::microseconds watch_interval_max{50000};
+  std::atomic<std::uint64_t> lost_wakeups_{0};
   bool waiting_ = false;
   std::uint64_t wait_generation_ = 0;  // a wait on a replaced worker's fd is stale
   bool cycle_posted_ = false;

@@ -20,6 +20,14 @@ result<std::vector<ucx_setting>> ucx_settings(const engine_options& options, con
   if (options.shm_error_handling && shm_possible) {
     settings.push_back({"MM_ERROR_HANDLING", "y"});
   }
+  // With adaptive progress, UCX polls a shared-memory interface that has no endpoint of ours
+  // only after its wake-up socket fired. That socket lives in the abstract namespace of the
+  // network namespace: a peer in another one (a container on this host) writes into our queue
+  // but cannot wake it, so a receiving node never read it (F24). Polling every interface costs
+  // a few checks of a queue head per progress call.
+  if (shm_possible) {
+    settings.push_back({"ADAPTIVE_PROGRESS", "n"});
+  }
   if (options.keepalive_interval_ms > 0) {
     settings.push_back({"KEEPALIVE_INTERVAL", std::to_string(options.keepalive_interval_ms) + "ms"});
   }

@@ -26,6 +26,9 @@ TEST_CASE("tls=shm selects shared memory and turns on its peer error handling") 
   // Not POSIX_ERROR_HANDLING: UCX 1.13 ignores that name when it comes from ucp_config_modify.
   REQUIRE(find(*settings, "MM_ERROR_HANDLING"));
   CHECK(find(*settings, "MM_ERROR_HANDLING")->value == "y");
+  // Every shared-memory interface polled, not only after its wake-up arrived (F24).
+  REQUIRE(find(*settings, "ADAPTIVE_PROGRESS"));
+  CHECK(find(*settings, "ADAPTIVE_PROGRESS")->value == "n");
 }
 
 TEST_CASE("tls=tcp selects tcp and leaves the shared-memory switch out") {
@@ -35,6 +38,7 @@ TEST_CASE("tls=tcp selects tcp and leaves the shared-memory switch out") {
   REQUIRE(settings);
   CHECK(find(*settings, "TLS")->value == "tcp,self");
   CHECK(find(*settings, "MM_ERROR_HANDLING") == nullptr);
+  CHECK(find(*settings, "ADAPTIVE_PROGRESS") == nullptr);
 }
 
 TEST_CASE("tls=auto leaves the transport choice to UCX but keeps shared memory usable") {
