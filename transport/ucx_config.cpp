@@ -28,6 +28,11 @@ result<std::vector<ucx_setting>> ucx_settings(const engine_options& options, con
   if (shm_possible) {
     settings.push_back({"ADAPTIVE_PROGRESS", "n"});
   }
+  // No zero-copy sends. UCX 1.13's tcp transport completes a zero-copy send a second time when
+  // its endpoint fails while the send is queued (an endpoint timeout, as when a peer vanishes
+  // on a busy machine): "uct_iface.h: Assertion `comp->count > 0' failed", and the process
+  // aborts. Our data messages are then sent by copy, which shared memory does anyway.
+  settings.push_back({"ZCOPY_THRESH", "inf"});
   if (options.keepalive_interval_ms > 0) {
     settings.push_back({"KEEPALIVE_INTERVAL", std::to_string(options.keepalive_interval_ms) + "ms"});
   }

@@ -39,6 +39,9 @@ TEST_CASE("tls=tcp selects tcp and leaves the shared-memory switch out") {
   CHECK(find(*settings, "TLS")->value == "tcp,self");
   CHECK(find(*settings, "MM_ERROR_HANDLING") == nullptr);
   CHECK(find(*settings, "ADAPTIVE_PROGRESS") == nullptr);
+  // Zero-copy sends abort UCX 1.13 when a tcp endpoint fails under them.
+  REQUIRE(find(*settings, "ZCOPY_THRESH"));
+  CHECK(find(*settings, "ZCOPY_THRESH")->value == "inf");
 }
 
 TEST_CASE("tls=auto leaves the transport choice to UCX but keeps shared memory usable") {
