@@ -235,7 +235,12 @@ void engine_impl::cycle() {
       continue;  // handling may have posted requests: drain again before arming
     }
     const ucs_status_t status = ucp_worker_arm(worker_.get());
-    if (wedge_.observe(progressed, status == UCS_ERR_BUSY, wedge_detector::clock::now()) &&
+    // BUSY is ambiguous while our own puts or data messages wait in UCX: the arm also answers
+    // BUSY for sends queued for room in a peer's queue, and a slow or starved peer that drains
+    // it late is not our queue wedged (F21). Those sends complete once the peer reads on, or
+    // fail once it is seen dead (its endpoint is closed); the count starts then.
+    if (wedge_.observe(progressed, status == UCS_ERR_BUSY && sends_waiting_ == 0,
+                       wedge_detector::clock::now()) &&
         !stopping_) {
       do_replace_worker(
           "the UCX worker was wedged (a shared-memory peer probably died in the middle of a "

@@ -300,6 +300,8 @@ class engine_impl final : public engine {
   std::vector<std::pair<ucp_ep_h, ucs_status_t>> failed_eps_;
   std::vector<ack> acks_;
   std::size_t acks_leaving_ = 0;  // acknowledgements UCX has queued and not sent yet
+  // Puts and data messages UCX holds (every batch's outstanding_puts): see the wedge check.
+  std::size_t sends_waiting_ = 0;
   // Where peers' data messages may write: this engine's registrations (memory.hpp).
   std::shared_ptr<writable_ranges> writable_ = std::make_shared<writable_ranges>();
   std::shared_ptr<receive_windows> windows_ = std::make_shared<receive_windows>();

@@ -213,6 +213,7 @@ void engine_impl::on_completed(pending_request* request) {
     }
   } else {
     --batch.outstanding_puts;
+    --sends_waiting_;
     batch.outstanding_bytes -= request->bytes;
     if (status == UCS_OK && request->header.batch == 0) {
       bytes_put_.fetch_add(request->bytes);  // a put; a data message counts when acknowledged
@@ -343,6 +344,7 @@ bool engine_impl::post_chunk(batch_state& batch, ucp_ep_h ep, const copy_op& op,
   if (req.pending()) {
     record->req = std::move(req);
     ++batch.outstanding_puts;
+    ++sends_waiting_;
     batch.outstanding_bytes += length;
     pending_request* raw = record.get();
     batch.pending.emplace(raw, std::move(record));
@@ -513,6 +515,7 @@ void engine_impl::abandon(batch_state& batch, errc code, const std::string& deta
                                   [&batch](pending_request* r) { return r->batch == &batch; }),
                    completed_.end());
   batch.pending.clear();
+  sends_waiting_ -= batch.outstanding_puts;
   batch.outstanding_puts = 0;
   batch.outstanding_bytes = 0;
   batch.unacknowledged = 0;
