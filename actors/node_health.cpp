@@ -67,9 +67,10 @@ void node_health::slot_poisoned() {
 }
 
 void node_health::set_engine_counts(std::uint64_t worker_replacements,
-                                    std::uint64_t writes_refused) {
-  const bool changed = worker_replacements_.exchange(worker_replacements) != worker_replacements;
-  if (writes_refused_.exchange(writes_refused) != writes_refused || changed)
+                                    std::uint64_t writes_refused, std::uint64_t lost_wakeups) {
+  bool changed = worker_replacements_.exchange(worker_replacements) != worker_replacements;
+  changed = writes_refused_.exchange(writes_refused) != writes_refused || changed;
+  if (lost_wakeups_.exchange(lost_wakeups) != lost_wakeups || changed)
     notify();
 }
 
@@ -170,6 +171,7 @@ health_snapshot node_health::snapshot() const {
   h.restarts = restarts_.load();
   h.worker_replacements = worker_replacements_.load();
   h.writes_refused = writes_refused_.load();
+  h.lost_wakeups = lost_wakeups_.load();
   h.bytes_sent = bytes_sent_.load();
   h.bytes_received = bytes_received_.load();
   return h;

@@ -54,7 +54,8 @@ using self_ptr = transport_actor::stateful_pointer<transport_state>;
 // The engine's counters, into health.
 void report_engine_counts(self_ptr self) {
   const auto stats = self->state.engine().stats();
-  self->state.spec.health->set_engine_counts(stats.worker_replacements, stats.writes_refused);
+  self->state.spec.health->set_engine_counts(stats.worker_replacements, stats.writes_refused,
+                                             stats.lost_wakeups);
 }
 
 caf::typed_response_promise<std::uint64_t> refuse(caf::typed_response_promise<std::uint64_t> rp,

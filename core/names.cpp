@@ -36,6 +36,7 @@ std::string health_snapshot::to_string() const {
          " restarts=" + std::to_string(restarts) +
          " worker_replacements=" + std::to_string(worker_replacements) +
          " writes_refused=" + std::to_string(writes_refused) +
+         " lost_wakeups=" + std::to_string(lost_wakeups) +
          " ms_since_progress=" + std::to_string(ms_since_progress) +
          " tls_refused=" + std::to_string(tls_refused) +
          (reason.empty() ? std::string{} : " reason=\"" + reason + "\"");

@@ -182,6 +182,7 @@ py::dict health_dict(const health_snapshot& h) {
   d["restarts"] = h.restarts;
   d["worker_replacements"] = h.worker_replacements;
   d["writes_refused"] = h.writes_refused;
+  d["lost_wakeups"] = h.lost_wakeups;
   d["bytes_sent"] = h.bytes_sent;
   d["bytes_received"] = h.bytes_received;
   return d;

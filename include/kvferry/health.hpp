@@ -36,6 +36,9 @@ struct health_snapshot {
   std::uint64_t writes_refused = 0;  // peers' data messages refused: no receive window of this
                                      // node open for them (late writes of ended receives, or
                                      // hostile ones); nothing of them was written
+  std::uint64_t lost_wakeups = 0;  // times the transport found work no wake-up announced: a
+                                   // shared-memory peer in another network namespace (a
+                                   // container) cannot wake it, so it polls (F24)
   std::uint64_t bytes_sent = 0;   // bytes this node put to peers
   std::uint64_t bytes_received = 0;
   std::string to_string() const;  // one line, e.g. for the demo's summary

@@ -43,5 +43,6 @@ class Node(_kvferry.Node):
         """The counters of ``health()`` that only grow: for connector statistics."""
         h = self.health()
         return {k: h[k] for k in ("succeeded", "failed", "cancelled", "restarts",
-                                  "worker_replacements", "writes_refused", "bytes_sent",
+                                  "worker_replacements", "writes_refused", "lost_wakeups",
+                                  "bytes_sent",
                                   "bytes_received")}
