@@ -229,7 +229,8 @@ using send_request_actor = caf::typed_actor<
   caf::reacts_to<cancel_fetch_atom, std::string, std::uint64_t>,
   // A decode node will not fetch it: released at once if no fetch started (not_cancellable if
   // one did).
-  caf::replies_to<decline_atom>::with<cancel_result>,
+  // A decode node (named by its CAF node id, which the sender read) declines the offer.
+  caf::replies_to<decline_atom, caf::node_id>::with<cancel_result>,
   // Internal: the request's deadline passed.
   caf::reacts_to<deadline_atom>>;
 

@@ -7,7 +7,8 @@
 //     │ cancel / decline: cancelled_before_advertise, end │   it -> put from it -> slot back)
 //     │ deadline: timed_out, end (nothing exposed)        │
 //     │ bound peer DOWN: peer_failed, end (released)      │
-//     │ bound, a fetch from another node: refused, waits  │
+//     │ bound, a fetch or decline from another node:      │
+//     │   refused (a decline: not_found), the offer waits │
 //     v                                                   │ cancel / cancel_fetch / deadline /
 //    end (released: nothing was exposed)                  │ fetching peer DOWN: stop the step
 //                                                         v
@@ -316,7 +317,11 @@ behavior waiting_for_peer(self_ptr self) {
                true);
     },
     [=](cancel_fetch_atom, const std::string&, std::uint64_t) {},  // no fetch to cancel yet
-    [=](decline_atom) {
+    [=](decline_atom, const caf::node_id& from) {
+      // Bound to another node: as if there were no such offer (a wrong guess neither ends it
+      // nor reveals it, F17).
+      if (self->state.bound && from != self->state.bound.node())
+        return cancel_result::not_found;
       end_send(self,
                make_result(transfer_status::cancelled, errc::cancelled,
                            "declined by the decode node before any fetch: its blocks are "
@@ -346,7 +351,7 @@ behavior transferring(self_ptr self) {
         stop(self, cancelled_error(self, "the receiver"));
     },
     // A fetch is running: declining it changes nothing (the fetcher cancels its receive).
-    [=](decline_atom) { return cancel_result::not_cancellable; },
+    [=](decline_atom, const caf::node_id&) { return cancel_result::not_cancellable; },
   };
 }
 
@@ -381,7 +386,7 @@ behavior stopping(self_ptr self) {
       st.stop_reason = timed_out_error(self);
     },
     [=](cancel_fetch_atom, const std::string&, std::uint64_t) {},  // already stopping
-    [=](decline_atom) {
+    [=](decline_atom, const caf::node_id&) {
       return self->state.base.owner->terminal() ? cancel_result::already_complete
                                                 : cancel_result::not_cancellable;
     },

@@ -376,6 +376,9 @@ sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
     },
     [=](layout_atom) { return self->state.spec.layout_tag; },
     [=](decline_atom, const std::string& id) -> caf::typed_response_promise<cancel_result> {
+      // Read the sender first: make_response_promise takes it over from the current message.
+      const auto decliner = self->current_sender();
+      const caf::node_id from = decliner ? decliner->node() : caf::node_id{};
       auto rp = self->make_response_promise<cancel_result>();
       auto& st = self->state;
       send_request_actor owner;
@@ -388,7 +391,7 @@ sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
         return rp;
       }
       // Relayed, as a fetch is: the decliner does not learn the owner's address.
-      self->request(owner, caf::infinite, decline_atom::value)
+      self->request(owner, caf::infinite, decline_atom::value, from)
         .then([rp](cancel_result r) mutable { rp.deliver(r); },
               [rp](caf::error& e) mutable {
                 if (e == caf::sec::request_receiver_down)  // the offer ended meanwhile

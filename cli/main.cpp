@@ -269,7 +269,7 @@ int drain_on_signal(node& n, int sig, std::chrono::milliseconds drain) {
             << " ms: " << h.succeeded << " succeeded, " << h.failed << " failed, " << h.cancelled
             << " cancelled, " << h.unreleased << " unreleased" << std::endl;
   say(cli::protocol::report{h.succeeded, h.failed, h.cancelled, h.in_flight, h.unreleased, {},
-                            h.healthy});
+                            h.healthy, h.lost_wakeups});
   return 0;
 }
 
@@ -371,7 +371,7 @@ int run_node(const node_args& a) {
     if (kind == cli::protocol::report_request::name) {
       auto h = n.health();
       cli::protocol::report r{h.succeeded, h.failed, h.cancelled, h.in_flight, h.unreleased,
-                              {}, h.healthy};
+                              {}, h.healthy, h.lost_wakeups};
       for (auto peer : n.sent_to_peers())
         for (auto& t : n.transports_to(peer))
           if (std::find(r.transports.begin(), r.transports.end(), t) == r.transports.end())

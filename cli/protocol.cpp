@@ -147,6 +147,7 @@ void fields(V& v, report& m) {
   v.field("unreleased", m.unreleased);
   v.field("transports", m.transports);
   v.field("healthy", m.healthy);
+  v.field("lost_wakeups", m.lost_wakeups);
 }
 
 template <class V>
@@ -201,7 +202,7 @@ std::string report::summary() const {
   return "succeeded=" + std::to_string(succeeded) + " failed=" + std::to_string(failed) +
          " cancelled=" + std::to_string(cancelled) + " in_flight=" + std::to_string(in_flight) +
          " unreleased=" + std::to_string(unreleased) + " transports=" + transport_list() +
-         " healthy=" + (healthy ? "1" : "0");
+         " healthy=" + (healthy ? "1" : "0") + " lost_wakeups=" + std::to_string(lost_wakeups);
 }
 
 template <class Message>

@@ -6,7 +6,7 @@
 //     {"msg":"offered","requests":16}  or  {"msg":"offered","error":"bad_offer"}   (or "pool")
 //     {"msg":"result","requests":8,"succeeded":8,"failed":0,"bytes":..,"verified_bytes":..}
 //     {"msg":"report","succeeded":..,"failed":..,"cancelled":..,"in_flight":..,"unreleased":..,
-//      "transports":["tcp"],"healthy":true}
+//      "transports":["tcp"],"healthy":true,"lost_wakeups":0}
 //   driver -> node, on the node's stdin:
 //     {"msg":"offer","requests":16,"layers":4,"block_bytes":65536,"seed":7}
 //     {"msg":"report"}   {"msg":"quit"}
@@ -53,6 +53,7 @@ struct report {
   std::uint64_t succeeded = 0, failed = 0, cancelled = 0, in_flight = 0, unreleased = 0;
   std::vector<std::string> transports;
   bool healthy = false;
+  std::uint64_t lost_wakeups = 0;      // health_snapshot::lost_wakeups
   std::string transport_list() const;  // "a,b"
   std::string summary() const;         // one line for people: "succeeded=8 failed=0 ..."
 };

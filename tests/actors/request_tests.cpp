@@ -526,7 +526,7 @@ TEST_CASE("a receive may fetch part of an offer by block ranges, and bad ranges 
   CHECK(s2.wait_released(patience));
 }
 
-TEST_CASE("an offer bound to a decode node fails at once when that node goes, and only it may fetch") {
+TEST_CASE("an offer bound to a decode node fails at once when that node goes, and only it may fetch or decline it") {
   node_config cfg;
   cfg.transport = "tcp";
   node_pair np{4 * 4096, cfg};
@@ -549,11 +549,23 @@ TEST_CASE("an offer bound to a decode node fails at once when that node goes, an
   CHECK(sr->code == errc::incompatible_peer);
   CHECK(std::all_of(other.begin(), other.end(), [](auto b) { return b == 0; }));
   CHECK_FALSE(s.result().has_value());
+  // Nor may it decline it: to the stranger there is no such offer, and the offer waits on.
+  auto stranger_decline = stranger.value()->decline("for-decode", via);
+  REQUIRE_MESSAGE(stranger_decline, stranger_decline.error().message);
+  CHECK(stranger_decline.value() == cancel_result::not_found);
+  CHECK_FALSE(s.result().has_value());
   auto r = np.decode->receive("for-decode", np.peer, {{np.dst_region, 0, 4096}});
   auto rr = r.wait_for(patience);
   REQUIRE(rr);
   CHECK(rr->status == transfer_status::succeeded);
   REQUIRE(s.wait_for(patience));
+
+  // The node it is bound to may decline it: released at once.
+  auto declined = np.prefill->send("declined", {{np.src_region, 8192, 4096}}, bound);
+  auto d = np.decode->decline("declined", np.peer);
+  REQUIRE_MESSAGE(d, d.error().message);
+  CHECK(d.value() == cancel_result::cancelled_before_advertise);
+  CHECK(declined.wait_released(patience));
 
   // The bound node goes before fetching: the offer fails at once and is released.
   auto orphan = np.prefill->send("orphan", {{np.src_region, 4096, 4096}}, bound);

@@ -61,7 +61,7 @@ TEST_CASE("every message a node writes reads back as it was written") {
   CHECK(res.bytes == 1ull << 40);
   CHECK(res.verified_bytes == (1ull << 40) - 1);
 
-  auto rep = round_trip(protocol::report{8, 1, 2, 3, 4, {"tcp", "posix"}, true});
+  auto rep = round_trip(protocol::report{8, 1, 2, 3, 4, {"tcp", "posix"}, true, 5});
   CHECK(rep.succeeded == 8);
   CHECK(rep.failed == 1);
   CHECK(rep.cancelled == 2);
@@ -69,9 +69,10 @@ TEST_CASE("every message a node writes reads back as it was written") {
   CHECK(rep.unreleased == 4);
   CHECK(rep.transports == std::vector<std::string>{"tcp", "posix"});
   CHECK(rep.healthy);
+  CHECK(rep.lost_wakeups == 5);
   CHECK(rep.transport_list() == "tcp,posix");
-  CHECK(rep.summary() ==
-        "succeeded=8 failed=1 cancelled=2 in_flight=3 unreleased=4 transports=tcp,posix healthy=1");
+  CHECK(rep.summary() == "succeeded=8 failed=1 cancelled=2 in_flight=3 unreleased=4 "
+                         "transports=tcp,posix healthy=1 lost_wakeups=5");
 }
 
 TEST_CASE("every command to a node reads back as it was written") {

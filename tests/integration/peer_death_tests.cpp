@@ -216,7 +216,7 @@ TEST_CASE("F19: one of several prefill processes killed mid-put over tcp: the de
     auto r = h.wait_for(30s);
     REQUIRE(r);
     if (r->status != transfer_status::succeeded) {
-      CHECK(r->code == errc::peer_failed);
+      CHECK_MESSAGE(r->code == errc::peer_failed, r->message);
       ++failed;
     }
   }
