@@ -820,4 +820,56 @@ TEST_CASE("after the engine replaced its worker, the next fetch carries the new 
   CHECK(second.recv.handle->result()->status == transfer_status::succeeded);
 }
 
+
+TEST_CASE("F20 (virtual time): a worker replacement while a receive is fetching fails it at once, tells the sender to stop, and releases it") {
+  node_rig rig;
+  std::vector<unsigned char> src(4096, 0x66), dst(4096, 0);
+  auto t = start_transfer(rig, "lost-window", src, dst);
+  REQUIRE(rig.engine->windows()->open_count() == 1);
+  // What the engine does when it replaces a wedged worker: the sender writes to the old one.
+  CHECK(rig.engine->windows()->lose_all() == 1);
+  rig.run();
+  REQUIRE(t.recv.handle->result());
+  CHECK(t.recv.handle->result()->code == errc::transport_error);
+  CHECK(t.recv.handle->released());  // the lost window proves nothing writes there any more
+  CHECK(rig.engine->cancel_requested(t.op));  // cancel_fetch reached the send side
+  CHECK_FALSE(t.send.handle->released());     // which waits for its engine's answer
+  rig.engine->complete(t.op, errc::cancelled);
+  rig.run();
+  REQUIRE(t.send.handle->result());
+  CHECK(t.send.handle->released());
+  auto evs = rig.events();
+  CHECK(events_of_kind(evs, event_kind::completed) == 2);
+  CHECK(events_of_kind(evs, event_kind::released) == 2);
+}
+
+TEST_CASE("F20 (virtual time): a window lost before the fetch went out is opened again, and the fetch names the new one") {
+  node_rig rig;
+  std::vector<unsigned char> src(4096, 0x67), dst(4096, 0);
+  auto s = rig.start_send("reopened", {block_of(src)}, 30000);
+  rig.run();
+  auto r = rig.start_recv("reopened", {desc{addr_of(dst.data()), dst.size(), 0}},
+                          addr_of(dst.data()), dst.size(), 30000);
+  // Step until the receive opened its window (admitted), before its address came back.
+  while (rig.engine->windows()->open_count() == 0)
+    REQUIRE(rig.dispatch_one());
+  REQUIRE(rig.engine->pending_count() == 0);
+  CHECK(rig.engine->windows()->lose_all() == 1);
+  rig.run();
+  // Asked again: a new window, named by the fetch, and the transfer goes on.
+  REQUIRE(rig.engine->pending_count() == 1);
+  REQUIRE(rig.engine->windows()->open_count() == 1);
+  const auto window = rig.engine->last_put().batch.window;
+  CHECK(window != 0);
+  CHECK(rig.engine->windows()->is_open(window));
+  rig.engine->complete(rig.engine->last_put().op);
+  rig.run();
+  REQUIRE(r.handle->result());
+  CHECK(r.handle->result()->status == transfer_status::succeeded);
+  CHECK(r.handle->released());
+  REQUIRE(s.handle->result());
+  CHECK(s.handle->released());
+  CHECK(rig.engine->windows()->open_count() == 0);
+}
+
 }  // TEST_SUITE
