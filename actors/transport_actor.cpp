@@ -186,6 +186,8 @@ transport_actor::behavior_type transport_impl(self_ptr self, transport_spec spec
       return self->state.engine().endpoint_transports(peer_epoch);
     },
     [=](peers_atom) {
+      // Diagnostics: whoever asks gets health's engine counts brought up to date first.
+      report_engine_counts(self);
       auto& p = self->state.put_to;
       return std::vector<std::uint64_t>(p.begin(), p.end());
     },

@@ -369,14 +369,17 @@ int run_node(const node_args& a) {
       continue;
     }
     if (kind == cli::protocol::report_request::name) {
-      auto h = n.health();
-      cli::protocol::report r{h.succeeded, h.failed, h.cancelled, h.in_flight, h.unreleased,
-                              {}, h.healthy, h.lost_wakeups};
+      // The transports first: asking the transport for its peers also brings its counts
+      // (lost wake-ups, replacements) into health, so the report is current, not up to a
+      // health tick old.
+      std::vector<std::string> transports;
       for (auto peer : n.sent_to_peers())
         for (auto& t : n.transports_to(peer))
-          if (std::find(r.transports.begin(), r.transports.end(), t) == r.transports.end())
-            r.transports.push_back(t);
-      say(r);
+          if (std::find(transports.begin(), transports.end(), t) == transports.end())
+            transports.push_back(t);
+      auto h = n.health();
+      say(cli::protocol::report{h.succeeded, h.failed, h.cancelled, h.in_flight, h.unreleased,
+                                std::move(transports), h.healthy, h.lost_wakeups});
       continue;
     }
     std::cerr << "kvferry node: ignoring a line that is no command: " << line << "\n";

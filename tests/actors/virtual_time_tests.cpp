@@ -414,6 +414,13 @@ transfer_in_flight start_transfer(node_rig& rig, const std::string& id,
   return t;
 }
 
+// The engine heard of both sides' ends exactly once: one completed and one released event each.
+void check_events_once_each(node_rig& rig) {
+  auto evs = rig.events();
+  CHECK(events_of_kind(evs, event_kind::completed) == 2);
+  CHECK(events_of_kind(evs, event_kind::released) == 2);
+}
+
 // Both sides of `t` reached `status`, each exactly once, and both were released.
 void check_both_ended(const transfer_in_flight& t, transfer_status status) {
   REQUIRE(t.send.handle->result());
@@ -580,9 +587,7 @@ TEST_CASE("F2 (virtual time): a send cancelled after the peer's fetch arrived re
   rig.engine->complete(t.op, errc::cancelled, "cancelled on request");
   rig.run();
   check_both_ended(t, transfer_status::cancelled);
-  auto evs = rig.events();
-  CHECK(events_of_kind(evs, event_kind::completed) == 2);
-  CHECK(events_of_kind(evs, event_kind::released) == 2);
+  check_events_once_each(rig);
   CHECK(detail::handle_state::violations() == violations_before);
   CHECK(rig.snapshot().unreleased == 0);
 }
@@ -671,9 +676,7 @@ TEST_CASE("F11 (virtual time): a receive whose deadline passes while fetching fa
   REQUIRE(t.send.handle->result());
   CHECK(t.send.handle->result()->status == transfer_status::cancelled);
   CHECK(t.send.handle->released());
-  auto evs = rig.events();
-  CHECK(events_of_kind(evs, event_kind::completed) == 2);
-  CHECK(events_of_kind(evs, event_kind::released) == 2);
+  check_events_once_each(rig);
 }
 
 TEST_CASE("F4 (virtual time): a deadline that fires in the same instant as the fetch arrives: whichever the request handles first decides, and nothing is released twice") {
@@ -838,9 +841,7 @@ TEST_CASE("F20 (virtual time): a worker replacement while a receive is fetching 
   rig.run();
   REQUIRE(t.send.handle->result());
   CHECK(t.send.handle->released());
-  auto evs = rig.events();
-  CHECK(events_of_kind(evs, event_kind::completed) == 2);
-  CHECK(events_of_kind(evs, event_kind::released) == 2);
+  check_events_once_each(rig);
 }
 
 TEST_CASE("F20 (virtual time): a window lost before the fetch went out is opened again, and the fetch names the new one") {
