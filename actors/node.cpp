@@ -100,6 +100,29 @@ request_context context_for(node::impl& p, std::shared_ptr<detail::handle_state>
 
 node::node(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 
+namespace {
+
+// The operator's door: answers from health and counters only, on the endpoint's own thread.
+result<std::unique_ptr<ops::http_endpoint>> start_operator_endpoint(const node& n) {
+  std::string host;
+  std::uint16_t port = 0;
+  parse_host_port(n.config().metrics_listen, host, port);  // validate() accepted it
+  return ops::http_endpoint::start(host, port, [&n](const std::string& path) {
+    if (path == "/metrics")
+      return ops::http_response{200, "text/plain; version=0.0.4; charset=utf-8", n.metrics()};
+    if (path == "/healthz") {
+      auto h = n.health();
+      if (h.healthy)
+        return ops::http_response{200, "text/plain; charset=utf-8", "ok\n"};
+      return ops::http_response{503, "text/plain; charset=utf-8", "unhealthy: " + h.reason + "\n"};
+    }
+    return ops::http_response{404, "text/plain; charset=utf-8",
+                              "not found: this endpoint serves /metrics and /healthz\n"};
+  });
+}
+
+}  // namespace
+
 node::~node() {
   stop(std::chrono::milliseconds{200});
 }
@@ -220,6 +243,16 @@ result<std::unique_ptr<node>> node_access::start(const node_config& config, engi
   }
   impl.port = *port;
   caf::anon_send(impl.supervisor, caf::publish_atom::value, *port);
+  if (!config.metrics_listen.empty()) {
+    auto http = start_operator_endpoint(*n);
+    if (!http) {
+      n->stop(std::chrono::milliseconds{0});
+      return out_t{http.error()};
+    }
+    impl.http = std::move(http.value());
+    logger()->info("node '{}': /metrics and /healthz on {} (port {})", config.node_name,
+                   config.metrics_listen, impl.http->port());
+  }
   logger()->info("node '{}' epoch {:#x} listening on {}:{} (UCX transports: {}, TLS {})",
                  config.node_name, impl.epoch, config.listen_host, *port, config.transport,
                  impl.tls ? "on" : "off");
@@ -228,6 +261,25 @@ result<std::unique_ptr<node>> node_access::start(const node_config& config, engi
                    "reaches {}:{} can fetch what this node offers",
                    config.node_name, config.listen_host, *port);
   return n;
+}
+
+std::uint16_t node::metrics_port() const noexcept {
+  return impl_->http ? impl_->http->port() : 0;
+}
+
+std::string node::metrics() const {
+  auto& p = *impl_;
+  ops::metrics_input in;
+  in.node_name = p.config.node_name;
+  in.epoch = p.epoch;
+  in.health = health();
+  in.send = p.health->side(request_side::send);
+  in.receive = p.health->side(request_side::receive);
+  {
+    std::lock_guard<std::mutex> guard{p.peers_mtx};
+    in.peers = p.peers.size();
+  }
+  return ops::prometheus_text(in);
 }
 
 std::uint16_t node::port() const noexcept {
@@ -523,6 +575,7 @@ void node::stop(std::chrono::milliseconds drain_timeout) {
   if (!impl_ || impl_->stopped)
     return;
   auto& p = *impl_;
+  p.http.reset();  // no scrape reads the node while it is torn down
   p.accepting.store(false);
   p.health->wait_for([](const health_snapshot& h) { return h.in_flight == 0; }, drain_timeout);
   for (auto& owner : p.registry->all_owners())

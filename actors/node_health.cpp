@@ -35,16 +35,29 @@ void node_health::moving_ended() {
   moving_.fetch_sub(1);
 }
 
-void node_health::request_finished(const transfer_result& r, request_side side, bool released) {
+void node_health::request_finished(const transfer_result& r, request_side side, bool released,
+                                   bool moved) {
   last_progress_ns_.store(now_ns());
   in_flight_.fetch_sub(1);
+  auto& mine = sides_[side == request_side::send ? 0 : 1];
   switch (r.status) {
     case transfer_status::succeeded:
       succeeded_.fetch_add(1);
+      mine.succeeded.fetch_add(1);
       (side == request_side::send ? bytes_sent_ : bytes_received_).fetch_add(r.bytes);
       break;
-    case transfer_status::cancelled: cancelled_.fetch_add(1); break;
-    default: failed_.fetch_add(1); break;
+    case transfer_status::cancelled:
+      cancelled_.fetch_add(1);
+      mine.cancelled.fetch_add(1);
+      break;
+    default:
+      failed_.fetch_add(1);
+      mine.failed.fetch_add(1);
+      break;
+  }
+  if (moved) {
+    mine.queue.record(r.timing.queue_us);
+    mine.transfer.record(r.timing.transfer_us);
   }
   if (!released)
     unreleased_.fetch_add(1);
@@ -175,6 +188,17 @@ health_snapshot node_health::snapshot() const {
   h.bytes_sent = bytes_sent_.load();
   h.bytes_received = bytes_received_.load();
   return h;
+}
+
+ops::side_metrics node_health::side(request_side s) const {
+  auto& c = sides_[s == request_side::send ? 0 : 1];
+  ops::side_metrics m;
+  m.succeeded = c.succeeded.load();
+  m.failed = c.failed.load();
+  m.cancelled = c.cancelled.load();
+  m.queue = c.queue.snapshot();
+  m.transfer = c.transfer.snapshot();
+  return m;
 }
 
 bool node_health::wait_for(const std::function<bool(const health_snapshot&)>& pred,

@@ -5,6 +5,7 @@
 
 #include "kvferry/health.hpp"
 #include "kvferry/transfer.hpp"
+#include "ops/metrics.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -18,6 +19,7 @@ namespace kvferry {
 
 enum class request_side : std::uint8_t { send, receive };
 
+
 class node_health {
  public:
   explicit node_health(std::uint32_t quarantine_budget);
@@ -25,8 +27,9 @@ class node_health {
   // -- request owners ---------------------------------------------------------------------------
   // A request exists (work pending; the progress clock starts here if the node was idle).
   void request_started();
-  // It reached its terminal state (`released`: its memory was proven quiescent before).
-  void request_finished(const transfer_result& r, request_side side, bool released);
+  // It reached its terminal state (`released`: its memory was proven quiescent before;
+  // `moved`: its data started to move, so r.timing's queue and transfer times are both real).
+  void request_finished(const transfer_result& r, request_side side, bool released, bool moved);
   // Its memory was proven quiescent after it reached its terminal state.
   void request_released_late();
   // A send's data starts to move through this node's transport (its fetch was accepted): work
@@ -64,6 +67,8 @@ class node_health {
 
   std::uint64_t in_flight() const noexcept { return in_flight_.load(); }
   health_snapshot snapshot() const;
+  // Per side (send, receive) outcomes and latency histograms (/metrics).
+  ops::side_metrics side(request_side s) const;
   // Waits at most `timeout` until `pred(snapshot())` holds, waking on every change.
   bool wait_for(const std::function<bool(const health_snapshot&)>& pred,
                 std::chrono::milliseconds timeout) const;
@@ -80,6 +85,11 @@ class node_health {
   // steady_clock ns of the last terminal request or answered step, or of a transfer starting
   // to move when none was.
   std::atomic<std::int64_t> last_progress_ns_;
+  struct side_counters {
+    std::atomic<std::uint64_t> succeeded{0}, failed{0}, cancelled{0};
+    ops::latency_histogram queue, transfer;
+  };
+  side_counters sides_[2];  // request_side::send, request_side::receive
   std::atomic<bool> stalled_{false};
   std::atomic<bool> unhealthy_{false};
   std::string unhealthy_reason_;  // guarded by mtx_

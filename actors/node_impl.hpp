@@ -12,6 +12,7 @@
 #include "actors/transport_services.hpp"
 #include "actors/watch_index.hpp"
 #include "kvferry/node.hpp"
+#include "ops/http_endpoint.hpp"
 
 #include <atomic>
 #include <functional>
@@ -45,6 +46,8 @@ struct node::impl {
   mutable std::mutex peers_mtx;
   std::vector<sender_actor> peers;  // peer_id.value = index + 1
   bool stopped = false;
+  // /metrics and /healthz (node_config::metrics_listen); none while off. Stopped first.
+  std::unique_ptr<ops::http_endpoint> http;
 };
 
 // The internal door to a node.

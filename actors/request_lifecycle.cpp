@@ -80,7 +80,8 @@ void request_owner::finish(transfer_result r) {
   } else {
     r.timing.queue_us = us_between(created_, now);
   }
-  health_->request_finished(r, side_, released_);
+  health_->request_finished(r, side_, released_,
+                            moving_since_ != std::chrono::steady_clock::time_point{});
   // Terminal and released: the id is free for a new request as soon as the engine hears so.
   if (released_)
     registry_->unregister(id(), handle_.get());

@@ -98,7 +98,7 @@ result<node_config> make_config(const node_args& a) {
   if (!a.listen.empty()) {
     std::string host;
     std::uint16_t port = 0;
-    if (!cli::parse_endpoint(a.listen, host, port))
+    if (!parse_host_port(a.listen, host, port))
       return result<node_config>{errc::invalid_argument,
                                  "--listen needs host:port, got '" + a.listen + "'"};
     src.overrides.emplace_back("listen_host", host);
@@ -306,7 +306,7 @@ int run_node(const node_args& a) {
   if (a.role == "decode") {
     std::string host;
     std::uint16_t port = 0;
-    if (!cli::parse_endpoint(a.peer, host, port)) {
+    if (!parse_host_port(a.peer, host, port)) {
       std::cerr << "kvferry node: --peer needs host:port, got '" << a.peer << "'\n";
       return 2;
     }

@@ -103,21 +103,4 @@ result<pool_memory> make_pool(node& n, const std::string& kind, std::size_t byte
   return p;
 }
 
-bool parse_endpoint(const std::string& text, std::string& host, std::uint16_t& port) {
-  auto colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size())
-    return false;
-  unsigned long p = 0;
-  for (auto c : text.substr(colon + 1)) {
-    if (c < '0' || c > '9')
-      return false;
-    p = p * 10 + static_cast<unsigned long>(c - '0');
-    if (p > 65535)
-      return false;
-  }
-  host = text.substr(0, colon);
-  port = static_cast<std::uint16_t>(p);
-  return true;
-}
-
 }  // namespace kvferry::cli

@@ -44,7 +44,4 @@ struct pool_memory {
 };
 result<pool_memory> make_pool(node& n, const std::string& kind, std::size_t bytes);
 
-// Parses "host:port".
-bool parse_endpoint(const std::string& text, std::string& host, std::uint16_t& port);
-
 }  // namespace kvferry::cli

@@ -1,7 +1,7 @@
 # The installable library: libkvferry.so (target kvferry_lib, exported as kvferry::kvferry),
 # its public headers, a CMake package (find_package(kvferry)) and a pkg-config file.
 #
-# The library is the node and everything under it (actors, transport, gpu, config, core),
+# The library is the node and everything under it (actors, transport, gpu, config, ops, core),
 # linked from the same objects the tool and the tests use. Its public headers are
 # include/kvferry/ alone, which need the standard library only: a consumer never sees CAF or UCX
 # (libkvferry.so needs their shared libraries at run time, as Debian installs them).
@@ -11,7 +11,7 @@ include(CMakePackageConfigHelpers)
 add_library(kvferry_lib SHARED
   $<TARGET_OBJECTS:kvferry_actors> $<TARGET_OBJECTS:kvferry_config>
   $<TARGET_OBJECTS:kvferry_transport> $<TARGET_OBJECTS:kvferry_gpu>
-  $<TARGET_OBJECTS:kvferry_core>)
+  $<TARGET_OBJECTS:kvferry_ops> $<TARGET_OBJECTS:kvferry_core>)
 add_library(kvferry::kvferry ALIAS kvferry_lib)
 set_target_properties(kvferry_lib PROPERTIES
   OUTPUT_NAME kvferry

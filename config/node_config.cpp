@@ -170,6 +170,7 @@ constexpr key_entry keys[] = {
     unsigned_key<&node_config::tls_handshake_timeout_ms>("tls_handshake_timeout_ms"),
     unsigned_key<&node_config::tls_max_pending_handshakes>("tls_max_pending_handshakes"),
     string_key<&node_config::layout_tag>("layout_tag"),
+    string_key<&node_config::metrics_listen>("metrics_listen"),
 };
 
 const key_entry* find_key(std::string_view name) {
@@ -572,7 +573,41 @@ std::optional<config_error> validate(const node_config& c) {
   if (c.layout_tag.size() > 4096)
     return config_error{"layout_tag", "must be at most 4096 bytes, got " +
                                         std::to_string(c.layout_tag.size()), ""};
+  if (!c.metrics_listen.empty()) {
+    std::string host;
+    std::uint16_t port = 0;
+    if (!parse_host_port(c.metrics_listen, host, port))
+      return config_error{"metrics_listen",
+                          "must be empty (off) or host:port with a port of 0 .. 65535, got '" +
+                            c.metrics_listen + "'", ""};
+  }
   return std::nullopt;
+}
+
+bool parse_host_port(const std::string& text, std::string& host, std::uint16_t& port) {
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size() ||
+      text.size() - colon - 1 > 5)
+    return false;
+  unsigned long p = 0;
+  for (auto c : text.substr(colon + 1)) {
+    if (c < '0' || c > '9')
+      return false;
+    p = p * 10 + static_cast<unsigned long>(c - '0');
+  }
+  if (p > 65535)
+    return false;
+  auto h = text.substr(0, colon);
+  if (h.front() == '[') {
+    if (h.size() < 3 || h.back() != ']')
+      return false;
+    h = h.substr(1, h.size() - 2);
+  } else if (h.find(':') != std::string::npos) {
+    return false;  // an IPv6 address needs its brackets
+  }
+  host = h;
+  port = static_cast<std::uint16_t>(p);
+  return true;
 }
 
 result<node_config> load_node_config(const config_sources& sources, config_error* error) {

@@ -258,6 +258,9 @@ PYBIND11_MODULE(_kvferry, m) {
     .def(py::init<const py::object&>(), py::arg("config") = py::none())
     .def_property_readonly("port", [](py_node& n) { return n.get().port(); })
     .def_property_readonly("epoch", [](py_node& n) { return n.get().epoch(); })
+    .def_property_readonly(
+      "metrics_port", [](py_node& n) { return n.get().metrics_port(); },
+      "Port of the /metrics and /healthz endpoint (config metrics_listen); 0 while off.")
     .def(
       "register",
       [](py_node& n, const py::object& memory, std::optional<std::size_t> size,
@@ -364,6 +367,9 @@ PYBIND11_MODULE(_kvferry, m) {
       },
       py::arg("timeout") = py::none())
     .def("health", [](py_node& n) { return health_dict(n.get().health()); })
+    .def(
+      "metrics", [](py_node& n) { return n.get().metrics(); },
+      "What GET /metrics serves: Prometheus text of the counters and latency histograms.")
     .def("stop", &py_node::stop, py::arg("drain") = py::none());
 
   m.def(

@@ -79,6 +79,11 @@ struct node_config {
   // bytes, at most 4096. connect() refuses a peer that declares another, and a node refuses
   // fetches that declare another. Empty matches only empty.
   std::string layout_tag;
+  // The operator's HTTP endpoint: "host:port" ("[v6addr]:port" for IPv6; port 0: any free one,
+  // read it back with node::metrics_port()). Serves GET /metrics (Prometheus text format) and
+  // GET /healthz (200 "ok", or 503 with the reason while the node is unhealthy). Empty: off.
+  // Nothing on it changes the node; bind it to an address only operators reach.
+  std::string metrics_listen;
 };
 
 // The error of a refused configuration: which key, and why.
@@ -116,6 +121,10 @@ std::vector<std::string> tls_allow_list(const node_config& config);
 
 // True when the three tls_ paths are set (validate() refuses one or two).
 bool tls_enabled(const node_config& config);
+
+// Splits "host:port" (or "[v6addr]:port") into host (brackets removed) and port (decimal,
+// 0 .. 65535). False, leaving both untouched, when the text is not of that shape.
+bool parse_host_port(const std::string& text, std::string& host, std::uint16_t& port);
 
 // Checks every field; returns the first problem.
 std::optional<config_error> validate(const node_config& config);

@@ -89,6 +89,12 @@ class node {
   std::vector<std::string> transports_to(std::uint64_t peer_epoch) const;
   // Epochs of the peers this node has put data to.
   std::vector<std::uint64_t> sent_to_peers() const;
+  // What GET /metrics serves (Prometheus text format 0.0.4): health's counters, transfers by
+  // side and outcome, bytes, peers, and histograms of queue wait and transfer time per side.
+  // For an engine that exports its own metrics; never blocks on an actor.
+  std::string metrics() const;
+  // The port of the HTTP endpoint (node_config::metrics_listen); 0 while it is off.
+  std::uint16_t metrics_port() const noexcept;
 
   // Stops accepting work, waits up to `drain_timeout` for transfers in flight, then cancels the
   // rest, tears the actors and the transport down. After it returns no memory is touched, and

@@ -186,3 +186,31 @@ def test_a_receive_can_fetch_only_the_blocks_it_lacks(pair):
     r = got.wait(20.0)
     assert r["status"] == "succeeded" and r["bytes"] == 2 * BLOCK
     assert np.array_equal(pair["dst"][8 * BLOCK:10 * BLOCK], pair["src"][2 * BLOCK:4 * BLOCK])
+
+
+def test_metrics_and_healthz_are_served_over_http_to_a_standard_client():
+    import urllib.error
+    import urllib.request
+    with kvferry.Node({"transport": "tcp", "metrics_listen": "127.0.0.1:0"}) as prefill, \
+            kvferry.Node({"transport": "tcp"}) as decode:
+        assert prefill.metrics_port > 0 and decode.metrics_port == 0
+        src = np.ones(BLOCK, dtype=np.uint8)
+        dst = np.zeros(BLOCK, dtype=np.uint8)
+        sent = prefill.send("m-1", [(prefill.register(src), 0, BLOCK)])
+        peer = decode.connect("127.0.0.1", prefill.port)
+        got = decode.receive("m-1", peer, [(decode.register(dst), 0, BLOCK)])
+        assert got.wait(20.0)["status"] == "succeeded"
+        assert sent.wait_released(20.0)
+        base = f"http://127.0.0.1:{prefill.metrics_port}"
+        with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+            assert r.status == 200
+            assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            text = r.read().decode()
+        assert 'kvferry_transfers_total{side="send",outcome="succeeded"} 1\n' in text
+        assert f'kvferry_bytes_total{{direction="sent"}} {BLOCK}\n' in text
+        assert "kvferry_transfers_total{side=\"send\",outcome=\"succeeded\"} 1" in prefill.metrics()
+        with urllib.request.urlopen(base + "/healthz", timeout=10) as r:
+            assert r.status == 200 and r.read() == b"ok\n"
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(base + "/nope", timeout=10)
+        assert missing.value.code == 404

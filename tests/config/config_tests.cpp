@@ -21,6 +21,7 @@ using kvferry::config_sources;
 using kvferry::errc;
 using kvferry::load_node_config;
 using kvferry::node_config;
+using kvferry::parse_host_port;
 
 // A TOML file in the temp directory, removed when the test ends.
 class temp_toml {
@@ -97,6 +98,7 @@ void check_same(const node_config& a, const node_config& b) {
   CHECK(a.tls_handshake_timeout_ms == b.tls_handshake_timeout_ms);
   CHECK(a.tls_max_pending_handshakes == b.tls_max_pending_handshakes);
   CHECK(a.network_stall_ms == b.network_stall_ms);
+  CHECK(a.metrics_listen == b.metrics_listen);
 }
 
 }  // namespace
@@ -240,6 +242,13 @@ TEST_CASE("validation refuses every out-of-range value naming its key") {
       {"tls_handshake_timeout_ms", "99"},
       {"tls_max_pending_handshakes", "0"},
       {"tls_max_pending_handshakes", "65537"},
+      {"metrics_listen", "9464"},
+      {"metrics_listen", "127.0.0.1:"},
+      {"metrics_listen", ":9464"},
+      {"metrics_listen", "127.0.0.1:65536"},
+      {"metrics_listen", "127.0.0.1:94x"},
+      {"metrics_listen", "::1:9464"},
+      {"metrics_listen", "[]:9464"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.key);
@@ -263,6 +272,30 @@ TEST_CASE("the edges of every range are accepted") {
   s.overrides = {{"staging_slots", "4096"}, {"staging_slot_bytes", "4096"},
                  {"connect_timeout_ms", "1"}, {"cancel_timeout_ms", "1"}};
   CHECK(load_node_config(s).has_value());
+}
+
+TEST_CASE("host:port splits names, IPv4 and bracketed IPv6 addresses, and nothing else") {
+  std::string host = "unchanged";
+  std::uint16_t port = 1;
+  CHECK(parse_host_port("127.0.0.1:0", host, port));
+  CHECK(host == "127.0.0.1");
+  CHECK(port == 0);
+  CHECK(parse_host_port("[::1]:9464", host, port));
+  CHECK(host == "::1");
+  CHECK(port == 9464);
+  CHECK(parse_host_port("metrics.local:65535", host, port));
+  CHECK(host == "metrics.local");
+  CHECK(port == 65535);
+  for (const char* bad : {"", ":", "host", "host:", ":1", "host:-1", "host:1x", "host:000065536",
+                          "::1:80", "[::1:80", "[]:80", "host: 80"}) {
+    CAPTURE(bad);
+    CHECK(!parse_host_port(bad, host, port));
+    CHECK(host == "metrics.local");
+    CHECK(port == 65535);
+  }
+  auto ok = kvferry::load_node_config(cli("metrics_listen", "[::1]:0"));
+  REQUIRE(ok);
+  CHECK(ok.value().metrics_listen == "[::1]:0");
 }
 
 TEST_CASE("validate alone reports no source") {
@@ -404,8 +437,9 @@ TEST_CASE("every key can be set from the environment by its upper-case name") {
     for (char ch : key) name += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
     // Refused for every key: unparsable or invalid when empty; a layout tag may be empty, not
     // longer than 4096 bytes; a TLS key may be empty, not set alone.
-    s.environment[name] = key == "layout_tag" ? std::string(4097, 't')
-                          : key.rfind("tls_", 0) == 0 ? "x"
+    s.environment[name] = key == "layout_tag"                  ? std::string(4097, 't')
+                          : key.rfind("tls_", 0) == 0 ||
+                              key == "metrics_listen" ? "x"
                                                       : "";
     CAPTURE(name);
     auto e = refused(s);
