@@ -82,20 +82,22 @@ caught() {
   fi
 }
 
-O2="-O2 -DSAFETY"          # searches that must complete: optimised
-O0="-O0 -DSAFETY -DNOCLAIM" # mutants stop at their first error: quick to build
-add one_safety "$ONE" "$O2 -DNOCLAIM" ""
-add staged "$STAGED" "$O2 -DNOCLAIM" ""
-add two_stop "$TWO_STOP" "$O2 -DNOCLAIM" ""
-add two_kill "$TWO_KILL" "$O2 -DNOCLAIM" ""
-add one_p4 "$ONE" "$O2" "-N p4_stop"
-add live "$LIVE" "-O2" "-a -N p1_settles"
+# Unoptimised throughout: gcc -O2 spends about 10 s on each pan.c to save about 2 s of search
+# (measured on 2 cores), so -O0 halves the whole check.
+SEARCH="-O0 -DSAFETY"      # searches that must complete
+O0="-O0 -DSAFETY -DNOCLAIM" # mutants stop at their first error
+add one_safety "$ONE" "$SEARCH -DNOCLAIM" ""
+add staged "$STAGED" "$SEARCH -DNOCLAIM" ""
+add two_stop "$TWO_STOP" "$SEARCH -DNOCLAIM" ""
+add two_kill "$TWO_KILL" "$SEARCH -DNOCLAIM" ""
+add one_p4 "$ONE" "$SEARCH" "-N p4_stop"
+add live "$LIVE" "-O0" "-a -N p1_settles"
 for m in MUTANT_RELEASE_EARLY MUTANT_RESOLVE_TWICE MUTANT_RECV_RELEASE_ON_DOWN \
          MUTANT_IGNORE_PEER_DOWN MUTANT_STOP_NO_RELEASE; do
   add "$m" "$ONE -D$m" "$O0" ""
 done
-add strict "$ONE -DSTRICT_QUARANTINE" "$O2 -DNOCLAIM" ""
-add crash "$ONE -DALLOW_TRANSPORT_CRASH=1" "$O2 -DNOCLAIM" ""
+add strict "$ONE -DSTRICT_QUARANTINE" "$SEARCH -DNOCLAIM" ""
+add crash "$ONE -DALLOW_TRANSPORT_CRASH=1" "$SEARCH -DNOCLAIM" ""
 
 echo "kvferry transfer model: $(spin -V | head -1); $JOBS jobs at a time"
 run_all
