@@ -11,9 +11,9 @@
 //   errc::timed_out (the wait is bounded; a waiter that dies leaves the queue)
 //
 //   release(slot) from its holder ──> slot free again
-//   the holder terminates ──> its waits end; each slot it held is checked with the transport
-//        that was current at lease time: no operation of the holder in flight ──> free again;
-//        in flight, or that transport is gone (restarted) ──> poisoned
+//   the holder terminates ──> its waits end; each slot it held stays out of service until the
+//        op ledger says nothing of the holder is in flight (at once if nothing is; else when
+//        the engine completes it, whichever transport incarnation posted it) ──> free again
 //   poison(slot) from its holder (quiescence unknown) ──> slot out of service for good, counted
 //
 // Every wait is bounded by the requester's wait_ms; nothing here waits without a limit.
@@ -41,7 +41,9 @@ struct waiter {
 struct pool_state {
   std::vector<lease> slots;
   std::vector<caf::actor_addr> holders;  // per slot; invalid when free
-  std::vector<caf::actor_addr> leased_under;  // per slot: the transport current at lease time
+  // Slots of holders that died, by the holder's token (its actor id): back once the ledger
+  // proves nothing of that holder is in flight.
+  std::unordered_map<std::uint64_t, std::vector<std::size_t>> orphaned;
   std::vector<bool> poisoned;            // per slot: never handed out again
   pool_spec spec;
   keyed_fifo<std::uint64_t, waiter> waiting;  // by wait id, first come first served
@@ -67,7 +69,6 @@ struct pool_state {
       auto w = waiting.pop_front();
       wait_of.erase(w->second.holder);
       holders[i] = w->second.holder;
-      leased_under[i] = spec.children->current().transport.address();
       w->second.promise.deliver(slots[i]);
     }
   }
@@ -108,7 +109,6 @@ void become_ready(pool_self self) {
     st.slots.push_back(lease{static_cast<std::uint32_t>(i), bufs[i]});
   st.holders.resize(st.slots.size());
   st.poisoned.assign(st.slots.size(), false);
-  st.leased_under.resize(st.slots.size());
   for (auto& rp : st.ready_waiters)
     rp.deliver(static_cast<std::uint32_t>(st.slots.size()));
   st.ready_waiters.clear();
@@ -151,33 +151,16 @@ buffer_pool_actor::behavior_type pool_impl(pool_self self, pool_spec spec) {
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
     st.forget(dm.source);
-    auto transport = st.spec.children->current().transport;
-    for (std::size_t i = 0; i < st.holders.size(); ++i) {
-      if (st.holders[i] != dm.source)
-        continue;
-      if (st.leased_under[i] != transport.address()) {
-        st.poison(i);  // the transport of that lease restarted: quiescence cannot be proven
-        continue;
-      }
-      // Still held (by a dead holder) until the transport answers: never handed out meanwhile.
-      auto token = dm.source.id();
-      auto holder = dm.source;
-      self->request(transport, std::chrono::seconds{10}, quiescent_atom::value, token)
-        .then(
-          [=](bool quiescent) {
-            auto& s = self->state;
-            if (s.holders[i] != holder)
-              return;
-            if (quiescent)
-              s.holders[i] = caf::actor_addr{};
-            else
-              s.poison(i);
-            s.serve_waiters();
-          },
-          [=](caf::error&) {
-            if (self->state.holders[i] == holder)
-              self->state.poison(i);
-          });
+    auto token = dm.source.id();
+    std::vector<std::size_t> held;
+    for (std::size_t i = 0; i < st.holders.size(); ++i)
+      if (st.holders[i] == dm.source)
+        held.push_back(i);  // still held (by a dead holder): never handed out meanwhile
+    if (!held.empty()) {
+      st.orphaned[token] = std::move(held);
+      auto me = caf::actor_cast<buffer_pool_actor>(self);
+      st.spec.ledger->when_quiescent(
+        token, [me, token] { caf::anon_send(me, quiescent_atom::value, token); });
     }
     st.serve_waiters();
   });
@@ -239,6 +222,18 @@ buffer_pool_actor::behavior_type pool_impl(pool_self self, pool_spec spec) {
       auto sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
       if (slot < st.holders.size() && st.holders[slot] == sender)
         st.poison(slot);
+    },
+    [=](quiescent_atom, std::uint64_t token) {
+      // The ledger's word: nothing a dead holder posted is in flight any more.
+      auto& st = self->state;
+      auto it = st.orphaned.find(token);
+      if (it == st.orphaned.end())
+        return;
+      for (auto i : it->second)
+        if (st.holders[i] && st.holders[i].id() == token)
+          st.holders[i] = caf::actor_addr{};
+      st.orphaned.erase(it);
+      st.serve_waiters();
     },
     [=](stats_atom) {
       auto& st = self->state;

@@ -186,8 +186,6 @@ using transport_actor = caf::typed_actor<
   caf::reacts_to<op_done_atom, std::uint64_t, caf::error>,
   // From the engine's progress thread: the endpoint to peer `epoch` failed.
   caf::reacts_to<peer_down_atom, std::uint64_t, caf::error>,
-  // True when no operation of `token` is in flight here (the pool asks for a dead holder).
-  caf::replies_to<quiescent_atom, std::uint64_t>::with<bool>,
   // The peer `epoch` is known dead (CAF lost its node): close its endpoint.
   caf::reacts_to<forget_peer_atom, std::uint64_t>,
   // Register [addr, addr + bytes) of this process for transfers (lives as long as the node).
@@ -216,6 +214,8 @@ using buffer_pool_actor = caf::typed_actor<
   caf::reacts_to<poison_atom, std::uint32_t>,
   // Internal (from the pool itself): the bounded wait of waiter `id` is over.
   caf::reacts_to<wait_expired_atom, std::uint64_t>,
+  // Internal (from the op ledger): nothing the dead holder `token` posted is in flight.
+  caf::reacts_to<quiescent_atom, std::uint64_t>,
   // Current counts.
   caf::replies_to<stats_atom>::with<pool_stats>>;
 
@@ -232,7 +232,10 @@ using send_request_actor = caf::typed_actor<
   // A decode node (named by its CAF node id, which the sender read) declines the offer.
   caf::replies_to<decline_atom, caf::node_id>::with<cancel_result>,
   // Internal: the request's deadline passed.
-  caf::reacts_to<deadline_atom>>;
+  caf::reacts_to<deadline_atom>,
+  // Internal (from the op ledger): its transport died with a step in flight, and the engine has
+  // since completed every operation it posted: its memory is quiescent.
+  caf::reacts_to<quiescent_atom>>;
 
 // recv-request (decode side, one per transfer): owns the destination blocks until released.
 using recv_request_actor = caf::typed_actor<

@@ -93,7 +93,7 @@ request_context context_for(node::impl& p, std::shared_ptr<detail::handle_state>
                             const transfer_options& o) {
   return request_context{std::move(handle), p.registry, p.health, p.children,
                          o.deadline_ms != 0 ? o.deadline_ms : p.config.default_deadline_ms,
-                         p.watches};
+                         p.watches, p.services->ledger};
 }
 
 }  // namespace
@@ -197,7 +197,8 @@ result<std::unique_ptr<node>> node_access::start(const node_config& config, engi
   spec.health = p->health;
   spec.transport = transport_spec{p->services, p->health};
   spec.pool = pool_spec{config.staging_slots, config.staging_slot_bytes,
-                        std::make_shared<std::vector<desc>>(), p->children, p->health};
+                        std::make_shared<std::vector<desc>>(), p->children, p->health,
+                        p->services->ledger};
   spec.sender.node_name = config.node_name;
   spec.sender.layout_tag = config.layout_tag;
   spec.sender.registry = p->registry;

@@ -12,6 +12,7 @@
 #include "actors/child_directory.hpp"
 #include "actors/messages.hpp"
 #include "actors/node_health.hpp"
+#include "actors/op_ledger.hpp"
 #include "actors/peer_input.hpp"
 #include "actors/request_registry.hpp"
 #include "actors/watch_index.hpp"
@@ -53,6 +54,9 @@ struct request_context {
   std::shared_ptr<const child_directory> children; // the current transport, pool, sender, receiver
   std::uint32_t deadline_ms = 0;                   // from spawn; 0: none
   std::shared_ptr<watch_index> watches;            // the node's: what requests watch
+  // The engines' operations by token (transport_services::ledger): where a request whose
+  // transport died learns when its memory is quiescent.
+  std::shared_ptr<op_ledger> ledger;
   // When the engine called send()/receive(): where the request's queue time starts.
   std::chrono::steady_clock::time_point called = std::chrono::steady_clock::now();
 };

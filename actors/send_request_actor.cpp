@@ -19,7 +19,9 @@
 //
 //   deadline or peer DOWN while transferring: the terminal event (timed_out / peer_failed) is
 //     delivered at once, the release waits for the step's answer (F4, F11, F15)
-//   transport DOWN while it holds a step: failed now, memory NOT released, slot poisoned (F9)
+//   transport DOWN while it holds a step: failed now (the fetcher hears it too); `orphaned`
+//     until the op ledger says the engine completed what it posted for this request, then
+//     released, its staging slot given back (F9)
 //   an exception in a handler: failed; released only if no copy or put was outstanding (F10)
 //
 // Each phase is a behaviour (the messages it takes) plus what the answer of the outstanding
@@ -78,6 +80,7 @@ struct send_request_state {
 
 void enter_transferring(self_ptr self);
 void enter_stopping(self_ptr self);
+void enter_orphaned(self_ptr self);
 
 // The send side's end: a staging slot UCX may still read from is poisoned, never given back.
 void end_send(self_ptr self, transfer_result r, bool quiescent) {
@@ -329,6 +332,7 @@ behavior waiting_for_peer(self_ptr self) {
                true);
       return cancel_result::cancelled_before_advertise;
     },
+    [=](quiescent_atom) {},  // the ledger's word matters only once orphaned
   };
 }
 
@@ -352,6 +356,7 @@ behavior transferring(self_ptr self) {
     },
     // A fetch is running: declining it changes nothing (the fetcher cancels its receive).
     [=](decline_atom, const caf::node_id&) { return cancel_result::not_cancellable; },
+    [=](quiescent_atom) {},  // the ledger's word matters only once orphaned
   };
 }
 
@@ -390,6 +395,7 @@ behavior stopping(self_ptr self) {
       return self->state.base.owner->terminal() ? cancel_result::already_complete
                                                 : cancel_result::not_cancellable;
     },
+    [=](quiescent_atom) {},  // the ledger's word matters only once orphaned
   };
 }
 
@@ -409,6 +415,23 @@ void stopping_step(self_ptr self, std::uint64_t bytes, caf::error& err) {
     finish_transfer(self, st.stop_reason);
 }
 
+// The transport died holding a step: nothing will answer it, but the engine still completes
+// what it posted, and says so in the op ledger. Until then every message finds the request
+// over; the ledger's word releases it.
+behavior orphaned(self_ptr self) {
+  return {
+    [=](fetch_msg& fetch) { return refuse_second_fetch(self, fetch); },
+    [=](cancel_atom) { return cancel_result::already_complete; },
+    [=](deadline_atom) {},
+    [=](cancel_fetch_atom, const std::string&, std::uint64_t) {},
+    [=](decline_atom, const caf::node_id&) { return cancel_result::already_complete; },
+    [=](quiescent_atom) {
+      self->state.outstanding = step::none;
+      end_send(self, make_result(transfer_status::failed, errc::backend_unhealthy), true);
+    },
+  };
+}
+
 // A phase is its behaviour and what a step's answer means in it.
 void enter_transferring(self_ptr self) {
   self->state.on_step = transferring_step;
@@ -418,6 +441,26 @@ void enter_transferring(self_ptr self) {
 void enter_stopping(self_ptr self) {
   self->state.on_step = stopping_step;
   self->become(stopping(self));
+}
+
+void enter_orphaned(self_ptr self) {
+  auto& st = self->state;
+  st.base.owner->finish(make_result(
+    transfer_status::failed, errc::backend_unhealthy,
+    "the transport terminated while a copy or puts were in flight; the source blocks are "
+    "released once the engine reports them done"));
+  // The fetcher hears it now; CAF's error (not ours) says puts may still land, so it relies on
+  // its receive window, not on us.
+  if (st.fetch_rp.pending())
+    st.fetch_rp.deliver(caf::make_error(
+      caf::sec::runtime_error,
+      "the offer ended while its puts may still be in flight: the sender's transport terminated"));
+  st.base.monitors.clear(self);  // nothing a peer does changes what is left to wait for
+  st.on_step = [](self_ptr, std::uint64_t, caf::error&) {};  // only the ledger's word counts
+  self->become(orphaned(self));
+  auto me = caf::actor_cast<send_request_actor>(self);
+  st.base.ctx.ledger->when_quiescent(self->id(),
+                                     [me] { caf::anon_send(me, quiescent_atom::value); });
 }
 
 behavior send_request_impl(self_ptr self, send_spec spec) {
@@ -441,11 +484,7 @@ behavior send_request_impl(self_ptr self, send_spec spec) {
       return;
     }
     if (dm.source == st.transport.address()) {
-      end_send(self,
-               make_result(transfer_status::failed, errc::backend_unhealthy,
-                           "the transport terminated while a copy or puts were in flight; the "
-                           "source blocks stay pinned (quiescence unknown)"),
-               false);
+      enter_orphaned(self);
       return;
     }
     // The fetching node is gone (process died, connection lost): fail now, close its endpoint,

@@ -12,7 +12,9 @@
 //
 // The actor never blocks on a transfer: both engines work on their own threads and report
 // completions back as op_done messages. A requester's answer is sent only after the completion
-// callback, which is the proof that the operation's memory is quiescent.
+// callback, which is the proof that the operation's memory is quiescent. The callback also
+// marks the operation done in the op ledger (transport_services), which outlives this actor: a
+// requester whose transport crashed learns its proof there.
 
 #include "actors/transport_actor.hpp"
 
@@ -64,10 +66,13 @@ caf::typed_response_promise<std::uint64_t> refuse(caf::typed_response_promise<st
   return rp;
 }
 
-// Reports a completion from another thread as an op_done message to this actor.
+// Reports a completion from another thread: to the ledger (whoever waits there, even if this
+// actor is gone), then as an op_done message to this actor.
 auto completion_to(self_ptr self, std::uint64_t token) {
   auto me = caf::actor_cast<transport_actor>(self);
-  return [me, token](errc code, const std::string& detail) {
+  auto ledger = self->state.spec.services->ledger;
+  return [me, ledger, token](errc code, const std::string& detail) {
+    ledger->completed(token);
     caf::anon_send(me, op_done_atom::value, token,
                    code == errc::none ? caf::error{} : make_kvferry_error(code, detail));
   };
@@ -100,11 +105,14 @@ caf::typed_response_promise<std::uint64_t> on_put(self_ptr self, put_request& re
     bytes += op.dst.bytes;
   transport::put_batch batch{req.peer_epoch, std::move(req.rkeys), std::move(req.ops), req.window};
   std::uint64_t op = 0;
+  auto& ledger = *st.spec.services->ledger;
+  ledger.posted(req.token);
   try {
     op = engine.put(std::move(batch), completion_to(self, req.token));
   } catch (...) {
     // The engine threw before taking the batch: nothing was posted, so this request fails on
     // its own and the transport keeps serving the others (F10).
+    ledger.completed(req.token);
     return refuse(rp, errc::internal_error,
                   "the transport threw while posting puts: " +
                     describe_exception(std::current_exception()));
@@ -123,9 +131,12 @@ caf::typed_response_promise<std::uint64_t> on_copy(self_ptr self, std::uint64_t 
   for (auto& c : copies)
     bytes += c.dst.bytes;
   std::uint64_t ticket = 0;
+  auto& ledger = *st.spec.services->ledger;
+  ledger.posted(token);
   try {
     ticket = st.spec.services->copier->submit(std::move(copies), completion_to(self, token));
   } catch (...) {
+    ledger.completed(token);
     return refuse(rp, errc::internal_error,
                   "the copy engine threw while taking a copy: " +
                     describe_exception(std::current_exception()));
@@ -164,7 +175,6 @@ transport_actor::behavior_type transport_impl(self_ptr self, transport_spec spec
       self->state.connected.erase(peer_epoch);
       report_engine_counts(self);
     },
-    [=](quiescent_atom, std::uint64_t token) { return self->state.ops.count(token) == 0; },
     [=](forget_peer_atom, std::uint64_t peer_epoch) {
       // Endpoint state stays bounded as peers come and go; in-flight puts to it complete with
       // an error (each still answers its requester exactly once).

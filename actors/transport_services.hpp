@@ -4,6 +4,7 @@
 // after the last actor ended. Only the transport actor calls into it. No CAF here.
 #pragma once
 
+#include "actors/op_ledger.hpp"
 #include "gpu/copy_engine.hpp"
 #include "transport/engine.hpp"
 
@@ -16,6 +17,8 @@ namespace kvferry {
 struct transport_services {
   std::shared_ptr<transport::engine> engine;
   std::shared_ptr<gpu::copy_engine> copier;
+  // What both engines hold, by token: the proof of quiescence that outlives a transport actor.
+  std::shared_ptr<op_ledger> ledger = std::make_shared<op_ledger>();
 
   // Keeps a registration for the node's lifetime (regions are never removed while it runs, and
   // a restarted buffer pool reuses the staging buffers).

@@ -27,12 +27,13 @@ struct pool_fixture {
     services->copier = gpu::make_cpu_copy_engine();
     cfg.add_message_types<caf::id_block::kvferry>();
     sys = std::make_unique<caf::actor_system>(cfg);
-    // The pool has the transport allocate its buffers, and asks it whether a dead holder's
-    // operations are quiescent.
+    // The pool has the transport allocate its buffers, and asks the transport's op ledger
+    // whether a dead holder's operations are quiescent.
     node_children kids;
     kids.transport = spawn_transport_actor(*sys, transport_spec{services, health});
     children->set(kids);
-    pool = spawn_buffer_pool_actor(*sys, pool_spec{slots, 4096, buffers, children, health});
+    pool = spawn_buffer_pool_actor(
+      *sys, pool_spec{slots, 4096, buffers, children, health, services->ledger});
     caf::scoped_actor self{*sys};
     self->request(pool, 10s, ready_atom::value)
       .receive([&](std::uint32_t n) { REQUIRE(n == slots); },
