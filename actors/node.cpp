@@ -398,6 +398,13 @@ result<peer_id> node::connect(const std::string& host, std::uint16_t port) {
           return;
         }
         std::lock_guard<std::mutex> guard{impl_->peers_mtx};
+        // The same node again (CAF hands out one proxy per remote actor): the same peer id,
+        // so that connecting per transfer does not grow the peer list.
+        auto known = std::find(impl_->peers.begin(), impl_->peers.end(), entry);
+        if (known != impl_->peers.end()) {
+          out = peer_id{static_cast<std::uint64_t>(known - impl_->peers.begin()) + 1};
+          return;
+        }
         impl_->peers.push_back(entry);
         out = peer_id{impl_->peers.size()};
       },

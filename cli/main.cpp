@@ -13,12 +13,16 @@
 //       and memcpy measured in the same run.
 //   kvferry chaos [--concurrency N] [--requests M] [--kill] [--seed S] [--json]
 //       burst with random cancels, short deadlines, optionally a peer kill; idle; probes.
+//   kvferry cluster [--prefills N] [--decodes M] [--kill none|prefill|decode|both]
+//                   [--transport shm|tcp] [--namespaces] [--burners K] [--json]
+//       N x M node processes, all-to-all verified rounds with kills and restarts; invariants.
 //
 // No CAF here: the tool uses the engine-facing facade only.
 
 #include "kvferry/node.hpp"
 #include "bench/bench.hpp"
 #include "bench/chaos.hpp"
+#include "bench/cluster.hpp"
 #include "cli/child_process.hpp"
 #include "cli/protocol.hpp"
 #include "cli/workload.hpp"
@@ -65,7 +69,9 @@ struct node_args {
 };
 
 void add_workload_flags(CLI::App* app, node_args& a) {
-  app->add_option("--requests", a.load.requests, "requests to transfer")->check(CLI::Range(1u, 1000000u));
+  app->add_option("--requests", a.load.requests,
+                  "requests to transfer (node: 0 offers or fetches nothing at start)")
+    ->check(CLI::Range(0u, 1000000u));
   app->add_option("--layers", a.load.layers, "blocks (layers) per request")->check(CLI::Range(1u, 65536u));
   app->add_option("--block-bytes", a.load.block_bytes, "bytes per block")
     ->check(CLI::Range(std::uint64_t{8}, std::uint64_t{1} << 30));
@@ -191,6 +197,7 @@ struct decode_stats {
   std::uint64_t requests = 0, succeeded = 0, failed = 0, bytes = 0, verified_bytes = 0;
   double seconds = 0, p50_ms = 0, p99_ms = 0;
   std::vector<std::string> errors;  // the first few failure messages
+  std::vector<transfer_handle> handles;  // the receives (a pool is reused once all released)
 };
 
 // Receives every request of the workload from `peer`, waits, verifies every byte.
@@ -248,6 +255,7 @@ decode_stats run_decode(node& n, peer_id peer, const pool_memory& pool, const cl
   };
   s.p50_ms = pct(0.50);
   s.p99_ms = pct(0.99);
+  s.handles = std::move(handles);
   return s;
 }
 
@@ -258,6 +266,17 @@ void say(const Message& m) {
 }
 
 // -- kvferry node -------------------------------------------------------------------------------
+
+// The workload an `offer` or a `fetch` names.
+template <class Command>
+cli::workload workload_of(const Command& c) {
+  cli::workload w;
+  w.requests = c.requests;
+  w.layers = c.layers;
+  w.block_bytes = c.block_bytes;
+  w.seed = c.seed;
+  return w;
+}
 
 // After a signal: lets transfers finish for drain_timeout_ms, stops, reports, exit status 0.
 int drain_on_signal(node& n, int sig, std::chrono::milliseconds drain) {
@@ -289,33 +308,46 @@ int run_node(const node_args& a) {
   auto& n = *started.value();
   signal_watch signals;
   const std::chrono::milliseconds drain{cfg->drain_timeout_ms};
-  auto pool = make_pool(n, a);
-  if (!pool) {
-    std::cerr << "kvferry node: KV pool: " << pool.error().message << "\n";
-    return 1;
-  }
+  cli::pool_cache pools{n, a.pool};
   std::vector<transfer_handle> sends;
-  if (a.role == "prefill" || a.role == "both") {
-    a.load.fill_source(pool->base);
+  // The workload of the command line (none with --requests 0: a node driven by stdin alone).
+  if (a.load.requests > 0 && (a.role == "prefill" || a.role == "both")) {
+    auto pool = pools.take(a.load.pool_bytes());
+    if (!pool) {
+      std::cerr << "kvferry node: KV pool: " << pool.error().message << "\n";
+      return 1;
+    }
+    a.load.fill_source(pool.value()->base);
     transfer_options opts;
     opts.stage_through_pool = a.staged;
     for (std::uint32_t i = 0; i < a.load.requests; ++i)
-      sends.push_back(n.send(a.load.request_id(i), a.load.source_spans(pool->region, i), opts));
+      sends.push_back(
+        n.send(a.load.request_id(i), a.load.source_spans(pool.value()->region, i), opts));
+    pools.give_back(pool.value(), sends);
   }
   say(cli::protocol::ready{n.port(), n.epoch(), a.role});
-  if (a.role == "decode") {
+  if (a.role == "decode" && !a.peer.empty()) {
+    if (a.load.requests == 0) {
+      std::cerr << "kvferry node: a decode node with --peer fetches --requests: at least 1\n";
+      return 2;
+    }
     std::string host;
     std::uint16_t port = 0;
     if (!parse_host_port(a.peer, host, port)) {
       std::cerr << "kvferry node: --peer needs host:port, got '" << a.peer << "'\n";
       return 2;
     }
+    auto pool = pools.take(a.load.pool_bytes());
+    if (!pool) {
+      std::cerr << "kvferry node: KV pool: " << pool.error().message << "\n";
+      return 1;
+    }
     auto peer = n.connect(host, port);
     if (!peer) {
       std::cerr << "kvferry node: " << peer.error().message << "\n";
       return 1;
     }
-    auto s = run_decode(n, peer.value(), pool.value(), a.load, &signals);
+    auto s = run_decode(n, peer.value(), *pool.value(), a.load, &signals);
     if (signals.first() != 0)
       return drain_on_signal(n, signals.first(), drain);
     say(cli::protocol::result{s.requests, s.succeeded, s.failed, s.bytes, s.verified_bytes});
@@ -325,9 +357,9 @@ int run_node(const node_args& a) {
     return s.failed == 0 && s.verified_bytes == a.load.pool_bytes() ? 0 : 1;
   }
   // Serve until stdin closes or "quit"; answer "report" with counts and the transports used,
-  // and "offer" by sending that workload too (kvferry bench drives its cases this way).
+  // "offer" by sending that workload too (kvferry bench and cluster drive their cases this
+  // way), and "fetch" by receiving a workload from the prefill it names (kvferry cluster).
   // Other lines are ignored, as before, with a note on stderr.
-  std::vector<pool_memory> offered_pools;
   std::string line, pending;
   for (;;) {
     auto got = next_line(signals, pending, line);
@@ -346,26 +378,68 @@ int run_node(const node_args& a) {
         say(cli::protocol::offered{0, "bad_offer"});
         continue;
       }
-      cli::workload w;
-      w.requests = o->requests;
-      w.layers = o->layers;
-      w.block_bytes = o->block_bytes;
-      w.seed = o->seed;
-      if (offered_pools.empty() || offered_pools.back().bytes < w.pool_bytes()) {
-        auto p = cli::make_pool(n, a.pool, w.pool_bytes());
-        if (!p) {
-          say(cli::protocol::offered{0, "pool"});
-          continue;
-        }
-        offered_pools.push_back(std::move(p.value()));
+      auto w = workload_of(*o);
+      auto p = pools.take(w.pool_bytes());
+      if (!p) {
+        std::cerr << "kvferry node: KV pool: " << p.error().message << "\n";
+        say(cli::protocol::offered{0, "pool"});
+        continue;
       }
-      auto& p = offered_pools.back();
-      w.fill_source(p.base);
       transfer_options opts;
       opts.stage_through_pool = a.staged;
+      if (!o->bind.empty()) {
+        std::string host;
+        std::uint16_t port = 0;
+        auto peer = parse_host_port(o->bind, host, port)
+                      ? n.connect(host, port)
+                      : result<peer_id>{errc::invalid_argument, "bind needs host:port"};
+        if (!peer) {
+          std::cerr << "kvferry node: offer bound to " << o->bind << ": "
+                    << peer.error().message << "\n";
+          pools.give_back(p.value(), {});
+          say(cli::protocol::offered{0, "bind"});
+          continue;
+        }
+        opts.bound_to = peer.value();
+      }
+      w.fill_source(p.value()->base);
+      std::vector<transfer_handle> these;
       for (std::uint32_t i = 0; i < w.requests; ++i)
-        sends.push_back(n.send(w.request_id(i), w.source_spans(p.region, i), opts));
+        these.push_back(n.send(w.request_id(i), w.source_spans(p.value()->region, i), opts));
+      pools.give_back(p.value(), these);
       say(cli::protocol::offered{w.requests, ""});
+      continue;
+    }
+    if (kind == cli::protocol::fetch::name) {
+      auto f = cli::protocol::parse<cli::protocol::fetch>(line);
+      if (!f || f->requests == 0 || f->layers == 0 || f->block_bytes == 0) {
+        std::cerr << "kvferry node: bad fetch: " << (f ? "an empty workload" : f.error) << "\n";
+        say(cli::protocol::result{f ? f->requests : 0, 0, f ? f->requests : 0, 0, 0});
+        continue;
+      }
+      auto w = workload_of(*f);
+      auto fail_all = [&](const std::string& why) {
+        std::cerr << "kvferry node: fetch from " << f->host << ":" << f->port << ": " << why
+                  << "\n";
+        say(cli::protocol::result{w.requests, 0, w.requests, 0, 0});
+      };
+      auto peer = n.connect(f->host, f->port);  // the same peer again: the same peer id
+      if (!peer) {
+        fail_all(peer.error().message);
+        continue;
+      }
+      auto p = pools.take(w.pool_bytes());
+      if (!p) {
+        fail_all("KV pool: " + p.error().message);
+        continue;
+      }
+      auto s = run_decode(n, peer.value(), *p.value(), w, &signals);
+      if (signals.first() != 0)
+        return drain_on_signal(n, signals.first(), drain);
+      pools.give_back(p.value(), std::move(s.handles));
+      say(cli::protocol::result{s.requests, s.succeeded, s.failed, s.bytes, s.verified_bytes});
+      for (auto& e : s.errors)
+        std::cerr << "kvferry node: " << e << "\n";
       continue;
     }
     if (kind == cli::protocol::report_request::name) {
@@ -392,6 +466,10 @@ int run_node(const node_args& a) {
 
 int run_demo(node_args a, bool json) {
   a.role = "decode";
+  if (a.load.requests == 0) {
+    std::cerr << "kvferry demo: --requests must be at least 1\n";
+    return 2;
+  }
   auto cfg = make_config(a);
   if (!cfg) {
     std::cerr << "kvferry demo: invalid configuration: " << cfg.error().message << "\n";
@@ -517,7 +595,9 @@ int main(int argc, char** argv) {
   nodecmd->add_option("--role", node_a.role, "prefill, decode or both")
     ->check(CLI::IsMember({"prefill", "decode", "both"}));
   nodecmd->add_option("--listen", node_a.listen, "host:port to publish on (port 0: any)");
-  nodecmd->add_option("--peer", node_a.peer, "host:port of the prefill node (decode role)");
+  nodecmd->add_option("--peer", node_a.peer,
+                      "host:port of the prefill node (decode role; without it the node "
+                      "fetches what `fetch` lines on stdin name)");
   auto* node_config_opt = nodecmd->add_option("--config", node_a.config_file, "TOML configuration file");
   nodecmd->add_option("--set", node_a.sets, "configuration override key=value (repeatable)");
   nodecmd->add_option("--transport", node_a.transport, "UCX transports: shm, tcp or auto");
@@ -573,11 +653,45 @@ int main(int argc, char** argv) {
     ->check(CLI::IsMember({"shm", "tcp"}));
   chaoscmd->add_flag("--json", chaos_opts.json, "print one JSON object");
 
+  bench::cluster_options cluster_opts;
+  auto* clustercmd = app.add_subcommand(
+    "cluster", "N prefill x M decode processes all-to-all, with kills; invariants checked");
+  clustercmd->add_option("--prefills", cluster_opts.prefills, "prefill nodes")
+    ->check(CLI::Range(1u, 64u));
+  clustercmd->add_option("--decodes", cluster_opts.decodes, "decode nodes")
+    ->check(CLI::Range(1u, 64u));
+  clustercmd->add_option("--rounds", cluster_opts.rounds, "rounds before the probe round")
+    ->check(CLI::Range(1u, 1000u));
+  clustercmd->add_option("--requests", cluster_opts.requests, "requests per pair and round")
+    ->check(CLI::Range(1u, 100000u));
+  clustercmd->add_option("--layers", cluster_opts.layers, "blocks per request")
+    ->check(CLI::Range(1u, 4096u));
+  clustercmd->add_option("--block-bytes", cluster_opts.block_bytes, "bytes per block")
+    ->check(CLI::Range(std::uint64_t{8}, std::uint64_t{64} << 20));
+  clustercmd->add_option("--transport", cluster_opts.transport, "UCX transports: shm or tcp")
+    ->check(CLI::IsMember({"shm", "tcp"}));
+  clustercmd->add_option("--pool", cluster_opts.pool, "KV pools: engine or ucx")
+    ->check(CLI::IsMember({"engine", "ucx"}));
+  clustercmd->add_option("--kill", cluster_opts.kill,
+                         "SIGKILL and restart mid-round: none, prefill, decode or both")
+    ->check(CLI::IsMember({"none", "prefill", "decode", "both"}));
+  clustercmd->add_flag("--namespaces", cluster_opts.namespaces,
+                       "each node in a network namespace of its own (root, iproute2)");
+  clustercmd->add_option("--burners", cluster_opts.burners, "busy-loop processes beside it")
+    ->check(CLI::Range(0u, 256u));
+  clustercmd->add_option("--deadline-ms", cluster_opts.deadline_ms,
+                         "every node's default_deadline_ms")
+    ->check(CLI::Range(100u, 600000u));
+  clustercmd->add_option("--seed", cluster_opts.seed, "workload seeds and kill moments");
+  clustercmd->add_flag("--json", cluster_opts.json, "print one JSON object");
+
   CLI11_PARSE(app, argc, argv);
   demo_args.config_given = demo_config->count() > 0;
   node_a.config_given = node_config_opt->count() > 0;
   if (chaoscmd->parsed())
     return bench::run_chaos(chaos_opts);
+  if (clustercmd->parsed())
+    return bench::run_cluster(cluster_opts);
   if (demo->parsed())
     return run_demo(demo_args, json);
   if (benchcmd->parsed())

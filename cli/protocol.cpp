@@ -156,6 +156,17 @@ void fields(V& v, offer& m) {
   v.field("layers", m.layers);
   v.field("block_bytes", m.block_bytes);
   v.field("seed", m.seed);
+  v.field("bind", m.bind);
+}
+
+template <class V>
+void fields(V& v, fetch& m) {
+  v.field("host", m.host);
+  v.field("port", m.port);
+  v.field("requests", m.requests);
+  v.field("layers", m.layers);
+  v.field("block_bytes", m.block_bytes);
+  v.field("seed", m.seed);
 }
 
 template <class V>
@@ -264,6 +275,7 @@ PROTOCOL_MESSAGE(offered)
 PROTOCOL_MESSAGE(result)
 PROTOCOL_MESSAGE(report)
 PROTOCOL_MESSAGE(offer)
+PROTOCOL_MESSAGE(fetch)
 PROTOCOL_MESSAGE(report_request)
 PROTOCOL_MESSAGE(quit)
 #undef PROTOCOL_MESSAGE

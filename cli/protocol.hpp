@@ -37,11 +37,11 @@ struct ready {
 struct offered {
   static constexpr const char* name = "offered";
   std::uint32_t requests = 0;  // when accepted
-  std::string error;           // "bad_offer" or "pool" when refused
+  std::string error;           // "bad_offer", "bind" or "pool" when refused
   bool accepted() const noexcept { return error.empty(); }
 };
 
-// A decode node's outcome, written once its workload ended.
+// A decode node's outcome, written once its workload ended (its --peer workload, or a `fetch`).
 struct result {
   static constexpr const char* name = "result";
   std::uint64_t requests = 0, succeeded = 0, failed = 0, bytes = 0, verified_bytes = 0;
@@ -63,6 +63,19 @@ struct report {
 // Send this workload (cli/workload.hpp) too; answered by `offered`.
 struct offer {
   static constexpr const char* name = "offer";
+  std::uint32_t requests = 0, layers = 0;
+  std::uint64_t block_bytes = 0, seed = 0;
+  // "host:port" of the one decode node that may fetch it (transfer_options::bound_to: if that
+  // node dies first, the offer ends at once); empty: any node.
+  std::string bind;
+};
+
+// A decode node: receive this workload (cli/workload.hpp) from the prefill node at host:port,
+// verify it; answered by `result` once every request ended.
+struct fetch {
+  static constexpr const char* name = "fetch";
+  std::string host;
+  std::uint16_t port = 0;
   std::uint32_t requests = 0, layers = 0;
   std::uint64_t block_bytes = 0, seed = 0;
 };

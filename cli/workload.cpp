@@ -1,5 +1,6 @@
 #include "cli/workload.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <numeric>
 
@@ -101,6 +102,35 @@ result<pool_memory> make_pool(node& n, const std::string& kind, std::size_t byte
     p.base = n.region_base(p.region);
   }
   return p;
+}
+
+result<pool_memory*> pool_cache::take(std::uint64_t bytes) {
+  for (auto& e : entries_) {
+    if (e.taken || e.memory->bytes < bytes)
+      continue;
+    bool quiet = std::all_of(e.users.begin(), e.users.end(),
+                             [](const transfer_handle& h) { return h.released(); });
+    if (!quiet)
+      continue;
+    e.users.clear();
+    e.taken = true;
+    std::memset(e.memory->base, 0, e.memory->bytes);
+    return e.memory.get();
+  }
+  auto made = make_pool(node_, kind_, bytes);
+  if (!made)
+    return result<pool_memory*>{made.error()};
+  entries_.push_back(entry{std::make_unique<pool_memory>(std::move(made.value())), {}, true});
+  return entries_.back().memory.get();
+}
+
+void pool_cache::give_back(pool_memory* p, std::vector<transfer_handle> users) {
+  for (auto& e : entries_) {
+    if (e.memory.get() == p) {
+      e.users = std::move(users);
+      e.taken = false;
+    }
+  }
 }
 
 }  // namespace kvferry::cli

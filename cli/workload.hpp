@@ -6,6 +6,7 @@
 #include "kvferry/node.hpp"
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -43,5 +44,28 @@ struct pool_memory {
   std::vector<unsigned char> owned;  // the memory, for kind "engine"
 };
 result<pool_memory> make_pool(node& n, const std::string& kind, std::size_t bytes);
+
+// The KV pools of a node process that serves workload after workload (`offer`, `fetch`): a
+// pool is handed out again only once every transfer that used it was released (until then UCX
+// may still read or write it); otherwise a new one is made. Reused pools are zeroed.
+class pool_cache {
+ public:
+  pool_cache(node& n, std::string kind) : node_(n), kind_(std::move(kind)) {}
+  // A pool of at least `bytes`, not in use; stays taken until give_back.
+  result<pool_memory*> take(std::uint64_t bytes);
+  // The transfers that used `p`: it is free again once all of them are released.
+  void give_back(pool_memory* p, std::vector<transfer_handle> users);
+  std::size_t pools() const { return entries_.size(); }
+
+ private:
+  struct entry {
+    std::unique_ptr<pool_memory> memory;
+    std::vector<transfer_handle> users;
+    bool taken = false;
+  };
+  node& node_;
+  std::string kind_;
+  std::vector<entry> entries_;
+};
 
 }  // namespace kvferry::cli

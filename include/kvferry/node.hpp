@@ -52,6 +52,7 @@ class node {
   void* region_base(region_id r) const noexcept;
 
   // Connects to a peer node's entry actor (set-up call: blocks up to connect_timeout_ms).
+  // Connecting to a node this node is connected to already gives its peer id again.
   result<peer_id> connect(const std::string& host, std::uint16_t port);
 
   // Prefill side: offers `blocks` under `request_id` until a peer fetches them. The engine must

@@ -76,11 +76,19 @@ TEST_CASE("every message a node writes reads back as it was written") {
 }
 
 TEST_CASE("every command to a node reads back as it was written") {
-  auto o = round_trip(protocol::offer{16, 4, 65536, 1ull << 63});
+  auto o = round_trip(protocol::offer{16, 4, 65536, 1ull << 63, "10.0.0.1:7000"});
+  CHECK(o.bind == "10.0.0.1:7000");
   CHECK(o.requests == 16);
   CHECK(o.layers == 4);
   CHECK(o.block_bytes == 65536);
   CHECK(o.seed == 1ull << 63);
+  auto f = round_trip(protocol::fetch{"10.231.0.2", 65535, 8, 4, 4096, 77});
+  CHECK(f.host == "10.231.0.2");
+  CHECK(f.port == 65535);
+  CHECK(f.requests == 8);
+  CHECK(f.layers == 4);
+  CHECK(f.block_bytes == 4096);
+  CHECK(f.seed == 77);
   round_trip(protocol::report_request{});
   round_trip(protocol::quit{});
   CHECK(protocol::to_line(protocol::quit{}) == R"({"msg":"quit"})");
@@ -161,6 +169,12 @@ TEST_CASE("a field of the wrong type or out of range is refused naming it and it
   CHECK(mentions(refusal<protocol::offer>(
                    R"({"msg":"offer","requests":4294967296,"layers":1,"block_bytes":1,"seed":1})"),
                  "\"requests\""));
+  CHECK(mentions(refusal<protocol::fetch>(
+                   R"({"msg":"fetch","host":"h","port":65536,"requests":1,"layers":1,"block_bytes":1,"seed":1})"),
+                 "\"port\""));
+  CHECK(mentions(refusal<protocol::fetch>(
+                   R"({"msg":"fetch","port":1,"requests":1,"layers":1,"block_bytes":1,"seed":1})"),
+                 "\"host\" is missing"));
   CHECK(mentions(refusal<protocol::ready>(R"({"msg":"ready","port":1,"epoch":1,"role":5})"),
                  "\"role\" must be a string"));
   auto report_with = [](const std::string& rest) {
