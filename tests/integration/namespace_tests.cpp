@@ -116,10 +116,10 @@ TEST_CASE("F24: nodes in different network namespaces on one host move verified 
   CHECK(took < 15s);
   CHECK(decode.wait(30s) == 0);
 
-  // Over shared memory, not over something else that happened to work; and the prefill, whose
-  // acknowledgements came from the other namespace (all of them before its sends succeeded),
-  // read what no wake-up announced and says so (a report carries the transport's counts as of
-  // its asking).
+  // Over shared memory, not over something else that happened to work. (How many wake-ups the
+  // prefill lost, health().lost_wakeups, is not asserted: an acknowledgement from the other
+  // namespace is lost only if the prefill's progress thread was asleep when it came, and on a
+  // busy machine it often is not: 2 of 20 stressed runs saw 0.)
   prefill.send_message(cli::protocol::report_request{});
   auto report = prefill.wait_for_message<cli::protocol::report>(10s);
   REQUIRE_MESSAGE(report, report.error);
@@ -128,8 +128,6 @@ TEST_CASE("F24: nodes in different network namespaces on one host move verified 
   CHECK(report->transport_list().find("tcp") == std::string::npos);
   CHECK((report->transport_list().find("posix") != std::string::npos ||
          report->transport_list().find("sysv") != std::string::npos));
-  if (pool == "engine")
-    CHECK(report->lost_wakeups > 0);
   prefill.send_message(cli::protocol::quit{});
   CHECK(prefill.wait(30s) == 0);
 }
