@@ -278,7 +278,8 @@ std::string node::metrics() const {
   in.receive = p.health->side(request_side::receive);
   {
     std::lock_guard<std::mutex> guard{p.peers_mtx};
-    in.peers = p.peers.size();
+    in.peers = static_cast<std::uint64_t>(
+      std::count_if(p.peers.begin(), p.peers.end(), [](const auto& e) { return bool{e}; }));
   }
   return ops::prometheus_text(in);
 }
@@ -414,6 +415,15 @@ result<peer_id> node::connect(const std::string& host, std::uint16_t port) {
                                 describe_error(err)};
       });
   return out;
+}
+
+errc node::disconnect(peer_id peer) {
+  std::lock_guard<std::mutex> guard{impl_->peers_mtx};
+  auto& peers = impl_->peers;
+  if (peer.value == 0 || peer.value > peers.size() || !peers[peer.value - 1])
+    return errc::not_connected;
+  peers[peer.value - 1] = nullptr;  // ids stay positions: a later connect appends
+  return errc::none;
 }
 
 namespace {

@@ -32,6 +32,7 @@
 #include <thread>
 #include <vector>
 
+#include <dirent.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -123,6 +124,34 @@ struct member {
   std::uint32_t starts = 0;
   std::string name() const { return (prefill ? "prefill" : "decode") + std::to_string(index); }
 };
+
+// What a node process holds, from /proc: resident memory, threads, open descriptors.
+struct process_state {
+  std::uint64_t rss_kib = 0, threads = 0, fds = 0;
+};
+
+process_state state_of(pid_t pid) {
+  process_state s;
+  std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/status").c_str(), "r");
+  if (f != nullptr) {
+    char line[256];
+    while (std::fgets(line, sizeof line, f) != nullptr) {
+      unsigned long long v = 0;
+      if (std::sscanf(line, "VmRSS: %llu kB", &v) == 1)
+        s.rss_kib = v;
+      else if (std::sscanf(line, "Threads: %llu", &v) == 1)
+        s.threads = v;
+    }
+    std::fclose(f);
+  }
+  if (DIR* d = ::opendir(("/proc/" + std::to_string(pid) + "/fd").c_str())) {
+    while (auto* e = ::readdir(d))
+      if (e->d_name[0] != '.')
+        ++s.fds;
+    ::closedir(d);
+  }
+  return s;
+}
 
 struct pair_tally {
   std::uint64_t rounds_ok = 0, rounds_failed = 0, rounds_lost = 0;  // lost: its decode died
@@ -268,6 +297,7 @@ class cluster {
       if (!last)
         continue;
       reports_.emplace_back(m.name(), *last);
+      states_.push_back(state_of(m.process->pid()));
       if (last->in_flight != 0)
         problem(m.name() + " still holds " + std::to_string(last->in_flight) +
                 " requests in flight after every deadline passed");
@@ -322,8 +352,12 @@ class cluster {
                                 {"failed", t.failed},
                                 {"verified_bytes", t.verified_bytes}});
         }
-      for (auto& [name, r] : reports_)
-        j["nodes"].push_back({{"node", name}, {"report", r.summary()}});
+      for (std::size_t k = 0; k < reports_.size(); ++k)
+        j["nodes"].push_back({{"node", reports_[k].first},
+                              {"report", reports_[k].second.summary()},
+                              {"rss_kib", states_[k].rss_kib},
+                              {"threads", states_[k].threads},
+                              {"fds", states_[k].fds}});
       std::cout << j.dump() << std::endl;
       return ok ? 0 : 1;
     }
@@ -344,8 +378,12 @@ class cluster {
                     static_cast<unsigned long long>(t.failed),
                     static_cast<double>(t.verified_bytes) / (1 << 20));
       }
-    for (auto& [name, r] : reports_)
-      std::printf("  %-9s %s\n", name.c_str(), r.summary().c_str());
+    for (std::size_t k = 0; k < reports_.size(); ++k)
+      std::printf("  %-9s rss=%lluMiB threads=%llu fds=%llu %s\n", reports_[k].first.c_str(),
+                  static_cast<unsigned long long>(states_[k].rss_kib / 1024),
+                  static_cast<unsigned long long>(states_[k].threads),
+                  static_cast<unsigned long long>(states_[k].fds),
+                  reports_[k].second.summary().c_str());
     if (ok)
       std::printf("every invariant held\n");
     for (auto& p : problems_)
@@ -359,6 +397,7 @@ class cluster {
   std::vector<member> members_;
   std::vector<pair_tally> tallies_;
   std::vector<std::pair<std::string, cli::protocol::report>> reports_;
+  std::vector<process_state> states_;  // beside reports_: each node at the end
   std::vector<std::string> problems_;
 };
 

@@ -64,7 +64,7 @@ struct metrics_input {
   std::uint64_t epoch = 0;
   health_snapshot health;
   side_metrics send, receive;
-  std::uint64_t peers = 0;  // peers this node connected to
+  std::uint64_t peers = 0;  // peers this node is connected to (connect() minus disconnect())
 };
 
 // The exposition text: every metric with # HELP and # TYPE, names prefixed kvferry_.

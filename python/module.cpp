@@ -344,6 +344,15 @@ PYBIND11_MODULE(_kvferry, m) {
       },
       py::arg("request_id"))
     .def(
+      "disconnect",
+      [](py_node& n, std::uint64_t peer) {
+        auto code = n.get().disconnect(peer_id{peer});
+        if (code != errc::none)
+          raise(code, "peer " + std::to_string(peer) + " is not connected");
+      },
+      py::arg("peer"),
+      "Forgets peer: its id no longer works; transfers running with it run to their end.")
+    .def(
       "decline",
       [](py_node& n, const std::string& id, std::uint64_t peer) {
         auto& nd = n.get();

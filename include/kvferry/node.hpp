@@ -54,6 +54,11 @@ class node {
   // Connects to a peer node's entry actor (set-up call: blocks up to connect_timeout_ms).
   // Connecting to a node this node is connected to already gives its peer id again.
   result<peer_id> connect(const std::string& host, std::uint16_t port);
+  // Forgets a peer: its id no longer works (receive, decline, sends bound to it: not_connected)
+  // and the node holds nothing of it any more; transfers already running with it run to their
+  // end (cancel them to stop them). connect() again gives a new id. Returns errc::none, or
+  // errc::not_connected for an id that is unknown or forgotten already. Never blocks.
+  errc disconnect(peer_id peer);
 
   // Prefill side: offers `blocks` under `request_id` until a peer fetches them. The engine must
   // not reuse the blocks before the handle's *released* event. Errors (unknown region, range

@@ -214,3 +214,15 @@ def test_metrics_and_healthz_are_served_over_http_to_a_standard_client():
         with pytest.raises(urllib.error.HTTPError) as missing:
             urllib.request.urlopen(base + "/nope", timeout=10)
         assert missing.value.code == 404
+
+
+def test_disconnect_forgets_a_peer_and_connect_gives_a_new_id(pair):
+    d, p = pair["decode"], pair["prefill"]
+    assert d.connect("127.0.0.1", p.port) == pair["peer"]  # the same node: the same id
+    d.disconnect(pair["peer"])
+    with pytest.raises(kvferry.Error) as gone:
+        d.disconnect(pair["peer"])
+    assert gone.value.code == "not_connected"
+    refused = d.receive("after", pair["peer"], [(pair["dst_region"], 0, BLOCK)])
+    assert refused.result["code"] == "not_connected"
+    assert d.connect("127.0.0.1", p.port) != pair["peer"]

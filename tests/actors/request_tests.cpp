@@ -636,3 +636,37 @@ TEST_CASE("every result says where its time went: queued, to the first byte, tra
   CHECK(cr->timing.first_byte_us == 0);
   CHECK(cr->timing.transfer_us == 0);
 }
+
+TEST_CASE("connecting to the same node again gives the same peer id, and a disconnected id no longer works while a transfer already running with it ends normally") {
+  node_pair np{4 * 4096};
+  auto again = np.decode->connect("127.0.0.1", np.prefill->port());
+  REQUIRE(again);
+  CHECK(again.value().value == np.peer.value);  // the peer list does not grow
+  // A transfer already fetching from the peer when it is forgotten still finishes.
+  auto sent = np.prefill->send("before", {{np.src_region, 0, 4096}});
+  auto running = np.decode->receive("before", np.peer, {{np.dst_region, 0, 4096}});
+  REQUIRE(running.wait_started(patience));
+  CHECK(np.decode->disconnect(np.peer) == errc::none);
+  CHECK(np.decode->disconnect(np.peer) == errc::not_connected);
+  CHECK(np.decode->disconnect(peer_id{0}) == errc::not_connected);
+  CHECK(np.decode->disconnect(peer_id{99}) == errc::not_connected);
+  auto done = running.wait_for(patience);
+  REQUIRE(done);
+  CHECK(done->status == transfer_status::succeeded);
+  CHECK(std::memcmp(np.dst.data(), np.src.data(), 4096) == 0);
+  // The forgotten id is refused at once, naming it.
+  auto refused = np.decode->receive("after", np.peer, {{np.dst_region, 4096, 4096}});
+  REQUIRE(refused.result());
+  CHECK(refused.result()->code == errc::not_connected);
+  CHECK(np.decode->metrics().find("kvferry_peers 0\n") != std::string::npos);
+  // Connecting again gives a new id that works.
+  auto fresh = np.decode->connect("127.0.0.1", np.prefill->port());
+  REQUIRE(fresh);
+  CHECK(fresh.value().value != np.peer.value);
+  np.prefill->send("after-reconnect", {{np.src_region, 4096, 4096}});
+  auto r = np.decode->receive("after-reconnect", fresh.value(), {{np.dst_region, 4096, 4096}});
+  auto rr = r.wait_for(patience);
+  REQUIRE(rr);
+  CHECK(rr->status == transfer_status::succeeded);
+  CHECK(sent.wait_released(patience));
+}
