@@ -1,6 +1,9 @@
 #include "actors/request_lifecycle.hpp"
 
 #include "actors/handle_state.hpp"
+#include "actors/log.hpp"
+
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <string_view>
@@ -82,6 +85,14 @@ void request_owner::finish(transfer_result r) {
   }
   health_->request_finished(r, side_, released_,
                             moving_since_ != std::chrono::steady_clock::time_point{});
+  // Every line about a request names it (the engine's own id). Failures at info (a storm of
+  // cancels or deadlines is the engine's business, not a warning), the rest at debug. The
+  // message is left out: it may quote what a peer said (the handle carries it).
+  logger()->log(r.status == transfer_status::succeeded ? spdlog::level::debug
+                                                       : spdlog::level::info,
+                "request '{}' ({}): {} ({}), {} bytes", id(),
+                side_ == request_side::send ? "send" : "receive", to_string(r.status),
+                to_string(r.code), r.bytes);
   // Terminal and released: the id is free for a new request as soon as the engine hears so.
   if (released_)
     registry_->unregister(id(), handle_.get());
