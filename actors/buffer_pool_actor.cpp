@@ -12,8 +12,9 @@
 //
 //   release(slot) from its holder ──> slot free again
 //   the holder terminates ──> its waits end; each slot it held stays out of service until the
-//        op ledger says nothing of the holder is in flight (at once if nothing is; else when
-//        the engine completes it, whichever transport incarnation posted it) ──> free again
+//        op ledger says nothing of the holder is in flight (asked after the transport handled
+//        whatever the holder sent it; at once if nothing is; else when the engine completes
+//        it, whichever transport incarnation posted it) ──> free again
 //   poison(slot) from its holder (quiescence unknown) ──> slot out of service for good, counted
 //
 // Every wait is bounded by the requester's wait_ms; nothing here waits without a limit.
@@ -158,9 +159,19 @@ buffer_pool_actor::behavior_type pool_impl(pool_self self, pool_spec spec) {
         held.push_back(i);  // still held (by a dead holder): never handed out meanwhile
     if (!held.empty()) {
       st.orphaned[token] = std::move(held);
+      // The holder's last put or copy may still wait in the transport's mailbox, not yet in
+      // the ledger: ask through the transport, which answers after handling it. If the
+      // transport is gone instead, so is its mailbox, and the ledger has everything posted.
       auto me = caf::actor_cast<buffer_pool_actor>(self);
-      st.spec.ledger->when_quiescent(
-        token, [me, token] { caf::anon_send(me, quiescent_atom::value, token); });
+      auto ledger = st.spec.ledger;
+      auto wait_for_ledger = [me, ledger, token] {
+        ledger->when_quiescent(token,
+                               [me, token] { caf::anon_send(me, quiescent_atom::value, token); });
+      };
+      self->request(st.spec.children->current().transport, caf::infinite, quiescent_atom::value,
+                    token)
+        .then([wait_for_ledger](bool) { wait_for_ledger(); },
+              [wait_for_ledger](caf::error&) { wait_for_ledger(); });
     }
     st.serve_waiters();
   });

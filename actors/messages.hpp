@@ -186,6 +186,10 @@ using transport_actor = caf::typed_actor<
   caf::reacts_to<op_done_atom, std::uint64_t, caf::error>,
   // From the engine's progress thread: the endpoint to peer `epoch` failed.
   caf::reacts_to<peer_down_atom, std::uint64_t, caf::error>,
+  // True when nothing of `token` is in flight in the engines (op ledger, any incarnation).
+  // Asked through this actor, it is answered only after every message `token` sent here
+  // before it was handled (and posted): the pool asks it for a dead holder.
+  caf::replies_to<quiescent_atom, std::uint64_t>::with<bool>,
   // The peer `epoch` is known dead (CAF lost its node): close its endpoint.
   caf::reacts_to<forget_peer_atom, std::uint64_t>,
   // Register [addr, addr + bytes) of this process for transfers (lives as long as the node).

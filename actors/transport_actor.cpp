@@ -175,6 +175,9 @@ transport_actor::behavior_type transport_impl(self_ptr self, transport_spec spec
       self->state.connected.erase(peer_epoch);
       report_engine_counts(self);
     },
+    [=](quiescent_atom, std::uint64_t token) {
+      return !self->state.spec.services->ledger->in_flight(token);
+    },
     [=](forget_peer_atom, std::uint64_t peer_epoch) {
       // Endpoint state stays bounded as peers come and go; in-flight puts to it complete with
       // an error (each still answers its requester exactly once).

@@ -260,9 +260,12 @@ TEST_CASE("a cancelled put reaches the engine and is answered exactly once, when
   // The engine refuses a second completion; a late cancel finds nothing to cancel.
   CHECK_FALSE(rig.engine->complete(op, errc::cancelled));
   rig.send(rig.transport, cancel_atom::value, std::uint64_t{42});
+  auto quiet = rig.request<bool>(rig.transport, quiescent_atom::value, std::uint64_t{42});
   rig.run();
   CHECK(rig.engine->cancel_calls().size() == 1);
   CHECK(!rig.ledger->in_flight(42));  // the completion was recorded in the ledger too
+  REQUIRE(quiet->ok());
+  CHECK(quiet->value());
   CHECK(answer->answers() == 1);
 }
 
@@ -800,6 +803,37 @@ TEST_CASE("a staged send gathers each chunk through the transport's copy engine,
   REQUIRE(stats->ok());
   CHECK(stats->value().leased == 0);
   CHECK(stats->value().poisoned == 0);
+}
+
+TEST_CASE("a holder that dies with its copy still waiting in the transport's mailbox keeps its slot out of service until that copy completes") {
+  node_rig rig{4, 1, 4096};
+  auto holder = rig.spawn_recorder();
+  caf::send_as(holder.actor, rig.pool, acquire_atom::value, std::uint32_t{1000});
+  rig.run();
+  auto stats = [&rig] {
+    auto s = rig.request<pool_stats>(rig.pool, stats_atom::value);
+    rig.run();
+    REQUIRE(s->ok());
+    return s->value();
+  };
+  REQUIRE(stats().leased == 1);
+  // Its copy into the slot reaches the transport's mailbox; then it dies, and the pool hears of
+  // the death before the transport handled the copy (nothing is in the ledger yet).
+  std::vector<unsigned char> src(4096, 0x77);
+  std::vector<copy_op> copies{copy_op{addr_of(src.data()), (*rig.staging)[0]}};
+  caf::send_as(holder.actor, rig.transport, copy_atom::value, holder.actor.id(), copies);
+  caf::anon_send_exit(holder.actor, caf::exit_reason::kill);
+  REQUIRE(rig.dispatch_to(holder.actor));
+  REQUIRE(rig.dispatch_to(rig.pool));  // the DOWN
+  CHECK(!rig.ledger->in_flight(holder.actor.id()));
+  rig.run();
+  REQUIRE(rig.copier->pending() == 1);  // the copy writes into the slot now
+  CHECK(stats().leased == 1);           // so it is not handed out
+  rig.copier->complete_all();
+  rig.run();
+  auto after = stats();
+  CHECK(after.leased == 0);
+  CHECK(after.poisoned == 0);
 }
 
 TEST_CASE("F6 (virtual time): a staged send cancelled while its chunk is being copied ends when the copy ends, and its slot returns to the pool") {
