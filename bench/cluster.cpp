@@ -408,6 +408,9 @@ class burners {
     for (std::uint32_t i = 0; i < n; ++i) {
       pid_t pid = ::fork();
       if (pid == 0) {
+        // Not a holder of the nodes' pipes: a node must see its stdin close when we close it.
+        for (int fd = 3; fd < 4096; ++fd)
+          ::close(fd);
         for (volatile std::uint64_t x = 0;; x = x + 1) {
         }
       }
