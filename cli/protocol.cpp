@@ -150,12 +150,18 @@ void fields(V& v, report& m) {
   v.field("lost_wakeups", m.lost_wakeups);
 }
 
-template <class V>
-void fields(V& v, offer& m) {
+// The workload (cli/workload.hpp) an `offer` or a `fetch` names.
+template <class V, class Command>
+void workload_fields(V& v, Command& m) {
   v.field("requests", m.requests);
   v.field("layers", m.layers);
   v.field("block_bytes", m.block_bytes);
   v.field("seed", m.seed);
+}
+
+template <class V>
+void fields(V& v, offer& m) {
+  workload_fields(v, m);
   v.field("bind", m.bind);
 }
 
@@ -163,10 +169,7 @@ template <class V>
 void fields(V& v, fetch& m) {
   v.field("host", m.host);
   v.field("port", m.port);
-  v.field("requests", m.requests);
-  v.field("layers", m.layers);
-  v.field("block_bytes", m.block_bytes);
-  v.field("seed", m.seed);
+  workload_fields(v, m);
 }
 
 template <class V>

@@ -15,6 +15,8 @@
 #include <boost/beast/http.hpp>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <optional>
 #include <thread>
 
@@ -32,6 +34,16 @@ struct shared_ground {
   http_endpoint::handler handler;
   http_limits limits;
   std::atomic<std::uint32_t> connections{0};
+  std::mutex mtx;  // with changed: wakes wait_connections
+  std::condition_variable changed;
+
+  void count(int delta) {
+    {
+      std::lock_guard<std::mutex> guard{mtx};
+      connections.fetch_add(static_cast<std::uint32_t>(delta));
+    }
+    changed.notify_all();
+  }
 };
 
 http_response answer(const shared_ground& g, const http::request<http::empty_body>& req) {
@@ -52,9 +64,9 @@ class session : public std::enable_shared_from_this<session> {
  public:
   session(tcp::socket socket, std::shared_ptr<shared_ground> g)
       : stream_(std::move(socket)), g_(std::move(g)) {
-    g_->connections.fetch_add(1);
+    g_->count(1);
   }
-  ~session() { g_->connections.fetch_sub(1); }
+  ~session() { g_->count(-1); }
 
   void read() {
     parser_.emplace();
@@ -197,6 +209,12 @@ std::uint16_t http_endpoint::port() const noexcept {
 
 std::uint32_t http_endpoint::connections() const noexcept {
   return impl_->ground->connections.load();
+}
+
+bool http_endpoint::wait_connections(std::uint32_t n, std::chrono::milliseconds timeout) const {
+  auto& g = *impl_->ground;
+  std::unique_lock<std::mutex> guard{g.mtx};
+  return g.changed.wait_for(guard, timeout, [&] { return g.connections.load() == n; });
 }
 
 }  // namespace kvferry::ops

@@ -49,6 +49,9 @@ class http_endpoint {
   std::uint16_t port() const noexcept;
   // Connections open right now (diagnostics and tests).
   std::uint32_t connections() const noexcept;
+  // Waits at most `timeout` until exactly `n` connections are open, woken by every open and
+  // close; true if that happened.
+  bool wait_connections(std::uint32_t n, std::chrono::milliseconds timeout) const;
 
   struct impl;
 
