@@ -16,6 +16,9 @@
 //        whatever the holder sent it; at once if nothing is; else when the engine completes
 //        it, whichever transport incarnation posted it) ──> free again
 //   poison(slot) from its holder (quiescence unknown) ──> slot out of service for good, counted
+//   restart ──> the same buffers, holders and poisoned slots (staging_slots outlives the actor):
+//        each holder is watched again (one already gone is handled as a DOWN), so a slot leased
+//        or poisoned before the crash is never handed out meanwhile
 //
 // Every wait is bounded by the requester's wait_ms; nothing here waits without a limit.
 
@@ -41,12 +44,12 @@ struct waiter {
 
 struct pool_state {
   std::vector<lease> slots;
-  std::vector<caf::actor_addr> holders;  // per slot; invalid when free
+  pool_spec spec;
+  std::vector<caf::actor_addr>& holders() { return spec.table->holders; }
+  std::vector<bool>& poisoned() { return spec.table->poisoned; }
   // Slots of holders that died, by the holder's token (its actor id): back once the ledger
   // proves nothing of that holder is in flight.
   std::unordered_map<std::uint64_t, std::vector<std::size_t>> orphaned;
-  std::vector<bool> poisoned;            // per slot: never handed out again
-  pool_spec spec;
   keyed_fifo<std::uint64_t, waiter> waiting;  // by wait id, first come first served
   std::unordered_map<caf::actor_addr, std::uint64_t> wait_of;  // a holder waits once at a time
   std::unordered_set<caf::actor_addr> watched;  // holders monitored (once each, until DOWN)
@@ -57,7 +60,7 @@ struct pool_state {
 
   std::uint32_t leased() const {
     std::uint32_t n = 0;
-    for (auto& h : holders)
+    for (auto& h : spec.table->holders)
       n += h ? 1 : 0;
     return n;
   }
@@ -65,11 +68,11 @@ struct pool_state {
   // Hands free slots to waiters, first come first served.
   void serve_waiters() {
     for (std::size_t i = 0; i < slots.size() && !waiting.empty(); ++i) {
-      if (holders[i] || poisoned[i])
+      if (holders()[i] || poisoned()[i])
         continue;
       auto w = waiting.pop_front();
       wait_of.erase(w->second.holder);
-      holders[i] = w->second.holder;
+      holders()[i] = w->second.holder;
       w->second.promise.deliver(slots[i]);
     }
   }
@@ -92,24 +95,73 @@ struct pool_state {
   }
 
   void poison(std::size_t slot) {
-    if (!poisoned[slot]) {
-      poisoned[slot] = true;
+    if (!poisoned()[slot]) {
+      poisoned()[slot] = true;
       spec.health->slot_poisoned();
     }
-    holders[slot] = caf::actor_addr{};
+    holders()[slot] = caf::actor_addr{};
   }
 };
 
 using pool_self = buffer_pool_actor::stateful_pointer<pool_state>;
 
+// The holder `gone` terminated holding slots: they stay out of service until the op ledger
+// proves nothing of it is in flight.
+void orphan(pool_self self, const caf::actor_addr& gone) {
+  auto& st = self->state;
+  auto token = gone.id();
+  std::vector<std::size_t> held;
+  for (std::size_t i = 0; i < st.holders().size(); ++i)
+    if (st.holders()[i] == gone)
+      held.push_back(i);  // still held (by a dead holder): never handed out meanwhile
+  if (held.empty())
+    return;
+  st.orphaned[token] = std::move(held);
+  // The holder's last put or copy may still wait in the transport's mailbox, not yet in the
+  // ledger: ask through the transport, which answers after handling it. If the transport is
+  // gone instead, so is its mailbox, and the ledger has everything posted.
+  auto me = caf::actor_cast<buffer_pool_actor>(self);
+  auto ledger = st.spec.ledger;
+  auto wait_for_ledger = [me, ledger, token] {
+    ledger->when_quiescent(token,
+                           [me, token] { caf::anon_send(me, quiescent_atom::value, token); });
+  };
+  self->request(st.spec.children->current().transport, caf::infinite, quiescent_atom::value,
+                token)
+    .then([wait_for_ledger](bool) { wait_for_ledger(); },
+          [wait_for_ledger](caf::error&) { wait_for_ledger(); });
+}
+
+// A restarted pool takes over the slots its predecessor leased: each live holder is watched
+// again (it releases to this incarnation, or its DOWN comes here), each gone one is orphaned.
+void adopt_holders(pool_self self) {
+  auto& st = self->state;
+  std::unordered_set<caf::actor_addr> seen;
+  for (auto holder : st.holders()) {
+    if (!holder || !seen.insert(holder).second)
+      continue;
+    // An address may outlive its actor: only a strong reference can be monitored.
+    if (auto alive = caf::actor_cast<caf::strong_actor_ptr>(holder)) {
+      st.watched.insert(holder);
+      self->monitor(alive);  // one that ended but is not yet destroyed: DOWN at once
+    } else {
+      orphan(self, holder);
+    }
+  }
+}
+
 // The staging buffers exist: lay the slots out and serve whoever waited.
 void become_ready(pool_self self) {
   auto& st = self->state;
-  auto& bufs = *st.spec.buffers;
-  for (std::size_t i = 0; i < bufs.size(); ++i)
-    st.slots.push_back(lease{static_cast<std::uint32_t>(i), bufs[i]});
-  st.holders.resize(st.slots.size());
-  st.poisoned.assign(st.slots.size(), false);
+  auto& table = *st.spec.table;
+  for (std::size_t i = 0; i < table.buffers.size(); ++i)
+    st.slots.push_back(lease{static_cast<std::uint32_t>(i), table.buffers[i]});
+  if (table.holders.size() != table.buffers.size()) {  // the first incarnation
+    table.holders.assign(table.buffers.size(), caf::actor_addr{});
+    table.poisoned.assign(table.buffers.size(), false);
+  } else {
+    adopt_holders(self);
+  }
   for (auto& rp : st.ready_waiters)
     rp.deliver(static_cast<std::uint32_t>(st.slots.size()));
   st.ready_waiters.clear();
@@ -119,7 +171,7 @@ void become_ready(pool_self self) {
 // First incarnation: the transport allocates the buffers, one after the other.
 void allocate_buffers(pool_self self) {
   auto& st = self->state;
-  if (st.spec.buffers->size() == st.spec.slots) {
+  if (st.spec.table->buffers.size() == st.spec.slots) {
     become_ready(self);
     return;
   }
@@ -127,13 +179,13 @@ void allocate_buffers(pool_self self) {
   self->request(transport, caf::infinite, allocate_atom::value, st.spec.slot_bytes)
     .then(
       [=](registered_memory& m) {
-        self->state.spec.buffers->push_back(desc{m.base, m.bytes, 0});
+        self->state.spec.table->buffers.push_back(desc{m.base, m.bytes, 0});
         allocate_buffers(self);
       },
       [=](caf::error& err) {
         auto& st = self->state;
         st.allocation_failed = caf::make_error(
-          errc::out_of_memory, "staging buffer " + std::to_string(st.spec.buffers->size()) +
+          errc::out_of_memory, "staging buffer " + std::to_string(st.spec.table->buffers.size()) +
                                  " of " + std::to_string(st.spec.slot_bytes) +
                                  " bytes: " + caf::to_string(err));
         for (auto& rp : st.ready_waiters)
@@ -152,27 +204,7 @@ buffer_pool_actor::behavior_type pool_impl(pool_self self, pool_spec spec) {
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
     st.forget(dm.source);
-    auto token = dm.source.id();
-    std::vector<std::size_t> held;
-    for (std::size_t i = 0; i < st.holders.size(); ++i)
-      if (st.holders[i] == dm.source)
-        held.push_back(i);  // still held (by a dead holder): never handed out meanwhile
-    if (!held.empty()) {
-      st.orphaned[token] = std::move(held);
-      // The holder's last put or copy may still wait in the transport's mailbox, not yet in
-      // the ledger: ask through the transport, which answers after handling it. If the
-      // transport is gone instead, so is its mailbox, and the ledger has everything posted.
-      auto me = caf::actor_cast<buffer_pool_actor>(self);
-      auto ledger = st.spec.ledger;
-      auto wait_for_ledger = [me, ledger, token] {
-        ledger->when_quiescent(token,
-                               [me, token] { caf::anon_send(me, quiescent_atom::value, token); });
-      };
-      self->request(st.spec.children->current().transport, caf::infinite, quiescent_atom::value,
-                    token)
-        .then([wait_for_ledger](bool) { wait_for_ledger(); },
-              [wait_for_ledger](caf::error&) { wait_for_ledger(); });
-    }
+    orphan(self, dm.source);
     st.serve_waiters();
   });
   return {
@@ -223,15 +255,15 @@ buffer_pool_actor::behavior_type pool_impl(pool_self self, pool_spec spec) {
     [=](release_atom, std::uint32_t slot) {
       auto& st = self->state;
       auto sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
-      if (slot < st.holders.size() && st.holders[slot] == sender) {
-        st.holders[slot] = caf::actor_addr{};
+      if (slot < st.holders().size() && st.holders()[slot] == sender) {
+        st.holders()[slot] = caf::actor_addr{};
         st.serve_waiters();
       }
     },
     [=](poison_atom, std::uint32_t slot) {
       auto& st = self->state;
       auto sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
-      if (slot < st.holders.size() && st.holders[slot] == sender)
+      if (slot < st.holders().size() && st.holders()[slot] == sender)
         st.poison(slot);
     },
     [=](quiescent_atom, std::uint64_t token) {
@@ -241,15 +273,15 @@ buffer_pool_actor::behavior_type pool_impl(pool_self self, pool_spec spec) {
       if (it == st.orphaned.end())
         return;
       for (auto i : it->second)
-        if (st.holders[i] && st.holders[i].id() == token)
-          st.holders[i] = caf::actor_addr{};
+        if (st.holders()[i] && st.holders()[i].id() == token)
+          st.holders()[i] = caf::actor_addr{};
       st.orphaned.erase(it);
       st.serve_waiters();
     },
     [=](stats_atom) {
       auto& st = self->state;
       auto poisoned = static_cast<std::uint32_t>(
-        std::count(st.poisoned.begin(), st.poisoned.end(), true));
+        std::count(st.poisoned().begin(), st.poisoned().end(), true));
       return pool_stats{static_cast<std::uint32_t>(st.slots.size()), st.leased(),
                         static_cast<std::uint32_t>(st.waiting.size()), poisoned};
     },

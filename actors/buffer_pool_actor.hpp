@@ -12,12 +12,20 @@ namespace kvferry {
 
 class node_health;
 
+// What outlives a pool incarnation. A restarted pool hands out the same memory, and must not
+// hand out a slot an earlier incarnation leased (its holder may still copy into it, or UCX still
+// read it) or poisoned. Only the current incarnation touches it (a restart begins after the
+// previous one ended).
+struct staging_slots {
+  std::vector<desc> buffers;             // allocated through the transport by the first one
+  std::vector<caf::actor_addr> holders;  // per buffer: who holds it (invalid: free)
+  std::vector<bool> poisoned;            // per buffer: never handed out again
+};
+
 struct pool_spec {
   std::uint32_t slots = 0;        // staging buffers ...
   std::uint64_t slot_bytes = 0;   // ... of this many bytes each
-  // The buffers, allocated through the transport by the pool's first incarnation and reused by
-  // its restarts (a restarted pool hands out the same memory).
-  std::shared_ptr<std::vector<desc>> buffers = std::make_shared<std::vector<desc>>();
+  std::shared_ptr<staging_slots> table = std::make_shared<staging_slots>();
   std::shared_ptr<const child_directory> children;  // the current transport
   std::shared_ptr<node_health> health;              // poisoned slots are counted there
   // The engines' operations by token (transport_services::ledger): a dead holder's slot comes

@@ -197,7 +197,7 @@ result<std::unique_ptr<node>> node_access::start(const node_config& config, engi
   spec.health = p->health;
   spec.transport = transport_spec{p->services, p->health};
   spec.pool = pool_spec{config.staging_slots, config.staging_slot_bytes,
-                        std::make_shared<std::vector<desc>>(), p->children, p->health,
+                        std::make_shared<staging_slots>(), p->children, p->health,
                         p->services->ledger};
   spec.sender.node_name = config.node_name;
   spec.sender.layout_tag = config.layout_tag;

@@ -67,7 +67,6 @@ struct send_request_state {
   std::size_t next_op = 0;        // staged: progress through the plan
   std::uint64_t op_offset = 0;
   std::uint64_t bytes_done = 0;
-  buffer_pool_actor pool;         // the pool that leased `held`
   std::optional<lease> held;      // staged: the slot of the current chunk
   std::vector<copy_op> chunk_puts;
   step outstanding = step::none;
@@ -81,6 +80,12 @@ struct send_request_state {
 void enter_transferring(self_ptr self);
 void enter_stopping(self_ptr self);
 void enter_orphaned(self_ptr self);
+
+// Where a lease goes back: the current pool, which a restart replaces (the restarted one takes
+// over its predecessor's leases).
+buffer_pool_actor current_pool(self_ptr self) {
+  return self->state.base.ctx.children->current().pool;
+}
 
 // The send side's end: a staging slot UCX may still read from is poisoned, never given back.
 void end_send(self_ptr self, transfer_result r, bool quiescent) {
@@ -99,9 +104,9 @@ void end_send(self_ptr self, transfer_result r, bool quiescent) {
   }
   if (st.held) {
     if (quiescent)
-      self->send(st.pool, release_atom::value, st.held->slot);
+      self->send(current_pool(self), release_atom::value, st.held->slot);
     else
-      self->send(st.pool, poison_atom::value, st.held->slot);
+      self->send(current_pool(self), poison_atom::value, st.held->slot);
     st.held.reset();
   }
   st.base.end(self, std::move(r), quiescent);
@@ -169,10 +174,9 @@ void post_copy(self_ptr self, std::vector<copy_op> copies) {
 void lease_slot(self_ptr self) {
   auto& st = self->state;
   st.outstanding = step::lease;
-  st.pool = st.base.ctx.children->current().pool;  // the current pool (a restart replaces it)
   // The pool answers within staging_wait_ms; the extra second covers a pool that died with our
   // request (a restarted pool does not know it), so the wait is bounded either way.
-  self->request(st.pool, std::chrono::milliseconds{staging_wait_ms + 1000}, acquire_atom::value,
+  self->request(current_pool(self), std::chrono::milliseconds{staging_wait_ms + 1000}, acquire_atom::value,
                 staging_wait_ms)
     .then(
       [=](lease& l) {
@@ -195,7 +199,7 @@ void advance(self_ptr self, step done) {
   }
   // Puts done: give the chunk's slot back, then the next chunk, or the end.
   if (st.held) {
-    self->send(st.pool, release_atom::value, st.held->slot);
+    self->send(current_pool(self), release_atom::value, st.held->slot);
     st.held.reset();
   }
   if (st.staged && st.next_op < st.plan.size())

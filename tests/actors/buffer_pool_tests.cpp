@@ -6,6 +6,8 @@
 
 #include <doctest/doctest.h>
 
+#include <functional>
+
 using namespace kvferry;
 using namespace std::chrono_literals;
 
@@ -16,7 +18,8 @@ struct pool_fixture {
   std::unique_ptr<caf::actor_system> sys;
   std::shared_ptr<child_directory> children = std::make_shared<child_directory>();
   std::shared_ptr<node_health> health = std::make_shared<node_health>(1024);
-  std::shared_ptr<std::vector<desc>> buffers = std::make_shared<std::vector<desc>>();
+  std::shared_ptr<staging_slots> table = std::make_shared<staging_slots>();
+  pool_spec spec;
   buffer_pool_actor pool;
 
   explicit pool_fixture(std::uint32_t slots) {
@@ -32,12 +35,25 @@ struct pool_fixture {
     node_children kids;
     kids.transport = spawn_transport_actor(*sys, transport_spec{services, health});
     children->set(kids);
-    pool = spawn_buffer_pool_actor(
-      *sys, pool_spec{slots, 4096, buffers, children, health, services->ledger});
+    spec = pool_spec{slots, 4096, table, children, health, services->ledger};
+    spawn();
+  }
+  void spawn() {
+    pool = spawn_buffer_pool_actor(*sys, spec);
     caf::scoped_actor self{*sys};
     self->request(pool, 10s, ready_atom::value)
-      .receive([&](std::uint32_t n) { REQUIRE(n == slots); },
+      .receive([&](std::uint32_t n) { REQUIRE(n == spec.slots); },
                [&](caf::error& e) { FAIL(caf::to_string(e)); });
+  }
+  // The pool crashes (killed, as by an exception); `meanwhile` runs once it is gone, then its
+  // successor starts with the same spec, as the health supervisor restarts it.
+  void crash_and_restart(const std::function<void()>& meanwhile = [] {}) {
+    caf::scoped_actor self{*sys};
+    self->monitor(pool);
+    caf::anon_send_exit(pool, caf::exit_reason::kill);
+    self->receive([](caf::down_msg&) {});
+    meanwhile();
+    spawn();
   }
   ~pool_fixture() {
     caf::anon_send_exit(pool, caf::exit_reason::user_shutdown);
@@ -71,7 +87,7 @@ TEST_CASE("a lease is a registered staging buffer, and a full pool's wait is bou
   caf::scoped_actor holder{*f.sys};
   auto l = acquire(holder, f.pool, 100);
   REQUIRE(l);
-  CHECK(l->buffer.addr == (*f.buffers)[0].addr);
+  CHECK(l->buffer.addr == f.table->buffers[0].addr);
   CHECK(l->buffer.bytes == 4096);
   caf::scoped_actor other{*f.sys};
   auto t0 = std::chrono::steady_clock::now();
@@ -112,4 +128,68 @@ TEST_CASE("F6: a pool of one slot survives a storm of holders that exit early") 
   CHECK(s.leased == 1);
   CHECK(s.waiting == 0);
   CHECK(s.poisoned == 0);  // their transport had nothing of theirs in flight
+}
+
+// A restarted pool hands out the same memory; without the leases of its predecessor it would give
+// a slot to a second holder while the first still copies into it, or hand out a poisoned one.
+TEST_CASE("a restarted pool keeps a live holder's lease: the slot is not handed out until given back") {
+  pool_fixture f{1};
+  caf::scoped_actor holder{*f.sys};
+  auto l = acquire(holder, f.pool, 100);
+  REQUIRE(l);
+  f.crash_and_restart();
+  CHECK(f.stats().leased == 1);
+  caf::scoped_actor other{*f.sys};
+  auto none = acquire(other, f.pool, 50);
+  REQUIRE(!none);
+  CHECK(static_cast<errc>(none.error().code()) == errc::timed_out);
+  holder->send(f.pool, release_atom::value, l->slot);  // to the restarted pool
+  auto again = acquire(other, f.pool, 5000);
+  REQUIRE(again);
+  CHECK(again->slot == l->slot);
+}
+
+TEST_CASE("a poisoned slot stays out of service across a pool restart") {
+  pool_fixture f{2};
+  caf::scoped_actor holder{*f.sys};
+  auto l = acquire(holder, f.pool, 100);
+  REQUIRE(l);
+  holder->send(f.pool, poison_atom::value, l->slot);
+  CHECK(f.stats().poisoned == 1);
+  f.crash_and_restart();
+  auto s = f.stats();
+  CHECK(s.poisoned == 1);
+  CHECK(s.leased == 0);
+  CHECK(f.health->snapshot().poisoned == 1);  // counted once, not again by the restart
+  caf::scoped_actor a{*f.sys};
+  auto la = acquire(a, f.pool, 5000);
+  REQUIRE(la);
+  CHECK(la->slot != l->slot);
+  caf::scoped_actor b{*f.sys};
+  CHECK(!acquire(b, f.pool, 50));  // the only other slot is poisoned
+}
+
+TEST_CASE("a holder that dies after the pool restarted gives its slot back through the new pool") {
+  pool_fixture f{1};
+  {
+    caf::scoped_actor holder{*f.sys};
+    REQUIRE(acquire(holder, f.pool, 100));
+    f.crash_and_restart();
+    CHECK(f.stats().leased == 1);
+  }  // the holder terminates holding the slot; nothing of it is in flight
+  caf::scoped_actor other{*f.sys};
+  auto l = acquire(other, f.pool, 5000);
+  REQUIRE(l);
+  CHECK(f.stats().poisoned == 0);
+}
+
+TEST_CASE("a holder that died while the pool was down gives its slot back to the restarted pool") {
+  pool_fixture f{1};
+  auto holder = std::make_unique<caf::scoped_actor>(*f.sys);
+  REQUIRE(acquire(*holder, f.pool, 100));
+  f.crash_and_restart([&] { holder.reset(); });
+  caf::scoped_actor other{*f.sys};
+  auto l = acquire(other, f.pool, 5000);
+  REQUIRE(l);
+  CHECK(f.stats().leased == 1);  // other's lease only
 }

@@ -44,7 +44,7 @@ struct node_rig : testing::virtual_time {
   std::shared_ptr<request_registry> registry = std::make_shared<request_registry>();
   std::shared_ptr<request_registry> recv_registry = std::make_shared<request_registry>();
   std::shared_ptr<detail::event_sink> sink = std::make_shared<detail::event_sink>();
-  std::shared_ptr<std::vector<desc>> staging = std::make_shared<std::vector<desc>>();
+  std::shared_ptr<kvferry::staging_slots> staging = std::make_shared<kvferry::staging_slots>();
   transport_actor transport;
   buffer_pool_actor pool;
   sender_actor sender;
@@ -69,7 +69,7 @@ struct node_rig : testing::virtual_time {
     children->set({transport, pool, sender, receiver});
     decode_node = spawn_recorder();
     run();  // the pool has the transport allocate its staging buffers
-    REQUIRE(staging->size() == staging_slots);
+    REQUIRE(staging->buffers.size() == staging_slots);
   }
   ~node_rig() override {
     children->set({});  // the pool's spec holds the directory, the directory the pool
@@ -771,7 +771,7 @@ TEST_CASE("a staged send gathers each chunk through the transport's copy engine,
   auto r = rig.start_recv("staged", {desc{addr_of(dst.data()), dst.size(), 0}},
                           addr_of(dst.data()), dst.size(), 30000);
   rig.run();
-  const auto slot = (*rig.staging)[0];
+  const auto slot = rig.staging->buffers[0];
   for (int chunk = 0; chunk < 2; ++chunk) {
     // The chunk is being gathered: no put before its copy finished.
     REQUIRE(rig.copier->pending() == 1);
@@ -820,7 +820,7 @@ TEST_CASE("a holder that dies with its copy still waiting in the transport's mai
   // Its copy into the slot reaches the transport's mailbox; then it dies, and the pool hears of
   // the death before the transport handled the copy (nothing is in the ledger yet).
   std::vector<unsigned char> src(4096, 0x77);
-  std::vector<copy_op> copies{copy_op{addr_of(src.data()), (*rig.staging)[0]}};
+  std::vector<copy_op> copies{copy_op{addr_of(src.data()), rig.staging->buffers[0]}};
   caf::send_as(holder.actor, rig.transport, copy_atom::value, holder.actor.id(), copies);
   caf::anon_send_exit(holder.actor, caf::exit_reason::kill);
   REQUIRE(rig.dispatch_to(holder.actor));
