@@ -7,12 +7,16 @@
 //   posted(token) ─────────────> in flight (counted per token)
 //   completed(token), last one ─> not in flight: every waiter runs, on the completing thread
 //   when_quiescent(token, f) ───> f runs now if nothing of token is in flight, else at the end
+//   retire(token, f) ──────────> the token's owner ended: nothing more of it is taken (posted
+//                                answers false, so an operation still queued for the transport
+//                                is refused, never started), and f runs as for when_quiescent
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -21,10 +25,13 @@ namespace kvferry {
 class op_ledger {
  public:
   // The transport is about to hand an operation of `token` to an engine (before the call: the
-  // completion may come inside it).
-  void posted(std::uint64_t token) {
+  // completion may come inside it). False: the token is retired; the operation must not start.
+  [[nodiscard]] bool posted(std::uint64_t token) {
     std::lock_guard<std::mutex> guard{mtx_};
+    if (retired_.count(token) > 0)
+      return false;
     ++ops_[token].count;
+    return true;
   }
 
   // An operation of `token` completed (any outcome), or was never taken by the engine.
@@ -59,6 +66,18 @@ class op_ledger {
     then();
   }
 
+  // The owner of `token` ended with its memory not yet proven quiescent: from now on nothing of
+  // it starts, and once nothing of it is in flight `then` runs (as for when_quiescent). Tokens
+  // are actor ids, never reused; a retired one is remembered (8 bytes) for the process's life,
+  // since a message of its owner may wait in a transport's mailbox for any time.
+  void retire(std::uint64_t token, std::function<void()> then) {
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      retired_.insert(token);
+    }
+    when_quiescent(token, std::move(then));
+  }
+
   bool in_flight(std::uint64_t token) const {
     std::lock_guard<std::mutex> guard{mtx_};
     return ops_.count(token) > 0;
@@ -77,6 +96,7 @@ class op_ledger {
   };
   mutable std::mutex mtx_;
   std::unordered_map<std::uint64_t, entry> ops_;
+  std::unordered_set<std::uint64_t> retired_;
 };
 
 }  // namespace kvferry

@@ -12,9 +12,10 @@ namespace kvferry {
 
 // -- request_owner ----------------------------------------------------------------------------
 
-request_owner::request_owner(const request_context& ctx, request_side side)
-    : handle_(ctx.handle), registry_(ctx.registry), health_(ctx.health), side_(side),
-      created_(ctx.called) {
+request_owner::request_owner(const request_context& ctx, request_side side,
+                             std::uint64_t token)
+    : handle_(ctx.handle), registry_(ctx.registry), health_(ctx.health), ledger_(ctx.ledger),
+      side_(side), token_(token), created_(ctx.called) {
   health_->request_started();
 }
 
@@ -24,10 +25,20 @@ request_owner::~request_owner() {
     finish(make_result(transfer_status::failed, errc::internal_error,
                        "the request's owning actor terminated before the transfer finished"));
   // Memory not proven quiescent stays unreleased (counted in health().unreleased) until the
-  // node stops: then nothing can touch it, and stop() releases it (F22).
+  // node stops: then nothing can touch it, and stop() releases it (F22). A send's source blocks
+  // are read only by its own copies and puts: retired in the op ledger, none can start any more,
+  // and once the engines completed those in flight it is released (on the completing thread).
   registry_->unregister(id(), handle_.get());
-  if (!released_)
-    registry_->quarantine(handle_);
+  if (released_)
+    return;
+  registry_->quarantine(handle_);
+  if (side_ == request_side::send && ledger_)
+    ledger_->retire(token_, [handle = handle_, registry = registry_, health = health_] {
+      if (registry->leave_quarantine(handle.get())) {  // not already taken by stop()
+        handle->release();
+        health->request_released_late();
+      }
+    });
 }
 
 const std::string& request_owner::id() const {

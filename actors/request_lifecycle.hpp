@@ -63,10 +63,13 @@ struct request_context {
 
 // The single exit path of a request: finish() delivers the terminal result exactly once,
 // release() the *released* event exactly once; the destructor is the backstop (an actor that
-// ends without finishing fails its request; memory never proven quiescent is not released).
+// ends without finishing fails its request; memory never proven quiescent is not released
+// then: a send's once the op ledger proves none of its copies and puts is in flight or can
+// start, a receive's when the node stops).
 class request_owner {
  public:
-  request_owner(const request_context& ctx, request_side side);
+  // `token`: the request actor's id, under which the transport posts its operations.
+  request_owner(const request_context& ctx, request_side side, std::uint64_t token);
   ~request_owner();
   request_owner(const request_owner&) = delete;
   request_owner& operator=(const request_owner&) = delete;
@@ -98,7 +101,9 @@ class request_owner {
   std::shared_ptr<detail::handle_state> handle_;
   std::shared_ptr<request_registry> registry_;
   std::shared_ptr<node_health> health_;
+  std::shared_ptr<op_ledger> ledger_;
   request_side side_;
+  std::uint64_t token_;
   bool terminal_ = false;
   bool released_ = false;
   bool moving_ = false;
@@ -158,7 +163,7 @@ void arm_deadline(caf::scheduled_actor* self, std::uint32_t ms);
 template <class Self, class EndSide, class QuiescentNow>
 void start_lifecycle(Self* self, request_side side, EndSide end_side, QuiescentNow quiescent_now) {
   auto& st = self->state;
-  st.base.owner = std::make_unique<request_owner>(st.base.ctx, side);
+  st.base.owner = std::make_unique<request_owner>(st.base.ctx, side, self->id());
   st.base.monitors.use(st.base.ctx.watches);
   drop_unexpected_quietly(self);
   if (st.base.ctx.deadline_ms > 0)

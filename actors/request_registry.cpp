@@ -67,12 +67,23 @@ std::vector<caf::actor> request_registry::all_owners() const {
 
 void request_registry::quarantine(std::shared_ptr<detail::handle_state> handle) {
   std::lock_guard<std::mutex> guard{mtx_};
-  quarantined_.push_back(std::move(handle));
+  auto key = handle.get();
+  quarantined_.emplace(key, std::move(handle));
+}
+
+bool request_registry::leave_quarantine(const detail::handle_state* handle) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return quarantined_.erase(handle) > 0;
 }
 
 std::vector<std::shared_ptr<detail::handle_state>> request_registry::take_quarantined() {
   std::lock_guard<std::mutex> guard{mtx_};
-  return std::exchange(quarantined_, {});
+  std::vector<std::shared_ptr<detail::handle_state>> out;
+  out.reserve(quarantined_.size());
+  for (auto& kv : quarantined_)
+    out.push_back(std::move(kv.second));
+  quarantined_.clear();
+  return out;
 }
 
 }  // namespace kvferry

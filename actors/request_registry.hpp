@@ -37,8 +37,11 @@ class request_registry {
   // Owners of every registered request (stop() uses it).
   std::vector<caf::actor> all_owners() const;
   // A request whose owner ended without proving its memory quiescent (quarantined): kept until
-  // the node stops, when nothing can touch that memory any more.
+  // the op ledger proves it (leave_quarantine) or the node stops, when nothing can touch that
+  // memory any more.
   void quarantine(std::shared_ptr<detail::handle_state> handle);
+  // Takes one request out of quarantine; false if it is not there (stop() took it already).
+  bool leave_quarantine(const detail::handle_state* handle);
   // Takes every quarantined request out (stop(): after the transport's teardown).
   std::vector<std::shared_ptr<detail::handle_state>> take_quarantined();
 
@@ -52,7 +55,8 @@ class request_registry {
   std::unordered_map<std::string, entry> entries_;
   std::deque<std::string> recent_order_;  // bounded memory of finished ids
   std::unordered_set<std::string> recent_finished_;
-  std::vector<std::shared_ptr<detail::handle_state>> quarantined_;
+  std::unordered_map<const detail::handle_state*, std::shared_ptr<detail::handle_state>>
+    quarantined_;
 };
 
 }  // namespace kvferry

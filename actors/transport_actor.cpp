@@ -106,7 +106,8 @@ caf::typed_response_promise<std::uint64_t> on_put(self_ptr self, put_request& re
   transport::put_batch batch{req.peer_epoch, std::move(req.rkeys), std::move(req.ops), req.window};
   std::uint64_t op = 0;
   auto& ledger = *st.spec.services->ledger;
-  ledger.posted(req.token);
+  if (!ledger.posted(req.token))
+    return refuse(rp, errc::cancelled, "the request that asked for these puts has ended");
   try {
     op = engine.put(std::move(batch), completion_to(self, req.token));
   } catch (...) {
@@ -132,7 +133,8 @@ caf::typed_response_promise<std::uint64_t> on_copy(self_ptr self, std::uint64_t 
     bytes += c.dst.bytes;
   std::uint64_t ticket = 0;
   auto& ledger = *st.spec.services->ledger;
-  ledger.posted(token);
+  if (!ledger.posted(token))
+    return refuse(rp, errc::cancelled, "the request that asked for this copy has ended");
   try {
     ticket = st.spec.services->copier->submit(std::move(copies), completion_to(self, token));
   } catch (...) {

@@ -239,10 +239,26 @@ TEST_CASE("a lease whose holder dies mid-put is held until the put completes, an
   CHECK(!s.released());
   // While the put is in flight the slot is not handed out.
   check_no_slot_for(np, staged);
-  // The put completes: the pool learns it from the op ledger and the slot serves again.
+  CHECK(np.prefill->health().unreleased == 1);
+  // The put completes: the pool learns it from the op ledger and the slot serves again; the
+  // request's source blocks are released the same way, not kept until the node stops.
   plan->release_held();
+  CHECK(s.wait_released(patience));
   np.transfer_ok("after", 8192, 8192, 4096, staged);
   CHECK(np.prefill->health().poisoned == 0);
+  CHECK(np.prefill->health().unreleased == 0);
+}
+
+TEST_CASE("a send whose actor dies with nothing in flight is released at once, not at stop") {
+  node_pair np{4 * 4096};
+  auto s = np.prefill->send("unfetched", {{np.src_region, 0, 4096}});
+  testing::crash_request(*np.prefill, "unfetched");
+  REQUIRE(s.wait_for(patience));
+  CHECK(s.result()->code == errc::internal_error);
+  CHECK(s.wait_released(patience));  // no copy or put of it was ever posted
+  CHECK(np.prefill->health().unreleased == 0);
+  // Its id is free again, and the node serves.
+  np.transfer_ok("unfetched", 0, 0, 4096);
 }
 
 TEST_CASE("a lease whose holder dies with nothing in flight is given back, not poisoned") {

@@ -836,6 +836,37 @@ TEST_CASE("a holder that dies with its copy still waiting in the transport's mai
   CHECK(after.poisoned == 0);
 }
 
+TEST_CASE("a send that dies with its copy still in the transport's mailbox is released at once, and that copy is refused, never started") {
+  node_rig rig{4, 1, 4096};
+  std::vector<unsigned char> src(8192, 0x5a), dst(8192, 0);
+  auto s = rig.start_send("dies", {block_of(src)}, 30000, true);
+  rig.run();
+  auto r = rig.start_recv("dies", {desc{addr_of(dst.data()), dst.size(), 0}},
+                          addr_of(dst.data()), dst.size(), 30000);
+  // Everything runs until the pool leases the slot to the send; then everything but the
+  // transport: the send asked for its first copy, which waits in the transport's mailbox.
+  while (!rig.staging->holders.at(0))
+    REQUIRE(rig.dispatch_one());
+  REQUIRE(rig.staging->holders[0] == s.actor.address());
+  rig.run_except(rig.transport);
+  REQUIRE(rig.queued(rig.transport));
+  REQUIRE(rig.copier->pending() == 0);
+  rig.kill(s.actor);
+  REQUIRE(rig.dispatch_to(s.actor));
+  // Nothing of it is in flight and nothing can start: its source blocks are released now.
+  REQUIRE(s.handle->result());
+  CHECK(s.handle->result()->code == errc::internal_error);
+  CHECK(s.handle->released());
+  rig.run();
+  CHECK(rig.copier->pending() == 0);  // the queued copy was refused: it never read the source
+  auto stats = rig.request<pool_stats>(rig.pool, stats_atom::value);
+  rig.run();
+  REQUIRE(stats->ok());
+  CHECK(stats->value().leased == 0);  // the slot came back through the ledger
+  CHECK(stats->value().poisoned == 0);
+  CHECK(rig.snapshot().unreleased == 0);
+}
+
 TEST_CASE("F6 (virtual time): a staged send cancelled while its chunk is being copied ends when the copy ends, and its slot returns to the pool") {
   node_rig rig{4, 1, 4096};
   std::vector<unsigned char> src(8192, 0x66), dst(8192, 0);

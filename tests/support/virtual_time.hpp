@@ -157,6 +157,13 @@ class virtual_time {
   bool dispatch_to(const Handle& h) {
     return queued(h) && sched_->prioritize(h) && sched_->try_run_once();
   }
+  // Dispatches every message but those of `held`, until only `held` has some (what it was sent
+  // stays in its mailbox, as in a busy actor). Returns how many.
+  template <class Handle>
+  std::size_t run_except(const Handle& held) {
+    auto* skip = dynamic_cast<caf::resumable*>(caf::actor_cast<caf::abstract_actor*>(held));
+    return sched_->run_jobs_filtered([skip](caf::resumable* job) { return job != skip; });
+  }
   // True if `h` has messages waiting.
   template <class Handle>
   bool queued(const Handle& h) const {
