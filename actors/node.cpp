@@ -83,10 +83,7 @@ result<R> ask(caf::actor_system& sys, const Handle& whom, caf::timespan timeout,
 
 // The entry (sender) of a connected peer; invalid for an id connect() never gave.
 sender_actor entry_of(node::impl& p, peer_id peer) {
-  std::lock_guard<std::mutex> guard{p.peers_mtx};
-  if (peer.value == 0 || peer.value > p.peers.size())
-    return {};
-  return p.peers[peer.value - 1];
+  return p.peers->use(peer.value);
 }
 
 request_context context_for(node::impl& p, std::shared_ptr<detail::handle_state> handle,
@@ -148,6 +145,8 @@ result<std::unique_ptr<node>> node_access::start(const node_config& config, engi
   p->epoch = new_epoch();
   p->regions = std::make_shared<region_table>(config.max_blocks_per_request);
   p->health = std::make_shared<node_health>(config.quarantine_budget);
+  p->peers = std::make_shared<peer_table>(
+    config.max_peers, [health = p->health](std::size_t n) { health->set_peers(n); });
   // The engine reports endpoint failures to whichever transport actor is current.
   std::weak_ptr<child_directory> children = p->children;
   transport::engine_options eo;
@@ -277,9 +276,7 @@ std::string node::metrics() const {
   in.send = p.health->side(request_side::send);
   in.receive = p.health->side(request_side::receive);
   {
-    std::lock_guard<std::mutex> guard{p.peers_mtx};
-    in.peers = static_cast<std::uint64_t>(
-      std::count_if(p.peers.begin(), p.peers.end(), [](const auto& e) { return bool{e}; }));
+    in.peers = p.peers->size();
   }
   return ops::prometheus_text(in);
 }
@@ -398,16 +395,13 @@ result<peer_id> node::connect(const std::string& host, std::uint16_t port) {
                                   ": not connected (node_config::layout_tag)"};
           return;
         }
-        std::lock_guard<std::mutex> guard{impl_->peers_mtx};
         // The same node again (CAF hands out one proxy per remote actor): the same peer id,
         // so that connecting per transfer does not grow the peer list.
-        auto known = std::find(impl_->peers.begin(), impl_->peers.end(), entry);
-        if (known != impl_->peers.end()) {
-          out = peer_id{static_cast<std::uint64_t>(known - impl_->peers.begin()) + 1};
-          return;
-        }
-        impl_->peers.push_back(entry);
-        out = peer_id{impl_->peers.size()};
+        std::uint32_t evicted = 0;
+        out = peer_id{impl_->peers->add(entry, &evicted)};
+        if (evicted > 0)
+          logger()->info("connected to {}: the least recently used peer was forgotten "
+                         "(max_peers {})", where, impl_->config.max_peers);
       },
       [&](caf::error& err) {
         out = result<peer_id>{errc::peer_unreachable,
@@ -418,12 +412,7 @@ result<peer_id> node::connect(const std::string& host, std::uint16_t port) {
 }
 
 errc node::disconnect(peer_id peer) {
-  std::lock_guard<std::mutex> guard{impl_->peers_mtx};
-  auto& peers = impl_->peers;
-  if (peer.value == 0 || peer.value > peers.size() || !peers[peer.value - 1])
-    return errc::not_connected;
-  peers[peer.value - 1] = nullptr;  // ids stay positions: a later connect appends
-  return errc::none;
+  return impl_->peers->remove(peer.value) ? errc::none : errc::not_connected;
 }
 
 namespace {
@@ -604,8 +593,7 @@ void node::stop(std::chrono::milliseconds drain_timeout) {
   // Every request has ended; those whose memory was never proven quiescent are quarantined.
   auto quarantined = p.registry->take_quarantined();
   {
-    std::lock_guard<std::mutex> guard{p.peers_mtx};
-    p.peers.clear();
+    p.peers->clear();
   }
   p.supervisor = nullptr;
   p.children->set({});

@@ -92,6 +92,11 @@ void node_health::set_parked_fetches(std::uint64_t n) {
     notify();
 }
 
+void node_health::set_peers(std::uint64_t n) {
+  if (peers_.exchange(n) != n)
+    notify();
+}
+
 void node_health::set_unhealthy(std::string why) {
   {
     std::lock_guard<std::mutex> guard{mtx_};
@@ -181,6 +186,7 @@ health_snapshot node_health::snapshot() const {
   h.failed = failed_.load();
   h.cancelled = cancelled_.load();
   h.parked_fetches = parked_fetches_.load();
+  h.peers = peers_.load();
   h.restarts = restarts_.load();
   h.worker_replacements = worker_replacements_.load();
   h.writes_refused = writes_refused_.load();

@@ -53,6 +53,7 @@ class node_health {
   void set_engine_counts(std::uint64_t worker_replacements, std::uint64_t writes_refused,
                          std::uint64_t lost_wakeups);
   void set_parked_fetches(std::uint64_t n);  // the sender, after each change
+  void set_peers(std::uint64_t n);           // the peer table, after each change
   // The restart budget is spent, or the entry could not be republished: `why`, in words.
   void set_unhealthy(std::string why);
   // -- the network thread (the supervisor's probe, run by CAF's multiplexer) --------------------
@@ -81,7 +82,7 @@ class node_health {
   std::atomic<std::uint64_t> in_flight_{0}, succeeded_{0}, failed_{0}, cancelled_{0},
       unreleased_{0}, restarts_{0}, bytes_sent_{0}, bytes_received_{0}, poisoned_{0},
       worker_replacements_{0}, writes_refused_{0}, lost_wakeups_{0}, moving_{0},
-      parked_fetches_{0};
+      parked_fetches_{0}, peers_{0};
   // steady_clock ns of the last terminal request or answered step, or of a transfer starting
   // to move when none was.
   std::atomic<std::int64_t> last_progress_ns_;

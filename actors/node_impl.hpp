@@ -6,6 +6,7 @@
 #include "actors/event_sink.hpp"
 #include "actors/messages.hpp"
 #include "actors/node_health.hpp"
+#include "actors/peer_table.hpp"
 #include "actors/region_table.hpp"
 #include "actors/request_registry.hpp"
 #include "actors/tls_policy.hpp"
@@ -43,8 +44,7 @@ struct node::impl {
   std::shared_ptr<const fetch_msg> fetch_header;
   std::uint16_t port = 0;  // where the sender is published
   std::atomic<bool> accepting{true};
-  mutable std::mutex peers_mtx;
-  std::vector<sender_actor> peers;  // peer_id.value = index + 1
+  std::shared_ptr<peer_table> peers;  // peer_id.value -> the peer's entry actor
   bool stopped = false;
   // /metrics and /healthz (node_config::metrics_listen); none while off. Stopped first.
   std::unique_ptr<ops::http_endpoint> http;

@@ -65,7 +65,7 @@ case_result run_case(node& n, peer_id peer, cli::child_process& prefill,
     pools.push_back(std::move(p.value()));
   }
   auto& pool = pools.back();
-  prefill.send_message(cli::protocol::offer{w.requests, w.layers, w.block_bytes, w.seed});
+  prefill.send_message(cli::protocol::offer{w.requests, w.layers, w.block_bytes, w.seed, {}});
   auto offered = prefill.wait_for_message<cli::protocol::offered>(300s);
   if (!offered || !offered->accepted()) {
     std::cerr << "kvferry bench: the prefill node did not offer the case: "

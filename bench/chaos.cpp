@@ -59,7 +59,7 @@ prefill_process start_prefill(const chaos_options& opts) {
 }
 
 bool offer(prefill_process& p, const cli::workload& w) {
-  p.proc->send_message(cli::protocol::offer{w.requests, w.layers, w.block_bytes, w.seed});
+  p.proc->send_message(cli::protocol::offer{w.requests, w.layers, w.block_bytes, w.seed, {}});
   auto offered = p.proc->wait_for_message<cli::protocol::offered>(120s);
   if (!offered || !offered->accepted())
     std::cerr << "kvferry chaos: offer refused: " << (offered ? offered->error : offered.error)

@@ -160,6 +160,7 @@ constexpr key_entry keys[] = {
     unsigned_key<&node_config::max_request_id_bytes>("max_request_id_bytes"),
     unsigned_key<&node_config::max_parked_fetches>("max_parked_fetches"),
     unsigned_key<&node_config::max_parked_fetches_per_peer>("max_parked_fetches_per_peer"),
+    unsigned_key<&node_config::max_peers>("max_peers"),
     unsigned_key<&node_config::drain_timeout_ms>("drain_timeout_ms"),
     unsigned_key<&node_config::scheduler_threads>("scheduler_threads"),
     string_key<&node_config::log_level>("log_level"),
@@ -559,6 +560,7 @@ std::optional<config_error> validate(const node_config& c) {
                    c.max_parked_fetches))) {
     return e;
   }
+  if ((e = between("max_peers", c.max_peers, 1, 1u << 20))) return e;
   if ((e = between("drain_timeout_ms", c.drain_timeout_ms, 0, 600000))) return e;
   if ((e = between("scheduler_threads", c.scheduler_threads, 0, 256))) return e;
   if ((e = one_of("log_level", c.log_level,

@@ -33,6 +33,7 @@ std::string health_snapshot::to_string() const {
          " failed=" + std::to_string(failed) + " cancelled=" + std::to_string(cancelled) +
          " unreleased=" + std::to_string(unreleased) + " poisoned=" + std::to_string(poisoned) +
          " parked_fetches=" + std::to_string(parked_fetches) +
+         " peers=" + std::to_string(peers) +
          " restarts=" + std::to_string(restarts) +
          " worker_replacements=" + std::to_string(worker_replacements) +
          " writes_refused=" + std::to_string(writes_refused) +

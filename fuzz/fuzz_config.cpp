@@ -91,6 +91,7 @@ std::vector<std::pair<std::string, std::string>> as_overrides(const node_config&
     {"max_request_id_bytes", n(c.max_request_id_bytes)},
     {"max_parked_fetches", n(c.max_parked_fetches)},
     {"max_parked_fetches_per_peer", n(c.max_parked_fetches_per_peer)},
+    {"max_peers", n(c.max_peers)},
     {"drain_timeout_ms", n(c.drain_timeout_ms)},
     {"scheduler_threads", n(c.scheduler_threads)},
     {"log_level", c.log_level},

@@ -178,6 +178,7 @@ py::dict health_dict(const health_snapshot& h) {
   d["unreleased"] = h.unreleased;
   d["poisoned"] = h.poisoned;
   d["parked_fetches"] = h.parked_fetches;
+  d["peers"] = h.peers;
   d["quarantine_full"] = h.quarantine_full;
   d["restarts"] = h.restarts;
   d["worker_replacements"] = h.worker_replacements;

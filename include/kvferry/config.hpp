@@ -54,6 +54,8 @@ struct node_config {
   std::uint32_t max_parked_fetches = 65536;   // fetches waiting for their send(), all peers;
                                               // 1 .. 16777216
   std::uint32_t max_parked_fetches_per_peer = 4096;  // the same per peer node; 1 .. the total
+  std::uint32_t max_peers = 4096;  // peers connect() keeps ids for; a new one beyond it forgets
+                                   // the least recently used (its id: not_connected); 1 .. 1048576
   std::uint32_t drain_timeout_ms = 5000;   // `kvferry node`: how long a SIGTERM/SIGINT or the
                                            // end of stdin lets transfers finish; 0 .. 600000
   std::uint32_t scheduler_threads = 0;     // threads running the node's actors; 0: one per

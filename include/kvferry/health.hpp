@@ -28,6 +28,8 @@ struct health_snapshot {
   bool quarantine_full = false;   // unreleased + poisoned reached quarantine_budget
   std::uint64_t parked_fetches = 0;  // peers' fetches waiting for their send() (bounded by
                                      // max_parked_fetches and max_parked_fetches_per_peer)
+  std::uint64_t peers = 0;  // peers connect() keeps an id for (dead and disconnected ones are
+                            // forgotten; at most max_peers)
   bool network_stalled = false;       // the network thread is not running (see healthy)
   std::uint64_t tls_refused = 0;      // TLS peers refused: certificate, version, tls_allow,
                                       // or a handshake too slow or one too many pending

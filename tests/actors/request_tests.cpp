@@ -637,6 +637,48 @@ TEST_CASE("every result says where its time went: queued, to the first byte, tra
   CHECK(cr->timing.transfer_us == 0);
 }
 
+TEST_CASE("a peer whose node stops is forgotten on its own: its id answers not_connected") {
+  node_pair np{4 * 4096};
+  REQUIRE(np.decode->health().peers == 1);
+  np.prefill->stop();
+  // The connection's loss ends CAF's proxy of the peer's entry, which takes it off the list.
+  REQUIRE(np.decode->wait_health([](const health_snapshot& h) { return h.peers == 0; }, patience));
+  auto refused = np.decode->receive("after", np.peer, {{np.dst_region, 0, 4096}});
+  REQUIRE(refused.result());
+  CHECK(refused.result()->code == errc::not_connected);
+  CHECK(np.decode->disconnect(np.peer) == errc::not_connected);
+  CHECK(np.decode->health().healthy);
+}
+
+TEST_CASE("at max_peers, connecting one more forgets the least recently used peer, which can connect again") {
+  node_config cfg;
+  cfg.max_peers = 1;
+  node_pair np{4 * 4096, cfg};
+  cfg.transport = "tcp";
+  auto other = node::start(cfg);
+  REQUIRE_MESSAGE(other, other.error().message);
+  auto to_other = np.decode->connect("127.0.0.1", other.value()->port());
+  REQUIRE(to_other);
+  CHECK(to_other.value().value != np.peer.value);
+  CHECK(np.decode->health().peers == 1);
+  auto refused = np.decode->receive("forgotten", np.peer, {{np.dst_region, 0, 4096}});
+  REQUIRE(refused.result());
+  CHECK(refused.result()->code == errc::not_connected);
+  // The forgotten peer connects again (and the other is forgotten in turn): transfers work.
+  auto back = np.decode->connect("127.0.0.1", np.prefill->port());
+  REQUIRE(back);
+  CHECK(back.value().value != np.peer.value);
+  CHECK(back.value().value != to_other.value().value);
+  auto s = np.prefill->send("again", {{np.src_region, 0, 4096}});
+  auto r = np.decode->receive("again", back.value(), {{np.dst_region, 0, 4096}});
+  auto rr = r.wait_for(patience);
+  REQUIRE(rr);
+  CHECK(rr->status == transfer_status::succeeded);
+  CHECK(std::memcmp(np.dst.data(), np.src.data(), 4096) == 0);
+  CHECK(s.wait_released(patience));
+  CHECK(np.decode->health().peers == 1);
+}
+
 TEST_CASE("connecting to the same node again gives the same peer id, and a disconnected id no longer works while a transfer already running with it ends normally") {
   node_pair np{4 * 4096};
   auto again = np.decode->connect("127.0.0.1", np.prefill->port());

@@ -90,6 +90,7 @@ void check_same(const node_config& a, const node_config& b) {
   CHECK(a.max_request_id_bytes == b.max_request_id_bytes);
   CHECK(a.max_parked_fetches == b.max_parked_fetches);
   CHECK(a.max_parked_fetches_per_peer == b.max_parked_fetches_per_peer);
+  CHECK(a.max_peers == b.max_peers);
   CHECK(a.drain_timeout_ms == b.drain_timeout_ms);
   CHECK(a.tls_certificate == b.tls_certificate);
   CHECK(a.tls_key == b.tls_key);
@@ -236,6 +237,8 @@ TEST_CASE("validation refuses every out-of-range value naming its key") {
       {"max_parked_fetches", "16777217"},
       {"max_parked_fetches_per_peer", "0"},
       {"max_parked_fetches_per_peer", "65537"},  // more than max_parked_fetches (65536)
+      {"max_peers", "0"},
+      {"max_peers", "1048577"},
       {"drain_timeout_ms", "600001"},
       {"network_stall_ms", "99"},
       {"network_stall_ms", "600001"},
@@ -265,12 +268,13 @@ TEST_CASE("the edges of every range are accepted") {
                  {"max_blocks_per_request", "1"},  {"connect_timeout_ms", "600000"},
                  {"cancel_timeout_ms", "60000"},   {"listen_port", "65535"},
                  {"keepalive_interval_ms", "0"},   {"log_level", "off"},
-                 {"transport", "tcp"},             {"role", "decode"}};
+                 {"transport", "tcp"},             {"role", "decode"},
+                 {"max_peers", "1048576"}};
   auto loaded = load_node_config(s);
   REQUIRE(loaded.has_value());
   CHECK(loaded->staging_slot_bytes == (std::uint64_t{1} << 30));
   s.overrides = {{"staging_slots", "4096"}, {"staging_slot_bytes", "4096"},
-                 {"connect_timeout_ms", "1"}, {"cancel_timeout_ms", "1"}};
+                 {"connect_timeout_ms", "1"}, {"cancel_timeout_ms", "1"}, {"max_peers", "1"}};
   CHECK(load_node_config(s).has_value());
 }
 
