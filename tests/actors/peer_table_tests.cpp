@@ -54,7 +54,7 @@ TEST_CASE("the peer table gives one id per entry and forgets the least recently 
   CHECK(rig.sizes == std::vector<std::size_t>{1, 2, 2, 2});
 }
 
-TEST_CASE("a peer whose entry actor terminates is forgotten on its own; remove and unknown ids") {
+TEST_CASE("a peer whose entry actor terminates is forgotten on its own, and remove answers for known ids only") {
   table_rig rig{8};
   auto a = rig.entry(), b = rig.entry();
   auto ia = rig.table->add(a);

@@ -33,12 +33,15 @@ constexpr std::size_t block = 4096;
 
 // Generous: a refused connect ends within connect_timeout_ms (set below) or sooner.
 constexpr std::uint32_t short_connect_ms = 1500;
+// For the nodes whose connects must succeed: a bound for the failure case only (the connect
+// returns once connected). A TLS handshake under a sanitizer on a busy machine takes seconds.
+constexpr std::uint32_t patient_connect_ms = 60000;
 
-node_config base_config(const std::string& name) {
+node_config base_config(const std::string& name, std::uint32_t connect_ms = short_connect_ms) {
   node_config c;
   c.node_name = name;
   c.transport = "tcp";
-  c.connect_timeout_ms = short_connect_ms;
+  c.connect_timeout_ms = connect_ms;
   return c;
 }
 
@@ -75,7 +78,7 @@ std::uint64_t refused_by(node& n) {
 // A legitimate decode ("decode-0", certificate from `pki`) connects to `prefill`, is served
 // verified bytes, and stops: the node that refused others still serves.
 void serve_legitimate_peer(test_pki& pki, node& prefill, const std::string& id) {
-  auto decode = start_ok(pki.with_tls(base_config("decode-0"), "decode-0"));
+  auto decode = start_ok(pki.with_tls(base_config("decode-0", patient_connect_ms), "decode-0"));
   auto peer = decode->connect("127.0.0.1", prefill.port());
   REQUIRE_MESSAGE(peer, peer.error().message);
   transfer_verified(prefill, *decode, peer.value(), id);
@@ -145,7 +148,8 @@ TEST_CASE("F18: a node without TLS cannot connect to a TLS node, which goes on s
   if (!refused)
     CHECK(refused.error().code == errc::peer_unreachable);
   // And the other way: a TLS node refuses a server that does not speak TLS.
-  auto backwards = start_ok(pki.with_tls(base_config("decode-0"), "decode-0"));
+  auto backwards =
+    start_ok(pki.with_tls(base_config("decode-0", patient_connect_ms), "decode-0"));
   auto to_plain = backwards->connect("127.0.0.1", plain->port());
   CHECK_FALSE(to_plain);
   auto peer = backwards->connect("127.0.0.1", prefill->port());
@@ -187,7 +191,7 @@ TEST_CASE("F18: tls_allow admits only the peers it names, checked by both sides"
   CHECK_FALSE(picky->connect("127.0.0.1", prefill->port()));
   CHECK(refused_by(*picky) >= 1);
   // The named one, admitting the prefill back, is served.
-  auto decode_cfg = pki.with_tls(base_config("decode-0"), "decode-0");
+  auto decode_cfg = pki.with_tls(base_config("decode-0", patient_connect_ms), "decode-0");
   decode_cfg.tls_allow = "prefill-0";
   auto decode = start_ok(decode_cfg);
   auto peer = decode->connect("127.0.0.1", prefill->port());
@@ -328,10 +332,10 @@ TEST_CASE("F10: a crashed entry actor is published again through TLS, and a new 
           "is served, offers made before the crash included") {
   test_pki pki;
   restart_then_serve(pki.with_tls(base_config("prefill-0"), "prefill-0"),
-                     pki.with_tls(base_config("decode-0"), "decode-0"));
+                     pki.with_tls(base_config("decode-0", patient_connect_ms), "decode-0"));
 }
 
 TEST_CASE("F10: a crashed entry actor is published again, and a new peer connects and is served, "
           "offers made before the crash included") {
-  restart_then_serve(base_config("prefill-0"), base_config("decode-0"));
+  restart_then_serve(base_config("prefill-0"), base_config("decode-0", patient_connect_ms));
 }

@@ -53,7 +53,10 @@ struct sender {
     proc = std::make_unique<cli::child_process>(std::vector<std::string>{
       KVFERRY_BINARY, "node", "--role", "prefill", "--listen", "127.0.0.1:0", "--transport",
       transport, "--requests", std::to_string(w.requests), "--layers", std::to_string(w.layers),
-      "--block-bytes", std::to_string(w.block_bytes), "--seed", std::to_string(w.seed)});
+      "--block-bytes", std::to_string(w.block_bytes), "--seed", std::to_string(w.seed),
+      // The offers wait as long as the test does: what is under test is a peer's death, not
+      // the 30 s default deadline, which a sanitizer build on a busy machine can outlast.
+      "--set", "default_deadline_ms=600000"});
     auto ready = proc->wait_for_message<cli::protocol::ready>(60s);
     REQUIRE_MESSAGE(ready, ready.error);
     auto p = decode.connect("127.0.0.1", ready->port);
