@@ -153,6 +153,7 @@ using release_atom = caf::atom_constant<caf::atom("release")>;
 using poison_atom = caf::atom_constant<caf::atom("poison")>;
 using quiescent_atom = caf::atom_constant<caf::atom("quiescent")>;
 using forget_peer_atom = caf::atom_constant<caf::atom("forget_p")>;
+using stale_worker_atom = caf::atom_constant<caf::atom("stale_wkr")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using ready_atom = caf::atom_constant<caf::atom("ready")>;
 using peer_down_atom = caf::atom_constant<caf::atom("peer_down")>;
@@ -192,6 +193,9 @@ using transport_actor = caf::typed_actor<
   caf::replies_to<quiescent_atom, std::uint64_t>::with<bool>,
   // The peer `epoch` is known dead (CAF lost its node): close its endpoint.
   caf::reacts_to<forget_peer_atom, std::uint64_t>,
+  // The peer `epoch` replaced the worker at `address` (its receive said so): close the endpoint
+  // if it still leads there, failing what waits for that worker's acknowledgements.
+  caf::reacts_to<stale_worker_atom, std::uint64_t, std::vector<std::uint8_t>>,
   // Register [addr, addr + bytes) of this process for transfers (lives as long as the node).
   caf::replies_to<register_atom, std::uint64_t, std::uint64_t>::with<registered_memory>,
   // Let UCX allocate and register `bytes` (zero-filled; lives as long as the node).
@@ -229,8 +233,8 @@ using send_request_actor = caf::typed_actor<
   caf::replies_to<fetch_msg>::with<transfer_done>,
   // The engine cancels: answers what the cancel found.
   caf::replies_to<cancel_atom>::with<cancel_result>,
-  // The fetching peer (epoch) gave up.
-  caf::reacts_to<cancel_fetch_atom, std::string, std::uint64_t>,
+  // The fetching peer (epoch) gave up; true: because it replaced the worker we write to.
+  caf::reacts_to<cancel_fetch_atom, std::string, std::uint64_t, bool>,
   // A decode node will not fetch it: released at once if no fetch started (not_cancellable if
   // one did).
   // A decode node (named by its CAF node id, which the sender read) declines the offer.
@@ -259,7 +263,8 @@ using sender_actor = caf::typed_actor<
   // A remote fetch: routed to the owner of the request id, or parked until it is announced.
   caf::replies_to<fetch_msg>::with<transfer_done>,
   // The remote receiver gave up on request id (epoch): stop its transfer, drop a parked fetch.
-  caf::reacts_to<cancel_fetch_atom, std::string, std::uint64_t>,
+  // The flag: it gave up because it replaced its UCX worker (the one the fetch named).
+  caf::reacts_to<cancel_fetch_atom, std::string, std::uint64_t, bool>,
   // Internal: the parked fetch for request id (epoch) waited as long as it may.
   caf::reacts_to<park_expired_atom, std::string, std::uint64_t>,
   // connect() asks the node's layout tag (node_config::layout_tag) before it accepts the peer.

@@ -172,9 +172,12 @@ void ask_admission(self_ptr self) {
       });
 }
 
-void send_cancel_fetch(self_ptr self) {
+// `worker_replaced`: our worker was replaced, so the sender's writes to the one the fetch named
+// will never be acknowledged; it closes that endpoint instead of waiting.
+void send_cancel_fetch(self_ptr self, bool worker_replaced = false) {
   auto& st = self->state;
-  self->send(st.peer, cancel_fetch_atom::value, st.base.owner->id(), st.header->epoch);
+  self->send(st.peer, cancel_fetch_atom::value, st.base.owner->id(), st.header->epoch,
+             worker_replaced);
 }
 
 // -- behaviours -------------------------------------------------------------------------------
@@ -207,7 +210,7 @@ void on_window_lost(self_ptr self) {
                        "this node replaced its UCX worker while the transfer was in flight (a "
                        "shared-memory peer probably died in the middle of a message); the sender "
                        "was writing to the old one, so nothing more can arrive: retry the transfer");
-  send_cancel_fetch(self);
+  send_cancel_fetch(self, true);
   if (!self->state.mappable) {
     end_recv(self, std::move(r), true);
     return;
@@ -250,7 +253,9 @@ behavior stopping(self_ptr self) {
     [=](admit_retry_atom) {},
     [=](window_lost_atom) {
       // Cancelled or past its deadline, waiting for the sender's word that it stopped: with no
-      // mappable block, the lost window is that proof already.
+      // mappable block, the lost window is that proof already. The sender waits for the old
+      // worker's acknowledgements: told, it stops waiting.
+      send_cancel_fetch(self, true);
       if (!self->state.mappable)
         end_recv(self,
                  make_result(transfer_status::cancelled, errc::cancelled,

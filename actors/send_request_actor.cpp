@@ -208,6 +208,15 @@ void advance(self_ptr self, step done) {
     finish_transfer(self, caf::error{});
 }
 
+// The fetching node replaced the UCX worker our puts go to: nothing there acknowledges them any
+// more. The transport closes the endpoint if it still leads to that worker (not if a later
+// fetch already connected to the new one), which fails what waits for it and so answers the
+// outstanding step (the endpoint's close is the engine's proof that UCX let go of our blocks).
+void drop_stale_worker(self_ptr self) {
+  auto& st = self->state;
+  self->send(st.transport, stale_worker_atom::value, st.fetch_epoch, st.puts.peer_address);
+}
+
 // Asks the outstanding step to stop; its answer ends the request (behaviour `stopping`).
 void stop(self_ptr self, caf::error reason) {
   auto& st = self->state;
@@ -323,7 +332,7 @@ behavior waiting_for_peer(self_ptr self) {
                              ": no peer fetched it; its blocks are released"),
                true);
     },
-    [=](cancel_fetch_atom, const std::string&, std::uint64_t) {},  // no fetch to cancel yet
+    [=](cancel_fetch_atom, const std::string&, std::uint64_t, bool) {},  // no fetch to cancel yet
     [=](decline_atom, const caf::node_id& from) {
       // Bound to another node: as if there were no such offer (a wrong guess neither ends it
       // nor reveals it, F17).
@@ -354,9 +363,12 @@ behavior transferring(self_ptr self) {
           " in flight; its blocks are released once the transport confirms the puts stopped"));
       stop(self, timed_out_error(self));
     },
-    [=](cancel_fetch_atom, const std::string&, std::uint64_t epoch) {
-      if (epoch == self->state.fetch_epoch)
-        stop(self, cancelled_error(self, "the receiver"));
+    [=](cancel_fetch_atom, const std::string&, std::uint64_t epoch, bool worker_replaced) {
+      if (epoch != self->state.fetch_epoch)
+        return;
+      if (worker_replaced)
+        drop_stale_worker(self);
+      stop(self, cancelled_error(self, "the receiver"));
     },
     // A fetch is running: declining it changes nothing (the fetcher cancels its receive).
     [=](decline_atom, const caf::node_id&) { return cancel_result::not_cancellable; },
@@ -394,7 +406,11 @@ behavior stopping(self_ptr self) {
                                         st.base.deadline_text() + " while its transfer stopped"));
       st.stop_reason = timed_out_error(self);
     },
-    [=](cancel_fetch_atom, const std::string&, std::uint64_t) {},  // already stopping
+    [=](cancel_fetch_atom, const std::string&, std::uint64_t epoch, bool worker_replaced) {
+      // Already stopping; but if the receiver's worker is gone, its acknowledgements never come.
+      if (epoch == self->state.fetch_epoch && worker_replaced)
+        drop_stale_worker(self);
+    },
     [=](decline_atom, const caf::node_id&) {
       return self->state.base.owner->terminal() ? cancel_result::already_complete
                                                 : cancel_result::not_cancellable;
@@ -427,7 +443,7 @@ behavior orphaned(self_ptr self) {
     [=](fetch_msg& fetch) { return refuse_second_fetch(self, fetch); },
     [=](cancel_atom) { return cancel_result::already_complete; },
     [=](deadline_atom) {},
-    [=](cancel_fetch_atom, const std::string&, std::uint64_t) {},
+    [=](cancel_fetch_atom, const std::string&, std::uint64_t, bool) {},
     [=](decline_atom, const caf::node_id&) { return cancel_result::already_complete; },
     [=](quiescent_atom) {
       self->state.outstanding = step::none;

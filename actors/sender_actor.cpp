@@ -361,11 +361,11 @@ sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
       park_fetch(self, fetch, rp, origin);
       return rp;
     },
-    [=](cancel_fetch_atom, const std::string& id, std::uint64_t epoch) {
+    [=](cancel_fetch_atom, const std::string& id, std::uint64_t epoch, bool worker_replaced) {
       auto& st = self->state;
       auto it = st.owners.find(id);
       if (it != st.owners.end()) {
-        self->send(it->second, cancel_fetch_atom::value, id, epoch);
+        self->send(it->second, cancel_fetch_atom::value, id, epoch, worker_replaced);
         return;
       }
       auto p = st.parked.find(id);

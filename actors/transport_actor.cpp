@@ -180,6 +180,14 @@ transport_actor::behavior_type transport_impl(self_ptr self, transport_spec spec
     [=](quiescent_atom, std::uint64_t token) {
       return !self->state.spec.services->ledger->in_flight(token);
     },
+    [=](stale_worker_atom, std::uint64_t peer_epoch, const std::vector<std::uint8_t>& address) {
+      // Only the endpoint to that worker: a later put may have connected to its successor.
+      auto it = self->state.connected.find(peer_epoch);
+      if (it != self->state.connected.end() && it->second == address) {
+        self->state.connected.erase(it);
+        self->state.engine().disconnect(peer_epoch);
+      }
+    },
     [=](forget_peer_atom, std::uint64_t peer_epoch) {
       // Endpoint state stays bounded as peers come and go; in-flight puts to it complete with
       // an error (each still answers its requester exactly once).

@@ -156,7 +156,7 @@ int main(int argc, char** argv) {
   write("basp-routed-fetch-ranges", fuzz::basp_routed, src_node, dst_node, no_stages, mg);
   // The sender's other remote requests.
   auto cancel = caf::make_message(cancel_fetch_atom::value, std::string{"req-0001"},
-                                  std::uint64_t{0x1234567890abcdefULL});
+                                  std::uint64_t{0x1234567890abcdefULL}, true);
   write("basp-cancel-fetch", fuzz::basp_direct, no_stages, cancel);
   auto layout = caf::make_message(layout_atom::value);
   write("basp-layout", fuzz::basp_direct, no_stages, layout);

@@ -437,7 +437,7 @@ TEST_CASE("F17: a hostile prefill that answers a fetch with an empty or unknown 
         answers->erase(answers->begin());
         return e;
       },
-      [](cancel_fetch_atom, const std::string&, std::uint64_t) {},
+      [](cancel_fetch_atom, const std::string&, std::uint64_t, bool) {},
       [](park_expired_atom, const std::string&, std::uint64_t) {},
       [](layout_atom) { return std::string{}; },
       [](decline_atom, const std::string&) { return cancel_result::not_found; },

@@ -517,7 +517,7 @@ TEST_CASE("parked fetches share one expiry timer: parking and cancelling in a lo
     auto epoch = f.epoch;
     auto answer = rig.request<transfer_done>(rig.sender, std::move(f));
     rig.run();
-    rig.send(rig.sender, cancel_fetch_atom::value, "churn-" + std::to_string(i), epoch);
+    rig.send(rig.sender, cancel_fetch_atom::value, "churn-" + std::to_string(i), epoch, false);
     rig.run();
     REQUIRE(answer->answered());
     CHECK(answer->code() == errc::cancelled);
@@ -687,6 +687,7 @@ TEST_CASE("F8 (virtual time): after a receive is cancelled in flight, neither si
   CHECK(c->value() == cancel_result::cancel_requested_in_flight);
   // The receiver told the sender, the sender its request, the request the transport.
   CHECK(rig.engine->cancel_requested(t.op));
+  CHECK(rig.engine->disconnects().empty());  // an ordinary cancel leaves the endpoint alone
   for (caf::timespan step : {caf::timespan{1ms}, caf::timespan{1s}, caf::timespan{20s}}) {
     rig.advance_and_run(step);
     CHECK_FALSE(t.send.handle->released());
@@ -937,12 +938,40 @@ TEST_CASE("F20 (virtual time): a worker replacement while a receive is fetching 
   CHECK(t.recv.handle->result()->code == errc::transport_error);
   CHECK(t.recv.handle->released());  // the lost window proves nothing writes there any more
   CHECK(rig.engine->cancel_requested(t.op));  // cancel_fetch reached the send side
+  // It said why: the send side closes its endpoint to the replaced worker, whose
+  // acknowledgements would never come (the real engine then fails the put and force-closes).
+  CHECK(rig.engine->disconnects() == std::vector<std::uint64_t>{peer_epoch});
   CHECK_FALSE(t.send.handle->released());     // which waits for its engine's answer
   rig.engine->complete(t.op, errc::cancelled);
   rig.run();
   REQUIRE(t.send.handle->result());
   CHECK(t.send.handle->released());
   check_events_once_each(rig);
+}
+
+TEST_CASE("a stale-worker notice closes the endpoint only while it still leads to that worker") {
+  node_rig rig;
+  std::vector<unsigned char> src(4096, 0x68), dst(4096, 0);
+  auto old_address = rig.engine->worker_address();
+  auto first = start_transfer(rig, "to-old-worker", src, dst);
+  rig.engine->complete(first.op);
+  rig.run();
+  // The peer replaced its worker, and a later fetch already connected to the new one.
+  rig.engine->replace_worker("wedged (test)");
+  auto second = start_transfer(rig, "to-new-worker", src, dst);
+  auto new_address = rig.engine->worker_address();
+  REQUIRE(rig.engine->connects().size() == 2);
+  REQUIRE(rig.engine->connects()[1].worker_address == new_address);
+  // A late notice about the old worker leaves the new endpoint alone.
+  rig.send(rig.transport, stale_worker_atom::value, peer_epoch, old_address);
+  rig.run();
+  CHECK(rig.engine->disconnects().empty());
+  // About the worker it leads to, it closes it.
+  rig.send(rig.transport, stale_worker_atom::value, peer_epoch, new_address);
+  rig.run();
+  CHECK(rig.engine->disconnects() == std::vector<std::uint64_t>{peer_epoch});
+  rig.engine->complete(second.op);
+  rig.run();
 }
 
 TEST_CASE("F20 (virtual time): a window lost before the fetch went out is opened again, and the fetch names the new one") {
