@@ -166,6 +166,7 @@ byte s_res[MAXR], s_rel[MAXR];           /* send handle: times resolved / releas
 byte r_res[MAXR], r_rel[MAXR];           /* receive handle */
 byte s_stat[MAXR], r_stat[MAXR];         /* the terminal result */
 bool s_quar[MAXR], r_quar[MAXR];         /* ended unreleased: quarantined by the registry */
+bool s_retired[MAXR];                    /* the send's token retired in the op ledger */
 bool s_wf[MAXR], s_wt[MAXR];             /* send-request watches the fetcher's anchor / transport */
 bool r_wp[MAXR];                         /* recv-request watches the remote sender */
 bool s_dl[MAXR], r_dl[MAXR];             /* the request's deadline fired (it fires once) */
@@ -303,7 +304,7 @@ inline send_ending() {
      s_finish(er);
      if
      :: eq -> s_release()
-     :: else -> s_quar[i] = true
+     :: else -> s_quar[i] = true; s_retired[i] = true   /* retired: nothing of it starts now */
      fi;
      s_wf[i] = false; s_wt[i] = false;
      s_ended[i] = true;
@@ -614,10 +615,16 @@ end_loop:
   :: atomic { nempty(tr_mb) -> tr_mb?m,a;
      if
      :: m == PUT || m == COPY ->            /* on_put / on_copy: posted to the engine */
-        assert(s_rel[a] == 0);              /* P2: nothing reads released source memory */
-        assert(m == COPY || r_rel[a] == 0 || d_revoked || d_dead);  /* nor writes a released
-                                                                       destination */
-        posted[a] = true; tr_known[a] = true
+        if
+#ifndef MUTANT_POST_RETIRED  /* mutant: the transport ignores the ledger's retired tokens */
+        :: s_retired[a] -> ops_out[a] = false   /* its request ended unreleased: refused */
+#endif
+        :: else ->
+           assert(s_rel[a] == 0);           /* P2: nothing reads released source memory */
+           assert(m == COPY || r_rel[a] == 0 || d_revoked || d_dead);  /* nor writes a
+                                                                          released destination */
+           posted[a] = true; tr_known[a] = true
+        fi
      :: m == OP_OK || m == OP_ERR ->        /* op_done: answer the requester */
         if
         :: tr_known[a] ->
@@ -664,11 +671,19 @@ inline complete(j) {
   :: true -> to_transport(OP_ERR, j)       /* failed or cancelled */
   fi
 }
+/* The op ledger's word on a quarantined send (~request_owner retired its token): once the engine
+   holds nothing of it, it is released, on the completing thread. Not after stop() took it. */
+inline ledger_release(j) {
+  s_quar[j] = false;
+  handle_release(s_res[j], s_rel[j])
+}
 proctype Engine() {
 end_idle:
   do
   :: atomic { !p_dead && posted[0] -> complete(0) }
   :: atomic { !p_dead && posted[1] -> complete(1) }
+  :: atomic { !p_dead && !p_engine_gone && s_quar[0] && !posted[0] -> ledger_release(0) }
+  :: atomic { !p_dead && !p_engine_gone && s_quar[1] && !posted[1] -> ledger_release(1) }
   od
 }
 
@@ -803,9 +818,10 @@ proctype Final() {
   timeout && (ALLOW_DEADLINE == 1 || !(DL_PENDING(0) || DL_PENDING(1))) ->
   atomic {
     assert(SETTLED);                      /* P1: every handle resolved, released or quarantined */
-    /* without transport crashes P quarantines only in stop(), which releases */
-    assert(ALLOW_TRANSPORT_CRASH || !s_quar[0] || s_rel[0] == 1);
-    assert(ALLOW_TRANSPORT_CRASH || !s_quar[1] || s_rel[1] == 1);
+    /* P releases every send it quarantined (the op ledger's word, or stop()), transport
+       crashes included */
+    assert(!s_quar[0] || s_rel[0] == 1 || p_dead);
+    assert(!s_quar[1] || s_rel[1] == 1 || p_dead);
 #ifdef STRICT_QUARANTINE
     /* the strict instance (README): without transport crashes, D quarantines only if P went
        away or stops, or D itself stops */

@@ -93,7 +93,7 @@ add two_kill "$TWO_KILL" "$SEARCH -DNOCLAIM" ""
 add one_p4 "$ONE" "$SEARCH" "-N p4_stop"
 add live "$LIVE" "-O0" "-a -N p1_settles"
 for m in MUTANT_RELEASE_EARLY MUTANT_RESOLVE_TWICE MUTANT_RECV_RELEASE_ON_DOWN \
-         MUTANT_IGNORE_PEER_DOWN MUTANT_STOP_NO_RELEASE; do
+         MUTANT_IGNORE_PEER_DOWN MUTANT_STOP_NO_RELEASE MUTANT_POST_RETIRED; do
   add "$m" "$ONE -D$m" "$O0" ""
 done
 add strict "$ONE -DSTRICT_QUARANTINE" "$SEARCH -DNOCLAIM" ""
@@ -116,7 +116,7 @@ check "crash: P1-P4 (transport crashes)" crash
 check "strict: no needless quarantine" strict
 echo "mutants (each must be caught):"
 for m in MUTANT_RELEASE_EARLY MUTANT_RESOLVE_TWICE MUTANT_RECV_RELEASE_ON_DOWN \
-         MUTANT_IGNORE_PEER_DOWN MUTANT_STOP_NO_RELEASE; do
+         MUTANT_IGNORE_PEER_DOWN MUTANT_STOP_NO_RELEASE MUTANT_POST_RETIRED; do
   caught "$m" "$m"
 done
 
