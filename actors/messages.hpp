@@ -10,6 +10,7 @@
 #pragma once
 
 #include "core/descriptor.hpp"
+#include "core/process_identity.hpp"
 #include "kvferry/errc.hpp"
 #include "kvferry/transfer.hpp"
 
@@ -73,6 +74,13 @@ typename Inspector::result_type inspect(Inspector& f, fetch_msg& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, transfer_done& x) {
   return f(caf::meta::type_name("transfer_done"), x.request_id, x.bytes, x.first_byte_us);
+}
+
+// prefill (sender actor) -> decode, asked by connect(): the prefill's process, so that the
+// decode can tell later that it has ended (core/process_identity.hpp).
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, process_identity& x) {
+  return f(caf::meta::type_name("process_identity"), x.boot_id, x.pid_ns, x.pid, x.start_ticks);
 }
 
 // -- local data (between the actors of one node) ----------------------------------------------
@@ -162,6 +170,7 @@ using deadline_atom = caf::atom_constant<caf::atom("deadline")>;
 using park_expired_atom = caf::atom_constant<caf::atom("park_exp")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using admit_retry_atom = caf::atom_constant<caf::atom("admit_re")>;
+using proof_check_atom = caf::atom_constant<caf::atom("proof_chk")>;
 using window_lost_atom = caf::atom_constant<caf::atom("win_lost")>;
 using register_atom = caf::atom_constant<caf::atom("register")>;
 using allocate_atom = caf::atom_constant<caf::atom("allocate")>;
@@ -170,6 +179,7 @@ using endpoint_atom = caf::atom_constant<caf::atom("endpoint")>;
 using peers_atom = caf::atom_constant<caf::atom("peers")>;
 using refresh_atom = caf::atom_constant<caf::atom("refresh")>;
 using layout_atom = caf::atom_constant<caf::atom("layout")>;
+using identity_atom = caf::atom_constant<caf::atom("identity")>;
 using decline_atom = caf::atom_constant<caf::atom("decline")>;
 
 // -- actor interfaces ------------------------------------------------------------------------------
@@ -254,7 +264,9 @@ using recv_request_actor = caf::typed_actor<
   // Internal: the receiver that queued us is gone; queue again at the current one.
   caf::reacts_to<admit_retry_atom>,
   // Internal: the engine replaced its worker, and our receive window with it.
-  caf::reacts_to<window_lost_atom>>;
+  caf::reacts_to<window_lost_atom>,
+  // Internal: look again whether the prefill's process has ended (awaiting_proof).
+  caf::reacts_to<proof_check_atom>>;
 
 // sender (prefill side, published): matches fetches with send-request actors.
 using sender_actor = caf::typed_actor<
@@ -269,6 +281,8 @@ using sender_actor = caf::typed_actor<
   caf::reacts_to<park_expired_atom, std::string, std::uint64_t>,
   // connect() asks the node's layout tag (node_config::layout_tag) before it accepts the peer.
   caf::replies_to<layout_atom>::with<std::string>,
+  // connect() asks which process the node is (core/process_identity.hpp).
+  caf::replies_to<identity_atom>::with<process_identity>,
   // A decode node declines request id: routed to its owner (not_found if there is none).
   caf::replies_to<decline_atom, std::string>::with<cancel_result>>;
 
@@ -295,6 +309,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(kvferry, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(kvferry, (kvferry::desc))
   CAF_ADD_TYPE_ID(kvferry, (kvferry::fetch_msg))
   CAF_ADD_TYPE_ID(kvferry, (kvferry::transfer_done))
+  CAF_ADD_TYPE_ID(kvferry, (kvferry::process_identity))
   CAF_ADD_TYPE_ID(kvferry, (kvferry::errc))
   CAF_ADD_TYPE_ID(kvferry, (kvferry::cancel_result))
   CAF_ADD_TYPE_ID(kvferry, (kvferry::copy_op))

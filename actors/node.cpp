@@ -83,7 +83,7 @@ result<R> ask(caf::actor_system& sys, const Handle& whom, caf::timespan timeout,
 
 // The entry (sender) of a connected peer; invalid for an id connect() never gave.
 sender_actor entry_of(node::impl& p, peer_id peer) {
-  return p.peers->use(peer.value);
+  return p.peers->use(peer.value).entry;
 }
 
 request_context context_for(node::impl& p, std::shared_ptr<detail::handle_state> handle,
@@ -380,11 +380,14 @@ result<peer_id> node::connect(const std::string& host, std::uint16_t port) {
       });
   if (!entry)
     return out;
+  auto left = [until] {
+    return std::max(std::chrono::milliseconds{1},
+                    std::chrono::duration_cast<std::chrono::milliseconds>(
+                      until - std::chrono::steady_clock::now()));
+  };
   // The peer's blocks must be what ours are (model, layout, dtype...): asked before any transfer.
-  auto left = std::max(std::chrono::milliseconds{1},
-                       std::chrono::duration_cast<std::chrono::milliseconds>(
-                         until - std::chrono::steady_clock::now()));
-  self->request(entry, left, layout_atom::value)
+  bool compatible = false;
+  self->request(entry, left(), layout_atom::value)
     .receive(
       [&](const std::string& tag) {
         if (tag != impl_->config.layout_tag) {
@@ -395,19 +398,27 @@ result<peer_id> node::connect(const std::string& host, std::uint16_t port) {
                                   ": not connected (node_config::layout_tag)"};
           return;
         }
-        // The same node again (CAF hands out one proxy per remote actor): the same peer id,
-        // so that connecting per transfer does not grow the peer list.
-        std::uint32_t evicted = 0;
-        out = peer_id{impl_->peers->add(entry, &evicted)};
-        if (evicted > 0)
-          logger()->info("connected to {}: the least recently used peer was forgotten "
-                         "(max_peers {})", where, impl_->config.max_peers);
+        compatible = true;
       },
       [&](caf::error& err) {
         out = result<peer_id>{errc::peer_unreachable,
                               "the node at " + where + " did not say its layout tag: " +
                                 describe_error(err)};
       });
+  if (!compatible)
+    return out;
+  // Which process it is: if it maps our UCX-allocated memory, its end proves its writes ended
+  // (F20). Not an admission check: a peer that does not say stays unknown (nothing proven).
+  process_identity process;
+  self->request(entry, left(), identity_atom::value)
+    .receive([&](process_identity& p) { process = std::move(p); }, [&](caf::error&) {});
+  // The same node again (CAF hands out one proxy per remote actor): the same peer id, so that
+  // connecting per transfer does not grow the peer list.
+  std::uint32_t evicted = 0;
+  out = peer_id{impl_->peers->add(entry, std::move(process), &evicted)};
+  if (evicted > 0)
+    logger()->info("connected to {}: the least recently used peer was forgotten (max_peers {})",
+                   where, impl_->config.max_peers);
   return out;
 }
 
@@ -467,8 +478,8 @@ transfer_handle node::receive(const std::string& request_id, peer_id peer,
     return refused(request_id, errc::stopped, "the node is stopping; receive refused");
   if (auto why = bad_request_id(p, request_id))
     return refused(request_id, errc::invalid_argument, "receive: " + *why);
-  auto entry = entry_of(p, peer);
-  if (!entry)
+  auto from = p.peers->use(peer.value);
+  if (!from.entry)
     return refused(request_id, errc::not_connected,
                    "receive '" + request_id + "': peer " + std::to_string(peer.value) +
                      " is not connected (use connect())");
@@ -498,8 +509,9 @@ transfer_handle node::receive(const std::string& request_id, peer_id peer,
     return refused(request_id, errc::duplicate_request_id,
                    "request id '" + request_id + "' is already in use on this node");
   auto owner = spawn_recv_request_actor(
-    *p.sys, recv_spec{context_for(p, st, options), std::move(entry), std::move(resolved.value()),
-                      std::move(ranges), p.fetch_header, p.regions, p.windows});
+    *p.sys, recv_spec{context_for(p, st, options), std::move(from.entry),
+                      std::move(resolved.value()), std::move(ranges), p.fetch_header, p.regions,
+                      p.windows, std::move(from.process)});
   p.registry->attach_owner(request_id, caf::actor_cast<caf::actor>(owner));
   return transfer_handle{std::move(st)};
 }

@@ -5,7 +5,8 @@
 
 namespace kvferry {
 
-std::uint64_t peer_table::add(const sender_actor& entry, std::uint32_t* evicted) {
+std::uint64_t peer_table::add(const sender_actor& entry, process_identity process,
+                              std::uint32_t* evicted) {
   auto addr = entry.address();
   std::uint64_t id = 0;
   bool watch = false;
@@ -15,6 +16,7 @@ std::uint64_t peer_table::add(const sender_actor& entry, std::uint32_t* evicted)
       *evicted = 0;
     if (auto known = by_entry_.find(addr); known != by_entry_.end()) {
       auto& s = by_id_.at(known->second);
+      s.peer.process = std::move(process);
       recency_.splice(recency_.begin(), recency_, s.recency);
       return known->second;
     }
@@ -25,7 +27,7 @@ std::uint64_t peer_table::add(const sender_actor& entry, std::uint32_t* evicted)
     }
     id = next_id_++;
     recency_.push_front(id);
-    by_id_.emplace(id, slot{entry, recency_.begin()});
+    by_id_.emplace(id, slot{peer_ref{entry, std::move(process)}, recency_.begin()});
     by_entry_.emplace(addr, id);
     watch = watched_.insert(addr).second;
     changed();
@@ -42,13 +44,13 @@ std::uint64_t peer_table::add(const sender_actor& entry, std::uint32_t* evicted)
   return id;
 }
 
-sender_actor peer_table::use(std::uint64_t id) {
+peer_ref peer_table::use(std::uint64_t id) {
   std::lock_guard<std::mutex> guard{mtx_};
   auto it = by_id_.find(id);
   if (it == by_id_.end())
     return {};
   recency_.splice(recency_.begin(), recency_, it->second.recency);
-  return it->second.entry;
+  return it->second.peer;
 }
 
 bool peer_table::remove(std::uint64_t id) {
@@ -86,7 +88,7 @@ void peer_table::erase(std::uint64_t id) {
   auto it = by_id_.find(id);
   if (it == by_id_.end())
     return;
-  by_entry_.erase(it->second.entry.address());
+  by_entry_.erase(it->second.peer.entry.address());
   recency_.erase(it->second.recency);
   by_id_.erase(it);
 }

@@ -24,6 +24,12 @@
 
 namespace kvferry {
 
+// A connected peer: its entry actor and the process it said it is (connect() asked).
+struct peer_ref {
+  sender_actor entry;
+  process_identity process;
+};
+
 class peer_table : public std::enable_shared_from_this<peer_table> {
  public:
   // `on_change` hears the number of peers after every change (under the table's lock: it must
@@ -34,9 +40,11 @@ class peer_table : public std::enable_shared_from_this<peer_table> {
   // The peer id of `entry` (an existing one if it is known), and how many peers were forgotten
   // to make room (0 or 1). Call without holding anything the entry's end could need: watching
   // an entry that already ended forgets it at once.
-  std::uint64_t add(const sender_actor& entry, std::uint32_t* evicted = nullptr);
-  // The entry of `id`, marked used; invalid if the id is unknown or forgotten.
-  sender_actor use(std::uint64_t id);
+  // A known entry keeps its id and takes the newer `process`.
+  std::uint64_t add(const sender_actor& entry, process_identity process = {},
+                    std::uint32_t* evicted = nullptr);
+  // The peer `id`, marked used; its entry is invalid if the id is unknown or forgotten.
+  peer_ref use(std::uint64_t id);
   // Forgets `id`; false if it was not known.
   bool remove(std::uint64_t id);
   std::size_t size() const;
@@ -48,7 +56,7 @@ class peer_table : public std::enable_shared_from_this<peer_table> {
   void changed() { if (on_change_) on_change_(by_id_.size()); }  // with mtx_ held
 
   struct slot {
-    sender_actor entry;
+    peer_ref peer;
     std::list<std::uint64_t>::iterator recency;
   };
   mutable std::mutex mtx_;

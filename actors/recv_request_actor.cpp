@@ -15,7 +15,9 @@
 //   data messages land only while it is open, and the end closes it
 //   (transport/receive_windows.hpp). So the request is failed and released at once, unless a
 //   destination block lies in UCX-allocated memory, which a peer on this host maps and writes
-//   without messages: that stays unreleased (quarantined).
+//   without messages: that stays unreleased (quarantined) while the peer's process may run, and
+//   is released once it provably ended (core/process_identity.hpp: a dead process has no
+//   mappings).
 //
 //   The window is opened at admission, before our worker address is asked for. When the engine
 //   replaces a wedged worker it loses every window (window_lost_atom): queued, we ask for the new
@@ -44,6 +46,7 @@ struct recv_request_state {
   std::shared_ptr<transport::receive_windows> windows;
   transport::window_lease window;  // open from admission to the end (or until lost)
   bool mappable = false;  // a destination block lies in UCX-allocated memory (see above)
+  process_identity peer_process;  // the prefill's process, as connect() heard it
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   static inline const char* name = "kvferry.recv_request";
 };
@@ -53,6 +56,14 @@ using behavior = recv_request_actor::behavior_type;
 
 behavior fetching(self_ptr self);
 behavior stopping(self_ptr self);
+behavior awaiting_proof(self_ptr self, std::uint32_t checks_left);
+
+// When a same-host prefill that maps our memory is seen gone (its connection closed), its
+// process may still be finishing its exit: looked at again after these waits, then given up.
+constexpr std::uint32_t proof_checks = 6;
+std::chrono::milliseconds proof_wait(std::uint32_t checks_left) {
+  return std::chrono::milliseconds{5u << (2 * (proof_checks - checks_left))};  // 5 ms .. 5 s
+}
 
 void end_recv(self_ptr self, transfer_result r, bool quiescent) {
   auto& st = self->state;
@@ -63,6 +74,19 @@ void end_recv(self_ptr self, transfer_result r, bool quiescent) {
   st.window.close();
   if (had_window && !st.mappable)
     quiescent = true;
+  if (!quiescent && had_window && r.code != errc::stopped && process_checkable(st.peer_process)) {
+    // A peer on this host maps the destination: its process's end is the proof. Terminal now;
+    // released once it is seen ended (a node that stops releases at its teardown instead).
+    if (process_gone(st.peer_process)) {
+      quiescent = true;
+    } else {
+      st.base.owner->finish(std::move(r));
+      st.base.monitors.clear(self);
+      self->become(awaiting_proof(self, proof_checks));
+      self->delayed_send(self, proof_wait(proof_checks), proof_check_atom::value);
+      return;
+    }
+  }
   st.base.end(self, std::move(r), quiescent);
 }
 
@@ -199,6 +223,7 @@ behavior queued(self_ptr self) {
     },
     [=](admit_retry_atom) { ask_admission(self); },
     [=](window_lost_atom) {},  // the address's answer finds it closed and asks again
+    [=](proof_check_atom) {},
   };
 }
 
@@ -236,6 +261,7 @@ behavior fetching(self_ptr self) {
     },
     [=](admit_retry_atom) {},
     [=](window_lost_atom) { on_window_lost(self); },
+    [=](proof_check_atom) {},
   };
 }
 
@@ -262,6 +288,32 @@ behavior stopping(self_ptr self) {
                              "cancelled in flight; this node's UCX worker was replaced meanwhile"),
                  true);
     },
+    [=](proof_check_atom) {},
+  };
+}
+
+// Terminal, its window closed; a prefill on this host that maps the destination was seen gone,
+// and its process's end is awaited: released when seen, else unreleased after the last look.
+behavior awaiting_proof(self_ptr self, std::uint32_t checks_left) {
+  return {
+    [=](cancel_atom) { return cancel_result::already_complete; },
+    [=](deadline_atom) {},
+    [=](admit_retry_atom) {},
+    [=](window_lost_atom) {},
+    [=](proof_check_atom) {
+      auto& st = self->state;
+      auto r = make_result(transfer_status::failed);  // already terminal: this one is not used
+      if (process_gone(st.peer_process)) {
+        st.base.end(self, std::move(r), true);
+        return;
+      }
+      if (checks_left <= 1) {
+        st.base.end(self, std::move(r), false);  // quarantined until the node stops
+        return;
+      }
+      self->become(awaiting_proof(self, checks_left - 1));
+      self->delayed_send(self, proof_wait(checks_left - 1), proof_check_atom::value);
+    },
   };
 }
 
@@ -274,6 +326,7 @@ behavior recv_request_impl(self_ptr self, recv_spec spec) {
   st.header = std::move(spec.header);
   st.regions = std::move(spec.regions);
   st.windows = std::move(spec.windows);
+  st.peer_process = std::move(spec.peer_process);
   start_lifecycle(self, request_side::receive, end_recv, quiescent_now);
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;

@@ -23,6 +23,9 @@ struct recv_spec {
   std::shared_ptr<const region_table> regions;
   // The engine's receive windows: one is opened over the blocks when the fetch goes out.
   std::shared_ptr<transport::receive_windows> windows;
+  // The prefill's process (connect() asked): once it has ended, nothing writes through a mapping
+  // of our UCX-allocated memory any more.
+  process_identity peer_process;
 };
 
 recv_request_actor spawn_recv_request_actor(caf::actor_system& sys, recv_spec spec);

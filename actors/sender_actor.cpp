@@ -375,6 +375,7 @@ sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
                                      st.spec.node_name + "' sent it"));
     },
     [=](layout_atom) { return self->state.spec.layout_tag; },
+    [=](identity_atom) { return own_process(); },
     [=](decline_atom, const std::string& id) -> caf::typed_response_promise<cancel_result> {
       // Read the sender first: make_response_promise takes it over from the current message.
       const auto decliner = self->current_sender();

@@ -440,6 +440,7 @@ TEST_CASE("F17: a hostile prefill that answers a fetch with an empty or unknown 
       [](cancel_fetch_atom, const std::string&, std::uint64_t, bool) {},
       [](park_expired_atom, const std::string&, std::uint64_t) {},
       [](layout_atom) { return std::string{}; },
+      [](identity_atom) { return process_identity{}; },
       [](decline_atom, const std::string&) { return cancel_result::not_found; },
     };
   };

@@ -109,7 +109,7 @@ struct node_rig : testing::virtual_time {
       b.key = region;
     auto owner = track(spawn_recv_request_actor(
       system(), recv_spec{ctx, sender, std::move(blocks), {}, std::move(header), std::move(regions),
-                              engine->windows()}));
+                              engine->windows(), {}}));
     recv_registry->attach_owner(id, caf::actor_cast<caf::actor>(owner));
     return {h, caf::actor_cast<caf::actor>(owner)};
   }

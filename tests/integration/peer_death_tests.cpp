@@ -321,10 +321,11 @@ TEST_CASE("F20: receives in flight when their sender was killed are released at 
   decode.stop(1s);
 }
 
-TEST_CASE("F20: a receive into memory a same-host sender maps stays quarantined when that sender is killed, and is counted") {
+TEST_CASE("F20: a receive into memory a same-host sender maps is released once that sender's process has ended") {
   // UCX-allocated pools on one host are written by the sender through a mapping, not through
-  // data messages: closing the window proves nothing there, so those receives stay unreleased
-  // (counted in health) until the node stops.
+  // data messages: closing the window proves nothing there. The sender's process having ended
+  // does (a dead process has no mappings): connect() asked which process it is, and the
+  // receives it cut short are released once it is seen gone, not kept until the node stops.
   std::vector<sender> victims(1);
   node_config cfg;
   cfg.transport = "shm";
@@ -344,14 +345,14 @@ TEST_CASE("F20: a receive into memory a same-host sender maps stays quarantined 
     REQUIRE(r);
     if (r->status != transfer_status::succeeded) {
       CHECK(r->code == errc::peer_failed);
-      CHECK_FALSE(h.released());
       ++failed;
     }
+    // Generous for a loaded machine: the process is gone (reaped above) when it is looked at.
+    CHECK(h.wait_released(30s));
   }
   REQUIRE(failed > 0);
-  CHECK(decode.health().unreleased == failed);
-  // stop() releases them once the transport is gone (F22).
+  CHECK(decode.health().unreleased == 0);
+  CHECK(decode.health().healthy);
   decode.stop(5s);
-  for (auto& h : v.receives)
-    CHECK(h.released());
 }
+
