@@ -341,7 +341,13 @@ int run(const options& opts) {
   std::vector<cli::pool_memory> pools;
   std::vector<case_result> results;
   bool ok = true;
-  for (auto& spec : plan(opts)) {
+  // Progress on stderr as each case starts (stdout keeps the table or the JSON alone).
+  auto cases = plan(opts);
+  for (std::size_t c = 0; c < cases.size(); ++c) {
+    auto& spec = cases[c];
+    std::cerr << "kvferry bench: case " << c + 1 << "/" << cases.size() << ": " << spec.kind
+              << ", " << spec.load.requests << " x " << spec.load.layers << " x "
+              << spec.load.block_bytes << " B, concurrency " << spec.concurrency << std::endl;
     auto r = run_case(n, peer.value(), prefill, pools, opts, spec);
     ok &= r.failed == 0 && (!opts.verify || r.verified_bytes == spec.load.pool_bytes());
     if (spec.kind != "warm-up")
@@ -357,6 +363,7 @@ int run(const options& opts) {
     for (auto size : pool ? opts.hold_sizes : std::vector<std::uint32_t>{}) {
       if (size == 0)
         continue;
+      std::cerr << "kvferry bench: hold " << size << " requests in flight" << std::endl;
       holds.push_back(measure_hold(n, peer.value(), pool.value().region, size));
       ok &= holds.back().send.all_resolved && holds.back().recv.all_resolved;
     }
@@ -365,6 +372,7 @@ int run(const options& opts) {
   n.stop(2000ms);
   prefill.wait(10s);
   if (opts.limits) {
+    std::cerr << "kvferry bench: the machine's limits (ucx_perftest, memcpy)" << std::endl;
     std::map<std::uint64_t, std::optional<double>> put_cache;
     for (auto& r : results) {
       auto bs = r.spec.load.block_bytes;

@@ -145,9 +145,20 @@ int run_chaos(const chaos_options& opts) {
       n.cancel(handles[i]->handle.request_id());
     }
   };
+  // Progress on stderr (stdout keeps the report or the JSON alone): a line per tenth of the
+  // burst, and one per phase.
+  auto say = [](const std::string& what) { std::cerr << "kvferry chaos: " << what << std::endl; };
+  const std::uint32_t tenth = std::max<std::uint32_t>(1, opts.requests / 10);
   auto t0 = steady::now();
+  say("burst of " + std::to_string(opts.requests) + " receives at concurrency " +
+      std::to_string(opts.concurrency));
   for (std::uint32_t i = 0; i < opts.requests; ++i) {
+    if (i > 0 && i % tenth == 0) {
+      std::lock_guard<std::mutex> guard{mtx};
+      say("posted " + std::to_string(i) + ", resolved " + std::to_string(resolved));
+    }
     if (i == killed_at) {
+      say("SIGKILL of the prefill node at request " + std::to_string(i) + ", then its restart");
       // SIGKILL the prefill process mid-burst, then restart it: a new epoch, the same offers.
       prefill.proc->kill_now(SIGKILL);
       prefill.proc->wait(10s);
@@ -224,6 +235,8 @@ int run_chaos(const chaos_options& opts) {
   double burst_s = std::chrono::duration<double>(steady::now() - t0).count();
 
   // 2. Idle.
+  say("burst over in " + std::to_string(static_cast<int>(burst_s * 1000)) + " ms; idle for " +
+      std::to_string(opts.idle_ms) + " ms");
   std::this_thread::sleep_for(std::chrono::milliseconds{opts.idle_ms});
 
   // Outcomes and invariants of the burst.
@@ -252,6 +265,7 @@ int run_chaos(const chaos_options& opts) {
   twice += detail::handle_state::violations() - violations_at_start;
 
   // 3. Probes.
+  say(std::to_string(opts.probes) + " probes");
   cli::workload probe;
   probe.requests = opts.probes;
   probe.layers = 4;
