@@ -275,9 +275,7 @@ std::string node::metrics() const {
   in.health = health();
   in.send = p.health->side(request_side::send);
   in.receive = p.health->side(request_side::receive);
-  {
-    in.peers = p.peers->size();
-  }
+  in.peers = p.peers->size();
   return ops::prometheus_text(in);
 }
 
@@ -604,9 +602,7 @@ void node::stop(std::chrono::milliseconds drain_timeout) {
   p.stopped = true;
   // Every request has ended; those whose memory was never proven quiescent are quarantined.
   auto quarantined = p.registry->take_quarantined();
-  {
-    p.peers->clear();
-  }
+  p.peers->clear();
   p.supervisor = nullptr;
   p.children->set({});
   // No actor is left: destroying the engines cancels and completes every operation, after which

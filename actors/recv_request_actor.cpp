@@ -81,6 +81,7 @@ void end_recv(self_ptr self, transfer_result r, bool quiescent) {
       quiescent = true;
     } else {
       st.base.owner->finish(std::move(r));
+      st.base.owner->ended();  // nothing moves any more: not work the progress check waits on
       st.base.monitors.clear(self);
       self->become(awaiting_proof(self, proof_checks));
       self->delayed_send(self, proof_wait(proof_checks), proof_check_atom::value);

@@ -176,8 +176,8 @@ void lease_slot(self_ptr self) {
   st.outstanding = step::lease;
   // The pool answers within staging_wait_ms; the extra second covers a pool that died with our
   // request (a restarted pool does not know it), so the wait is bounded either way.
-  self->request(current_pool(self), std::chrono::milliseconds{staging_wait_ms + 1000}, acquire_atom::value,
-                staging_wait_ms)
+  self->request(current_pool(self), std::chrono::milliseconds{staging_wait_ms + 1000},
+                acquire_atom::value, staging_wait_ms)
     .then(
       [=](lease& l) {
         // Only `transferring` waits for a lease: a stop ends the wait at once (we quit).
