@@ -35,8 +35,8 @@ request_owner::~request_owner() {
   if (side_ == request_side::send && ledger_)
     ledger_->retire(token_, [handle = handle_, registry = registry_, health = health_] {
       if (registry->leave_quarantine(handle.get())) {  // not already taken by stop()
+        health->request_released_late();  // counted first: a waiter woken by release sees it
         handle->release();
-        health->request_released_late();
       }
     });
 }

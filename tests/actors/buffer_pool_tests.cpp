@@ -80,6 +80,15 @@ caf::expected<lease> acquire(caf::scoped_actor& self, buffer_pool_actor& pool,
   return out;
 }
 
+// `holder` gives its lease back; `other`, asking next, gets that very slot.
+void check_released_to(pool_fixture& f, caf::scoped_actor& holder, caf::scoped_actor& other,
+                       const lease& l) {
+  holder->send(f.pool, release_atom::value, l.slot);
+  auto again = acquire(other, f.pool, 5000);
+  REQUIRE(again);
+  CHECK(again->slot == l.slot);
+}
+
 }  // namespace
 
 TEST_CASE("a lease is a registered staging buffer, and a full pool's wait is bounded") {
@@ -96,10 +105,7 @@ TEST_CASE("a lease is a registered staging buffer, and a full pool's wait is bou
   CHECK(static_cast<errc>(none.error().code()) == errc::timed_out);
   CHECK(std::chrono::steady_clock::now() - t0 < 5s);  // bounded (50 ms asked; 5 s: loaded CI)
   CHECK(f.stats().waiting == 0);
-  holder->send(f.pool, release_atom::value, l->slot);
-  auto again = acquire(other, f.pool, 5000);
-  REQUIRE(again);
-  CHECK(again->slot == l->slot);
+  check_released_to(f, holder, other, *l);
 }
 
 TEST_CASE("only the holder can release a lease") {
@@ -143,10 +149,7 @@ TEST_CASE("a restarted pool keeps a live holder's lease: the slot is not handed 
   auto none = acquire(other, f.pool, 50);
   REQUIRE(!none);
   CHECK(static_cast<errc>(none.error().code()) == errc::timed_out);
-  holder->send(f.pool, release_atom::value, l->slot);  // to the restarted pool
-  auto again = acquire(other, f.pool, 5000);
-  REQUIRE(again);
-  CHECK(again->slot == l->slot);
+  check_released_to(f, holder, other, *l);  // released to the restarted pool
 }
 
 TEST_CASE("a poisoned slot stays out of service across a pool restart") {

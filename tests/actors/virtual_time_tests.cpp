@@ -418,6 +418,19 @@ transfer_in_flight start_transfer(node_rig& rig, const std::string& id,
   return t;
 }
 
+// One transfer completes through the engine's current worker, then the engine replaces that
+// worker; returns the old worker's address.
+std::vector<std::uint8_t> transfer_then_replace_worker(node_rig& rig, const std::string& id,
+                                                       const std::vector<unsigned char>& src,
+                                                       const std::vector<unsigned char>& dst) {
+  auto old_address = rig.engine->worker_address();
+  auto t = start_transfer(rig, id, src, dst);
+  rig.engine->complete(t.op);
+  rig.run();
+  rig.engine->replace_worker("wedged (test)");
+  return old_address;
+}
+
 // The engine heard of both sides' ends exactly once: one completed and one released event each.
 void check_events_once_each(node_rig& rig) {
   auto evs = rig.events();
@@ -902,12 +915,8 @@ TEST_CASE("F6 (virtual time): a staged send cancelled while its chunk is being c
 TEST_CASE("after the engine replaced its worker, the next fetch carries the new worker address (asked of the transport per fetch) and health counts the replacement") {
   node_rig rig;
   std::vector<unsigned char> src(4096, 0x77), dst(4096, 0);
-  auto before = rig.engine->worker_address();
-  auto first = start_transfer(rig, "before-replacement", src, dst);
-  rig.engine->complete(first.op);
-  rig.run();
-  // The engine replaces its worker and reports each peer, as the node's callback does.
-  rig.engine->replace_worker("wedged (test)");
+  auto before = transfer_then_replace_worker(rig, "before-replacement", src, dst);
+  // The engine reports each peer, as the node's callback does.
   rig.send(rig.transport, peer_down_atom::value, peer_epoch,
            caf::make_error(errc::peer_failed, "worker replaced"));
   rig.run();
@@ -952,12 +961,8 @@ TEST_CASE("F20 (virtual time): a worker replacement while a receive is fetching 
 TEST_CASE("a stale-worker notice closes the endpoint only while it still leads to that worker") {
   node_rig rig;
   std::vector<unsigned char> src(4096, 0x68), dst(4096, 0);
-  auto old_address = rig.engine->worker_address();
-  auto first = start_transfer(rig, "to-old-worker", src, dst);
-  rig.engine->complete(first.op);
-  rig.run();
   // The peer replaced its worker, and a later fetch already connected to the new one.
-  rig.engine->replace_worker("wedged (test)");
+  auto old_address = transfer_then_replace_worker(rig, "to-old-worker", src, dst);
   auto second = start_transfer(rig, "to-new-worker", src, dst);
   auto new_address = rig.engine->worker_address();
   REQUIRE(rig.engine->connects().size() == 2);
