@@ -42,6 +42,19 @@ class handle_state {
   bool wait_started(std::chrono::milliseconds timeout) const;
   void on_done(std::function<void(const transfer_result&)> callback);
 
+  // Layer-wise streaming (transfer_options::layer_blocks). Send side: the number of layers, set
+  // before the handle is shared; claim_layer() takes layer `i` as ready, once: errc::none, else
+  // out_of_range (no such layer) or invalid_argument (not layered, or claimed already).
+  void set_layers(std::uint32_t layers);
+  errc claim_layer(std::uint32_t i);
+  std::uint32_t layers() const;  // the layer count (send: set_layers; receive: once heard)
+  // Receive side: layer `i` of `layers` landed (from the owning actor): queues its event; false
+  // (nothing changes) for a repeat, an index outside `layers`, or a count that differs from the
+  // one the first call gave.
+  bool land_layer(std::uint32_t i, std::uint32_t layers);
+  std::uint32_t layers_landed() const;
+  bool wait_layer(std::uint32_t i, std::chrono::milliseconds timeout) const;
+
   // Process-wide count of second resolve()/release() attempts: must stay 0 (tests assert it).
   static std::uint64_t violations() noexcept;
 
@@ -56,6 +69,12 @@ class handle_state {
   bool settled_ = false;                   // the on_done callbacks have returned
   bool release_claimed_ = false;           // release() ran once (guards the exactly-once)
   std::vector<std::function<void(const transfer_result&)>> callbacks_;
+  // Layer-wise transfers only (absent otherwise): send: claimed ready; receive: landed.
+  struct layer_book {
+    std::vector<bool> set;
+    std::uint32_t done = 0;  // how many are set
+  };
+  std::unique_ptr<layer_book> layers_;
 };
 
 }  // namespace detail

@@ -57,6 +57,8 @@ struct transfer_done {
   std::string request_id;
   std::uint64_t bytes = 0;
   std::uint64_t first_byte_us = 0;  // from the fetch's arrival at the owner to its first bytes
+  std::uint32_t layers = 0;  // a layer-wise send's layer count (each landed); 0: not layered
+  std::string transport;     // how the bytes went (transfer_result::transport)
 };
 
 template <class Inspector>
@@ -73,7 +75,8 @@ typename Inspector::result_type inspect(Inspector& f, fetch_msg& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, transfer_done& x) {
-  return f(caf::meta::type_name("transfer_done"), x.request_id, x.bytes, x.first_byte_us);
+  return f(caf::meta::type_name("transfer_done"), x.request_id, x.bytes, x.first_byte_us,
+           x.layers, x.transport);
 }
 
 // prefill (sender actor) -> decode, asked by connect(): the prefill's process, so that the
@@ -99,6 +102,12 @@ struct put_request {
   std::vector<std::vector<std::uint8_t>> rkeys;
   std::vector<copy_op> ops;  // dst.key: index into rkeys
   std::uint64_t window = 0;  // fetch_msg::window
+};
+
+// transport -> send-request: the puts of a put_request completed and were flushed.
+struct put_done {
+  std::uint64_t bytes = 0;
+  std::string transport;  // how they went: the endpoint's UCX transports and the path
 };
 
 // Memory the transport registered (or allocated) for transfers.
@@ -129,6 +138,11 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, put_request& x) {
   return f(caf::meta::type_name("put_request"), x.token, x.peer_epoch, x.peer_address, x.rkeys,
            x.ops, x.window);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, put_done& x) {
+  return f(caf::meta::type_name("put_done"), x.bytes, x.transport);
 }
 
 template <class Inspector>
@@ -181,20 +195,23 @@ using refresh_atom = caf::atom_constant<caf::atom("refresh")>;
 using layout_atom = caf::atom_constant<caf::atom("layout")>;
 using identity_atom = caf::atom_constant<caf::atom("identity")>;
 using decline_atom = caf::atom_constant<caf::atom("decline")>;
+using layer_atom = caf::atom_constant<caf::atom("layer")>;
 
 // -- actor interfaces ------------------------------------------------------------------------------
 
 // transport: the only actor that talks to UCX (transport::engine) and to the copy engine.
 // Operations are named by a token (the requester's actor id): at most one per token at a time.
 using transport_actor = caf::typed_actor<
-  // Post the puts, flush, answer with the bytes written once every UCX request completed.
-  caf::replies_to<put_atom, put_request>::with<std::uint64_t>,
+  // Post the puts, flush, answer with the bytes written (and how) once every UCX request
+  // completed.
+  caf::replies_to<put_atom, put_request>::with<put_done>,
   // Copy with the copy engine (token, copies between local memory), answer the bytes copied.
   caf::replies_to<copy_atom, std::uint64_t, std::vector<copy_op>>::with<std::uint64_t>,
   // Ask UCX to cancel the puts of `token`; their answer still comes, exactly once.
   caf::reacts_to<cancel_atom, std::uint64_t>,
-  // From the engine's or the copy engine's thread: operation `token` completed (empty: success).
-  caf::reacts_to<op_done_atom, std::uint64_t, caf::error>,
+  // From the engine's or the copy engine's thread: operation `token` completed (empty: success;
+  // then the string says how the bytes went).
+  caf::reacts_to<op_done_atom, std::uint64_t, caf::error, std::string>,
   // From the engine's progress thread: the endpoint to peer `epoch` failed.
   caf::reacts_to<peer_down_atom, std::uint64_t, caf::error>,
   // True when nothing of `token` is in flight in the engines (op ledger, any incarnation).
@@ -239,8 +256,11 @@ using buffer_pool_actor = caf::typed_actor<
 
 // send-request (prefill side, one per transfer): owns the source blocks until released.
 using send_request_actor = caf::typed_actor<
-  // The peer's fetch (routed by the sender): validate, put, flush, answer.
-  caf::replies_to<fetch_msg>::with<transfer_done>,
+  // The peer's fetch, relayed by the sender with the fetching actor (where layer-wise progress
+  // goes, through the sender): validate, put, flush, answer.
+  caf::replies_to<fetch_msg, caf::actor_addr>::with<transfer_done>,
+  // From the engine (node::layer_ready, checked there): this layer's blocks are written.
+  caf::reacts_to<layer_atom, std::uint32_t>,
   // The engine cancels: answers what the cancel found.
   caf::replies_to<cancel_atom>::with<cancel_result>,
   // The fetching peer (epoch) gave up; true: because it replaced the worker we write to.
@@ -266,7 +286,9 @@ using recv_request_actor = caf::typed_actor<
   // Internal: the engine replaced its worker, and our receive window with it.
   caf::reacts_to<window_lost_atom>,
   // Internal: look again whether the prefill's process has ended (awaiting_proof).
-  caf::reacts_to<proof_check_atom>>;
+  caf::reacts_to<proof_check_atom>,
+  // From the peer's sender (a layer-wise send): layer (of layers) of request id has landed.
+  caf::reacts_to<layer_atom, std::string, std::uint32_t, std::uint32_t>>;
 
 // sender (prefill side, published): matches fetches with send-request actors.
 using sender_actor = caf::typed_actor<
@@ -284,7 +306,10 @@ using sender_actor = caf::typed_actor<
   // connect() asks which process the node is (core/process_identity.hpp).
   caf::replies_to<identity_atom>::with<process_identity>,
   // A decode node declines request id: routed to its owner (not_found if there is none).
-  caf::replies_to<decline_atom, std::string>::with<cancel_result>>;
+  caf::replies_to<decline_atom, std::string>::with<cancel_result>,
+  // From a send-request of this node only: layer (of layers) of request id landed at the
+  // fetching actor; passed on to it from here, so that it never learns the owner's address.
+  caf::reacts_to<layer_atom, caf::actor_addr, std::string, std::uint32_t, std::uint32_t>>;
 
 // receiver (decode side): admits recv-request actors, bounding fetches in flight.
 using receiver_actor = caf::typed_actor<
@@ -323,6 +348,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(kvferry, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(kvferry, (std::vector<std::string>))
   CAF_ADD_TYPE_ID(kvferry, (std::vector<std::uint8_t>))
   CAF_ADD_TYPE_ID(kvferry, (std::vector<std::uint64_t>))
+  CAF_ADD_TYPE_ID(kvferry, (kvferry::put_done))
 CAF_END_TYPE_ID_BLOCK(kvferry)
 
 CAF_ERROR_CODE_ENUM(kvferry::errc, "kvferry")

@@ -451,18 +451,21 @@ transfer_handle node::send(const std::string& request_id, const std::vector<bloc
   if (!resolved)
     return refused(request_id, resolved.error().code,
                    "send '" + request_id + "': " + resolved.error().message);
+  if (auto bad = check_layers(options.layer_blocks, blocks.size()))
+    return refused(request_id, bad->code, "send '" + request_id + "': " + bad->message);
   sender_actor bound;
   if (options.bound_to.value != 0 && !(bound = entry_of(p, options.bound_to)))
     return refused(request_id, errc::not_connected,
                    "send '" + request_id + "': bound to peer " +
                      std::to_string(options.bound_to.value) + ", which is not connected");
   auto st = std::make_shared<detail::handle_state>(request_id, p.events);
+  st->set_layers(static_cast<std::uint32_t>(options.layer_blocks.size()));
   if (!p.registry->reserve(request_id, st))
     return refused(request_id, errc::duplicate_request_id,
                    "request id '" + request_id + "' is already in use on this node");
   auto owner = spawn_send_request_actor(
     *p.sys, send_spec{context_for(p, st, options), std::move(resolved.value()),
-                      options.stage_through_pool, std::move(bound)});
+                      options.stage_through_pool, std::move(bound), options.layer_blocks});
   p.registry->attach_owner(request_id, caf::actor_cast<caf::actor>(owner), true);
   return transfer_handle{std::move(st)};
 }
@@ -512,6 +515,33 @@ transfer_handle node::receive(const std::string& request_id, peer_id peer,
                       p.windows, std::move(from.process)});
   p.registry->attach_owner(request_id, caf::actor_cast<caf::actor>(owner));
   return transfer_handle{std::move(st)};
+}
+
+error_info node::layer_ready(const std::string& request_id, std::uint32_t layer) {
+  auto& p = *impl_;
+  const auto what = "layer_ready('" + request_id + "', " + std::to_string(layer) + ")";
+  if (p.stopped)
+    return {errc::stopped, what + ": the node is stopped"};
+  caf::actor owner;
+  auto handle = p.registry->send_handle_of(request_id, &owner);
+  if (!handle || !owner)
+    return {errc::unknown_request_id, what + ": no send of that id on this node"};
+  if (auto r = handle->result())
+    return {errc::unknown_request_id, what + ": the send has ended (" + to_string(r->status) +
+                                        ", " + to_string(r->code) + "); no layer is needed"};
+  switch (handle->claim_layer(layer)) {
+    case errc::none:
+      break;
+    case errc::out_of_range:
+      return {errc::out_of_range, what + ": the send has fewer layers"};
+    default:
+      return {errc::invalid_argument, handle->layers() == 0
+                                        ? what + ": the send was not offered in layers "
+                                                 "(transfer_options::layer_blocks)"
+                                        : what + ": that layer was marked ready already"};
+  }
+  caf::anon_send(owner, layer_atom::value, layer);
+  return {};
 }
 
 cancel_result node::cancel(const std::string& request_id) {

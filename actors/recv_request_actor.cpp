@@ -19,6 +19,10 @@
 //   is released once it provably ended (core/process_identity.hpp: a dead process has no
 //   mappings).
 //
+//   A layer-wise send's sender tells of each layer as it lands (layer_atom, from its sender
+//   actor only): fetching, each becomes a layer_landed event; the success answer lands any
+//   layer not heard of yet, before the completed event.
+//
 //   The window is opened at admission, before our worker address is asked for. When the engine
 //   replaces a wedged worker it loses every window (window_lost_atom): queued, we ask for the new
 //   address; fetching, the sender writes to a worker that is gone, so we fail at once
@@ -27,6 +31,8 @@
 // Every end goes through request_base::end() (request_lifecycle.hpp).
 
 #include "actors/recv_request_actor.hpp"
+
+#include "actors/handle_state.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -96,10 +102,29 @@ bool quiescent_now(self_ptr self) {
   return !self->state.base.monitors.watching(self->state.peer.address());
 }
 
+// A layer of a layer-wise send landed (the peer's sender says so, and only it may): its event
+// goes out now. A success answer names the layer count, and every layer not heard of by then
+// landed too (the answer proves all its puts completed).
+void on_layer(self_ptr self, const std::string& id, std::uint32_t layer, std::uint32_t layers) {
+  auto& st = self->state;
+  auto from = self->current_sender();
+  if (!from || from->node() != st.peer.node() || id != st.base.owner->id())
+    return;
+  st.base.ctx.handle->land_layer(layer, layers);
+}
+
+void land_every_layer(self_ptr self, std::uint32_t layers) {
+  auto& handle = *self->state.base.ctx.handle;
+  for (std::uint32_t i = 0; i < layers && handle.layers_landed() < layers; ++i)
+    handle.land_layer(i, layers);
+}
+
 // The sender's answer (or CAF's word that none will come) ends the request.
 void on_answer(self_ptr self, caf::expected<transfer_done> answer) {
   if (answer) {
     self->state.base.owner->set_first_byte_us(answer->first_byte_us);
+    self->state.base.owner->set_transport(std::move(answer->transport));
+    land_every_layer(self, answer->layers);
     end_recv(self, make_result(transfer_status::succeeded, errc::none, {}, answer->bytes), true);
     return;
   }
@@ -225,6 +250,7 @@ behavior queued(self_ptr self) {
     [=](admit_retry_atom) { ask_admission(self); },
     [=](window_lost_atom) {},  // the address's answer finds it closed and asks again
     [=](proof_check_atom) {},
+    [=](layer_atom, const std::string&, std::uint32_t, std::uint32_t) {},  // no fetch yet
   };
 }
 
@@ -263,6 +289,9 @@ behavior fetching(self_ptr self) {
     [=](admit_retry_atom) {},
     [=](window_lost_atom) { on_window_lost(self); },
     [=](proof_check_atom) {},
+    [=](layer_atom, const std::string& id, std::uint32_t layer, std::uint32_t layers) {
+      on_layer(self, id, layer, layers);
+    },
   };
 }
 
@@ -290,6 +319,7 @@ behavior stopping(self_ptr self) {
                  true);
     },
     [=](proof_check_atom) {},
+    [=](layer_atom, const std::string&, std::uint32_t, std::uint32_t) {},  // being cancelled
   };
 }
 
@@ -315,6 +345,7 @@ behavior awaiting_proof(self_ptr self, std::uint32_t checks_left) {
       self->become(awaiting_proof(self, checks_left - 1));
       self->delayed_send(self, proof_wait(checks_left - 1), proof_check_atom::value);
     },
+    [=](layer_atom, const std::string&, std::uint32_t, std::uint32_t) {},
   };
 }
 

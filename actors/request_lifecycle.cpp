@@ -56,7 +56,7 @@ void request_owner::set_moving() {
   }
 }
 
-void request_owner::ended() {
+void request_owner::stop_moving() {
   if (moving_) {
     moving_ = false;
     health_->moving_ended();
@@ -91,6 +91,7 @@ void request_owner::finish(transfer_result r) {
     r.timing.queue_us = us_between(created_, moving_since_);
     r.timing.transfer_us = us_between(moving_since_, now);
     r.timing.first_byte_us = first_byte_us_;
+    r.transport = transport_;
   } else {
     r.timing.queue_us = us_between(created_, now);
   }

@@ -80,13 +80,18 @@ class request_owner {
   // The transfer's data moves through this node from now until the request ends: work the
   // node's progress check waits on (node_health::moving_started).
   void set_moving();
+  // The transfer waits for the engine (a layer not ready yet): not moving until set_moving().
+  void stop_moving();
   // The request's actor ends (request_base::end, else the destructor).
-  void ended();
+  void ended() { stop_moving(); }
   // Timing (transfer_result::timing): data starts to move; the first bytes are in place (or,
   // on the receive side, the sender's figure for that).
   void started_moving();
   void first_bytes();
   void set_first_byte_us(std::uint64_t us) { first_byte_us_ = us; }
+  // How the bytes went (transfer_result::transport): the last put batch's, or the sender's.
+  void set_transport(std::string how) { transport_ = std::move(how); }
+  const std::string& transport() const noexcept { return transport_; }
   std::uint64_t first_byte_us() const noexcept { return first_byte_us_; }
   void finish(transfer_result r);
   void release();
@@ -110,6 +115,7 @@ class request_owner {
   std::chrono::steady_clock::time_point created_;  // the call (request_context::called)
   std::chrono::steady_clock::time_point moving_since_{};
   std::uint64_t first_byte_us_ = 0;
+  std::string transport_;
 };
 
 // What one request watches (the transport while it holds a step, the receiver while queued,

@@ -33,6 +33,16 @@ caf::actor request_registry::send_owner_of(const std::string& id) const {
   return it != entries_.end() && it->second.sends ? it->second.owner : caf::actor{};
 }
 
+std::shared_ptr<detail::handle_state> request_registry::send_handle_of(const std::string& id,
+                                                                      caf::actor* owner) const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto it = entries_.find(id);
+  if (it == entries_.end() || !it->second.sends)
+    return nullptr;
+  *owner = it->second.owner;
+  return it->second.handle;
+}
+
 caf::actor request_registry::owner_of(const std::string& id, bool* recently_finished) const {
   std::lock_guard<std::mutex> guard{mtx_};
   auto it = entries_.find(id);

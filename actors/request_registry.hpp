@@ -30,6 +30,9 @@ class request_registry {
   // The owner of `id` if it is a send-request (invalid otherwise): the sender looks here for
   // an owner that has not announced itself yet.
   caf::actor send_owner_of(const std::string& id) const;
+  // The handle of send-request `id` and (into `owner`) its owning actor; null if `id` is no send.
+  std::shared_ptr<detail::handle_state> send_handle_of(const std::string& id,
+                                                       caf::actor* owner) const;
   // The owning actor of `id` (invalid if none), and whether `id` finished recently.
   caf::actor owner_of(const std::string& id, bool* recently_finished) const;
   // Removes `id` if `handle` still owns it (a newer request may own the id by then).

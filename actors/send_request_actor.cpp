@@ -24,6 +24,11 @@
 //     released, its staging slot given back (F9)
 //   an exception in a handler: failed; released only if no copy or put was outstanding (F10)
 //
+//   layer-wise (spec.layer_blocks): the fetch plans each layer's puts; transferring sends the
+//     ready layers one after the other (each its steps as above), tells the fetcher of each as
+//     it lands, and waits with nothing outstanding while no layer is ready (layer_ready marks
+//     one). Without layers there is one layer, ready from the start.
+//
 // Each phase is a behaviour (the messages it takes) plus what the answer of the outstanding
 // step means in it (`on_step`: the answers are responses, so they reach the phase through the
 // state, entered together with the behaviour by enter_transferring / enter_stopping).
@@ -36,6 +41,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <memory>
 #include <optional>
 
 namespace kvferry {
@@ -57,13 +63,24 @@ struct send_request_state {
   std::vector<desc> blocks;
   bool staged = false;
   caf::actor_addr bound;  // the entry of the only node that may fetch it (watched until then)
+  // A layer-wise send's layers (absent: one layer, ready at the call; nothing allocated).
+  struct layered {
+    std::vector<std::uint32_t> blocks;  // transfer_options::layer_blocks
+    std::vector<std::uint32_t> ready;   // marked ready, in that order; sent up to ready_next
+    std::size_t ready_next = 0;
+    std::vector<std::vector<copy_op>> plans;  // from the fetch: each layer's puts
+    caf::actor_addr requester;  // the fetching actor: layer progress goes there (via the sender)
+  };
+  std::unique_ptr<layered> layers;
   // From the fetch on:
   caf::typed_response_promise<transfer_done> fetch_rp;  // the fetcher's answer
   caf::actor_addr fetcher;  // the decode node's anchor, else the fetching actor (watched)
   std::uint64_t fetch_epoch = 0;
   transport_actor transport;
   put_request puts;               // peer, address and rkeys; ops filled per step
-  std::vector<copy_op> plan;      // every put of the transfer
+  std::uint32_t layers_sent = 0;  // layers whose puts all completed
+  std::uint32_t layer = 0;        // the layer being sent
+  std::vector<copy_op> plan;      // its puts (staged: progress through them below)
   std::size_t next_op = 0;        // staged: progress through the plan
   std::uint64_t op_offset = 0;
   std::uint64_t bytes_done = 0;
@@ -80,6 +97,12 @@ struct send_request_state {
 void enter_transferring(self_ptr self);
 void enter_stopping(self_ptr self);
 void enter_orphaned(self_ptr self);
+void lease_slot(self_ptr self);
+void post_puts(self_ptr self, std::vector<copy_op> ops);
+
+std::uint32_t layer_count(const send_request_state& st) {
+  return st.layers ? static_cast<std::uint32_t>(st.layers->blocks.size()) : 1;
+}
 
 // Where a lease goes back: the current pool, which a restart replaces (the restarted one takes
 // over its predecessor's leases).
@@ -121,13 +144,80 @@ bool quiescent_now(self_ptr self) {
 void finish_transfer(self_ptr self, const caf::error& err) {
   auto& st = self->state;
   if (!err) {
-    st.fetch_rp.deliver(
-      transfer_done{st.base.owner->id(), st.bytes_done, st.base.owner->first_byte_us()});
+    st.fetch_rp.deliver(transfer_done{st.base.owner->id(), st.bytes_done,
+                                      st.base.owner->first_byte_us(),
+                                      st.layers ? layer_count(st) : 0,
+                                      st.base.owner->transport()});
     end_send(self, make_result(transfer_status::succeeded, errc::none, {}, st.bytes_done), true);
     return;
   }
   st.fetch_rp.deliver(err);
   end_send(self, result_from_error(err), true);  // an earlier terminal result stands
+}
+
+// -- layers -----------------------------------------------------------------------------------
+
+// The current layer's puts all completed: the fetching actor hears it (a layer-wise send only),
+// through this node's sender, which keeps this actor's address from the peer.
+void layer_landed(self_ptr self) {
+  auto& st = self->state;
+  ++st.layers_sent;
+  if (st.layers)
+    self->send(st.base.ctx.children->current().sender, layer_atom::value, st.layers->requester,
+               st.base.owner->id(), st.layer, layer_count(st));
+}
+
+// The next layer to send, if one is ready (without layers: the one layer, once).
+bool take_ready(send_request_state& st) {
+  if (!st.layers) {
+    st.layer = 0;
+    return st.layers_sent == 0;
+  }
+  auto& l = *st.layers;
+  if (l.ready_next == l.ready.size())
+    return false;
+  st.layer = l.ready[l.ready_next++];
+  st.plan = std::move(l.plans[st.layer]);
+  return true;
+}
+
+// Sends the next ready layer (one with nothing the fetch wants lands at once), or ends the
+// transfer after the last. With none ready, it waits for node::layer_ready with nothing in
+// flight: the engine's work, not the node's, so not counted as moving (node_health).
+void next_layer(self_ptr self) {
+  auto& st = self->state;
+  for (;;) {
+    if (st.layers_sent == layer_count(st)) {
+      finish_transfer(self, caf::error{});
+      return;
+    }
+    if (!take_ready(st)) {
+      st.base.owner->stop_moving();
+      return;
+    }
+    st.next_op = 0;
+    st.op_offset = 0;
+    if (st.plan.empty()) {
+      layer_landed(self);
+      continue;
+    }
+    st.base.owner->set_moving();
+    if (st.staged)
+      lease_slot(self);
+    else
+      post_puts(self, std::move(st.plan));
+    return;
+  }
+}
+
+// The engine marked `layer` ready (node::layer_ready checked it, once per layer).
+void on_layer_ready(self_ptr self, std::uint32_t layer, bool transferring) {
+  auto& st = self->state;
+  if (!st.layers || layer >= st.layers->blocks.size())
+    return;
+  st.layers->ready.push_back(layer);
+  if (transferring && st.outstanding == step::none)  // it was waiting for this
+    next_layer(self);
 }
 
 // -- steps ------------------------------------------------------------------------------------
@@ -140,10 +230,11 @@ void post_puts(self_ptr self, std::vector<copy_op> ops) {
   st.base.monitors.watch(self, st.transport.address());
   self->request(st.transport, caf::infinite, put_atom::value, std::move(req))
     .then(
-      [=](std::uint64_t bytes) {
+      [=](put_done& done) {
         self->state.base.monitors.unwatch(self, self->state.transport.address());
+        self->state.base.owner->set_transport(std::move(done.transport));
         caf::error none;
-        self->state.on_step(self, bytes, none);
+        self->state.on_step(self, done.bytes, none);
       },
       [=](caf::error& err) {
         self->state.base.monitors.unwatch(self, self->state.transport.address());
@@ -202,10 +293,12 @@ void advance(self_ptr self, step done) {
     self->send(current_pool(self), release_atom::value, st.held->slot);
     st.held.reset();
   }
-  if (st.staged && st.next_op < st.plan.size())
+  if (st.staged && st.next_op < st.plan.size()) {
     lease_slot(self);
-  else
-    finish_transfer(self, caf::error{});
+    return;
+  }
+  layer_landed(self);
+  next_layer(self);
 }
 
 // The fetching node replaced the UCX worker our puts go to: nothing there acknowledges them any
@@ -250,19 +343,19 @@ caf::error timed_out_error(self_ptr self) {
 // -- behaviours -------------------------------------------------------------------------------
 
 caf::typed_response_promise<transfer_done> refuse_second_fetch(self_ptr self,
-                                                                const fetch_msg& fetch) {
+                                                                const fetch_msg& fetch,
+                                                                const caf::actor_addr&) {
   auto rp = self->make_response_promise<transfer_done>();
   rp.deliver(make_kvferry_error(errc::duplicate_request_id,
                                 "request '" + fetch.request_id + "' is already being sent"));
   return rp;
 }
 
-caf::typed_response_promise<transfer_done> on_fetch(self_ptr self, fetch_msg& fetch) {
-  // Read the sender first: make_response_promise takes it over from the current message.
-  auto fetcher = self->current_sender();
+caf::typed_response_promise<transfer_done> on_fetch(self_ptr self, fetch_msg& fetch,
+                                                    const caf::actor_addr& requester) {
   auto rp = self->make_response_promise<transfer_done>();
   auto& st = self->state;
-  auto origin = fetch.anchor ? fetch.anchor.node() : (fetcher ? fetcher->node() : caf::node_id{});
+  auto origin = fetch.anchor ? fetch.anchor.node() : requester.node();
   if (st.bound && origin != st.bound.node()) {
     // Another node's fetch: refused, and the offer waits on for the node it is bound to.
     rp.deliver(make_kvferry_error(errc::incompatible_peer,
@@ -278,8 +371,13 @@ caf::typed_response_promise<transfer_done> on_fetch(self_ptr self, fetch_msg& fe
     return rp;
   }
   auto selected = select_blocks(st.blocks, fetch.ranges);
-  auto plan = selected ? plan_puts(selected.value(), dst)
-                       : result<std::vector<copy_op>>{selected.error()};
+  static const std::vector<std::uint32_t> one_layer;
+  auto plan = selected ? plan_layer_puts(selected.value(),
+                                         selected_per_layer(st.layers ? st.layers->blocks
+                                                                      : one_layer,
+                                                            fetch.ranges, st.blocks.size()),
+                                         dst)
+                       : result<std::vector<std::vector<copy_op>>>{selected.error()};
   if (!plan) {
     // A fetch that does not fit the offer is refused and the offer waits on (for a fitting
     // fetch, a decline, a cancel or its deadline): a wrong guess must not end the real request.
@@ -296,7 +394,7 @@ caf::typed_response_promise<transfer_done> on_fetch(self_ptr self, fetch_msg& fe
   st.fetch_rp = rp;
   // Watch the decode node through its anchor (one proxy per node), or, from a client that
   // sends none, through the fetching actor itself.
-  st.fetcher = fetch.anchor ? fetch.anchor : caf::actor_cast<caf::actor_addr>(fetcher);
+  st.fetcher = fetch.anchor ? fetch.anchor : requester;
   st.base.monitors.watch(self, st.fetcher);
   st.fetch_epoch = fetch.epoch;
   st.base.owner->set_in_flight();
@@ -305,19 +403,21 @@ caf::typed_response_promise<transfer_done> on_fetch(self_ptr self, fetch_msg& fe
   st.transport = st.base.ctx.children->current().transport;
   st.puts = put_request{self->id(), fetch.epoch, std::move(fetch.worker_address),
                         std::move(fetch.rkeys), {}, fetch.window};
-  enter_transferring(self);
-  if (st.staged) {
-    st.plan = std::move(plan.value());
-    lease_slot(self);
+  if (st.layers) {
+    st.layers->plans = std::move(plan.value());
+    st.layers->requester = requester;
   } else {
-    post_puts(self, std::move(plan.value()));
+    st.plan = std::move(plan.value().front());
   }
+  enter_transferring(self);
+  next_layer(self);
   return rp;
 }
 
 behavior waiting_for_peer(self_ptr self) {
   return {
-    [=](fetch_msg& fetch) { return on_fetch(self, fetch); },
+    [=](fetch_msg& fetch, caf::actor_addr& requester) { return on_fetch(self, fetch, requester); },
+    [=](layer_atom, std::uint32_t layer) { on_layer_ready(self, layer, false); },
     [=](cancel_atom) {
       end_send(self,
                make_result(transfer_status::cancelled, errc::cancelled,
@@ -351,7 +451,10 @@ behavior waiting_for_peer(self_ptr self) {
 
 behavior transferring(self_ptr self) {
   return {
-    [=](fetch_msg& fetch) { return refuse_second_fetch(self, fetch); },
+    [=](fetch_msg& fetch, caf::actor_addr& requester) {
+      return refuse_second_fetch(self, fetch, requester);
+    },
+    [=](layer_atom, std::uint32_t layer) { on_layer_ready(self, layer, true); },
     [=](cancel_atom) {
       stop(self, cancelled_error(self, "the engine"));
       return cancel_result::cancel_requested_in_flight;
@@ -393,7 +496,10 @@ void transferring_step(self_ptr self, std::uint64_t bytes, caf::error& err) {
 
 behavior stopping(self_ptr self) {
   return {
-    [=](fetch_msg& fetch) { return refuse_second_fetch(self, fetch); },
+    [=](fetch_msg& fetch, caf::actor_addr& requester) {
+      return refuse_second_fetch(self, fetch, requester);
+    },
+    [=](layer_atom, std::uint32_t) {},  // stopping: nothing more is sent
     [=](cancel_atom) {
       return self->state.base.owner->terminal() ? cancel_result::already_complete
                                                 : cancel_result::cancel_requested_in_flight;
@@ -428,7 +534,8 @@ void stopping_step(self_ptr self, std::uint64_t bytes, caf::error& err) {
   st.bytes_done += bytes;
   // The last puts won the race against the stop: the transfer succeeded, unless the request
   // already ended otherwise (then both sides agree that it failed).
-  bool complete = !err && done == step::puts && (!st.staged || st.next_op == st.plan.size());
+  bool complete = !err && done == step::puts && (!st.staged || st.next_op == st.plan.size()) &&
+                  st.layers_sent + 1 == layer_count(st);
   if (complete && !st.base.owner->terminal())
     finish_transfer(self, caf::error{});
   else
@@ -440,7 +547,10 @@ void stopping_step(self_ptr self, std::uint64_t bytes, caf::error& err) {
 // over; the ledger's word releases it.
 behavior orphaned(self_ptr self) {
   return {
-    [=](fetch_msg& fetch) { return refuse_second_fetch(self, fetch); },
+    [=](fetch_msg& fetch, caf::actor_addr& requester) {
+      return refuse_second_fetch(self, fetch, requester);
+    },
+    [=](layer_atom, std::uint32_t) {},
     [=](cancel_atom) { return cancel_result::already_complete; },
     [=](deadline_atom) {},
     [=](cancel_fetch_atom, const std::string&, std::uint64_t, bool) {},
@@ -489,6 +599,10 @@ behavior send_request_impl(self_ptr self, send_spec spec) {
   st.blocks = std::move(spec.blocks);
   st.staged = spec.staged;
   st.bound = spec.bound_to.address();
+  if (!spec.layer_blocks.empty()) {
+    st.layers = std::make_unique<send_request_state::layered>();
+    st.layers->blocks = std::move(spec.layer_blocks);
+  }
   start_lifecycle(self, request_side::send, end_send, quiescent_now);
   st.base.monitors.watch(self, st.bound);
   self->set_down_handler([=](caf::down_msg& dm) {

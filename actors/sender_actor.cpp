@@ -57,6 +57,7 @@ struct parked_fetch {
   caf::typed_response_promise<transfer_done> promise;
   caf::node_id origin;     // the node the fetch came from (counted against its limit)
   caf::actor_addr watched; // its anchor, else the fetching actor: its DOWN drops the fetch
+  caf::actor_addr requester;  // the fetching actor (layer-wise progress goes there)
   std::optional<expiry_index::iterator> expiry;  // in sender_state::expiries, if it expires
 };
 
@@ -139,7 +140,7 @@ caf::error refused(errc code, std::string text) {
 // come from the owner, and the fetching peer would learn an address it could end the transfer
 // with (an exit message; CAF 0.17 has no way to refuse one).
 void relay_fetch(self_ptr self, const send_request_actor& owner, fetch_msg fetch,
-                 caf::typed_response_promise<transfer_done> rp) {
+                 caf::actor_addr requester, caf::typed_response_promise<transfer_done> rp) {
   auto& st = self->state;
   auto key = ++st.last_relay;
   st.relays.emplace(key, std::move(rp));
@@ -161,7 +162,7 @@ void relay_fetch(self_ptr self, const send_request_actor& owner, fetch_msg fetch
     else
       rp.deliver(std::move(x.error()));
   };
-  self->request(owner, caf::infinite, std::move(fetch))
+  self->request(owner, caf::infinite, std::move(fetch), std::move(requester))
     .then([=](transfer_done& d) { answer(std::move(d)); },
           [=](caf::error& e) { answer(std::move(e)); });
 }
@@ -219,7 +220,7 @@ void sweep_parked(self_ptr self) {
 
 // A fetch with no owner yet: parked until its send(), its deadline, a cancel or its node's end.
 void park_fetch(self_ptr self, fetch_msg& fetch, caf::typed_response_promise<transfer_done>& rp,
-                const caf::node_id& origin) {
+                const caf::node_id& origin, caf::actor_addr requester) {
   auto& st = self->state;
   const auto& id = fetch.request_id;
   if (auto p = st.parked.find(id); p != st.parked.end()) {
@@ -270,7 +271,8 @@ void park_fetch(self_ptr self, fetch_msg& fetch, caf::typed_response_promise<tra
   if (park_ms > 0)
     expiry = st.expiries.emplace(self->clock().now() + std::chrono::milliseconds{park_ms}, id);
   std::string key = id;  // `id` is the fetch's, which moves into the parked entry
-  park(self, std::move(key), parked_fetch{std::move(fetch), rp, origin, watched, expiry});
+  park(self, std::move(key),
+       parked_fetch{std::move(fetch), rp, origin, watched, std::move(requester), expiry});
   arm_sweep(self);
 }
 
@@ -313,7 +315,8 @@ sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
       auto it = st.parked.find(id);
       if (it != st.parked.end()) {
         auto p = unpark(self, it);
-        relay_fetch(self, owner, std::move(p.fetch), std::move(p.promise));
+        relay_fetch(self, owner, std::move(p.fetch), std::move(p.requester),
+                    std::move(p.promise));
       }
     },
     [=](fetch_msg& fetch) -> caf::typed_response_promise<transfer_done> {
@@ -354,11 +357,12 @@ sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
         if (adopt_owner(self, fetch.request_id, owner))
           it = st.owners.find(fetch.request_id);
       }
+      auto requester = caf::actor_cast<caf::actor_addr>(fetcher);
       if (it != st.owners.end()) {
-        relay_fetch(self, it->second, std::move(fetch), rp);
+        relay_fetch(self, it->second, std::move(fetch), std::move(requester), rp);
         return rp;
       }
-      park_fetch(self, fetch, rp, origin);
+      park_fetch(self, fetch, rp, origin, std::move(requester));
       return rp;
     },
     [=](cancel_fetch_atom, const std::string& id, std::uint64_t epoch, bool worker_replaced) {
@@ -403,6 +407,15 @@ sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
       return rp;
     },
     [=](park_expired_atom, const std::string&, std::uint64_t) { sweep_parked(self); },
+    [=](layer_atom, const caf::actor_addr& to, const std::string& id, std::uint32_t layer,
+        std::uint32_t layers) {
+      // Only this node's send-requests ask this: from a peer it would be a relay to anyone.
+      auto from = self->current_sender();
+      if (!from || from->node() != self->node())
+        return;
+      if (auto dest = caf::actor_cast<recv_request_actor>(to))
+        self->send(dest, layer_atom::value, id, layer, layers);
+    },
   };
 }
 

@@ -115,6 +115,71 @@ void handle_state::on_done(std::function<void(const transfer_result&)> callback)
   callback(r);
 }
 
+void handle_state::set_layers(std::uint32_t layers) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  if (layers == 0) {
+    layers_.reset();
+    return;
+  }
+  layers_ = std::make_unique<layer_book>();
+  layers_->set.assign(layers, false);
+}
+
+std::uint32_t handle_state::layers() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return layers_ ? static_cast<std::uint32_t>(layers_->set.size()) : 0;
+}
+
+errc handle_state::claim_layer(std::uint32_t i) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  if (!layers_)
+    return errc::invalid_argument;
+  if (i >= layers_->set.size())
+    return errc::out_of_range;
+  if (layers_->set[i])
+    return errc::invalid_argument;
+  layers_->set[i] = true;
+  ++layers_->done;
+  return errc::none;
+}
+
+bool handle_state::land_layer(std::uint32_t i, std::uint32_t layers) {
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (layers == 0 || layers > max_layers || i >= layers)
+      return false;
+    if (!layers_) {
+      layers_ = std::make_unique<layer_book>();
+      layers_->set.assign(layers, false);
+    }
+    if (layers_->set.size() != layers || layers_->set[i])
+      return false;
+    layers_->set[i] = true;
+    ++layers_->done;
+  }
+  // Queued before waiters can see it, as in resolve().
+  if (auto sink = sink_.lock()) {
+    transfer_event ev{request_id_, event_kind::layer_landed, {}};
+    ev.layer = i;
+    ev.layers = layers;
+    sink->push(std::move(ev));
+  }
+  cv_.notify_all();
+  return true;
+}
+
+std::uint32_t handle_state::layers_landed() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return layers_ ? layers_->done : 0;
+}
+
+bool handle_state::wait_layer(std::uint32_t i, std::chrono::milliseconds timeout) const {
+  std::unique_lock<std::mutex> guard{mtx_};
+  auto landed = [&] { return layers_ && i < layers_->set.size() && layers_->set[i]; };
+  cv_.wait_for(guard, timeout, [&] { return landed() || settled_; });
+  return landed();
+}
+
 std::uint64_t handle_state::violations() noexcept {
   return violation_count.load();
 }
@@ -155,6 +220,14 @@ bool transfer_handle::wait_released(std::chrono::milliseconds timeout) const {
 
 bool transfer_handle::wait_started(std::chrono::milliseconds timeout) const {
   return st_ ? st_->wait_started(timeout) : true;
+}
+
+std::uint32_t transfer_handle::layers_landed() const {
+  return st_ ? st_->layers_landed() : 0;
+}
+
+bool transfer_handle::wait_layer(std::uint32_t layer, std::chrono::milliseconds timeout) const {
+  return st_ && st_->wait_layer(layer, timeout);
 }
 
 void transfer_handle::on_done(std::function<void(const transfer_result&)> callback) const {

@@ -6,14 +6,6 @@
 
 namespace kvferry {
 
-namespace {
-
-result<std::vector<copy_op>> refuse(errc code, std::string msg) {
-  return result<std::vector<copy_op>>{code, std::move(msg)};
-}
-
-}  // namespace
-
 result<std::uint64_t> count_ranges(const std::vector<std::uint32_t>& ranges,
                                    std::uint64_t offered) {
   using out_t = std::uint64_t;
@@ -122,31 +114,102 @@ std::optional<error_info> check_fetch(const destination& dst, const fetch_limits
 }
 
 result<std::vector<copy_op>> plan_puts(const std::vector<desc>& source, const destination& dst) {
+  auto layers = plan_layer_puts(
+    source, {static_cast<std::uint32_t>(std::min<std::size_t>(source.size(), UINT32_MAX))}, dst);
+  if (!layers)
+    return result<std::vector<copy_op>>{layers.error()};
+  return std::move(layers.value().front());
+}
+
+result<std::vector<std::vector<copy_op>>> plan_layer_puts(
+  const std::vector<desc>& source, const std::vector<std::uint32_t>& layer_sizes,
+  const destination& dst) {
+  using out_type = result<std::vector<std::vector<copy_op>>>;
   const auto& id = dst.request_id;
   if (dst.blocks.size() != source.size())
-    return refuse(errc::size_mismatch, "fetch for '" + id + "' names " +
-                                         std::to_string(dst.blocks.size()) +
-                                         " destination blocks, the sender has " +
-                                         std::to_string(source.size()));
-  std::vector<copy_op> out;
-  out.reserve(source.size());
-  for (std::size_t i = 0; i < source.size(); ++i) {
-    const auto& to = dst.blocks[i];
-    if (to.bytes != source[i].bytes)
-      return refuse(errc::size_mismatch, "block " + std::to_string(i) + " of '" + id +
-                                           "': destination has " + std::to_string(to.bytes) +
-                                           " bytes, source " + std::to_string(source[i].bytes));
-    if (!out.empty()) {
-      auto& last = out.back();
-      if (last.dst.key == to.key && last.src + last.dst.bytes == source[i].addr &&
-          last.dst.addr + last.dst.bytes == to.addr) {
-        last.dst.bytes += to.bytes;
-        continue;
+    return out_type{errc::size_mismatch, "fetch for '" + id + "' names " +
+                                           std::to_string(dst.blocks.size()) +
+                                           " destination blocks, the sender has " +
+                                           std::to_string(source.size())};
+  std::uint64_t total = 0;
+  for (auto n : layer_sizes)
+    total += n;
+  if (total != source.size())
+    return out_type{errc::internal_error, "the layers of '" + id + "' hold " +
+                                            std::to_string(total) + " of its " +
+                                            std::to_string(source.size()) + " blocks"};
+  std::vector<std::vector<copy_op>> out(layer_sizes.size());
+  std::size_t i = 0;
+  for (std::size_t layer = 0; layer < layer_sizes.size(); ++layer) {
+    auto& ops = out[layer];
+    for (std::uint32_t k = 0; k < layer_sizes[layer]; ++k, ++i) {
+      const auto& to = dst.blocks[i];
+      if (to.bytes != source[i].bytes)
+        return out_type{errc::size_mismatch, "block " + std::to_string(i) + " of '" + id +
+                                               "': destination has " + std::to_string(to.bytes) +
+                                               " bytes, source " +
+                                               std::to_string(source[i].bytes)};
+      if (!ops.empty()) {
+        auto& last = ops.back();
+        if (last.dst.key == to.key && last.src + last.dst.bytes == source[i].addr &&
+            last.dst.addr + last.dst.bytes == to.addr) {
+          last.dst.bytes += to.bytes;
+          continue;
+        }
       }
+      ops.push_back(copy_op{source[i].addr, to});
     }
-    out.push_back(copy_op{source[i].addr, to});
   }
   return out;
+}
+
+std::vector<std::uint32_t> selected_per_layer(const std::vector<std::uint32_t>& layer_blocks,
+                                              const std::vector<std::uint32_t>& ranges,
+                                              std::uint64_t offered) {
+  std::vector<std::uint64_t> ends;  // one past each layer's last offered block
+  std::uint64_t end = 0;
+  for (auto n : layer_blocks)
+    ends.push_back(end += n);
+  if (ends.empty())
+    ends.push_back(offered);
+  std::vector<std::uint32_t> out(ends.size(), 0);
+  auto count = [&](std::uint64_t first, std::uint64_t n) {
+    // Ranges ascend, so the layer index only moves forward; a range may span several layers.
+    std::size_t layer = std::upper_bound(ends.begin(), ends.end(), first) - ends.begin();
+    while (n > 0 && layer < ends.size()) {
+      auto here = std::min(n, ends[layer] - first);
+      out[layer] += static_cast<std::uint32_t>(here);
+      first += here;
+      n -= here;
+      ++layer;
+    }
+  };
+  if (ranges.empty())
+    count(0, offered);
+  for (std::size_t i = 0; i + 1 < ranges.size(); i += 2)
+    count(ranges[i], ranges[i + 1]);
+  return out;
+}
+
+std::optional<error_info> check_layers(const std::vector<std::uint32_t>& layer_blocks,
+                                       std::uint64_t offered) {
+  if (layer_blocks.empty())
+    return std::nullopt;
+  if (layer_blocks.size() > max_layers)
+    return error_info{errc::invalid_argument,
+                      std::to_string(layer_blocks.size()) + " layers, more than the " +
+                        std::to_string(max_layers) + " allowed"};
+  std::uint64_t sum = 0;
+  for (std::size_t i = 0; i < layer_blocks.size(); ++i) {
+    if (layer_blocks[i] == 0)
+      return error_info{errc::invalid_argument, "layer " + std::to_string(i) + " has no blocks"};
+    sum += layer_blocks[i];
+  }
+  if (sum != offered)
+    return error_info{errc::invalid_argument,
+                      "the layers hold " + std::to_string(sum) + " blocks, the send offers " +
+                        std::to_string(offered)};
+  return std::nullopt;
 }
 
 staged_chunk next_chunk(const std::vector<copy_op>& ops, std::size_t& next, std::uint64_t& offset,

@@ -6,6 +6,7 @@
 
 #include "core/descriptor.hpp"
 #include "kvferry/result.hpp"
+#include "kvferry/transfer.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -56,6 +57,22 @@ result<std::vector<desc>> select_blocks(const std::vector<desc>& source,
 // names the problem and the block, so it describes the offer: for this node's log, not for the
 // fetcher.
 result<std::vector<copy_op>> plan_puts(const std::vector<desc>& source, const destination& dst);
+// plan_puts, cut into layers: layer i takes the next `layer_sizes[i]` blocks of `source` (the
+// sizes sum to source.size(); a layer may be empty), coalesced within a layer only.
+result<std::vector<std::vector<copy_op>>> plan_layer_puts(
+  const std::vector<desc>& source, const std::vector<std::uint32_t>& layer_sizes,
+  const destination& dst);
+
+// Layer-wise sends (transfer_options::layer_blocks): how many of the blocks that `ranges`
+// select (count_ranges' rules, already checked; empty: all) lie in each layer, layer i being
+// the next layer_blocks[i] of the offered blocks. Empty `layer_blocks`: one layer of all.
+std::vector<std::uint32_t> selected_per_layer(const std::vector<std::uint32_t>& layer_blocks,
+                                              const std::vector<std::uint32_t>& ranges,
+                                              std::uint64_t offered);
+// Checks layer_blocks against the number of blocks offered: each >= 1, at most max_layers of
+// them, summing to `offered`. Empty is fine (one layer).
+std::optional<error_info> check_layers(const std::vector<std::uint32_t>& layer_blocks,
+                                       std::uint64_t offered);
 
 // One chunk of a staged transfer: the copies that gather it into the staging buffer, and the
 // puts that send it from there.

@@ -36,7 +36,8 @@ struct pending_op {
   bool is_put = false;
   std::uint64_t engine_op = 0;  // the engine's id, for cancel (puts only)
   std::uint64_t bytes = 0;
-  caf::typed_response_promise<std::uint64_t> promise;
+  caf::typed_response_promise<put_done> put_promise;      // a put's requester
+  caf::typed_response_promise<std::uint64_t> copy_promise;  // a copy's
 };
 
 struct transport_state {
@@ -60,8 +61,8 @@ void report_engine_counts(self_ptr self) {
                                              stats.lost_wakeups);
 }
 
-caf::typed_response_promise<std::uint64_t> refuse(caf::typed_response_promise<std::uint64_t> rp,
-                                                  errc code, std::string msg) {
+template <class Promise>
+Promise refuse(Promise rp, errc code, std::string msg) {
   rp.deliver(make_kvferry_error(code, std::move(msg)));
   return rp;
 }
@@ -73,8 +74,11 @@ auto completion_to(self_ptr self, std::uint64_t token) {
   auto ledger = self->state.spec.services->ledger;
   return [me, ledger, token](errc code, const std::string& detail) {
     ledger->completed(token);
-    caf::anon_send(me, op_done_atom::value, token,
-                   code == errc::none ? caf::error{} : make_kvferry_error(code, detail));
+    if (code == errc::none)
+      caf::anon_send(me, op_done_atom::value, token, caf::error{}, detail);
+    else
+      caf::anon_send(me, op_done_atom::value, token, make_kvferry_error(code, detail),
+                     std::string{});
   };
 }
 
@@ -88,8 +92,8 @@ caf::result<registered_memory> keep(self_ptr self,
   return out;
 }
 
-caf::typed_response_promise<std::uint64_t> on_put(self_ptr self, put_request& req) {
-  auto rp = self->make_response_promise<std::uint64_t>();
+caf::typed_response_promise<put_done> on_put(self_ptr self, put_request& req) {
+  auto rp = self->make_response_promise<put_done>();
   auto& st = self->state;
   if (st.ops.count(req.token) > 0)
     return refuse(rp, errc::internal_error,
@@ -118,7 +122,7 @@ caf::typed_response_promise<std::uint64_t> on_put(self_ptr self, put_request& re
                   "the transport threw while posting puts: " +
                     describe_exception(std::current_exception()));
   }
-  st.ops.emplace(req.token, pending_op{true, op, bytes, rp});
+  st.ops.emplace(req.token, pending_op{true, op, bytes, rp, {}});
   return rp;
 }
 
@@ -143,7 +147,7 @@ caf::typed_response_promise<std::uint64_t> on_copy(self_ptr self, std::uint64_t 
                   "the copy engine threw while taking a copy: " +
                     describe_exception(std::current_exception()));
   }
-  st.ops.emplace(token, pending_op{false, ticket, bytes, rp});
+  st.ops.emplace(token, pending_op{false, ticket, bytes, {}, rp});
   return rp;
 }
 
@@ -160,16 +164,20 @@ transport_actor::behavior_type transport_impl(self_ptr self, transport_spec spec
       if (it != self->state.ops.end() && it->second.is_put)
         self->state.engine().cancel(it->second.engine_op);
     },
-    [=](op_done_atom, std::uint64_t token, caf::error& err) {
+    [=](op_done_atom, std::uint64_t token, caf::error& err, std::string& how) {
       auto it = self->state.ops.find(token);
       if (it == self->state.ops.end())
         return;  // its requester was answered by an earlier incarnation; nothing to do
       auto op = std::move(it->second);
       self->state.ops.erase(it);
-      if (!err)
-        op.promise.deliver(op.bytes);
+      if (!op.is_put && !err)
+        op.copy_promise.deliver(op.bytes);
+      else if (!op.is_put)
+        op.copy_promise.deliver(std::move(err));
+      else if (!err)
+        op.put_promise.deliver(put_done{op.bytes, std::move(how)});
       else
-        op.promise.deliver(std::move(err));
+        op.put_promise.deliver(std::move(err));
     },
     [=](peer_down_atom, std::uint64_t peer_epoch, const caf::error&) {
       // The engine already failed that peer's operations; reconnect on the next put. A worker

@@ -162,8 +162,16 @@ int main(int argc, char** argv) {
   write("basp-layout", fuzz::basp_direct, no_stages, layout);
   auto decline = caf::make_message(decline_atom::value, std::string{"req-0002"});
   write("basp-decline", fuzz::basp_direct, no_stages, decline);
+  // A layer-wise send's progress, as the prefill's sender tells the fetching actor; and the
+  // relay request only this node's send-requests may make of the sender (a peer may try).
+  auto layer = caf::make_message(layer_atom::value, std::string{"req-0001"}, std::uint32_t{3},
+                                 std::uint32_t{32});
+  write("basp-layer", fuzz::basp_direct, no_stages, layer);
+  auto relay = caf::make_message(layer_atom::value, caf::actor_cast<caf::actor_addr>(anchor_ptr),
+                                 std::string{"req-0001"}, std::uint32_t{3}, std::uint32_t{32});
+  write("basp-layer-relay", fuzz::basp_direct, no_stages, relay);
   // Answers: transfer_done, a kvferry error, a cancel result, a layout tag.
-  transfer_done done{"req-0001", 94208, 350};
+  transfer_done done{"req-0001", 94208, 350, 32, "posix put"};
   auto md = caf::make_message(done);
   write("basp-transfer-done", fuzz::basp_direct, no_stages, md);
   auto me = caf::make_message(

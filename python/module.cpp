@@ -144,6 +144,7 @@ py::dict result_dict(const transfer_result& r) {
   d["queue_us"] = r.timing.queue_us;
   d["first_byte_us"] = r.timing.first_byte_us;
   d["transfer_us"] = r.timing.transfer_us;
+  d["transport"] = r.transport;
   return d;
 }
 
@@ -156,7 +157,19 @@ py::list events_list(const std::vector<transfer_event>& evs) {
   for (auto& e : evs) {
     py::dict d;
     d["request_id"] = e.request_id;
-    d["kind"] = e.kind == event_kind::released ? "released" : "completed";
+    switch (e.kind) {
+      case event_kind::completed:
+        d["kind"] = "completed";
+        break;
+      case event_kind::released:
+        d["kind"] = "released";
+        break;
+      case event_kind::layer_landed:
+        d["kind"] = "layer_landed";
+        d["layer"] = e.layer;
+        d["layers"] = e.layers;
+        break;
+    }
     d["result"] = result_dict(e.result);
     out.append(std::move(d));
   }
@@ -253,7 +266,19 @@ PYBIND11_MODULE(_kvferry, m) {
         return h.wait_released(ms);
       },
       py::arg("timeout") = py::none(),
-      "Waits at most timeout seconds for the released event; True once the memory may be reused.");
+      "Waits at most timeout seconds for the released event; True once the memory may be reused.")
+    .def_property_readonly("layers_landed", &transfer_handle::layers_landed,
+                           "Receive side of a layer-wise send: how many layers have landed")
+    .def(
+      "wait_layer",
+      [](const transfer_handle& h, std::uint32_t layer, std::optional<double> timeout) {
+        auto ms = to_ms(timeout, 30.0);
+        py::gil_scoped_release unlocked;
+        return h.wait_layer(layer, ms);
+      },
+      py::arg("layer"), py::arg("timeout") = py::none(),
+      "Receive side of a layer-wise send: waits at most timeout seconds (default 30) for that "
+      "layer to land; True once it has, False on timeout or if the transfer ended without it.");
 
   py::class_<py_node>(m, "Node", "One kvferry node (see kvferry.Node for the Python face).")
     .def(py::init<const py::object&>(), py::arg("config") = py::none())
@@ -300,11 +325,12 @@ PYBIND11_MODULE(_kvferry, m) {
     .def(
       "send",
       [](py_node& n, const std::string& id, const py::object& spans, std::uint32_t deadline_ms,
-         bool stage, std::uint64_t bound_to) {
+         bool stage, std::uint64_t bound_to, const std::vector<std::uint32_t>& layers) {
         transfer_options o;
         o.deadline_ms = deadline_ms;
         o.stage_through_pool = stage;
         o.bound_to = peer_id{bound_to};
+        o.layer_blocks = layers;
         auto blocks = spans_from(spans);
         auto& nd = n.get();
         py::gil_scoped_release unlocked;
@@ -312,8 +338,21 @@ PYBIND11_MODULE(_kvferry, m) {
       },
       py::arg("request_id"), py::arg("spans"), py::arg("deadline_ms") = 0,
       py::arg("stage") = false, py::arg("bound_to") = 0,
+      py::arg("layers") = std::vector<std::uint32_t>{},
       "Offers spans under request_id; bound_to=peer (from connect() to the decode node) lets "
-      "only that node fetch it, and fails the offer at once if the node goes.")
+      "only that node fetch it, and fails the offer at once if the node goes. layers=[n0, n1, "
+      "...] streams it layer by layer: layer i is the next n_i spans, sent once layer_ready() "
+      "marks it; the receiver gets a layer_landed event per layer.")
+    .def(
+      "layer_ready",
+      [](py_node& n, const std::string& id, std::uint32_t layer) {
+        auto err = n.get().layer_ready(id, layer);
+        if (err.code != errc::none)
+          raise(err.code, err.message);
+      },
+      py::arg("request_id"), py::arg("layer"),
+      "Marks a layer of a layer-wise send written: it goes out as soon as the peer fetched. "
+      "Never blocks.")
     .def(
       "receive",
       [](py_node& n, const std::string& id, std::uint64_t peer, const py::object& spans,

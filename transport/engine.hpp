@@ -79,6 +79,9 @@ struct put_batch {
 };
 
 // Exactly-once completion of a put batch: errc::none when every byte was written and flushed.
+// `detail` says what went wrong, or, on success, how the bytes went: the endpoint's UCX
+// transports and the path, "put" (UCX RMA into memory the peer registered with UCX) or "am"
+// (kvferry's data messages), e.g. "posix put", "tcp am", "cma put+am".
 using completion_fn = std::function<void(errc code, const std::string& detail)>;
 // An endpoint error reported by UCX (peer died, connection reset). Called on the progress thread.
 using peer_error_fn = std::function<void(std::uint64_t peer, errc code, const std::string& detail)>;

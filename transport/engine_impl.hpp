@@ -140,6 +140,7 @@ struct peer_state {
   std::map<std::vector<std::uint8_t>, cached_rkey> rkeys;
   std::unordered_set<std::uint64_t> batches;                // ids of unfinished batches
   std::size_t message_bytes = 0;  // data message size for this endpoint; 0 until first needed
+  std::string transport_names;    // its UCX transports ("posix", "tcp"...); empty until known
   bool closing = false;
   bool closed = false;
   std::unique_ptr<boost::asio::steady_timer> close_timer;
@@ -242,6 +243,9 @@ class engine_impl final : public engine {
   // failed at once (recorded in the batch).
   bool post_chunk(batch_state& batch, ucp_ep_h ep, const copy_op& op, std::size_t length);
   void on_ack(const ack& a);
+  // How a batch that succeeded went, for its completion's detail: the endpoint's UCX transports
+  // and the path ("posix put", "tcp am", "cma put+am").
+  std::string path_of(const batch_state& batch);
   // The data message size for `peer`'s endpoint (message_bytes or message_bytes_shm).
   std::size_t message_limit(peer_state& peer);
   void post_flush(batch_state& batch);

@@ -492,11 +492,23 @@ void engine_impl::post_flush(batch_state& batch) {
   }
 }
 
+std::string engine_impl::path_of(const batch_state& batch) {
+  auto& peer = *batch.peer;
+  if (peer.transport_names.empty()) {
+    for (const auto& t : transports_now(peer.key))
+      peer.transport_names += (peer.transport_names.empty() ? "" : "+") + t;
+  }
+  const bool rma = std::find(batch.mapped.begin(), batch.mapped.end(), true) != batch.mapped.end();
+  const bool am = std::find(batch.mapped.begin(), batch.mapped.end(), false) != batch.mapped.end();
+  std::string out = peer.transport_names.empty() ? "ucx" : peer.transport_names;
+  return out + (rma && am ? " put+am" : rma ? " put" : am ? " am" : "");
+}
+
 void engine_impl::finish(batch_state& batch) {
   batch.finished = true;
   completion_fn done = std::move(batch.done);
   const errc code = batch.error;
-  const std::string detail = std::move(batch.detail);
+  const std::string detail = code == errc::none ? path_of(batch) : std::move(batch.detail);
   peer_state* peer = batch.peer;
   peer->batches.erase(batch.id);
   batches_.erase(batch.id);  // destroys the batch and its rkey references

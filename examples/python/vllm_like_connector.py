@@ -4,10 +4,10 @@ Run it in one command (two processes: a prefill worker and a decode worker):
 
     PYTHONPATH=build/python /usr/bin/python3 examples/python/vllm_like_connector.py
 
-The prefill process computes a request's KV cache layer by layer and offers each layer as soon
-as it exists (save_kv_layer); the decode process loads it (start_load_kv) and waits layer by
-layer (wait_for_layer_load), so the transfer overlaps the prefill's compute. Each layer is one
-kvferry transfer named "<request>/<layer>": its completed event is that layer's readiness.
+The prefill process offers a request's whole KV cache as one layer-wise kvferry transfer before
+computing it, then marks each layer ready as it computes it (save_kv_layer: layer_ready); the
+decode process loads the request with one receive (start_load_kv) and waits layer by layer
+(wait_for_layer_load: the layer_landed event), so the transfer overlaps the prefill's compute.
 get_finished() reports requests whose sends were released (the prefill may free their blocks:
 vLLM's delay-free) and whose loads completed. The KV caches are numpy arrays here; torch CPU
 tensors register the same way (anything with data_ptr()).
@@ -31,10 +31,10 @@ class KvferryConnector:
     def __init__(self, role, config=None):
         self.role = role
         self.node = kvferry.Node(config or {"transport": "tcp"})
-        self.regions = {}          # layer name -> kvferry region
+        self.regions = {}          # layer name -> kvferry region (in layer order)
         self.peer = None
-        self.sending = {}          # request id -> {layer: Transfer} (prefill)
-        self.loading = {}          # request id -> {layer: Transfer} (decode)
+        self.sending = {}          # request id -> Transfer, every layer (prefill)
+        self.loading = {}          # request id -> (Transfer, local block ids) (decode)
         self.load_errors = set()   # local block ids whose load failed
 
     # -- both sides --------------------------------------------------------------------------
@@ -43,19 +43,29 @@ class KvferryConnector:
         for name, cache in kv_caches.items():
             self.regions[name] = self.node.register(cache)
 
-    def spans(self, layer, block_ids):
-        return np.array([[self.regions[layer], b * BLOCK_BYTES, BLOCK_BYTES] for b in block_ids],
+    def spans(self, block_ids):
+        """The request's blocks in every layer, layer after layer: one layer-wise transfer."""
+        return np.array([[region, b * BLOCK_BYTES, BLOCK_BYTES]
+                         for region in self.regions.values() for b in block_ids],
                         dtype=np.uint64)
 
+    def layer_index(self, layer):
+        return list(self.regions).index(layer)
+
     # -- prefill side ------------------------------------------------------------------------
-    def save_kv_layer(self, layer, request_id, block_ids):
-        """The layer's KV for request_id is computed: offer it now (no wait)."""
-        t = self.node.send(f"{request_id}/{layer}", self.spans(layer, block_ids))
-        self.sending.setdefault(request_id, {})[layer] = t
+    def start_request(self, request_id, block_ids):
+        """Offers every layer of request_id before it is computed (no wait)."""
+        self.sending[request_id] = self.node.send(
+            request_id, self.spans(block_ids), layers=[len(block_ids)] * len(self.regions))
+
+    def save_kv_layer(self, layer, request_id):
+        """The layer's KV for request_id is computed: it may go now (never blocks)."""
+        self.node.layer_ready(request_id, self.layer_index(layer))
 
     def request_finished(self, request_id):
         """vLLM's delay_free: True while the blocks must not be freed yet."""
-        return any(not t.released for t in self.sending.get(request_id, {}).values())
+        t = self.sending.get(request_id)
+        return t is not None and not t.released
 
     # -- decode side -------------------------------------------------------------------------
     def connect(self, host, port):
@@ -64,17 +74,15 @@ class KvferryConnector:
     def start_load_kv(self, request_id, local_block_ids, remote_block_count):
         """Starts loading every layer of request_id into local_block_ids (no wait)."""
         assert len(local_block_ids) == remote_block_count
-        self.loading[request_id] = {
-            layer: self.node.receive(f"{request_id}/{layer}", self.peer,
-                                     self.spans(layer, local_block_ids))
-            for layer in self.regions}
+        t = self.node.receive(request_id, self.peer, self.spans(local_block_ids))
+        self.loading[request_id] = (t, list(local_block_ids))
 
     def wait_for_layer_load(self, request_id, layer, timeout=30.0):
         """Blocks (GIL released) until that layer of request_id is in place."""
-        r = self.loading[request_id][layer].wait(timeout)
-        if r is None or r["status"] != "succeeded":
-            raise RuntimeError(f"layer {layer} of {request_id}: {r}")
-        return r
+        t, local = self.loading[request_id]
+        if not t.wait_layer(self.layer_index(layer), timeout):
+            self.load_errors.update(local)
+            raise RuntimeError(f"{layer} of {request_id} did not land: {t.result}")
 
     def get_block_ids_with_load_errors(self):
         return set(self.load_errors)
@@ -84,9 +92,8 @@ class KvferryConnector:
         """(finished_sending, finished_recving): request ids whose every layer was released
         (prefill: free the blocks) or loaded (decode: schedule the request)."""
         self.node.poll()  # events are also kept per handle; drain the queue
-        sent = {r for r, ts in self.sending.items() if all(t.released for t in ts.values())}
-        loaded = {r for r, ts in self.loading.items()
-                  if all(t.status == "succeeded" for t in ts.values())}
+        sent = {r for r, t in self.sending.items() if t.released}
+        loaded = {r for r, (t, _) in self.loading.items() if t.status == "succeeded"}
         for r in sent:
             del self.sending[r]
         for r in loaded:
@@ -114,13 +121,14 @@ def prefill_worker(port_out, go_in, requests):
     go_in.recv()  # the decode has connected
     for r in range(requests):
         blocks = [(r * 3 + k) % BLOCKS_PER_LAYER for k in range(3)]
+        conn.start_request(f"req-{r}", blocks)  # offered before any layer exists
         port_out.send(blocks)  # the scheduler tells the decode where the request's blocks are
-        for i in range(LAYERS):  # "compute" a layer, then offer it
+        for i in range(LAYERS):  # "compute" a layer, then let it go
             layer = f"layer{i}"
             for b in blocks:
                 caches[layer][b * BLOCK_BYTES:(b + 1) * BLOCK_BYTES] = fill(r, i, b)
             time.sleep(0.01)
-            conn.save_kv_layer(layer, f"req-{r}", blocks)
+            conn.save_kv_layer(layer, f"req-{r}")
     freed = set()
     deadline = time.time() + 30
     while len(freed) < requests and time.time() < deadline:
@@ -147,13 +155,17 @@ def decode_worker(port_in, go_out, requests):
         conn.start_load_kv(f"req-{r}", local, len(remote))
         for i in range(LAYERS):
             t0 = time.time()
-            res = conn.wait_for_layer_load(f"req-{r}", f"layer{i}")
+            conn.wait_for_layer_load(f"req-{r}", f"layer{i}")
             for lb, rb in zip(local, remote):
                 block = caches[f"layer{i}"][lb * BLOCK_BYTES:(lb + 1) * BLOCK_BYTES]
                 assert (block == fill(r, i, rb)).all(), (r, i, lb, rb)
                 verified += BLOCK_BYTES
-            print(f"decode: req-{r} layer{i} ready ({res['bytes']} B, waited "
-                  f"{(time.time() - t0) * 1e3:.1f} ms)", flush=True)
+            print(f"decode: req-{r} layer{i} landed ({len(local) * BLOCK_BYTES} B verified, "
+                  f"waited {(time.time() - t0) * 1e3:.1f} ms)", flush=True)
+        res = conn.loading[f"req-{r}"][0].wait(30.0)
+        assert res is not None and res["status"] == "succeeded", res
+        print(f"decode: req-{r} complete: {res['bytes']} B, queue {res['queue_us']} us, "
+              f"transfer {res['transfer_us']} us", flush=True)
     _, loaded = conn.get_finished()
     print(f"decode: {len(loaded)} requests loaded, {verified} bytes verified; "
           f"errors: {sorted(conn.get_block_ids_with_load_errors())}", flush=True)

@@ -71,6 +71,13 @@ class node {
                           const std::vector<block_span>& blocks,
                           const transfer_options& options = {});
 
+  // Prefill side, for a send with transfer_options::layer_blocks: the blocks of layer `layer`
+  // are written, and may go to the peer as soon as its fetch is there. Never blocks. Errors:
+  // unknown_request_id (no send of that id on this node, or it has ended), invalid_argument (the
+  // send was not offered in layers, or this layer was marked ready already), out_of_range (the
+  // send has no such layer).
+  error_info layer_ready(const std::string& request_id, std::uint32_t layer);
+
   // Bounded by cancel_timeout_ms; never waits for the transport.
   cancel_result cancel(const std::string& request_id);
   // Decode side: tells `peer` that this node will not fetch `request_id` (e.g. its decode found

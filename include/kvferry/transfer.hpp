@@ -53,17 +53,26 @@ struct transfer_result {
   std::string message;       // empty on success; otherwise says what went wrong
   std::uint64_t bytes = 0;   // bytes moved
   transfer_timing timing;    // filled by the request's owner at the terminal state
+  // How the bytes went, once some did: the UCX transports of the endpoint and the path, "put"
+  // (UCX RMA into memory the receiver registered with UCX) or "am" (kvferry's data messages),
+  // e.g. "posix put", "tcp am", "cma put+am". A receive reports its sender's. Empty when
+  // nothing moved.
+  std::string transport;
 };
 
 enum class event_kind : std::uint8_t {
-  completed,  // terminal: succeeded, failed or cancelled (see result)
-  released,   // the request's memory may be reused
+  completed,     // terminal: succeeded, failed or cancelled (see result)
+  released,      // the request's memory may be reused
+  layer_landed,  // receive side of a layer-wise send: `layer`'s blocks are in place (see
+                 // transfer_options::layer_blocks); comes before the request's completed event
 };
 
 struct transfer_event {
   std::string request_id;
   event_kind kind = event_kind::completed;
-  transfer_result result;
+  transfer_result result;  // completed, released: the terminal result; layer_landed: empty
+  std::uint32_t layer = 0;   // layer_landed: which layer (0-based) ...
+  std::uint32_t layers = 0;  // ... of how many the sender offered
 };
 
 namespace detail {
@@ -97,7 +106,20 @@ struct transfer_options {
   // order. Empty: every block. The offer is released whole once the transfer ends. Ignored by
   // send().
   std::vector<block_range> fetch_ranges;
+  // Send side, layer-wise streaming: the offered blocks form layers (block groups), layer i
+  // being the next layer_blocks[i] blocks in order (each count >= 1, their sum the number of
+  // blocks, at most max_layers layers). The offer may be made before the layers exist: a layer
+  // is sent only once node::layer_ready() says the engine wrote it, each layer as soon as it is
+  // ready and the peer's fetch is there, in the order they became ready. The receiving node
+  // gets a layer_landed event per layer as each lands (also for a layer none of whose blocks it
+  // fetched), then the completed event after the last. The deadline covers every layer: one
+  // never marked ready fails the transfer (timed_out) on both sides. Empty: one layer, ready at
+  // the call, and no layer events. Ignored by receive().
+  std::vector<std::uint32_t> layer_blocks;
 };
+
+// The most layers one send may have (transfer_options::layer_blocks).
+inline constexpr std::uint32_t max_layers = 65536;
 
 enum class cancel_result : std::uint8_t {
   not_found,                   // no such request on this node (never seen, or long finished)
@@ -129,6 +151,11 @@ class transfer_handle {
   bool wait_released(std::chrono::milliseconds timeout) const;
   // Waits at most `timeout` until the transfer left `pending` (in flight, or terminal).
   bool wait_started(std::chrono::milliseconds timeout) const;
+  // Receive side of a layer-wise send: how many layers have landed so far (never blocks), and
+  // waits at most `timeout` for layer `layer` to land: true once it has, false on timeout or
+  // when the transfer ended without it. The node's poll() holds the layer's event by then.
+  std::uint32_t layers_landed() const;
+  bool wait_layer(std::uint32_t layer, std::chrono::milliseconds timeout) const;
   // Calls `callback` once with the terminal result: at once (on this thread) if there is one,
   // else on the owning actor's thread. The callback must not block. Callbacks registered
   // before the result came have all returned by the time status()/result()/wait_for() or

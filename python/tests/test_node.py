@@ -34,6 +34,7 @@ def test_a_transfer_moves_the_bytes_into_other_blocks_and_reports_both_events(pa
     assert result is not None and result["status"] == "succeeded", result
     assert result["bytes"] == 2 * BLOCK and result["code"] == "none"
     assert result["transfer_us"] > 0 and result["first_byte_us"] > 0
+    assert result["transport"].startswith("tcp "), result
     assert np.array_equal(pair["dst"][3 * BLOCK:4 * BLOCK], pair["src"][0:BLOCK])
     assert np.array_equal(pair["dst"][BLOCK:2 * BLOCK], pair["src"][5 * BLOCK:6 * BLOCK])
     assert got.wait_released(20.0) and sent.wait_released(20.0)
@@ -226,3 +227,36 @@ def test_disconnect_forgets_a_peer_and_connect_gives_a_new_id(pair):
     refused = d.receive("after", pair["peer"], [(pair["dst_region"], 0, BLOCK)])
     assert refused.result["code"] == "not_connected"
     assert d.connect("127.0.0.1", p.port) != pair["peer"]
+
+
+def test_a_layer_wise_send_streams_layers_as_they_are_marked_ready(pair):
+    p, d = pair["prefill"], pair["decode"]
+    r, r2 = pair["src_region"], pair["dst_region"]
+    # Three layers of two blocks each, offered before any layer is "computed".
+    sent = p.send("layered", [(r, i * BLOCK, BLOCK) for i in range(6)], layers=[2, 2, 2])
+    got = d.receive("layered", pair["peer"], [(r2, i * BLOCK, BLOCK) for i in range(6)])
+    assert not got.wait_layer(0, 0.0)
+    p.layer_ready("layered", 1)
+    assert got.wait_layer(1, 20.0)
+    assert got.layers_landed == 1 and got.result is None
+    assert np.array_equal(pair["dst"][2 * BLOCK:4 * BLOCK], pair["src"][2 * BLOCK:4 * BLOCK])
+    assert not pair["dst"][:2 * BLOCK].any()
+    with pytest.raises(kvferry.Error) as twice:
+        p.layer_ready("layered", 1)
+    assert twice.value.code == "invalid_argument"
+    with pytest.raises(kvferry.Error) as past:
+        p.layer_ready("layered", 3)
+    assert past.value.code == "out_of_range"
+    p.layer_ready("layered", 0)
+    p.layer_ready("layered", 2)
+    result = got.wait(20.0)
+    assert result is not None and result["status"] == "succeeded", result
+    assert np.array_equal(pair["dst"][:6 * BLOCK], pair["src"][:6 * BLOCK])
+    assert sent.wait_released(20.0) and got.wait_released(20.0)
+    events = [e for e in d.poll() if e["request_id"] == "layered"]
+    landed = [e["layer"] for e in events if e["kind"] == "layer_landed"]
+    assert landed[0] == 1 and sorted(landed) == [0, 1, 2]
+    assert all(e["layers"] == 3 for e in events if e["kind"] == "layer_landed")
+    assert [e["kind"] for e in events][-2:] == ["completed", "released"]
+    bad = p.send("bad-layers", [(r, 8 * BLOCK, BLOCK)], layers=[2])
+    assert bad.result["code"] == "invalid_argument"

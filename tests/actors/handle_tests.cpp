@@ -99,3 +99,41 @@ TEST_CASE("once a waiter sees the result or the release, poll's queue holds the 
     CHECK(first[1].result.status == transfer_status::succeeded);
   }
 }
+
+TEST_CASE("layers land once each, a peer's repeats and wrong counts change nothing, and waiters wake") {
+  auto sink = std::make_shared<detail::event_sink>();
+  auto st = std::make_shared<detail::handle_state>("layered", sink);
+  transfer_handle h{st};
+  CHECK(h.layers_landed() == 0);
+  CHECK_FALSE(h.wait_layer(0, 0ms));
+  // A waiter on another thread wakes when its layer lands.
+  auto waiter = std::async(std::launch::async, [&] { return h.wait_layer(2, 20s); });
+  CHECK(st->land_layer(2, 3));
+  CHECK(waiter.get());
+  CHECK_FALSE(st->land_layer(2, 3));  // a repeat
+  CHECK_FALSE(st->land_layer(0, 4));  // another count than the first message gave
+  CHECK_FALSE(st->land_layer(3, 3));  // outside the count
+  CHECK_FALSE(st->land_layer(0, 0));
+  CHECK_FALSE(st->land_layer(0, max_layers + 1));
+  CHECK(st->land_layer(0, 3));
+  CHECK(h.layers_landed() == 2);
+  auto evs = sink->drain();
+  REQUIRE(evs.size() == 2);
+  CHECK(evs[0].kind == event_kind::layer_landed);
+  CHECK(evs[0].layer == 2);
+  CHECK(evs[0].layers == 3);
+  CHECK(evs[1].layer == 0);
+  // A transfer that ends without layer 1 wakes its waiter with false.
+  auto never = std::async(std::launch::async, [&] { return h.wait_layer(1, 20s); });
+  CHECK(st->resolve({transfer_status::failed, errc::timed_out, "deadline", 0, {}}));
+  CHECK_FALSE(never.get());
+
+  // The send side claims each layer once, inside its count.
+  auto send = std::make_shared<detail::handle_state>("sent", sink);
+  CHECK(send->claim_layer(0) == errc::invalid_argument);  // not layered
+  send->set_layers(2);
+  CHECK(send->claim_layer(1) == errc::none);
+  CHECK(send->claim_layer(1) == errc::invalid_argument);
+  CHECK(send->claim_layer(2) == errc::out_of_range);
+  CHECK(send->claim_layer(0) == errc::none);
+}

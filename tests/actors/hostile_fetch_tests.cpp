@@ -442,6 +442,7 @@ TEST_CASE("F17: a hostile prefill that answers a fetch with an empty or unknown 
       [](layout_atom) { return std::string{}; },
       [](identity_atom) { return process_identity{}; },
       [](decline_atom, const std::string&) { return cancel_result::not_found; },
+      [](layer_atom, const caf::actor_addr&, const std::string&, std::uint32_t, std::uint32_t) {},
     };
   };
   sender_actor liar = sys.spawn(liar_impl, answers);

@@ -203,3 +203,61 @@ TEST_CASE("a fetch's block ranges select offered blocks in order, and bad ranges
   // Counting alone (the receive side checks ranges before it knows the offer).
   CHECK(count_ranges({0, 1, 5, 3}, 100).value() == 4);
 }
+
+TEST_CASE("layer-wise plans: selected blocks counted per layer, puts coalesced within a layer only") {
+  // Four layers of 2, 3, 1 and 2 blocks (8 offered).
+  const std::vector<std::uint32_t> layers{2, 3, 1, 2};
+  CHECK(selected_per_layer(layers, {}, 8) == std::vector<std::uint32_t>{2, 3, 1, 2});
+  CHECK(selected_per_layer({}, {}, 8) == std::vector<std::uint32_t>{8});
+  // Blocks 1..3 (a range across layers 0 and 1) and 7: layer 2 has none of them.
+  CHECK(selected_per_layer(layers, {1, 3, 7, 1}, 8) == std::vector<std::uint32_t>{1, 2, 0, 1});
+  CHECK(selected_per_layer({}, {1, 3, 7, 1}, 8) == std::vector<std::uint32_t>{4});
+
+  // Four blocks contiguous on both sides, in two layers of two: two puts, one per layer, where
+  // a plan without layers coalesces them into one.
+  std::vector<desc> src{{1000, 100, 0}, {1100, 100, 0}, {1200, 100, 0}, {1300, 100, 0}};
+  auto f = one_region(9000, 400, {{9000, 100, 0}, {9100, 100, 0}, {9200, 100, 0}, {9300, 100, 0}});
+  auto whole = plan_puts(src, f.view());
+  REQUIRE(whole);
+  CHECK(whole.value().size() == 1);
+  auto cut = plan_layer_puts(src, {2, 2}, f.view());
+  REQUIRE(cut);
+  REQUIRE(cut.value().size() == 2);
+  REQUIRE(cut.value()[0].size() == 1);
+  CHECK(cut.value()[0][0].src == 1000);
+  CHECK(cut.value()[0][0].dst.bytes == 200);
+  REQUIRE(cut.value()[1].size() == 1);
+  CHECK(cut.value()[1][0].src == 1200);
+  CHECK(cut.value()[1][0].dst.addr == 9200);
+  // An empty layer has no puts; layers that do not cover the blocks are a bug, named.
+  auto with_empty = plan_layer_puts(src, {0, 4, 0}, f.view());
+  REQUIRE(with_empty);
+  CHECK(with_empty.value()[0].empty());
+  CHECK(with_empty.value()[1].size() == 1);
+  CHECK(with_empty.value()[2].empty());
+  auto short_layers = plan_layer_puts(src, {2, 1}, f.view());
+  REQUIRE_FALSE(short_layers);
+  CHECK(short_layers.error().code == errc::internal_error);
+  // A size mismatch names the block, as plan_puts does.
+  auto g = one_region(9000, 400, {{9000, 100, 0}, {9100, 100, 0}, {9200, 50, 0}, {9300, 100, 0}});
+  auto mismatch = plan_layer_puts(src, {2, 2}, g.view());
+  REQUIRE_FALSE(mismatch);
+  CHECK(mismatch.error().code == errc::size_mismatch);
+  CHECK(mismatch.error().message.find("block 2") != std::string::npos);
+}
+
+TEST_CASE("layer_blocks are checked against the blocks offered") {
+  CHECK_FALSE(check_layers({}, 5));
+  CHECK_FALSE(check_layers({2, 3}, 5));
+  auto sum = check_layers({2, 2}, 5);
+  REQUIRE(sum);
+  CHECK(sum->code == errc::invalid_argument);
+  CHECK(sum->message.find("hold 4 blocks, the send offers 5") != std::string::npos);
+  auto empty = check_layers({5, 0}, 5);
+  REQUIRE(empty);
+  CHECK(empty->message.find("layer 1 has no blocks") != std::string::npos);
+  std::vector<std::uint32_t> too_many(max_layers + 1, 1);
+  auto many = check_layers(too_many, too_many.size());
+  REQUIRE(many);
+  CHECK(many->message.find("more than the 65536 allowed") != std::string::npos);
+}

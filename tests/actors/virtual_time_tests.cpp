@@ -161,7 +161,8 @@ std::pair<node_rig::started, std::shared_ptr<const testing::reply<transfer_done>
   std::uint32_t deadline_ms) {
   auto s = rig.start_send(id, {block_of(src)}, deadline_ms);
   rig.run();
-  auto fetcher = rig.request<transfer_done>(s.actor, sample_fetch(id, rig.decode_node.actor));
+  auto fetcher = rig.request<transfer_done>(s.actor, sample_fetch(id, rig.decode_node.actor),
+                                            caf::actor_cast<caf::actor_addr>(rig.decode_node.actor));
   rig.run();
   return {s, fetcher};
 }
@@ -208,7 +209,7 @@ TEST_CASE("the fake engine completes a put only when told, exactly once, and its
 
 TEST_CASE("a put is answered only after the fake engine completes it, with the bytes of the batch") {
   node_rig rig;
-  auto answer = rig.request<std::uint64_t>(rig.transport, put_atom::value, sample_puts(41));
+  auto answer = rig.request<put_done>(rig.transport, put_atom::value, sample_puts(41));
   rig.run();
   // Posted: one batch to the peer, connected first, with both items.
   REQUIRE(rig.engine->pending_count() == 1);
@@ -228,13 +229,13 @@ TEST_CASE("a put is answered only after the fake engine completes it, with the b
   CHECK_FALSE(answer->answered());  // the completion is a message, handled in the next run()
   rig.run();
   REQUIRE(answer->ok());
-  CHECK(answer->value() == 5096);
+  CHECK(answer->value().bytes == 5096);
   CHECK(answer->answers() == 1);
 }
 
 TEST_CASE("a cancelled put reaches the engine and is answered exactly once, when the engine reports the cancel") {
   node_rig rig;
-  auto answer = rig.request<std::uint64_t>(rig.transport, put_atom::value, sample_puts(42));
+  auto answer = rig.request<put_done>(rig.transport, put_atom::value, sample_puts(42));
   rig.run();
   auto op = rig.engine->last_put().op;
   rig.send(rig.transport, cancel_atom::value, std::uint64_t{42});
@@ -254,7 +255,7 @@ TEST_CASE("a cancelled put reaches the engine and is answered exactly once, when
     REQUIRE(rig.engine->complete(op));
     rig.run();
     REQUIRE(answer->ok());
-    CHECK(answer->value() == 5096);
+    CHECK(answer->value().bytes == 5096);
   }
   CHECK(answer->answers() == 1);
   // The engine refuses a second completion; a late cancel finds nothing to cancel.
@@ -296,7 +297,7 @@ TEST_CASE("F4 (virtual time): a send no peer fetches times out at its 100 ms dea
 TEST_CASE("a request timeout runs on virtual time too: a put the engine never completes times out only when the clock passes it") {
   node_rig rig;
   auto answer =
-    rig.request_within<std::uint64_t>(50ms, rig.transport, put_atom::value, sample_puts(43));
+    rig.request_within<put_done>(50ms, rig.transport, put_atom::value, sample_puts(43));
   rig.run();
   REQUIRE(rig.engine->pending_count() == 1);
   rig.advance_and_run(49ms);
@@ -743,7 +744,8 @@ TEST_CASE("F4 (virtual time): a deadline that fires in the same instant as the f
   SUBCASE("the deadline first: timed out with nothing exposed, released at once; the fetch finds no one") {
     CHECK(rig.advance_time(1ms) == 1);  // the deadline is queued at the request
     auto fetcher = rig.request<transfer_done>(s.actor, sample_fetch("same-instant",
-                                                                    rig.decode_node.actor));
+                                                                    rig.decode_node.actor),
+                                              caf::actor_cast<caf::actor_addr>(rig.decode_node.actor));
     rig.run();
     REQUIRE(s.handle->result());
     CHECK(s.handle->result()->code == errc::timed_out);
@@ -754,7 +756,8 @@ TEST_CASE("F4 (virtual time): a deadline that fires in the same instant as the f
   }
   SUBCASE("the fetch first: the puts are posted, then the deadline fails the request in flight") {
     auto fetcher = rig.request<transfer_done>(s.actor, sample_fetch("same-instant",
-                                                                    rig.decode_node.actor));
+                                                                    rig.decode_node.actor),
+                                              caf::actor_cast<caf::actor_addr>(rig.decode_node.actor));
     while (!rig.queued(s.actor))  // the probe sends the fetch
       REQUIRE(rig.dispatch_one());
     CHECK(rig.advance_time(1ms) == 1);  // the deadline queues behind the fetch

@@ -3,7 +3,7 @@
 //
 //   testing::virtual_time vt;                          // or derive a rig from it
 //   auto t = vt.track(spawn_transport_actor(vt.system(), core));  // killed at teardown
-//   auto r = vt.request<std::uint64_t>(t, put_atom::value, req);  // nothing runs yet
+//   auto r = vt.request<put_done>(t, put_atom::value, req);  // nothing runs yet
 //   vt.run();                                          // every queued message; no timer fires
 //   engine->complete(engine->last_put().op);           // queues op_done, on this thread
 //   vt.run();  CHECK(r->value() == bytes);
