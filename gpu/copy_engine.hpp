@@ -2,7 +2,8 @@
 //
 // Used for staging: device memory <-> registered host staging buffers (this UCX build has no
 // CUDA transports), or host layouts that need gathering. The CPU implementation runs memcpy on
-// a worker thread; the CUDA implementation (when the build found CUDA) uses streams and events.
+// a worker thread; the CUDA implementation (when the build found CUDA) uses a stream and events
+// (gpu/cuda_copy_engine.cpp). Both plan copies the same way (gpu/copy_plan.hpp).
 #pragma once
 
 #include "core/descriptor.hpp"
@@ -28,9 +29,10 @@ class copy_engine {
  public:
   virtual ~copy_engine() = default;  // waits for submitted copies to finish; then no callbacks
   // Queues a copy of all segments, in order. Returns a ticket (> 0, increasing). Invalid
-  // segments (null pointer with non-zero size; for the CPU engine also overlapping source and
-  // destination) fail that copy through `done` with errc::invalid_argument, before any byte of
-  // it is written. Thread-safe; may be called from a `done` callback.
+  // segments (null pointer with non-zero size, or a segment whose source and destination
+  // overlap: check_segments in copy_plan.hpp) fail that copy through `done` with
+  // errc::invalid_argument, before any byte of it is written. Thread-safe; may be called from a
+  // `done` callback.
   virtual std::uint64_t submit(std::vector<copy_op> segments, copy_done_fn done) = 0;
   // Copies submitted and not yet completed (a copy completes when its `done` has returned).
   virtual std::size_t pending() const = 0;
@@ -44,5 +46,36 @@ std::unique_ptr<copy_engine> make_cpu_copy_engine();
 
 // Number of usable CUDA devices: 0 when the build has no CUDA or no driver/device is present.
 int cuda_device_count() noexcept;
+
+// The CUDA copy engine of `device`: copies between any memory the device can reach (its own
+// memory, pinned or registered host memory, managed memory; pageable host memory and other
+// devices' memory through cudaMemcpyAsync). A copy of one contiguous run (after merging
+// segments that continue each other) is one cudaMemcpyAsync; a copy of many runs is one batched
+// gather/scatter kernel launch (or a few) on the engine's stream. The engine's thread issues the
+// work and polls a CUDA event per copy, so submit() never blocks on the device; `done` runs on
+// that thread, once per copy, in submission order. CUDA failures fail that copy through `done`
+// with a message naming the CUDA error (errc::out_of_memory for allocations, errc::unsupported
+// for a missing driver or device, errc::transport_error otherwise) and the engine keeps serving;
+// after an error that breaks the device context (an illegal address in any kernel of the
+// process) every later copy fails, with the same error named. Only the memory a copy's segments
+// name is touched, but the engine cannot tell a live allocation from a dead one: as with the CPU
+// engine, pointers must be valid for their sizes.
+//
+// Returns nullptr, with the reason in `*error` (when not null), when the build has no CUDA
+// ("this build has no CUDA"), when there is no usable device (the CUDA error named), when
+// `device` is not one of them, or when the stream cannot be created. Creating the engine does
+// not change the calling thread's current device.
+std::unique_ptr<copy_engine> make_cuda_copy_engine(int device, std::string* error = nullptr);
+
+// Page-locks the host range [ptr, ptr + bytes) and maps it for every device (cudaHostRegister),
+// so that copies to and from it run at full speed and the kernel can reach it; the engines then
+// find it without asking the driver. Returns errc::none, or the error with the reason in
+// `*error`: errc::invalid_argument for a null or empty range or one that overlaps a range already
+// pinned, errc::out_of_memory when the OS refuses to lock more memory, errc::unsupported without
+// CUDA, a driver or a device, errc::transport_error for any other CUDA error.
+errc pin_host_range(void* ptr, std::size_t bytes, std::string* error = nullptr);
+// Undoes pin_host_range(ptr, ...): `ptr` must be the start of a range pinned by it
+// (errc::invalid_argument otherwise). No copy may still use the range.
+errc unpin_host_range(void* ptr, std::string* error = nullptr);
 
 }  // namespace kvferry::gpu

@@ -16,6 +16,8 @@
 //   callback must not destroy its own engine).
 #include "gpu/copy_engine.hpp"
 
+#include "gpu/copy_plan.hpp"  // check_segments, shared with the CUDA engine
+
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
@@ -33,25 +35,6 @@ struct copy_job {
   std::vector<copy_op> segments;
   copy_done_fn done;
 };
-
-// Returns an empty string for a valid copy, otherwise what is wrong with it.
-std::string check_segments(const std::vector<copy_op>& segments) {
-  for (std::size_t i = 0; i < segments.size(); ++i) {
-    const auto& s = segments[i];
-    const auto bytes = s.dst.bytes;
-    if (bytes == 0) continue;
-    if (s.dst.addr == 0 || s.src == 0) {
-      return "segment " + std::to_string(i) + ": null " + (s.dst.addr == 0 ? "dst" : "src") +
-             " with " + std::to_string(bytes) + " bytes";
-    }
-    const auto dst = s.dst.addr;
-    const auto src = s.src;
-    if (dst < src + bytes && src < dst + bytes) {
-      return "segment " + std::to_string(i) + ": source and destination overlap";
-    }
-  }
-  return {};
-}
 
 class cpu_copy_engine final : public copy_engine {
  public:

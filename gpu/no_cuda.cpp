@@ -1,8 +1,31 @@
-// cuda_device_count() for builds without CUDA: there is never a usable device.
+// The CUDA entry points of copy_engine.hpp for builds without CUDA: there is never a usable
+// device, no CUDA engine and nothing to pin, and every call says so.
 #include "gpu/copy_engine.hpp"
 
 namespace kvferry::gpu {
 
+namespace {
+
+constexpr const char* no_cuda = "this build has no CUDA";
+
+}  // namespace
+
 int cuda_device_count() noexcept { return 0; }
+
+std::unique_ptr<copy_engine> make_cuda_copy_engine(int device, std::string* error) {
+  if (error) *error = std::string("CUDA copy engine for device ") + std::to_string(device) + ": " +
+                      no_cuda;
+  return nullptr;
+}
+
+errc pin_host_range(void*, std::size_t, std::string* error) {
+  if (error) *error = std::string("pin_host_range: ") + no_cuda;
+  return errc::unsupported;
+}
+
+errc unpin_host_range(void*, std::string* error) {
+  if (error) *error = std::string("unpin_host_range: ") + no_cuda;
+  return errc::unsupported;
+}
 
 }  // namespace kvferry::gpu
