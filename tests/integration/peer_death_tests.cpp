@@ -344,11 +344,11 @@ TEST_CASE("F20: a receive into memory a same-host sender maps is released once t
     auto r = h.wait_for(30s);
     REQUIRE(r);
     if (r->status != transfer_status::succeeded) {
-      CHECK(r->code == errc::peer_failed);
+      CHECK_MESSAGE(r->code == errc::peer_failed, r->message);
       ++failed;
     }
     // Generous for a loaded machine: the process is gone (reaped above) when it is looked at.
-    CHECK(h.wait_released(30s));
+    CHECK_MESSAGE(h.wait_released(30s), r->message);
   }
   REQUIRE(failed > 0);
   CHECK(decode.health().unreleased == 0);
