@@ -58,7 +58,7 @@ struct transfer_done {
   std::uint64_t bytes = 0;
   std::uint64_t first_byte_us = 0;  // from the fetch's arrival at the owner to its first bytes
   std::uint32_t layers = 0;  // a layer-wise send's layer count (each landed); 0: not layered
-  std::string transport;     // how the bytes went (transfer_result::transport)
+  std::string transport{};   // how the bytes went (transfer_result::transport)
 };
 
 template <class Inspector>

@@ -13,7 +13,7 @@ struct send_spec {
   std::vector<desc> blocks;  // the source blocks, resolved (key: region id)
   bool staged = false;       // copy through buffer-pool leases before putting
   sender_actor bound_to;     // the only node that may fetch it (its entry), or none
-  std::vector<std::uint32_t> layer_blocks;  // transfer_options::layer_blocks (checked)
+  std::vector<std::uint32_t> layer_blocks{};  // transfer_options::layer_blocks (checked)
 };
 
 // Spawns the owner and announces it to the node's current sender.

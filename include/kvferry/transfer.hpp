@@ -57,7 +57,7 @@ struct transfer_result {
   // (UCX RMA into memory the receiver registered with UCX) or "am" (kvferry's data messages),
   // e.g. "posix put", "tcp am", "cma put+am". A receive reports its sender's. Empty when
   // nothing moved.
-  std::string transport;
+  std::string transport{};
 };
 
 enum class event_kind : std::uint8_t {
