@@ -15,6 +15,7 @@
 //   callbacks while it drains), then joins. It must not run on the worker thread (i.e. a `done`
 //   callback must not destroy its own engine).
 #include "gpu/copy_engine.hpp"
+#include "gpu/copy_queue.hpp"
 
 #include "gpu/copy_plan.hpp"  // check_segments, shared with the CUDA engine
 
@@ -41,11 +42,7 @@ class cpu_copy_engine final : public copy_engine {
   cpu_copy_engine() : worker_([this] { run(); }) {}
 
   ~cpu_copy_engine() override {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stopping_ = true;
-    }
-    wake_.notify_one();
+    queue_.stop();
     worker_.join();
   }
 
@@ -53,42 +50,30 @@ class cpu_copy_engine final : public copy_engine {
   cpu_copy_engine& operator=(const cpu_copy_engine&) = delete;
 
   std::uint64_t submit(std::vector<copy_op> segments, copy_done_fn done) override {
-    std::uint64_t ticket = 0;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      ticket = ++last_ticket_;
-      queue_.push_back(copy_job{ticket, std::move(segments), std::move(done)});
-      ++pending_;
-    }
-    wake_.notify_one();
-    return ticket;
+    return queue_.push(std::move(segments), std::move(done));
   }
 
-  std::size_t pending() const override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return pending_;
-  }
+  std::size_t pending() const override { return queue_.pending(); }
 
   bool wait_idle(std::chrono::milliseconds timeout) const override {
-    std::unique_lock<std::mutex> lock(mutex_);
-    return idle_.wait_for(lock, timeout, [this] { return pending_ == 0; });
+    return queue_.wait_idle(timeout);
   }
 
   std::string name() const override { return "cpu"; }
 
  private:
   void run() {
-    std::unique_lock<std::mutex> lock(mutex_);
+    std::unique_lock<std::mutex> lock(queue_.mutex);
     for (;;) {
-      wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping, and everything queued was copied
-      copy_job job = std::move(queue_.front());
-      queue_.pop_front();
+      queue_.wake.wait(lock, [this] { return queue_.stopping || !queue_.jobs.empty(); });
+      if (queue_.jobs.empty()) return;  // stopping, and everything queued was copied
+      copy_job job = std::move(queue_.jobs.front());
+      queue_.jobs.pop_front();
       lock.unlock();
       execute(job);
       job = copy_job{};  // drop the callback's captures outside the lock
+      queue_.completed();
       lock.lock();
-      if (--pending_ == 0) idle_.notify_all();
     }
   }
 
@@ -110,13 +95,7 @@ class cpu_copy_engine final : public copy_engine {
     }
   }
 
-  mutable std::mutex mutex_;
-  std::condition_variable wake_;
-  mutable std::condition_variable idle_;  // pending_ reached 0
-  std::deque<copy_job> queue_;
-  std::size_t pending_ = 0;
-  std::uint64_t last_ticket_ = 0;
-  bool stopping_ = false;
+  copy_queue<copy_job> queue_;
   std::thread worker_;  // last: starts after every other member is constructed
 };
 

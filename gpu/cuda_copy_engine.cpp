@@ -25,6 +25,7 @@
 #include "gpu/copy_engine.hpp"
 
 #include "gpu/copy_plan.hpp"
+#include "gpu/copy_queue.hpp"
 #include "gpu/cuda_copy_kernel.hpp"
 
 #include <cuda_runtime_api.h>
@@ -191,11 +192,7 @@ class cuda_copy_engine final : public copy_engine {
 
   ~cuda_copy_engine() override {
     if (!worker_.joinable()) return;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stopping_ = true;
-    }
-    wake_.notify_one();
+    queue_.stop();
     worker_.join();
   }
 
@@ -203,29 +200,13 @@ class cuda_copy_engine final : public copy_engine {
   cuda_copy_engine& operator=(const cuda_copy_engine&) = delete;
 
   std::uint64_t submit(std::vector<copy_op> segments, copy_done_fn done) override {
-    std::uint64_t ticket = 0;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      ticket = ++last_ticket_;
-      copy_job job;
-      job.ticket = ticket;
-      job.segments = std::move(segments);
-      job.done = std::move(done);
-      incoming_.push_back(std::move(job));
-      ++pending_;
-    }
-    wake_.notify_one();
-    return ticket;
+    return queue_.push(std::move(segments), std::move(done));
   }
 
-  std::size_t pending() const override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return pending_;
-  }
+  std::size_t pending() const override { return queue_.pending(); }
 
   bool wait_idle(std::chrono::milliseconds timeout) const override {
-    std::unique_lock<std::mutex> lock(mutex_);
-    return idle_.wait_for(lock, timeout, [this] { return pending_ == 0; });
+    return queue_.wait_idle(timeout);
   }
 
   std::string name() const override { return "cuda:" + std::to_string(device_); }
@@ -256,10 +237,10 @@ class cuda_copy_engine final : public copy_engine {
 
   void serve() {
     std::deque<copy_job> in_flight;  // the worker's alone: oldest first
-    std::unique_lock<std::mutex> lock(mutex_);
+    std::unique_lock<std::mutex> lock(queue_.mutex);
     for (;;) {
       std::deque<copy_job> batch;
-      batch.swap(incoming_);
+      batch.swap(queue_.jobs);
       lock.unlock();
       for (copy_job& job : batch) {
         start_copy(job);
@@ -268,12 +249,12 @@ class cuda_copy_engine final : public copy_engine {
       batch.clear();
       const std::size_t finished = complete_ready(in_flight);
       lock.lock();
-      if (!incoming_.empty()) continue;
+      if (!queue_.jobs.empty()) continue;
       if (in_flight.empty()) {
-        if (stopping_) return;  // and everything submitted has completed
-        wake_.wait(lock, [this] { return stopping_ || !incoming_.empty(); });
+        if (queue_.stopping) return;  // and everything submitted has completed
+        queue_.wake.wait(lock, [this] { return queue_.stopping || !queue_.jobs.empty(); });
       } else if (finished == 0) {
-        wake_.wait_for(lock, poll_interval, [this] { return !incoming_.empty(); });
+        queue_.wake.wait_for(lock, poll_interval, [this] { return !queue_.jobs.empty(); });
       }
     }
   }
@@ -317,8 +298,7 @@ class cuda_copy_engine final : public copy_engine {
       }
     }
     job = copy_job{};  // drop the callback's captures outside the lock
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (--pending_ == 0) idle_.notify_all();
+    queue_.completed();
   }
 
   void fail(copy_job& job, errc code, std::string detail) {
@@ -499,13 +479,7 @@ class cuda_copy_engine final : public copy_engine {
   std::vector<cudaEvent_t> free_events_;
   std::vector<pinned_table> free_tables_;
 
-  mutable std::mutex mutex_;
-  std::condition_variable wake_;
-  mutable std::condition_variable idle_;  // pending_ reached 0
-  std::deque<copy_job> incoming_;
-  std::size_t pending_ = 0;
-  std::uint64_t last_ticket_ = 0;
-  bool stopping_ = false;
+  copy_queue<copy_job> queue_;
   std::thread worker_;  // last: started by start(), after every other member is constructed
 };
 

@@ -17,6 +17,7 @@
 #include "gpu/cuda_copy_kernel.hpp"
 #include "gpu/kv_convert_cuda.hpp"
 #include "gpu/kv_layout.hpp"
+#include "tests/gpu/layout_fixture.hpp"
 
 #include <cuda_runtime_api.h>
 #endif
@@ -564,18 +565,7 @@ void out_of_memory(copy_engine& engine, int device) {
 
 using kvferry::gpu::kv_layout;
 
-kv_layout make_layout(std::uint32_t heads, std::uint32_t tokens, std::uint32_t dim,
-                      std::uint32_t element_bytes, std::uint32_t tp_size, std::uint32_t tp_rank) {
-  kv_layout l;
-  l.layers = 4;
-  l.total_heads = heads;
-  l.tokens_per_block = tokens;
-  l.head_dim = dim;
-  l.element_bytes = element_bytes;
-  l.tp_size = tp_size;
-  l.tp_rank = tp_rank;
-  return l;
-}
+constexpr auto make_layout = kvferry::gpu::testing::layout_of;
 
 struct convert_case {
   std::uint32_t heads, tokens, dim, element_bytes, a, b;

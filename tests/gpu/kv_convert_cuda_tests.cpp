@@ -4,6 +4,7 @@
 #include "gpu/copy_engine.hpp"
 #include "gpu/kv_convert_cuda.hpp"
 #include "gpu/kv_layout.hpp"
+#include "tests/gpu/layout_fixture.hpp"
 
 #include <doctest/doctest.h>
 
@@ -24,18 +25,7 @@ namespace {
 
 using kvferry::gpu::kv_layout;
 
-kv_layout make(std::uint32_t heads, std::uint32_t tokens, std::uint32_t dim,
-               std::uint32_t element_bytes, std::uint32_t tp_size, std::uint32_t tp_rank) {
-  kv_layout l;
-  l.layers = 4;
-  l.total_heads = heads;
-  l.tokens_per_block = tokens;
-  l.head_dim = dim;
-  l.element_bytes = element_bytes;
-  l.tp_size = tp_size;
-  l.tp_rank = tp_rank;
-  return l;
-}
+constexpr auto make = kvferry::gpu::testing::layout_of;
 
 // cudaMalloc'd bytes, freed on scope exit.
 class device_buffer {
