@@ -367,14 +367,24 @@ TEST_CASE("layout conversion refuses invalid or incompatible layouts, naming the
                        std::invalid_argument);
 }
 
-TEST_CASE("the CPU layout conversion writes exactly the shared heads, for every TP pair of 24 "
-          "heads") {
+// Calls f(s, a, b, sources) for every TP pair (a, b) of 24 heads, `sources[i]` holding prefill
+// rank i's `pair_blocks` blocks of TP a.
+constexpr std::size_t pair_blocks = 3;
+template <class F>
+void for_every_tp_pair_of_24(F&& f) {
   const shape s{24, 2, 3, 2};
-  const std::size_t blocks = 3;
   for (std::uint32_t a : tp_sizes_of_24) {
     std::vector<pool> sources;
-    for (std::uint32_t i = 0; i < a; ++i) sources.push_back(source_pool(s, a, i, blocks));
-    for (std::uint32_t b : tp_sizes_of_24) {
+    for (std::uint32_t i = 0; i < a; ++i) sources.push_back(source_pool(s, a, i, pair_blocks));
+    for (std::uint32_t b : tp_sizes_of_24) f(s, a, b, sources);
+  }
+}
+
+TEST_CASE("the CPU layout conversion writes exactly the shared heads, for every TP pair of 24 "
+          "heads") {
+  const std::size_t blocks = pair_blocks;
+  for_every_tp_pair_of_24([&](const shape& s, std::uint32_t a, std::uint32_t b,
+                              std::vector<pool>& sources) {
       for (std::uint32_t i = 0; i < a; ++i) {
         for (std::uint32_t j = 0; j < b; ++j) {
           pool dst(blocks, block_size(s, b), untouched);
@@ -390,18 +400,14 @@ TEST_CASE("the CPU layout conversion writes exactly the shared heads, for every 
           CHECK(diff == "");
         }
       }
-    }
-  }
+  });
 }
 
 TEST_CASE("a whole decode rank assembled from every prefill rank it needs covers every byte, for "
           "every TP pair of 24 heads") {
-  const shape s{24, 2, 3, 2};
-  const std::size_t blocks = 3;
-  for (std::uint32_t a : tp_sizes_of_24) {
-    std::vector<pool> sources;
-    for (std::uint32_t i = 0; i < a; ++i) sources.push_back(source_pool(s, a, i, blocks));
-    for (std::uint32_t b : tp_sizes_of_24) {
+  const std::size_t blocks = pair_blocks;
+  for_every_tp_pair_of_24([&](const shape& s, std::uint32_t a, std::uint32_t b,
+                              std::vector<pool>& sources) {
       for (std::uint32_t j = 0; j < b; ++j) {
         CAPTURE(a);
         CAPTURE(b);
@@ -427,8 +433,7 @@ TEST_CASE("a whole decode rank assembled from every prefill rank it needs covers
         }
         CHECK(uncovered == 0);
       }
-    }
-  }
+  });
 }
 
 TEST_CASE("the CPU layout conversion is exact for odd and realistic element shapes") {
