@@ -224,7 +224,7 @@ using transport_actor = caf::typed_actor<
   // if it still leads there, failing what waits for that worker's acknowledgements.
   caf::reacts_to<stale_worker_atom, std::uint64_t, std::vector<std::uint8_t>>,
   // Register [addr, addr + bytes) of this process for transfers (lives as long as the node).
-  caf::replies_to<register_atom, std::uint64_t, std::uint64_t>::with<registered_memory>,
+  caf::replies_to<register_atom, std::uint64_t, std::uint64_t, bool>::with<registered_memory>,
   // Let UCX allocate and register `bytes` (zero-filled; lives as long as the node).
   caf::replies_to<allocate_atom, std::uint64_t>::with<registered_memory>,
   // This node's UCX worker address (it changes when a wedged worker is replaced).

@@ -12,6 +12,7 @@
 #include "actors/recv_request_actor.hpp"
 #include "actors/send_request_actor.hpp"
 #include "actors/transfer_plan.hpp"
+#include "gpu/device_select.hpp"
 
 #include <caf/io/all.hpp>
 #include <caf/openssl/all.hpp>
@@ -149,9 +150,20 @@ result<std::unique_ptr<node>> node_access::start(const node_config& config, engi
     config.max_peers, [health = p->health](std::size_t n) { health->set_peers(n); });
   // The engine reports endpoint failures to whichever transport actor is current.
   std::weak_ptr<child_directory> children = p->children;
+  auto copier = gpu::select_copier(config.device);
+  if (!copier)
+    return out_t{copier.error()};
   transport::engine_options eo;
   eo.tls = config.transport;
   eo.keepalive_interval_ms = config.keepalive_interval_ms;
+  if (copier.value().device_memory) {
+    // Peers' data messages for cuda regions go through the copy engine (engine.hpp).
+    eo.device_copy = [engine = copier.value().engine](std::vector<copy_op> segments,
+                                                      std::function<void(errc, const std::string&)>
+                                                        done) {
+      engine->submit(std::move(segments), std::move(done));
+    };
+  }
   auto eng = transport::engine::start(eo, [children](std::uint64_t peer, errc code,
                                                      const std::string& detail) {
     logger()->warn("UCX endpoint to peer {:#x} failed: {}", peer, detail);
@@ -165,7 +177,10 @@ result<std::unique_ptr<node>> node_access::start(const node_config& config, engi
     eng.value() = wrap(std::move(eng.value()));
   p->services = std::make_shared<transport_services>();
   p->services->engine = std::shared_ptr<transport::engine>(std::move(eng.value()));
-  p->services->copier = gpu::make_cpu_copy_engine();
+  p->services->copier = copier.value().engine;
+  p->services->pin_staging = copier.value().pin_staging;
+  p->device_memory = copier.value().device_memory;
+  p->no_device_memory = std::move(copier.value().why_not);
   p->windows = p->services->engine->windows();
   // CAF: kvferry owns the command line; CAF reads no ini file and no argv here.
   p->cfg.load<caf::io::middleman>();
@@ -297,13 +312,13 @@ result<region_id> node::register_region(void* ptr, std::size_t bytes, memory_kin
   if (ptr == nullptr || bytes == 0)
     return result<region_id>{errc::invalid_argument,
                              "register_region needs a non-null pointer and a non-zero size"};
-  if (kind == memory_kind::cuda)
+  const bool device = kind == memory_kind::cuda;
+  if (device && !impl_->device_memory)
     return result<region_id>{errc::unsupported,
-                             "cuda regions need the CUDA copy engine, which this release does "
-                             "not have yet"};
+                             "cuda region refused: " + impl_->no_device_memory};
   auto reg = ask<registered_memory>(*impl_->sys, impl_->children->current().transport,
                                     setup_timeout, register_atom::value, addr_of(ptr),
-                                    std::uint64_t{bytes});
+                                    std::uint64_t{bytes}, device);
   if (!reg)
     return result<region_id>{reg.error()};
   return impl_->regions->add(
@@ -463,9 +478,12 @@ transfer_handle node::send(const std::string& request_id, const std::vector<bloc
   if (!p.registry->reserve(request_id, st))
     return refused(request_id, errc::duplicate_request_id,
                    "request id '" + request_id + "' is already in use on this node");
+  // UCX cannot read device memory here: blocks in a cuda region always go through staging.
+  const bool staged =
+    options.stage_through_pool || p.regions->any_of_kind(resolved.value(), memory_kind::cuda);
   auto owner = spawn_send_request_actor(
-    *p.sys, send_spec{context_for(p, st, options), std::move(resolved.value()),
-                      options.stage_through_pool, std::move(bound), options.layer_blocks});
+    *p.sys, send_spec{context_for(p, st, options), std::move(resolved.value()), staged,
+                      std::move(bound), options.layer_blocks});
   p.registry->attach_owner(request_id, caf::actor_cast<caf::actor>(owner), true);
   return transfer_handle{std::move(st)};
 }

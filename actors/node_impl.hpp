@@ -29,6 +29,8 @@ struct node::impl {
   // Shared ground, one object per concern; each actor's spec carries the ones it uses.
   std::shared_ptr<transport_services> services;  // only the transport actor calls into it
   std::shared_ptr<region_table> regions;
+  bool device_memory = false;    // cuda regions accepted (node_config::device)
+  std::string no_device_memory;  // otherwise: why not, for register_region's error
   std::shared_ptr<transport::receive_windows> windows;  // the engine's (receive requests open them)
   std::shared_ptr<request_registry> registry = std::make_shared<request_registry>();
   std::shared_ptr<node_health> health;

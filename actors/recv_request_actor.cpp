@@ -52,6 +52,7 @@ struct recv_request_state {
   std::shared_ptr<transport::receive_windows> windows;
   transport::window_lease window;  // open from admission to the end (or until lost)
   bool mappable = false;  // a destination block lies in UCX-allocated memory (see above)
+  bool device = false;    // a destination block lies in a cuda region (copied in by the engine)
   process_identity peer_process;  // the prefill's process, as connect() heard it
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   static inline const char* name = "kvferry.recv_request";
@@ -110,6 +111,10 @@ void on_layer(self_ptr self, const std::string& id, std::uint32_t layer, std::ui
   auto from = self->current_sender();
   if (!from || from->node() != st.peer.node() || id != st.base.owner->id())
     return;
+  // Device memory is written by copies the window counts: a layer has landed once they ended
+  // (a failed one fails the whole receive at its end).
+  if (st.device)
+    st.window.settle();
   st.base.ctx.handle->land_layer(layer, layers);
 }
 
@@ -122,6 +127,15 @@ void land_every_layer(self_ptr self, std::uint32_t layers) {
 // The sender's answer (or CAF's word that none will come) ends the request.
 void on_answer(self_ptr self, caf::expected<transfer_done> answer) {
   if (answer) {
+    // Every byte reached this node; those for device memory land when the engine's copies
+    // through our window ended: closing it waits for them, and names one that failed.
+    std::string copy_error;
+    self->state.window.close(&copy_error);
+    if (!copy_error.empty()) {
+      end_recv(self, make_result(transfer_status::failed, errc::transport_error, copy_error),
+               true);
+      return;
+    }
     self->state.base.owner->set_first_byte_us(answer->first_byte_us);
     self->state.base.owner->set_transport(std::move(answer->transport));
     land_every_layer(self, answer->layers);
@@ -146,6 +160,7 @@ void send_fetch(self_ptr self, std::vector<std::uint8_t> worker_address) {
   fetch_msg fetch = *st.header;
   fetch.request_id = st.base.owner->id();
   fetch.worker_address = std::move(worker_address);
+  st.device = st.regions->any_of_kind(st.blocks, memory_kind::cuda);
   auto regions = st.regions->index_regions(st.blocks);
   st.mappable = regions.any_mappable;
   fetch.window = st.window.token();

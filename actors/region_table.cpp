@@ -96,4 +96,10 @@ indexed_regions region_table::index_regions(std::vector<desc>& blocks) const {
   return out;
 }
 
+bool region_table::any_of_kind(const std::vector<desc>& blocks, memory_kind kind) const {
+  std::shared_lock<std::shared_mutex> guard{mtx_};
+  return std::any_of(blocks.begin(), blocks.end(),
+                     [&](const desc& b) { return regions_.at(b.key - 1).kind == kind; });
+}
+
 }  // namespace kvferry

@@ -49,6 +49,8 @@ class region_table {
   // The regions of resolved `blocks` (keys: region ids), each once; rewrites each block's key to
   // its region's index there.
   indexed_regions index_regions(std::vector<desc>& blocks) const;
+  // Whether one of resolved `blocks` (keys: region ids) lies in a region of `kind`.
+  bool any_of_kind(const std::vector<desc>& blocks, memory_kind kind) const;
 
  private:
   const std::uint32_t max_blocks_;

@@ -202,14 +202,18 @@ transport_actor::behavior_type transport_impl(self_ptr self, transport_spec spec
       if (self->state.connected.erase(peer_epoch) > 0)
         self->state.engine().disconnect(peer_epoch);
     },
-    [=](register_atom, std::uint64_t addr, std::uint64_t bytes) {
-      return keep(self, self->state.engine().register_memory(ptr_of(addr), bytes));
+    [=](register_atom, std::uint64_t addr, std::uint64_t bytes, bool device) {
+      auto& engine = self->state.engine();
+      return keep(self, device ? engine.register_device_memory(ptr_of(addr), bytes)
+                               : engine.register_memory(ptr_of(addr), bytes));
     },
     [=](allocate_atom, std::uint64_t bytes) {
       auto reg = self->state.engine().allocate_memory(bytes);
       // Zero-filled, and every page faulted in now rather than by the first transfer into it.
-      if (reg)
+      if (reg) {
         std::memset(reg.value()->base(), 0, bytes);
+        self->state.spec.services->pin(reg.value()->base(), bytes);
+      }
       return keep(self, std::move(reg));
     },
     [=](address_atom) { return self->state.engine().worker_address(); },

@@ -17,6 +17,9 @@ namespace kvferry {
 struct transport_services {
   std::shared_ptr<transport::engine> engine;
   std::shared_ptr<gpu::copy_engine> copier;
+  // A CUDA copier: memory the transport allocates (staging buffers, allocate_region) is
+  // page-locked for it (gpu::pin_host_range), and unlocked before it is unmapped.
+  bool pin_staging = false;
   // What both engines hold, by token: the proof of quiescence that outlives a transport actor.
   std::shared_ptr<op_ledger> ledger = std::make_shared<op_ledger>();
 
@@ -27,9 +30,26 @@ struct transport_services {
     registrations_.push_back(std::move(r));
   }
 
+  // Page-locks [base, base+bytes) when pin_staging; a refusal leaves copies slower, not wrong.
+  void pin(void* base, std::size_t bytes) {
+    if (!pin_staging || gpu::pin_host_range(base, bytes) != errc::none)
+      return;
+    std::lock_guard<std::mutex> guard{mtx_};
+    pinned_.push_back(base);
+  }
+
+  transport_services() = default;
+  transport_services(const transport_services&) = delete;
+  transport_services& operator=(const transport_services&) = delete;
+  ~transport_services() {
+    for (void* p : pinned_)
+      gpu::unpin_host_range(p);  // before the registrations below unmap the memory
+  }
+
  private:
   std::mutex mtx_;
   std::vector<std::shared_ptr<transport::memory_registration>> registrations_;
+  std::vector<void*> pinned_;
 };
 
 }  // namespace kvferry

@@ -100,6 +100,10 @@ case_result run_case(node& n, peer_id peer, cli::child_process& prefill,
     cv.wait_for(guard, 600s, [&] { return done == w.requests; });
   }
   res.seconds = std::chrono::duration<double>(steady::now() - t0).count();
+  if (opts.verify) {
+    if (auto e = cli::pull_from_device(pool); e.code != errc::none)
+      std::cerr << "kvferry bench: reading the decode pool back: " << e.message << "\n";
+  }
   std::vector<double> ok_latency;
   for (std::uint32_t i = 0; i < w.requests; ++i) {
     auto r = handles[i].wait_for(1s);  // all resolved above; this also orders the callbacks
@@ -317,10 +321,11 @@ int run(const options& opts) {
   cfg.transport = opts.transport;
   cfg.role = "decode";
   cfg.default_deadline_ms = 0;  // a benchmark case may legitimately take long
+  cfg.device = opts.device;
   cli::child_process prefill{{cli::self_executable(), "node", "--role", "prefill", "--listen",
                               "127.0.0.1:0", "--transport", opts.transport, "--requests", "1",
                               "--layers", "1", "--block-bytes", "4096", "--pool", opts.pool,
-                              "--set", "default_deadline_ms=0"}};
+                              "--set", "default_deadline_ms=0", "--set", "device=" + opts.device}};
   auto ready = prefill.wait_for_message<cli::protocol::ready>(60s);
   if (!ready) {
     std::cerr << "kvferry bench: the prefill node did not start: " << ready.error << "\n";

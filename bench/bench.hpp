@@ -25,7 +25,8 @@ struct options {
   bool limits = true;                     // also measure ucx_perftest and memcpy
   bool json = false;
   std::string plot;                       // PNG path for a gnuplot plot ("" = none)
-  std::string pool = "engine";            // KV pool memory: engine or ucx
+  std::string pool = "engine";            // KV pool memory: engine, ucx or cuda
+  std::string device = "auto";            // both nodes' node_config::device (pool cuda)
 };
 
 bool wants(const options& opts, const std::string& kind);

@@ -76,8 +76,11 @@ void add_workload_flags(CLI::App* app, node_args& a) {
   app->add_option("--block-bytes", a.load.block_bytes, "bytes per block")
     ->check(CLI::Range(std::uint64_t{8}, std::uint64_t{1} << 30));
   app->add_option("--seed", a.load.seed, "workload seed (request ids and contents)");
-  app->add_option("--pool", a.pool, "KV pool memory: ucx (allocated by UCX) or engine (malloc + register)")
-    ->check(CLI::IsMember({"ucx", "engine"}));
+  app->add_option("--pool", a.pool,
+                  "KV pool memory: ucx (allocated by UCX), engine (malloc + register) or cuda "
+                  "(device memory of the node's device setting; KVFERRY_DEVICE=emulated without "
+                  "a GPU)")
+    ->check(CLI::IsMember({"ucx", "engine", "cuda"}));
   app->add_flag("--staged", a.staged,
                 "prefill copies blocks through staging buffers (copy engine) before putting");
 }
@@ -240,6 +243,8 @@ decode_stats run_decode(node& n, peer_id peer, const pool_memory& pool, const cl
     s.bytes += r->bytes;
   }
   s.seconds = std::chrono::duration<double>(steady::now() - t0).count();
+  if (auto e = cli::pull_from_device(pool); e.code != errc::none && s.errors.size() < 5)
+    s.errors.push_back("reading the KV pool back from the device: " + e.message);
   for (std::uint32_t i = 0; i < w.requests; ++i)
     if (handles[i].status() == transfer_status::succeeded)
       s.verified_bytes += w.verify_destination(pool.base, i);
@@ -318,6 +323,10 @@ int run_node(const node_args& a) {
       return 1;
     }
     a.load.fill_source(pool.value()->base);
+    if (auto e = cli::push_to_device(*pool.value()); e.code != errc::none) {
+      std::cerr << "kvferry node: KV pool: " << e.message << "\n";
+      return 1;
+    }
     transfer_options opts;
     opts.stage_through_pool = a.staged;
     for (std::uint32_t i = 0; i < a.load.requests; ++i)
@@ -403,6 +412,12 @@ int run_node(const node_args& a) {
         opts.bound_to = peer.value();
       }
       w.fill_source(p.value()->base);
+      if (auto e = cli::push_to_device(*p.value()); e.code != errc::none) {
+        std::cerr << "kvferry node: KV pool: " << e.message << "\n";
+        pools.give_back(p.value(), {});
+        say(cli::protocol::offered{0, "pool"});
+        continue;
+      }
       std::vector<transfer_handle> these;
       for (std::uint32_t i = 0; i < w.requests; ++i)
         these.push_back(n.send(w.request_id(i), w.source_spans(p.value()->region, i), opts));
@@ -631,9 +646,12 @@ int main(int argc, char** argv) {
   benchcmd->add_flag("!--no-limits", bench_opts.limits, "skip ucx_perftest and memcpy");
   benchcmd->add_flag("--json", bench_opts.json, "print one JSON object");
   benchcmd->add_option("--plot", bench_opts.plot, "write a PNG plot of GB/s against block size");
-  benchcmd->add_option("--pool", bench_opts.pool, "KV pool memory: engine or ucx")
-    ->check(CLI::IsMember({"ucx", "engine"}));
-
+  benchcmd->add_option("--pool", bench_opts.pool,
+                       "KV pool memory: engine, ucx or cuda (device memory, see node --pool)")
+    ->check(CLI::IsMember({"ucx", "engine", "cuda"}));
+  benchcmd->add_option("--device", bench_opts.device,
+                       "both nodes' device setting (auto, none, emulated, cuda:<n>): what "
+                       "--pool cuda allocates on");
   bench::chaos_options chaos_opts;
   auto* chaoscmd = app.add_subcommand("chaos", "burst, cancels, deadlines, peer kill; then probes");
   chaoscmd->add_option("--concurrency", chaos_opts.concurrency, "requests in flight")

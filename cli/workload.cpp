@@ -94,6 +94,19 @@ result<pool_memory> make_pool(node& n, const std::string& kind, std::size_t byte
     if (!r)
       return result<pool_memory>{r.error()};
     p.region = r.value();
+  } else if (kind == "cuda") {
+    auto buffer = gpu::allocate_device_buffer(bytes, n.config().device);
+    if (!buffer)
+      return result<pool_memory>{buffer.error()};
+    p.device = std::move(buffer.value());
+    p.owned.assign(bytes, 0);
+    p.base = p.owned.data();
+    if (auto e = push_to_device(p); e.code != errc::none)
+      return result<pool_memory>{e};
+    auto r = n.register_region(p.device->data(), bytes, memory_kind::cuda);
+    if (!r)
+      return result<pool_memory>{r.error()};
+    p.region = r.value();
   } else {
     auto r = n.allocate_region(bytes);
     if (!r)
@@ -102,6 +115,14 @@ result<pool_memory> make_pool(node& n, const std::string& kind, std::size_t byte
     p.base = n.region_base(p.region);
   }
   return p;
+}
+
+error_info push_to_device(const pool_memory& p) {
+  return p.device ? p.device->write(0, p.base, p.bytes) : error_info{};
+}
+
+error_info pull_from_device(const pool_memory& p) {
+  return p.device ? p.device->read(0, p.base, p.bytes) : error_info{};
 }
 
 result<pool_memory*> pool_cache::take(std::uint64_t bytes) {
@@ -115,6 +136,8 @@ result<pool_memory*> pool_cache::take(std::uint64_t bytes) {
     e.users.clear();
     e.taken = true;
     std::memset(e.memory->base, 0, e.memory->bytes);
+    if (auto err = push_to_device(*e.memory); err.code != errc::none)
+      return result<pool_memory*>{err};
     return e.memory.get();
   }
   auto made = make_pool(node_, kind_, bytes);

@@ -3,6 +3,7 @@
 // byte has a known value, so the decode side can verify all of them. No CAF here.
 #pragma once
 
+#include "gpu/device_buffer.hpp"
 #include "kvferry/node.hpp"
 
 #include <cstdint>
@@ -39,11 +40,17 @@ struct workload {
 // registered) or memory the transport allocates ("ucx").
 struct pool_memory {
   region_id region = 0;
-  void* base = nullptr;
+  void* base = nullptr;  // where the workload writes and checks (kind "cuda": the host copy)
   std::size_t bytes = 0;
-  std::vector<unsigned char> owned;  // the memory, for kind "engine"
+  std::vector<unsigned char> owned;  // the memory, for kind "engine"; the host copy, for "cuda"
+  std::shared_ptr<gpu::device_buffer> device;  // kind "cuda": the region's memory
 };
+// Kinds: "engine" (malloc + register), "ucx" (allocated by UCX), "cuda" (device memory of the
+// node's device, node_config::device; host memory where that is "emulated").
 result<pool_memory> make_pool(node& n, const std::string& kind, std::size_t bytes);
+// A "cuda" pool's host copy to the device, and back (blocking); nothing for the other kinds.
+error_info push_to_device(const pool_memory& p);
+error_info pull_from_device(const pool_memory& p);
 
 // The KV pools of a node process that serves workload after workload (`offer`, `fetch`): a
 // pool is handed out again only once every transfer that used it was released (until then UCX

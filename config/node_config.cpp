@@ -6,6 +6,7 @@
 
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <fstream>
@@ -147,6 +148,7 @@ constexpr key_entry keys[] = {
     unsigned_key<&node_config::listen_port>("listen_port"),
     string_key<&node_config::transport>("transport"),
     unsigned_key<&node_config::keepalive_interval_ms>("keepalive_interval_ms"),
+    string_key<&node_config::device>("device"),
     unsigned_key<&node_config::staging_slots>("staging_slots"),
     unsigned_key<&node_config::staging_slot_bytes>("staging_slot_bytes"),
     unsigned_key<&node_config::max_blocks_per_request>("max_blocks_per_request"),
@@ -520,6 +522,22 @@ std::map<std::string, std::string> kvferry_environment() {
   return out;
 }
 
+std::optional<config_error> check_device(const std::string& device) {
+  if (device == "auto" || device == "none" || device == "emulated")
+    return std::nullopt;
+  const std::string prefix = "cuda:";
+  const std::string digits = device.size() > prefix.size() && device.compare(0, prefix.size(), prefix) == 0
+                               ? device.substr(prefix.size())
+                               : std::string{};
+  if (!digits.empty() && digits.size() <= 4 &&
+      std::all_of(digits.begin(), digits.end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
+    return std::nullopt;
+  return config_error{"device",
+                      "must be \"auto\", \"none\", \"emulated\" or \"cuda:<n>\" (n: a device "
+                      "number, at most 4 digits), got \"" + device + "\"",
+                      ""};
+}
+
 std::optional<config_error> validate(const node_config& c) {
   using std::uint64_t;
   std::optional<config_error> e;
@@ -530,6 +548,7 @@ std::optional<config_error> validate(const node_config& c) {
   if ((e = one_of("role", c.role, {"prefill", "decode", "both"}))) return e;
   if ((e = not_empty("listen_host", c.listen_host))) return e;
   if ((e = one_of("transport", c.transport, {"auto", "shm", "tcp"}))) return e;
+  if ((e = check_device(c.device))) return e;
   if ((e = between("staging_slots", c.staging_slots, 1, 4096))) return e;
   if ((e = between("staging_slot_bytes", c.staging_slot_bytes, 4096, uint64_t{1} << 30))) return e;
   // Reserved at start, so a reservation the machine cannot hold is refused now, not after

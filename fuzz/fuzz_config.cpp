@@ -78,6 +78,7 @@ std::vector<std::pair<std::string, std::string>> as_overrides(const node_config&
     {"listen_port", n(c.listen_port)},
     {"transport", c.transport},
     {"keepalive_interval_ms", n(c.keepalive_interval_ms)},
+    {"device", c.device},
     {"staging_slots", n(c.staging_slots)},
     {"staging_slot_bytes", n(c.staging_slot_bytes)},
     {"max_blocks_per_request", n(c.max_blocks_per_request)},

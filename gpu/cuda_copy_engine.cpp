@@ -25,6 +25,7 @@
 #include "gpu/copy_engine.hpp"
 
 #include "gpu/copy_plan.hpp"
+#include "gpu/device_buffer.hpp"
 #include "gpu/copy_queue.hpp"
 #include "gpu/cuda_copy_kernel.hpp"
 
@@ -564,6 +565,79 @@ errc unpin_host_range(void* ptr, std::string* error) {
     return refuse(errc_of(e), "cudaHostUnregister: " + describe(e));
   }
   return errc::none;
+}
+
+namespace {
+
+// cudaMalloc'd memory on one device; copies are cudaMemcpy on the caller's thread, which is
+// switched to the buffer's device for the call and back.
+class cuda_buffer final : public device_buffer {
+ public:
+  cuda_buffer(int device, void* ptr, std::size_t bytes) : device_(device), ptr_(ptr), bytes_(bytes) {}
+  ~cuda_buffer() override {
+    on_device([&] { return cudaFree(ptr_); });
+  }
+  void* data() const noexcept override { return ptr_; }
+  std::size_t bytes() const noexcept override { return bytes_; }
+  error_info write(std::size_t offset, const void* src, std::size_t n) override {
+    if (offset > bytes_ || n > bytes_ - offset)
+      return {errc::out_of_range, "a write past the end of the device buffer"};
+    return copy("cudaMemcpy host->device", [&] {
+      return cudaMemcpy(static_cast<char*>(ptr_) + offset, src, n, cudaMemcpyHostToDevice);
+    });
+  }
+  error_info read(std::size_t offset, void* dst, std::size_t n) const override {
+    if (offset > bytes_ || n > bytes_ - offset)
+      return {errc::out_of_range, "a read past the end of the device buffer"};
+    return copy("cudaMemcpy device->host", [&] {
+      return cudaMemcpy(dst, static_cast<const char*>(ptr_) + offset, n, cudaMemcpyDeviceToHost);
+    });
+  }
+
+ private:
+  template <class F>
+  cudaError_t on_device(F&& f) const {
+    int previous = 0;
+    (void)cudaGetDevice(&previous);
+    cudaError_t e = cudaSetDevice(device_);
+    if (e == cudaSuccess)
+      e = f();
+    (void)cudaSetDevice(previous);
+    if (e != cudaSuccess)
+      (void)cudaGetLastError();
+    return e;
+  }
+  template <class F>
+  error_info copy(const char* what, F&& f) const {
+    const cudaError_t e = on_device(std::forward<F>(f));
+    if (e != cudaSuccess)
+      return {errc_of(e), std::string(what) + ": " + describe(e)};
+    return {};
+  }
+
+  int device_;
+  void* ptr_;
+  std::size_t bytes_;
+};
+
+}  // namespace
+
+std::unique_ptr<device_buffer> make_cuda_buffer(int device, std::size_t bytes, std::string* error) {
+  int previous = 0;
+  (void)cudaGetDevice(&previous);
+  void* ptr = nullptr;
+  cudaError_t e = cudaSetDevice(device);
+  if (e == cudaSuccess)
+    e = cudaMalloc(&ptr, bytes);
+  (void)cudaSetDevice(previous);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    if (error)
+      *error = "cudaMalloc of " + std::to_string(bytes) + " bytes on cuda:" +
+               std::to_string(device) + ": " + describe(e);
+    return nullptr;
+  }
+  return std::make_unique<cuda_buffer>(device, ptr, bytes);
 }
 
 }  // namespace kvferry::gpu

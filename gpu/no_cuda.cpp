@@ -1,6 +1,7 @@
 // The CUDA entry points of copy_engine.hpp for builds without CUDA: there is never a usable
 // device, no CUDA engine and nothing to pin, and every call says so.
 #include "gpu/copy_engine.hpp"
+#include "gpu/device_buffer.hpp"
 
 namespace kvferry::gpu {
 
@@ -15,6 +16,11 @@ int cuda_device_count() noexcept { return 0; }
 std::unique_ptr<copy_engine> make_cuda_copy_engine(int device, std::string* error) {
   if (error) *error = std::string("CUDA copy engine for device ") + std::to_string(device) + ": " +
                       no_cuda;
+  return nullptr;
+}
+
+std::unique_ptr<device_buffer> make_cuda_buffer(int device, std::size_t, std::string* error) {
+  if (error) *error = std::string("device memory on cuda:") + std::to_string(device) + ": " + no_cuda;
   return nullptr;
 }
 

@@ -290,15 +290,21 @@ PYBIND11_MODULE(_kvferry, m) {
     .def(
       "register",
       [](py_node& n, const py::object& memory, std::optional<std::size_t> size,
-         const std::string& kind) {
+         std::optional<std::string> given_kind) {
+        // A torch tensor says where it lives; UCX must never be handed device memory as host.
+        const bool on_device = py::hasattr(memory, "is_cuda") && memory.attr("is_cuda").cast<bool>();
+        const std::string kind = given_kind.value_or(on_device ? "cuda" : "host");
         if (kind != "host" && kind != "cuda")
           throw py::value_error("kind is 'host' or 'cuda'");
+        if (on_device && kind == "host")
+          throw py::value_error("a CUDA tensor is device memory: register it with kind='cuda' "
+                                "(or leave kind out)");
         auto [ptr, bytes] = memory_of(memory, size);
         auto& nd = n.get();
         auto mk = kind == "cuda" ? memory_kind::cuda : memory_kind::host;
         return unlocked_or_raise([&] { return nd.register_region(ptr, bytes, mk); });
       },
-      py::arg("memory"), py::arg("size") = py::none(), py::arg("kind") = "host")
+      py::arg("memory"), py::arg("size") = py::none(), py::arg("kind") = py::none())
     .def(
       "allocate",
       [](py_node& n, std::size_t bytes) {

@@ -110,6 +110,7 @@ engine_impl::engine_impl(shared_context context, worker_parts worker,
       stop_timer_(io_),
       poll_timer_(io_),
       watch_timer_(io_) {
+  device_copy_ = options.device_copy;
   install_am_handlers();
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "kvferry-ucx");
@@ -164,6 +165,26 @@ result<std::shared_ptr<memory_registration>> engine_impl::register_memory(void* 
 
 result<std::shared_ptr<memory_registration>> engine_impl::allocate_memory(std::size_t bytes) {
   return map_memory(context_, nullptr, bytes, true, writable_);
+}
+
+result<std::shared_ptr<memory_registration>> engine_impl::register_device_memory(
+  void* ptr, std::size_t bytes) {
+  using out_t = result<std::shared_ptr<memory_registration>>;
+  if (!device_copy_)
+    return out_t{errc::unsupported, "this engine has no copy engine for device memory"};
+  if (ptr == nullptr || bytes == 0)
+    return out_t{errc::invalid_argument, "device memory needs a non-null pointer and a size"};
+  std::lock_guard<std::mutex> lock(device_rkey_mutex_);
+  if (!device_rkey_) {
+    // One page of the engine's own, registered but in no writable range: its rkey only tells a
+    // peer "no mapping here, send messages".
+    static std::uint64_t page[512];
+    auto reg = map_memory(context_, page, sizeof(page), false, nullptr);
+    if (!reg)
+      return out_t{reg.error()};
+    device_rkey_ = std::move(reg.value());
+  }
+  return out_t{device_memory(ptr, bytes, device_rkey_, device_)};
 }
 
 std::vector<std::uint8_t> engine_impl::worker_address() const {

@@ -52,6 +52,13 @@ struct engine_options {
   // replaced; see wedge_detector.hpp. 0 switches detection off; so does tls "tcp" (no shared
   // memory, nothing that wedges that way).
   unsigned wedge_timeout_ms = 500;
+  // How peers' data messages reach device memory (register_device_memory): starts a copy of
+  // `segments` (host source, device destination) without waiting for it, and calls `done`
+  // exactly once when it ended (errc::none: written), on any thread. Empty: device memory is
+  // refused. The node passes its copy engine here.
+  std::function<void(std::vector<copy_op> segments,
+                     std::function<void(errc code, const std::string& detail)> done)>
+    device_copy;
 };
 
 // A registered memory range (ucp_mem_map). Destroying it unmaps the memory; keep it alive for
@@ -117,6 +124,13 @@ class engine {
   // Lets UCX allocate and register `bytes` (peers on the same host can then map it directly,
   // the fast shared-memory path). Thread-safe.
   virtual result<std::shared_ptr<memory_registration>> allocate_memory(std::size_t bytes) = 0;
+  // Declares [ptr, ptr+bytes) device memory, which UCX cannot reach here: it is never given to
+  // UCX. Its packed rkey makes a peer's engine write there with data messages, which this engine
+  // copies out of UCX's buffer and hands to engine_options::device_copy (receive_windows.hpp:
+  // closing the window waits for those copies). Sending from device memory is the node's
+  // business (it stages through host buffers). errc::unsupported without device_copy.
+  virtual result<std::shared_ptr<memory_registration>> register_device_memory(void* ptr,
+                                                                               std::size_t bytes) = 0;
 
   // Creates (or keeps) an endpoint to a peer worker, in PEER error mode. Non-blocking; an
   // unusable address or a later failure is reported through on_peer_error and fails that

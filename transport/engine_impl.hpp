@@ -178,6 +178,8 @@ class engine_impl final : public engine {
   result<std::shared_ptr<memory_registration>> register_memory(void* ptr,
                                                                 std::size_t bytes) override;
   result<std::shared_ptr<memory_registration>> allocate_memory(std::size_t bytes) override;
+  result<std::shared_ptr<memory_registration>> register_device_memory(void* ptr,
+                                                                       std::size_t bytes) override;
   void connect(std::uint64_t peer, std::vector<std::uint8_t> worker_address) override;
   void disconnect(std::uint64_t peer) override;
   std::uint64_t put(put_batch batch, completion_fn done) override;
@@ -204,6 +206,9 @@ class engine_impl final : public engine {
   static void on_ack_sent(void* request, ucs_status_t status, void* user_data) noexcept;
   // Sends a data message's answer (acknowledgement or refusal) back through its reply endpoint.
   void answer(ucp_ep_h reply_ep, const ack_header& header) noexcept;
+  // A data message for device memory: copied out of UCX's buffer, then handed to device_copy_
+  // through the window it names. False when the window refused it.
+  bool copy_to_device(const data_header& h, const void* data, std::size_t length);
   void install_am_handlers();
 
   // Posting from any thread; false (nothing posted) once the engine stops accepting work.
@@ -309,6 +314,14 @@ class engine_impl final : public engine {
   // Where peers' data messages may write: this engine's registrations (memory.hpp).
   std::shared_ptr<writable_ranges> writable_ = std::make_shared<writable_ranges>();
   std::shared_ptr<receive_windows> windows_ = std::make_shared<receive_windows>();
+  // Device memory (register_device_memory): written through device_copy_ only.
+  std::shared_ptr<writable_ranges> device_ = std::make_shared<writable_ranges>();
+  decltype(engine_options::device_copy) device_copy_;
+  std::shared_ptr<copy_backlog> device_backlog_ = std::make_shared<copy_backlog>();
+  // The registration whose rkey a device range hands out (a host page nothing writes): a
+  // peer's engine finds it cannot map it and sends data messages. Made on first use.
+  std::mutex device_rkey_mutex_;
+  std::shared_ptr<memory_registration> device_rkey_;
 
   std::mutex accept_mutex_;
   bool accepting_ = true;

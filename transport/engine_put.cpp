@@ -404,16 +404,46 @@ ucs_status_t engine_impl::on_data_message(void* arg, const void* header, std::si
   // names: the copy runs while the window is held, so once its receive closed it, nothing of
   // this peer's lands there any more (receive_windows.hpp). Anything else is answered as
   // refused, so that the sender's batch fails instead of waiting for an acknowledgement.
-  bool written = length > 0 && self->writable_->contains(h.addr, length) &&
-                 self->windows_->write_if_open(h.window, h.addr, length, [&] {
-                   copy_payload(reinterpret_cast<void*>(static_cast<std::uintptr_t>(h.addr)), data,
-                                length);
-                 });
+  bool written = false;
+  if (length > 0 && self->writable_->contains(h.addr, length)) {
+    written = self->windows_->write_if_open(h.window, h.addr, length, [&] {
+      copy_payload(reinterpret_cast<void*>(static_cast<std::uintptr_t>(h.addr)), data, length);
+    });
+  } else if (length > 0 && self->device_->contains(h.addr, length)) {
+    written = self->copy_to_device(h, data, length);
+  }
   if (!written) {
     self->writes_refused_.fetch_add(1);
   }
   self->answer(param->reply_ep, ack_header{h.batch, length, written ? 0u : 1u});
   return UCS_OK;
+}
+
+bool engine_impl::copy_to_device(const data_header& h, const void* data, std::size_t length) {
+  // Acknowledged once the payload is in a buffer of ours: the window, not the acknowledgement,
+  // is what the receive waits on (closing it waits for the copy; a failed copy fails the
+  // receive). UCX's buffer is never held past this callback (a replaced worker frees it).
+  return windows_->start_copy_if_open(h.window, h.addr, length, [&](auto finish) {
+    std::shared_ptr<std::uint8_t[]> staged(new std::uint8_t[length]);
+    copy_payload(staged.get(), data, length);
+    device_backlog_->acquire(length);
+    std::vector<copy_op> segment{copy_op{addr_of(staged.get()), desc{h.addr, length, 0}}};
+    auto done = [staged, finish, backlog = device_backlog_, length,
+                 windows = windows_](errc code, const std::string& detail) {
+      backlog->release(length);
+      if (code == errc::none)
+        finish(std::string{});
+      else
+        finish("copying into device memory failed: " +
+               (detail.empty() ? std::string{to_string(code)} : detail));
+    };
+    try {
+      device_copy_(std::move(segment), done);
+    } catch (...) {
+      device_backlog_->release(length);
+      throw;  // start_copy_if_open finishes the copy as failed
+    }
+  });
 }
 
 void engine_impl::answer(ucp_ep_h reply_ep, const ack_header& header) noexcept {

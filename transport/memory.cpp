@@ -3,6 +3,7 @@
 #include "transport/status.hpp"
 #include "transport/ucx_handles.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -47,11 +48,57 @@ class ucx_registration final : public memory_registration {
   std::vector<std::uint8_t> packed_rkey_;
 };
 
+class device_registration final : public memory_registration {
+ public:
+  device_registration(void* base, std::size_t bytes, std::shared_ptr<memory_registration> source,
+                      std::shared_ptr<writable_ranges> ranges)
+      : base_(base), bytes_(bytes), source_(std::move(source)), ranges_(std::move(ranges)) {
+    ranges_->add(reinterpret_cast<std::uintptr_t>(base_), bytes_);
+  }
+  ~device_registration() override { ranges_->remove(reinterpret_cast<std::uintptr_t>(base_), bytes_); }
+  device_registration(const device_registration&) = delete;
+  device_registration& operator=(const device_registration&) = delete;
+
+  void* base() const noexcept override { return base_; }
+  std::size_t bytes() const noexcept override { return bytes_; }
+  const std::vector<std::uint8_t>& packed_rkey() const noexcept override {
+    return source_->packed_rkey();
+  }
+  bool ucx_allocated() const noexcept override { return false; }
+
+ private:
+  void* base_;
+  std::size_t bytes_;
+  std::shared_ptr<memory_registration> source_;
+  std::shared_ptr<writable_ranges> ranges_;
+};
+
 error_info ucx_error(const char* call, ucs_status_t status) {
   return {translate(status), std::string(call) + ": " + ucs_status_string(status)};
 }
 
 }  // namespace
+
+void copy_backlog::acquire(std::size_t bytes) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  drained_.wait(lock, [&] { return bytes_ == 0 || bytes_ + bytes <= limit; });
+  bytes_ += bytes;
+}
+
+void copy_backlog::release(std::size_t bytes) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    bytes_ -= std::min(bytes_, bytes);
+  }
+  drained_.notify_all();
+}
+
+std::shared_ptr<memory_registration> device_memory(void* ptr, std::size_t bytes,
+                                                   std::shared_ptr<memory_registration> rkey_source,
+                                                   std::shared_ptr<writable_ranges> ranges) {
+  return std::make_shared<device_registration>(ptr, bytes, std::move(rkey_source),
+                                               std::move(ranges));
+}
 
 void writable_ranges::add(std::uintptr_t base, std::size_t bytes) {
   std::lock_guard<std::mutex> lock(mutex_);

@@ -6,6 +6,7 @@
 
 #include <ucp/api/ucp.h>
 
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -33,6 +34,28 @@ class writable_ranges {
   mutable std::mutex mutex_;
   std::multimap<std::uintptr_t, std::size_t> ranges_;  // base -> bytes (a pool may be registered twice)
 };
+
+// Bytes of copies into device memory under way, bounded: a peer sending faster than the device
+// copies drain makes the progress thread wait (back-pressure) instead of buffering without end.
+// Thread-safe.
+class copy_backlog {
+ public:
+  static constexpr std::size_t limit = 32u << 20;
+  // Waits while the backlog is non-empty and adding `bytes` would pass the limit.
+  void acquire(std::size_t bytes);
+  void release(std::size_t bytes);
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable drained_;
+  std::size_t bytes_ = 0;
+};
+
+// Device memory as a registration: nothing is mapped; the range is in `ranges` while it lives,
+// and its packed rkey is `rkey_source`'s (kept alive with it).
+std::shared_ptr<memory_registration> device_memory(void* ptr, std::size_t bytes,
+                                                   std::shared_ptr<memory_registration> rkey_source,
+                                                   std::shared_ptr<writable_ranges> ranges);
 
 // ucp_mem_map of [ptr, ptr+bytes) (allocate == false) or of `bytes` UCX allocates itself
 // (allocate == true, ptr ignored), with its rkey packed once. Thread-safe: the context is

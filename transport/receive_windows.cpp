@@ -29,25 +29,80 @@ std::uint64_t receive_windows::open(std::vector<range> ranges, std::function<voi
   std::uint64_t token = 0;
   while (token == 0 || windows_.count(token) != 0)
     token = random_();
-  windows_.emplace(token, window{std::move(ranges), std::move(on_lost)});
+  windows_.emplace(token, window{std::move(ranges), std::move(on_lost), 0, false, {}});
   return token;
 }
 
-bool receive_windows::close(std::uint64_t token) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return windows_.erase(token) != 0;
+void receive_windows::wait_for_copies(std::unique_lock<std::mutex>& lock, std::uint64_t token) {
+  // Bounded by the copy engine: a copy of one data message (at most 256 KiB) into memory the
+  // engine reaches; it ends, with an error at worst.
+  copies_done_.wait(lock, [&] {
+    auto it = windows_.find(token);
+    return it == windows_.end() || it->second.copies == 0;
+  });
+}
+
+bool receive_windows::close(std::uint64_t token, std::string* copy_error) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  auto it = windows_.find(token);
+  if (it == windows_.end() || it->second.closing)
+    return false;
+  it->second.closing = true;  // nothing new lands from here on
+  wait_for_copies(lock, token);
+  it = windows_.find(token);
+  if (copy_error != nullptr)
+    *copy_error = std::move(it->second.copy_error);
+  windows_.erase(it);
+  return true;
+}
+
+std::string receive_windows::settle(std::uint64_t token) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  wait_for_copies(lock, token);
+  auto it = windows_.find(token);
+  return it == windows_.end() ? std::string{} : it->second.copy_error;
+}
+
+void receive_windows::copy_finished(std::uint64_t token, const std::string& error) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = windows_.find(token);
+    if (it == windows_.end())
+      return;  // cannot happen: a window with copies under way is not erased
+    --it->second.copies;
+    if (!error.empty() && it->second.copy_error.empty())
+      it->second.copy_error = error;
+  }
+  copies_done_.notify_all();
 }
 
 bool receive_windows::is_open(std::uint64_t token) const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return token != 0 && windows_.count(token) != 0;
+  auto it = windows_.find(token);
+  return token != 0 && it != windows_.end() && !it->second.closing;
 }
 
 std::size_t receive_windows::lose_all() {
   std::unordered_map<std::uint64_t, window> lost;
   {
-    std::lock_guard<std::mutex> lock(mutex_);
-    lost.swap(windows_);
+    std::unique_lock<std::mutex> lock(mutex_);
+    // A window a close() is already waiting on is left to that close.
+    std::vector<std::uint64_t> tokens;
+    for (auto& [token, w] : windows_) {
+      if (!w.closing) {
+        w.closing = true;
+        tokens.push_back(token);
+      }
+    }
+    copies_done_.wait(lock, [&] {
+      return std::all_of(tokens.begin(), tokens.end(),
+                         [&](std::uint64_t t) { return windows_.at(t).copies == 0; });
+    });
+    for (std::uint64_t t : tokens) {
+      auto it = windows_.find(t);
+      lost.emplace(t, std::move(it->second));
+      windows_.erase(it);
+    }
   }
   for (auto& [token, w] : lost) {
     if (w.on_lost) {
@@ -63,14 +118,15 @@ std::size_t receive_windows::lose_all() {
 
 std::size_t receive_windows::open_count() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return windows_.size();
+  return static_cast<std::size_t>(std::count_if(
+    windows_.begin(), windows_.end(), [](const auto& entry) { return !entry.second.closing; }));
 }
 
 bool receive_windows::inside(std::uint64_t token, std::uint64_t addr, std::uint64_t bytes) const {
   if (token == 0 || bytes == 0 || addr + bytes < addr)
     return false;
   auto it = windows_.find(token);
-  if (it == windows_.end())
+  if (it == windows_.end() || it->second.closing)
     return false;
   const auto& ranges = it->second.ranges;
   // The last range starting at or below addr is the only one that can hold it whole (a

@@ -16,15 +16,23 @@
 // lost: its sender was given the old worker's address, so nothing it sends can arrive any more.
 // lose_all() closes them all and calls each window's `on_lost`, so that its receive ends (or asks
 // again) instead of waiting for data that will never come.
+// Memory only a copy engine reaches (device memory) is written through a window too, but
+// asynchronously: the engine copies the payload out of UCX's buffer and starts a copy into the
+// destination (start_copy_if_open); the window counts the copy until it finished. Closing waits
+// for the counted copies, so the proof stays the same: once close() returned, nothing writes.
+// A copy that failed is remembered, and close() reports it: the receive then fails instead of
+// declaring bytes landed that never did.
 // Thread-safe: receives open and close windows on their own threads, the engine writes through
-// them on its progress thread.
+// them on its progress thread, copies finish on the copy engine's thread.
 #pragma once
 
 #include <cstdint>
+#include <condition_variable>
 #include <functional>
 #include <mutex>
 #include <memory>
 #include <random>
+#include <string>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -44,9 +52,14 @@ class receive_windows {
   // its token. `on_lost` is called (on the engine's thread, without the table held) if
   // lose_all() closes the window; it must not block.
   std::uint64_t open(std::vector<range> ranges, std::function<void()> on_lost = {});
-  // Closes the window: returns once no write through it is under way, and none can start.
-  // Returns false for a token that is not open (0, closed already, lost, or never opened).
-  bool close(std::uint64_t token);
+  // Closes the window: returns once no write through it is under way (copies started through it
+  // included: this waits for them), and none can start. Returns false for a token that is not
+  // open (0, closed already, lost, or never opened). `copy_error` (when not null) receives what
+  // the first failed copy through the window said, or stays empty.
+  bool close(std::uint64_t token, std::string* copy_error = nullptr);
+  // Waits until no copy started through the window is under way, leaving it open; returns the
+  // first failed copy's error (empty: none, or not open).
+  std::string settle(std::uint64_t token);
   bool is_open(std::uint64_t token) const;
   // Closes every open window (as close() does) and then calls their `on_lost`. Returns how many
   // there were.
@@ -64,17 +77,48 @@ class receive_windows {
     return true;
   }
 
+  // If [addr, addr+bytes) lies inside one range of the open window `token`, counts a copy for it
+  // and calls start(finish) without the table held; `start` must begin the copy without waiting
+  // for it and arrange for finish(error) to be called exactly once when it ended (empty error:
+  // written), on any thread, also when start throws (then it is called here). Returns whether
+  // the copy was started.
+  template <class Start>
+  bool start_copy_if_open(std::uint64_t token, std::uint64_t addr, std::uint64_t bytes,
+                          Start&& start) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!inside(token, addr, bytes))
+        return false;
+      ++windows_.at(token).copies;
+    }
+    auto finish = [this, token](const std::string& error) { copy_finished(token, error); };
+    try {
+      std::forward<Start>(start)(finish);
+    } catch (...) {
+      finish("the copy into device memory could not be started");
+    }
+    return true;
+  }
+
   std::size_t open_count() const;
 
  private:
   bool inside(std::uint64_t token, std::uint64_t addr, std::uint64_t bytes) const;
+  void copy_finished(std::uint64_t token, const std::string& error);
 
   struct window {
     std::vector<range> ranges;  // sorted by addr
     std::function<void()> on_lost;
+    std::size_t copies = 0;     // started through it and not finished
+    bool closing = false;       // close() waits for its copies; nothing new lands
+    std::string copy_error;     // the first failed copy's
   };
 
+  // Waits (the lock held by `lock`) until the window has no copy under way.
+  void wait_for_copies(std::unique_lock<std::mutex>& lock, std::uint64_t token);
+
   mutable std::mutex mutex_;
+  std::condition_variable copies_done_;
   std::unordered_map<std::uint64_t, window> windows_;
   std::mt19937_64 random_;
 };
@@ -105,11 +149,13 @@ class window_lease {
   std::uint64_t token() const noexcept { return token_; }
   // False once closed, or lost to a worker replacement.
   bool is_open() const { return token_ != 0 && windows_ && windows_->is_open(token_); }
-  // True when this call closed an open window.
-  bool close() {
+  // True when this call closed an open window. `copy_error`: as receive_windows::close.
+  bool close(std::string* copy_error = nullptr) {
     const std::uint64_t token = std::exchange(token_, 0);
-    return token != 0 && windows_ && windows_->close(token);
+    return token != 0 && windows_ && windows_->close(token, copy_error);
   }
+  // receive_windows::settle of this window (empty when closed).
+  std::string settle() const { return token_ != 0 && windows_ ? windows_->settle(token_) : ""; }
 
  private:
   std::shared_ptr<receive_windows> windows_;

@@ -34,6 +34,12 @@ struct node_config {
   std::uint16_t listen_port = 0;           // 0: an ephemeral port (read it back from the node)
   std::string transport = "auto";          // UCX transports: "auto", "shm" or "tcp"
   std::uint32_t keepalive_interval_ms = 0; // UCX keepalive; 0 keeps UCX's default
+  // What copies staged bytes and reaches memory_kind::cuda regions: "auto" (CUDA device 0 when
+  // the build has CUDA and the machine a driver and a device, else the CPU copy engine and no
+  // cuda regions), "none" (the CPU engine; cuda regions refused), "cuda:<n>" (that device, or
+  // the node does not start), "emulated" (tests and machines without a GPU: cuda regions are
+  // host memory that only the CPU copy engine touches, moved exactly as device memory is).
+  std::string device = "auto";
   std::uint32_t staging_slots = 4;         // staging buffers in the buffer pool; >= 1
   std::uint64_t staging_slot_bytes = 4u << 20;  // bytes per staging buffer; 4 KiB .. 1 GiB
   std::uint32_t max_blocks_per_request = 65536; // larger requests are refused; >= 1

@@ -42,7 +42,10 @@ class node {
   // This node's incarnation: new on every start.
   std::uint64_t epoch() const noexcept;
 
-  // Registers engine-owned memory for transfers (host memory; cuda needs a CUDA build).
+  // Registers engine-owned memory for transfers. memory_kind::cuda: device memory, which only
+  // the node's copy engine touches (node_config::device): sends from it are staged, receives
+  // into it are copied in message by message. Without a device for it: errc::unsupported,
+  // naming why (no CUDA in this build, no driver or device, device "none").
   result<region_id> register_region(void* ptr, std::size_t bytes,
                                     memory_kind kind = memory_kind::host);
   // Lets the transport allocate `bytes` of host memory for transfers (the fast path: peers on

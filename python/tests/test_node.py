@@ -260,3 +260,33 @@ def test_a_layer_wise_send_streams_layers_as_they_are_marked_ready(pair):
     assert [e["kind"] for e in events][-2:] == ["completed", "released"]
     bad = p.send("bad-layers", [(r, 8 * BLOCK, BLOCK)], layers=[2])
     assert bad.result["code"] == "invalid_argument"
+
+
+def test_device_memory_is_refused_without_a_device_and_moves_with_an_emulated_one():
+    kv = (np.arange(8 * BLOCK) % 253).astype(np.uint8)
+    with kvferry.Node({"device": "none"}) as plain:
+        with pytest.raises(kvferry.Error) as refused:
+            plain.register(kv, kind="cuda")
+        assert refused.value.code == "unsupported" and '"none"' in refused.value.message
+        # A tensor that lives on a GPU is device memory whatever kind is asked for.
+        on_gpu = FakeTensor(kv)
+        on_gpu.is_cuda = True
+        with pytest.raises(ValueError):
+            plain.register(on_gpu, kind="host")
+        with pytest.raises(kvferry.Error) as by_itself:
+            plain.register(on_gpu)
+        assert by_itself.value.code == "unsupported"
+    with kvferry.Node({"transport": "tcp", "device": "emulated"}) as prefill, \
+            kvferry.Node({"transport": "tcp", "device": "emulated"}) as decode:
+        dst = np.zeros(8 * BLOCK, dtype=np.uint8)
+        src_region = prefill.register(kv, kind="cuda")
+        dst_region = decode.register(dst, kind="cuda")
+        peer = decode.connect("127.0.0.1", prefill.port)
+        sent = prefill.send("dev", [(src_region, 0, 4 * BLOCK)])
+        got = decode.receive("dev", peer, [(dst_region, 4 * BLOCK, 4 * BLOCK)])
+        result = got.wait(20.0)
+        assert result["status"] == "succeeded", result
+        assert " am" in result["transport"], result  # device memory takes data messages
+        assert np.array_equal(dst[4 * BLOCK:], kv[:4 * BLOCK])
+        assert not dst[:4 * BLOCK].any()
+        assert sent.wait_released(20.0) and got.wait_released(20.0)

@@ -15,6 +15,8 @@
 #include <functional>
 #include <map>
 #include <thread>
+#include <tuple>
+#include <utility>
 
 namespace kvferry::test {
 
@@ -24,6 +26,17 @@ using steady = std::chrono::steady_clock;
 // Generous bound for anything that should take milliseconds: tests wait for events, and only
 // fail when an event never comes.
 inline constexpr auto patience = 20s;
+
+// A prefill (its real transport wrapped by `prefill_faults`, if any) and a decode, both of `cfg`.
+inline std::pair<std::unique_ptr<node>, std::unique_ptr<node>> start_two(
+  const node_config& cfg, std::shared_ptr<transport::fault_plan> prefill_faults) {
+  auto p = prefill_faults ? testing::start_with_faults(cfg, std::move(prefill_faults))
+                          : node::start(cfg);
+  REQUIRE_MESSAGE(p, p.error().message);
+  auto d = node::start(cfg);
+  REQUIRE_MESSAGE(d, d.error().message);
+  return {std::move(p.value()), std::move(d.value())};
+}
 
 struct node_pair {
   std::unique_ptr<node> prefill, decode;
@@ -37,13 +50,7 @@ struct node_pair {
   explicit node_pair(std::size_t pool_bytes, node_config cfg = {},
                      std::shared_ptr<transport::fault_plan> prefill_faults = nullptr) {
     cfg.transport = "tcp";
-    auto p = prefill_faults ? testing::start_with_faults(cfg, std::move(prefill_faults))
-                            : node::start(cfg);
-    REQUIRE_MESSAGE(p, p.error().message);
-    auto d = node::start(cfg);
-    REQUIRE_MESSAGE(d, d.error().message);
-    prefill = std::move(p.value());
-    decode = std::move(d.value());
+    std::tie(prefill, decode) = start_two(cfg, std::move(prefill_faults));
     src.resize(pool_bytes);
     dst.assign(pool_bytes, 0);
     for (std::size_t i = 0; i < src.size(); ++i)

@@ -79,6 +79,7 @@ void check_same(const node_config& a, const node_config& b) {
   CHECK(a.listen_port == b.listen_port);
   CHECK(a.transport == b.transport);
   CHECK(a.keepalive_interval_ms == b.keepalive_interval_ms);
+  CHECK(a.device == b.device);
   CHECK(a.staging_slots == b.staging_slots);
   CHECK(a.staging_slot_bytes == b.staging_slot_bytes);
   CHECK(a.max_blocks_per_request == b.max_blocks_per_request);
@@ -276,6 +277,26 @@ TEST_CASE("the edges of every range are accepted") {
   s.overrides = {{"staging_slots", "4096"}, {"staging_slot_bytes", "4096"},
                  {"connect_timeout_ms", "1"}, {"cancel_timeout_ms", "1"}, {"max_peers", "1"}};
   CHECK(load_node_config(s).has_value());
+}
+
+TEST_CASE("device: auto, none, emulated or cuda:<n>, and nothing else") {
+  for (const char* good : {"auto", "none", "emulated", "cuda:0", "cuda:7", "cuda:1023"}) {
+    config_sources s;
+    s.overrides = {{"device", good}};
+    auto loaded = load_node_config(s);
+    REQUIRE_MESSAGE(loaded.has_value(), good);
+    CHECK(loaded->device == good);
+  }
+  for (const char* bad : {"", "cuda", "cuda:", "cuda:-1", "cuda:x", "cuda:12345", "gpu", "AUTO",
+                          "cuda:0 "}) {
+    config_sources s;
+    s.overrides = {{"device", bad}};
+    config_error e;
+    auto loaded = load_node_config(s, &e);
+    REQUIRE_MESSAGE(!loaded.has_value(), bad);
+    CHECK(e.key == "device");
+    CHECK(e.reason.find(std::string{"got \""} + bad + "\"") != std::string::npos);
+  }
 }
 
 TEST_CASE("host:port splits names, IPv4 and bracketed IPv6 addresses, and nothing else") {

@@ -76,6 +76,10 @@ class fake_engine final : public transport::engine {
   // invalid_argument for 0 bytes.
   result<std::shared_ptr<transport::memory_registration>> allocate_memory(
     std::size_t bytes) override;
+  result<std::shared_ptr<transport::memory_registration>> register_device_memory(
+    void*, std::size_t) override {
+    return {errc::unsupported, "the fake engine has no device memory"};
+  }
   void connect(std::uint64_t peer, std::vector<std::uint8_t> worker_address) override;
   void disconnect(std::uint64_t peer) override;
   // Records the batch and keeps `done` until the test completes it. Op ids are 1, 2, 3, ...

@@ -94,6 +94,10 @@ class faulty_engine final : public engine {
   result<std::shared_ptr<memory_registration>> allocate_memory(std::size_t n) override {
     return real_->allocate_memory(n);
   }
+  result<std::shared_ptr<memory_registration>> register_device_memory(void* p,
+                                                                      std::size_t n) override {
+    return real_->register_device_memory(p, n);
+  }
   void connect(std::uint64_t peer, std::vector<std::uint8_t> address) override {
     real_->connect(peer, std::move(address));
   }

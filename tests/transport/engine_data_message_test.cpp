@@ -6,6 +6,8 @@
 #include "transport/ucx_handles.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <functional>
 #include <cstring>
 #include <stdexcept>
 #include <thread>
@@ -238,3 +240,69 @@ TEST_CASE("receive windows: lose_all closes every open window and tells each rec
   CHECK(windows.is_open(next));
   CHECK(windows.write_if_open(next, 100, 10, [] {}));
 }
+
+namespace kvferry::transport {
+
+// Device memory: a write through a window starts a copy that outlives the call; the window
+// counts it, and closing (or settling) waits for it and names a failed one.
+TEST_CASE("receive windows: close waits for the copies started through a window and names a "
+          "failed one; a closed window starts none") {
+  receive_windows windows;
+  const auto token = windows.open({{4096, 8192}});
+  std::vector<std::function<void(const std::string&)>> running;  // copies under way
+  auto start = [&](std::uint64_t addr, std::uint64_t bytes) {
+    return windows.start_copy_if_open(token, addr, bytes, [&](auto finish) {
+      running.push_back(finish);
+    });
+  };
+  CHECK(start(4096, 4096));
+  CHECK(start(8192, 4096));
+  CHECK_FALSE(start(0, 4096));      // outside
+  CHECK_FALSE(start(8192, 8192));   // runs past the end
+  REQUIRE(running.size() == 2);
+
+  // close() waits for both copies: it runs on another thread while this one finishes them.
+  std::atomic<bool> closed{false};
+  std::string error = "untouched";
+  std::thread closer([&] {
+    CHECK(windows.close(token, &error));
+    closed = true;
+  });
+  // Once close began, the window takes nothing new even though it has not returned.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (windows.is_open(token) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::yield();
+  CHECK_FALSE(windows.is_open(token));
+  CHECK_FALSE(start(4096, 16));
+  CHECK_FALSE(windows.write_if_open(token, 4096, 16, [] {}));
+  running[0]("copying into device memory failed: an illegal address");
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // a close that did not wait
+  CHECK_FALSE(closed.load());                                  // would have returned by now
+  running[1]("");
+  closer.join();
+  CHECK(closed.load());
+  CHECK(error == "copying into device memory failed: an illegal address");
+  CHECK_FALSE(windows.close(token));
+
+  // settle() leaves the window open and reports what failed so far; a start that throws
+  // counts as a failed copy.
+  const auto other = windows.open({{0, 100}});
+  CHECK(windows.start_copy_if_open(other, 0, 10, [](auto) { throw std::runtime_error("no"); }));
+  CHECK(windows.settle(other) == "the copy into device memory could not be started");
+  CHECK(windows.is_open(other));
+  // lose_all waits for copies too, then tells the receive.
+  bool told = false;
+  const auto lost = windows.open({{200, 100}}, [&] { told = true; });
+  std::function<void(const std::string&)> pending;
+  CHECK(windows.start_copy_if_open(lost, 200, 10, [&](auto finish) { pending = finish; }));
+  std::thread finisher([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    pending("");
+  });
+  CHECK(windows.lose_all() == 2);
+  finisher.join();
+  CHECK(told);
+  CHECK(windows.open_count() == 0);
+}
+
+}  // namespace kvferry::transport
