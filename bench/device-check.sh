@@ -15,14 +15,18 @@
 #   4. runs the copy benchmark, gpu/standalone/cuda_copy_bench.cpp (OUTDIR/bench.log): pinned
 #      memcpy host<->device, device->device, and the gather/scatter kernel over 16 KiB blocks
 #      (measured and printed, never asserted);
-#   5. writes OUTDIR/summary.txt (PASS/FAIL per step, the bandwidth lines) and prints it.
+#   5. when a kvferry bundle is carried (bench/device-bundle.sh; $KVFERRY_BUNDLE, default
+#      bundle/), runs it end to end on device 0: `kvferry demo --pool cuda` and
+#      `kvferry bench --pool cuda|engine` (OUTDIR/e2e-*.log), every byte verified;
+#   6. writes OUTDIR/summary.txt (PASS/FAIL per step, the bandwidth lines) and prints it.
 # Exit status: 0 when the build, every test and the benchmark succeeded; 1 otherwise. A self-test
 # that finds no CUDA device (its exit 77, "skipped" elsewhere) is a failure here: this script is
 # meant for GPU machines.
 #
 # Time: about 2 to 4 minutes on a 16-core H200 machine (build 1-2 min, self-test well under a
-# minute, benchmark under a minute). Timeouts bound it to 10 minutes: configure 60 s, build
-# 240 s (300 s for the nvcc-only build), self-test 180 s, benchmark 120 s.
+# minute, benchmark under a minute, end to end 2-4 minutes). Timeouts bound it to about 16
+# minutes in the worst case: configure 60 s, build 240 s (300 s for the nvcc-only build),
+# self-test 180 s, benchmark 120 s, demo 120 s, each bench 180 s.
 set -euo pipefail
 
 if [ $# -ne 1 ]; then
@@ -142,17 +146,44 @@ case "$rc" in
 esac
 grep -E '^(ok  |FAIL)' "$out/selftest.log" | sed 's/^/  /' | tee -a "$summary" || true
 
+# One step: NAME LOG LIMIT COMMAND...: runs COMMAND into OUTDIR/LOG for at most LIMIT seconds
+# and notes PASS or FAIL.
+run_step() {
+  local name=$1 log=$2 limit=$3
+  shift 3
+  local began=$SECONDS code=0
+  timeout "$limit" "$@" >"$out/$log" 2>&1 || code=$?
+  if [ "$code" = 0 ]; then
+    note "$name: PASS ($((SECONDS - began)) s)"
+  else
+    note "$name: FAIL (exit $code; see $log)"
+    failed=1
+  fi
+}
+
 # --- 4. benchmark --------------------------------------------------------------------------
-start=$SECONDS
-rc=0
-timeout 120 "$build/cuda_copy_bench" >"$out/bench.log" 2>&1 || rc=$?
-if [ "$rc" = 0 ]; then
-  note "bench: PASS ($((SECONDS - start)) s)"
-else
-  note "bench: FAIL (exit $rc; see bench.log)"
-  failed=1
-fi
+run_step bench bench.log 120 "$build/cuda_copy_bench"
 grep -E 'GB/s|/ memcpy' "$out/bench.log" | sed 's/^/  /' | tee -a "$summary" || true
+
+# --- 5. kvferry end to end (when a bundle was carried: bench/device-bundle.sh) -------------
+# Device memory through the real node: a prefill and a decode process on this machine, every
+# byte verified, staged out of and copied into cuda regions on device 0 (KVFERRY_DEVICE=auto).
+bundle=${KVFERRY_BUNDLE:-bundle}
+if [ -x "$bundle/kvferry" ]; then
+  # A command, not a function: timeout runs commands.
+  run_bundle=(env "LD_LIBRARY_PATH=$bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+              "UCX_MODULE_DIR=$bundle/lib/ucx" KVFERRY_DEVICE=auto "$bundle/kvferry")
+  run_step "e2e demo --pool cuda" e2e-demo.log 120 "${run_bundle[@]}" demo --pool cuda
+  grep -E 'succeeded|GB/s|OK|FAIL' "$out/e2e-demo.log" | sed 's/^/  /' | tee -a "$summary" || true
+  for pool in cuda engine; do
+    run_step "e2e bench --pool $pool" "e2e-bench-$pool.log" 180 "${run_bundle[@]}" bench \
+      --pool "$pool" --device auto --cases bandwidth --sizes 16384 1048576 67108864 \
+      --concurrency 1 16 --bytes-per-case 134217728 --verify
+    grep -E '^(case|bandwidth)' "$out/e2e-bench-$pool.log" | sed 's/^/  /' | tee -a "$summary" || true
+  done
+else
+  note "e2e: skipped (no $bundle/kvferry: make one with bash bench/device-bundle.sh $bundle)"
+fi
 
 if [ "$failed" = 0 ]; then
   note "overall: PASS"
