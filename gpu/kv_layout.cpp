@@ -286,4 +286,46 @@ void assemble_rank_cpu(const kv_layout& src, const kv_layout& dst,
   }
 }
 
+std::vector<region_span> head_spans(const kv_layout& src,
+                                    const std::vector<std::uint64_t>& block_offsets) {
+  if (auto p = check(src)) throw std::invalid_argument("head_spans: " + *p);
+  const std::uint64_t head = src.head_bytes();
+  const std::uint64_t per_block = std::uint64_t{src.kv} * src.local_heads();
+  std::vector<region_span> out;
+  out.reserve(block_offsets.size() * per_block);
+  for (std::uint64_t base : block_offsets) {
+    for (std::uint64_t j = 0; j < per_block; ++j) out.push_back({base + j * head, head});
+  }
+  return out;
+}
+
+tp_fetch plan_tp_fetch(const kv_layout& src, const kv_layout& dst,
+                       const std::vector<std::uint64_t>& dst_block_offsets) {
+  require_pair(src, dst, "plan_tp_fetch");
+  tp_fetch out;
+  const head_span s = src.head_range();
+  const head_span d = dst.head_range();
+  const std::uint32_t begin = std::max(s.begin, d.begin);
+  const std::uint32_t end = std::min(s.end, d.end);
+  if (begin >= end) return out;
+  const std::uint64_t head = src.head_bytes();
+  const std::uint32_t src_heads = src.local_heads();
+  const std::uint32_t dst_heads = dst.local_heads();
+  for (std::size_t i = 0; i < dst_block_offsets.size(); ++i) {
+    for (std::uint32_t k = 0; k < src.kv; ++k) {
+      const auto first = static_cast<std::uint32_t>((i * src.kv + k) * src_heads + (begin - s.begin));
+      const std::uint32_t count = end - begin;
+      if (!out.ranges.empty() && out.ranges.back().first + out.ranges.back().second == first)
+        out.ranges.back().second += count;  // adjacent: one range
+      else
+        out.ranges.emplace_back(first, count);
+      for (std::uint32_t h = begin; h < end; ++h) {
+        out.destinations.push_back(
+          {dst_block_offsets[i] + (std::uint64_t{k} * dst_heads + (h - d.begin)) * head, head});
+      }
+    }
+  }
+  return out;
+}
+
 }  // namespace kvferry::gpu

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace kvferry::gpu {
@@ -114,5 +115,36 @@ void convert_blocks_cpu(const kv_layout& src, const kv_layout& dst,
 void assemble_rank_cpu(const kv_layout& src, const kv_layout& dst,
                        const std::vector<std::vector<const void*>>& src_blocks_by_rank,
                        const std::vector<void*>& dst_blocks);
+
+// Heterogeneous TP through the transfer itself (no conversion pass afterwards): a prefill rank
+// offers each of its blocks as kv * local_heads spans, one per head of K, then one per head of V
+// (head_spans); a decode rank fetches from each source rank only the spans of the heads it owns
+// (transfer_options::fetch_ranges), each into the place its own layout keeps that head
+// (plan_tp_fetch). The sender coalesces spans adjacent on both sides into one put, so a block
+// moves as the runs plan_conversion names, and the heads land converted.
+
+// A byte range inside a region: an offset from the region's start and a size.
+struct region_span {
+  std::uint64_t offset = 0;
+  std::uint64_t bytes = 0;
+};
+
+// The spans of the blocks of rank `src` at `block_offsets` (each block's offset in its region),
+// in offer order: block by block; inside a block K's heads, then V's, each head_bytes().
+// Throws std::invalid_argument when check(src) finds a problem.
+std::vector<region_span> head_spans(const kv_layout& src,
+                                    const std::vector<std::uint64_t>& block_offsets);
+
+// What decode rank `dst` fetches of the offer head_spans(src, <n blocks>) of prefill rank
+// src.tp_rank: `ranges` (first, count) of the offer's spans, ascending and disjoint, and one
+// destination per fetched span, in order: into the block at dst_block_offsets[i] (block i of the
+// offer lands in block i of the destination). Empty when the two ranks share no head. Same
+// preconditions (and exception) as plan_conversion.
+struct tp_fetch {
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> ranges;
+  std::vector<region_span> destinations;
+};
+tp_fetch plan_tp_fetch(const kv_layout& src, const kv_layout& dst,
+                       const std::vector<std::uint64_t>& dst_block_offsets);
 
 }  // namespace kvferry::gpu

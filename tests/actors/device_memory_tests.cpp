@@ -7,6 +7,7 @@
 #include "tests/actors/node_pair.hpp"
 
 #include "gpu/copy_engine.hpp"
+#include "gpu/kv_layout.hpp"
 
 #include <numeric>
 
@@ -210,6 +211,94 @@ TEST_CASE("a layer-wise send into device memory: a layer's event comes once its 
   for (std::size_t i = 0; i < blocks; ++i)
     CHECK_MESSAGE(dp.landed(i, i), "block " << i);
   CHECK(s.wait_released(patience));
+}
+
+TEST_CASE("heterogeneous TP into device memory: each decode rank fetches exactly its heads from "
+          "the prefill ranks that hold them, converted on the way, as the CPU reference does") {
+  // 4 KV heads of 4 tokens x 8 dims x 2 bytes (64 bytes a head), 2 layers x 3 blocks per rank.
+  auto layout = [](std::uint32_t tp, std::uint32_t rank) {
+    gpu::kv_layout l;
+    l.layers = 2;
+    l.total_heads = 4;
+    l.tokens_per_block = 4;
+    l.head_dim = 8;
+    l.element_bytes = 2;
+    l.tp_size = tp;
+    l.tp_rank = rank;
+    return l;
+  };
+  constexpr std::size_t per_rank = 2 * 3;  // layer blocks of one rank
+  for (const char* transport : {"tcp", "shm"}) {
+    for (auto [a, b] : {std::pair<std::uint32_t, std::uint32_t>{2, 1}, {1, 2}, {2, 4}}) {
+      CAPTURE(transport);
+      CAPTURE(a);
+      CAPTURE(b);
+      node_config cfg;
+      cfg.transport = transport;
+      cfg.device = "emulated";
+      auto [prefill, decode] = start_two(cfg, nullptr);
+      auto c = decode->connect("127.0.0.1", prefill->port());
+      REQUIRE_MESSAGE(c, c.error().message);
+      // Prefill rank i's cache, and decode rank j's; block n of a rank at n * block_bytes.
+      std::vector<std::vector<unsigned char>> src(a), dst(b), want(b);
+      std::vector<region_id> src_region(a), dst_region(b);
+      auto offsets = [&](std::uint64_t block_bytes) {
+        std::vector<std::uint64_t> out;
+        for (std::size_t n = 0; n < per_rank; ++n)
+          out.push_back(n * block_bytes);
+        return out;
+      };
+      std::vector<std::vector<const void*>> by_rank(a);
+      for (std::uint32_t i = 0; i < a; ++i) {
+        src[i].resize(per_rank * layout(a, i).block_bytes());
+        for (std::size_t k = 0; k < src[i].size(); ++k)
+          src[i][k] = static_cast<unsigned char>(k * 7 + i * 101 + 1);
+        src_region[i] =
+          prefill->register_region(src[i].data(), src[i].size(), memory_kind::cuda).value();
+        for (auto o : offsets(layout(a, i).block_bytes()))
+          by_rank[i].push_back(src[i].data() + o);
+      }
+      std::vector<std::pair<transfer_handle, transfer_handle>> transfers;
+      for (std::uint32_t j = 0; j < b; ++j) {
+        const auto bytes = per_rank * layout(b, j).block_bytes();
+        dst[j].assign(bytes, 0);
+        want[j].assign(bytes, 0);
+        dst_region[j] =
+          decode->register_region(dst[j].data(), dst[j].size(), memory_kind::cuda).value();
+        std::vector<void*> want_blocks;
+        for (auto o : offsets(layout(b, j).block_bytes()))
+          want_blocks.push_back(want[j].data() + o);
+        gpu::assemble_rank_cpu(layout(a, 0), layout(b, j), by_rank, want_blocks);
+        for (std::uint32_t i : gpu::source_ranks(layout(a, 0), layout(b, j))) {
+          const std::string id = "tp-" + std::to_string(i) + "-" + std::to_string(j);
+          std::vector<block_span> offer;
+          for (auto sp : gpu::head_spans(layout(a, i), offsets(layout(a, i).block_bytes())))
+            offer.push_back({src_region[i], sp.offset, sp.bytes});
+          auto fetch = gpu::plan_tp_fetch(layout(a, i), layout(b, j),
+                                          offsets(layout(b, j).block_bytes()));
+          std::vector<block_span> into;
+          for (auto sp : fetch.destinations)
+            into.push_back({dst_region[j], sp.offset, sp.bytes});
+          transfer_options wanted;
+          for (auto [first, count] : fetch.ranges)
+            wanted.fetch_ranges.push_back({first, count});
+          transfers.emplace_back(prefill->send(id, offer),
+                                 decode->receive(id, c.value(), into, wanted));
+        }
+      }
+      for (auto& [s, r] : transfers) {
+        auto rr = r.wait_for(patience);
+        REQUIRE(rr);
+        CHECK_MESSAGE(rr->status == transfer_status::succeeded, rr->message);
+        CHECK(s.wait_released(patience));
+        CHECK(r.wait_released(patience));
+      }
+      for (std::uint32_t j = 0; j < b; ++j)
+        CHECK_MESSAGE(dst[j] == want[j], "decode rank " << j);
+      prefill->stop(2s);
+      decode->stop(2s);
+    }
+  }
 }
 
 }  // namespace kvferry::test

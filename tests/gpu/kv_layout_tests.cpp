@@ -6,6 +6,7 @@
 // element's *global* coordinates; the expected destination is built the same way from the
 // destination's own head numbers. So a wrong offset, a wrong head range or a missing/extra
 // write all show as a byte that differs.
+#include "core/descriptor.hpp"
 #include "gpu/kv_layout.hpp"
 
 #include <doctest/doctest.h>
@@ -403,36 +404,50 @@ TEST_CASE("the CPU layout conversion writes exactly the shared heads, for every 
   });
 }
 
+// Every byte of decode rank j's blocks in `dst` is what the reference says (none untouched).
+void check_whole_rank(const pool& dst, const shape& s, std::uint32_t b, std::uint32_t j) {
+  CHECK(compare(dst, s, b, j, [](std::uint32_t) { return true; }) == "");
+  std::size_t uncovered = 0;
+  for (std::size_t n = 0; n < dst.count; ++n) {
+    for (std::size_t o = 0; o < dst.block; ++o) uncovered += dst.at(n)[o] == untouched;
+  }
+  CHECK(uncovered == 0);
+}
+
+// Calls f(s, a, b, j, sources) for every decode rank j of every TP pair (a, b) of 24 heads.
+template <class F>
+void for_every_decode_rank_of_24(F&& f) {
+  for_every_tp_pair_of_24([&](const shape& s, std::uint32_t a, std::uint32_t b,
+                              std::vector<pool>& sources) {
+    for (std::uint32_t j = 0; j < b; ++j) {
+      CAPTURE(a);
+      CAPTURE(b);
+      CAPTURE(j);
+      f(s, a, b, j, sources);
+    }
+  });
+}
+
 TEST_CASE("a whole decode rank assembled from every prefill rank it needs covers every byte, for "
           "every TP pair of 24 heads") {
   const std::size_t blocks = pair_blocks;
-  for_every_tp_pair_of_24([&](const shape& s, std::uint32_t a, std::uint32_t b,
-                              std::vector<pool>& sources) {
-      for (std::uint32_t j = 0; j < b; ++j) {
-        CAPTURE(a);
-        CAPTURE(b);
-        CAPTURE(j);
-        // Only the ranks the test itself finds sharing heads are given blocks: a rank the
-        // implementation wrongly needs makes it throw, one it wrongly skips leaves 0xEE.
-        std::vector<std::vector<const void*>> by_rank(a);
-        for (std::uint32_t i = 0; i < a; ++i) {
-          for (std::uint32_t g = 0; g < 24; ++g) {
-            if (owns(24, a, i, g) && owns(24, b, j, g)) {
-              by_rank[i] = sources[i].sources();
-              break;
-            }
+  for_every_decode_rank_of_24([&](const shape& s, std::uint32_t a, std::uint32_t b,
+                                  std::uint32_t j, std::vector<pool>& sources) {
+      // Only the ranks the test itself finds sharing heads are given blocks: a rank the
+      // implementation wrongly needs makes it throw, one it wrongly skips leaves 0xEE.
+      std::vector<std::vector<const void*>> by_rank(a);
+      for (std::uint32_t i = 0; i < a; ++i) {
+        for (std::uint32_t g = 0; g < 24; ++g) {
+          if (owns(24, a, i, g) && owns(24, b, j, g)) {
+            by_rank[i] = sources[i].sources();
+            break;
           }
         }
-        pool dst(blocks, block_size(s, b), untouched);
-        kvferry::gpu::assemble_rank_cpu(make(s, a, 0), make(s, b, j), by_rank,
-                                        dst.destinations());
-        CHECK(compare(dst, s, b, j, [](std::uint32_t) { return true; }) == "");
-        std::size_t uncovered = 0;
-        for (std::size_t n = 0; n < blocks; ++n) {
-          for (std::size_t o = 0; o < dst.block; ++o) uncovered += dst.at(n)[o] == untouched;
-        }
-        CHECK(uncovered == 0);
       }
+      pool dst(blocks, block_size(s, b), untouched);
+      kvferry::gpu::assemble_rank_cpu(make(s, a, 0), make(s, b, j), by_rank,
+                                      dst.destinations());
+      check_whole_rank(dst, s, b, j);
   });
 }
 
@@ -575,4 +590,58 @@ TEST_CASE("the CPU layout conversion accepts touching blocks and shared sources,
   by_rank[1] = r1.sources();
   kvferry::gpu::assemble_rank_cpu(four, two, by_rank, out.destinations());
   CHECK(compare(out, s, 2, 0, [](std::uint32_t) { return true; }) == "");
+}
+
+// Heterogeneous TP through a transfer: what a decode rank fetches of each prefill rank's
+// per-head offer, copied span by span as the sender would put it.
+TEST_CASE("TP through a transfer: a decode rank's fetch from a prefill rank's per-head offer, "
+          "by hand for TP 2 -> 3") {
+  // 6 heads of 16 bytes; source rank 0 holds heads 0-2, destination rank 1 heads 2-3.
+  const shape t{6, 2, 4, 2};
+  const auto offer = kvferry::gpu::head_spans(make(t, 2, 0), {0, 96});
+  REQUIRE(offer.size() == 12);  // 2 blocks x (K, V) x 3 heads
+  CHECK(offer[4].offset == 64);
+  CHECK(offer[4].bytes == 16);
+  CHECK(offer[6].offset == 96);
+  const auto f = kvferry::gpu::plan_tp_fetch(make(t, 2, 0), make(t, 3, 1), {1000, 2000});
+  using ranges = std::vector<std::pair<std::uint32_t, std::uint32_t>>;
+  CHECK(f.ranges == ranges{{2, 1}, {5, 1}, {8, 1}, {11, 1}});  // head 2's K and V, per block
+  REQUIRE(f.destinations.size() == 4);
+  CHECK(f.destinations[0].offset == 1000);       // K of head 2: the rank's first head
+  CHECK(f.destinations[1].offset == 1000 + 32);  // V of head 2: after the rank's two K heads
+  CHECK(f.destinations[3].offset == 2000 + 32);
+  // Ranks that share every head fetch each block whole, as one range.
+  const auto whole = kvferry::gpu::plan_tp_fetch(make(t, 1, 0), make(t, 1, 0), {0, 192});
+  CHECK(whole.ranges == ranges{{0, 24}});
+  CHECK(kvferry::gpu::plan_tp_fetch(make(t, 3, 0), make(t, 3, 2), {0}).ranges.empty());
+  CHECK_THROWS_AS(kvferry::gpu::plan_tp_fetch(make(t, 2, 0), make(t, 4, 0), {0}),
+                  std::invalid_argument);  // 6 heads do not split 4 ways
+}
+
+TEST_CASE("TP through a transfer fills every decode rank exactly as the CPU reference does, for "
+          "every TP pair of 24 heads") {
+  const std::size_t blocks = pair_blocks;
+  for_every_decode_rank_of_24([&](const shape& s, std::uint32_t a, std::uint32_t b,
+                                  std::uint32_t j, std::vector<pool>& sources) {
+    pool dst(blocks, block_size(s, b), untouched);
+    std::vector<std::uint64_t> dst_offsets;
+    for (void* d : dst.destinations()) dst_offsets.push_back(kvferry::addr_of(d));
+    for (std::uint32_t i = 0; i < a; ++i) {
+      std::vector<std::uint64_t> src_offsets;
+      for (const void* p : sources[i].sources()) src_offsets.push_back(kvferry::addr_of(p));
+      const auto offer = kvferry::gpu::head_spans(make(s, a, i), src_offsets);
+      const auto f = kvferry::gpu::plan_tp_fetch(make(s, a, i), make(s, b, j), dst_offsets);
+      std::size_t d = 0;
+      for (const auto& [first, count] : f.ranges) {
+        for (std::uint32_t n = first; n < first + count; ++n, ++d) {
+          REQUIRE(d < f.destinations.size());
+          REQUIRE(offer[n].bytes == f.destinations[d].bytes);
+          std::memcpy(kvferry::ptr_of(f.destinations[d].offset),
+                      kvferry::ptr_of(offer[n].offset), offer[n].bytes);
+        }
+      }
+      CHECK(d == f.destinations.size());
+    }
+    check_whole_rank(dst, s, b, j);
+  });
 }
