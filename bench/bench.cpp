@@ -6,6 +6,7 @@
 #include "cli/child_process.hpp"
 #include "cli/protocol.hpp"
 #include "cli/workload.hpp"
+#include "gpu/device_buffer.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -181,10 +182,40 @@ std::string opt(const std::optional<double>& v, int precision = 2) {
   return out.str();
 }
 
+// With --pool cuda on a CUDA device: what the device's own copies reach, in the same run.
+struct device_figures {
+  std::string device;  // "cuda:<n>"; empty: not measured
+  std::optional<gpu::device_copy_rates> limits;  // absent: measuring failed (error says why)
+  std::string error;
+};
+constexpr std::size_t device_limit_bytes = 64u << 20;
+
+device_figures measure_device(const options& opts) {
+  device_figures out;
+  const int n = gpu::cuda_device_of(opts.device);
+  if (opts.pool != "cuda" || !opts.limits || n < 0)
+    return out;
+  out.device = "cuda:" + std::to_string(n);
+  auto measured = gpu::measure_copy_limits(n, device_limit_bytes);
+  if (measured)
+    out.limits = measured.value();
+  else
+    out.error = measured.error().message;
+  return out;
+}
+
 void print_table(const options& opts, const std::vector<case_result>& results,
-                 const std::vector<hold_result>& holds) {
+                 const std::vector<hold_result>& holds, const device_figures& dev) {
   std::printf("kvferry bench, UCX transport %s, KV pools %s%s\n", opts.transport.c_str(),
               opts.pool.c_str(), opts.verify ? ", every byte verified" : "");
+  if (dev.limits)
+    std::printf("device %s, cudaMemcpy of 64 MiB: pinned host->device %.2f GB/s, device->host "
+                "%.2f GB/s, device->device %.2f GB/s\n",
+                dev.device.c_str(), dev.limits->host_to_device, dev.limits->device_to_host,
+                dev.limits->device_to_device);
+  else if (!dev.device.empty())
+    std::printf("device %s: its copy limits could not be measured: %s\n", dev.device.c_str(),
+                dev.error.c_str());
   std::printf("%-13s %-20s %5s %6s %9s %9s %9s %12s %6s %11s\n", "case", "request", "conc",
               "reqs", "GB/s", "p50 ms", "p99 ms", "ucx put GB/s", "ratio", "memcpy GB/s");
   for (auto& r : results) {
@@ -222,13 +253,24 @@ void print_table(const options& opts, const std::vector<case_result>& results,
 }
 
 void print_json(const options& opts, const std::vector<case_result>& results,
-                const std::vector<hold_result>& holds) {
+                const std::vector<hold_result>& holds, const device_figures& dev) {
   using json = nlohmann::ordered_json;  // ordered: fields print in the order they have always had
   // A figure that was not measured is null.
   auto maybe = [](const auto& v) { return v ? json(*v) : json(nullptr); };
   json out;
   out["transport"] = opts.transport;
   out["pool"] = opts.pool;
+  if (!dev.device.empty()) {
+    json d;
+    d["device"] = dev.device;
+    d["bytes"] = device_limit_bytes;
+    d["host_to_device_gbps"] = dev.limits ? json(dev.limits->host_to_device) : json(nullptr);
+    d["device_to_host_gbps"] = dev.limits ? json(dev.limits->device_to_host) : json(nullptr);
+    d["device_to_device_gbps"] = dev.limits ? json(dev.limits->device_to_device) : json(nullptr);
+    if (!dev.limits)
+      d["error"] = dev.error;
+    out["device_limits"] = d;
+  }
   out["verify"] = opts.verify;
   out["cases"] = json::array();
   for (auto& r : results) {
@@ -391,10 +433,11 @@ int run(const options& opts) {
       r.memcpy_gbps = memcpy_gbps(bs);
     }
   }
+  const device_figures dev = measure_device(opts);
   if (opts.json)
-    print_json(opts, results, holds);
+    print_json(opts, results, holds, dev);
   else
-    print_table(opts, results, holds);
+    print_table(opts, results, holds, dev);
   if (!opts.plot.empty())
     write_plot(opts, results);
   return ok ? 0 : 1;

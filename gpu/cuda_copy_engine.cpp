@@ -32,6 +32,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
@@ -638,6 +639,52 @@ std::unique_ptr<device_buffer> make_cuda_buffer(int device, std::size_t bytes, s
     return nullptr;
   }
   return std::make_unique<cuda_buffer>(device, ptr, bytes);
+}
+
+result<device_copy_rates> measure_copy_limits(int device, std::size_t bytes) {
+  using out_t = result<device_copy_rates>;
+  int previous = 0;
+  (void)cudaGetDevice(&previous);
+  void* host = nullptr;
+  void* a = nullptr;
+  void* b = nullptr;
+  device_copy_rates out;
+  std::string failed;
+  auto check = [&](cudaError_t e, const char* what) {
+    if (e != cudaSuccess && failed.empty())
+      failed = std::string(what) + ": " + describe(e);
+    return e == cudaSuccess;
+  };
+  // Best of three timed copies, after one untimed: GB/s.
+  auto best = [&](const char* what, auto&& copy) {
+    double gbps = 0;
+    for (int run = 0; run < 4 && failed.empty(); ++run) {
+      const auto t0 = std::chrono::steady_clock::now();
+      if (!check(copy(), what) || !check(cudaDeviceSynchronize(), what)) break;
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (run > 0 && s > 0) gbps = std::max(gbps, static_cast<double>(bytes) / s / 1e9);
+    }
+    return gbps;
+  };
+  if (check(cudaSetDevice(device), "cudaSetDevice") &&
+      check(cudaMallocHost(&host, bytes), "cudaMallocHost") &&
+      check(cudaMalloc(&a, bytes), "cudaMalloc") && check(cudaMalloc(&b, bytes), "cudaMalloc")) {
+    std::memset(host, 1, bytes);
+    out.host_to_device = best("cudaMemcpy host->device",
+                              [&] { return cudaMemcpy(a, host, bytes, cudaMemcpyHostToDevice); });
+    out.device_to_host = best("cudaMemcpy device->host",
+                              [&] { return cudaMemcpy(host, a, bytes, cudaMemcpyDeviceToHost); });
+    out.device_to_device = best("cudaMemcpy device->device",
+                                [&] { return cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice); });
+  }
+  if (b) (void)cudaFree(b);
+  if (a) (void)cudaFree(a);
+  if (host) (void)cudaFreeHost(host);
+  (void)cudaSetDevice(previous);
+  (void)cudaGetLastError();
+  if (!failed.empty())
+    return out_t{errc::unsupported, "copy limits of cuda:" + std::to_string(device) + ": " + failed};
+  return out_t{out};
 }
 
 }  // namespace kvferry::gpu

@@ -32,6 +32,15 @@ class host_buffer final : public device_buffer {
 
 }  // namespace
 
+int cuda_device_of(const std::string& device) {
+  if (device == "auto")
+    return 0;
+  if (device.rfind("cuda:", 0) == 0 && device.size() > 5 && device.size() <= 9 &&
+      device.find_first_not_of("0123456789", 5) == std::string::npos)
+    return std::atoi(device.c_str() + 5);
+  return -1;
+}
+
 result<std::unique_ptr<device_buffer>> allocate_device_buffer(std::size_t bytes,
                                                               const std::string& device) {
   using out_t = result<std::unique_ptr<device_buffer>>;
@@ -39,12 +48,7 @@ result<std::unique_ptr<device_buffer>> allocate_device_buffer(std::size_t bytes,
     return out_t{errc::invalid_argument, "a device buffer of 0 bytes"};
   if (device == "emulated")
     return out_t{std::unique_ptr<device_buffer>(std::make_unique<host_buffer>(bytes))};
-  int n = -1;
-  if (device == "auto")
-    n = 0;
-  else if (device.rfind("cuda:", 0) == 0 && device.size() > 5 &&
-           device.find_first_not_of("0123456789", 5) == std::string::npos && device.size() <= 9)
-    n = std::atoi(device.c_str() + 5);
+  const int n = cuda_device_of(device);
   if (n < 0)
     return out_t{errc::unsupported,
                  "no device memory with device \"" + device + "\" (use \"auto\", \"cuda:<n>\" "

@@ -1,6 +1,7 @@
 #include "gpu/device_select.hpp"
 
-#include <cstdlib>
+#include "gpu/device_buffer.hpp"
+
 
 namespace kvferry::gpu {
 
@@ -25,11 +26,7 @@ result<selected_copier> select_copier(const std::string& device) {
       return on_cpu(false, "no CUDA device for this node (device \"auto\"): " + error);
     return selected_copier{std::shared_ptr<copy_engine>(std::move(cuda)), true, true, {}};
   }
-  const std::string prefix = "cuda:";
-  if (device.compare(0, prefix.size(), prefix) == 0 && device.size() > prefix.size() &&
-      device.size() <= prefix.size() + 4 &&
-      device.find_first_not_of("0123456789", prefix.size()) == std::string::npos) {
-    const int n = std::atoi(device.c_str() + prefix.size());
+  if (const int n = cuda_device_of(device); n >= 0) {
     auto cuda = make_cuda_copy_engine(n, &error);
     if (!cuda)
       return result<selected_copier>{errc::unsupported, "device \"" + device + "\": " + error};

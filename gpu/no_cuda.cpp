@@ -24,6 +24,11 @@ std::unique_ptr<device_buffer> make_cuda_buffer(int device, std::size_t, std::st
   return nullptr;
 }
 
+result<device_copy_rates> measure_copy_limits(int device, std::size_t) {
+  return result<device_copy_rates>{
+    errc::unsupported, "copy limits of cuda:" + std::to_string(device) + ": " + no_cuda};
+}
+
 errc pin_host_range(void*, std::size_t, std::string* error) {
   if (error) *error = std::string("pin_host_range: ") + no_cuda;
   return errc::unsupported;
