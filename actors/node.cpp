@@ -130,7 +130,8 @@ result<std::unique_ptr<node>> node::start(const node_config& config) {
   return node_access::start(config, nullptr);
 }
 
-result<std::unique_ptr<node>> node_access::start(const node_config& config, engine_wrapper wrap) {
+result<std::unique_ptr<node>> node_access::start(const node_config& config, engine_wrapper wrap,
+                                                 copier_wrapper wrap_copier) {
   using out_t = result<std::unique_ptr<node>>;
   if (auto err = validate(config))
     return out_t{errc::invalid_argument, err->message()};
@@ -153,6 +154,8 @@ result<std::unique_ptr<node>> node_access::start(const node_config& config, engi
   auto copier = gpu::select_copier(config.device);
   if (!copier)
     return out_t{copier.error()};
+  if (wrap_copier)
+    copier.value().engine = wrap_copier(std::move(copier.value().engine));
   transport::engine_options eo;
   eo.tls = config.transport;
   eo.keepalive_interval_ms = config.keepalive_interval_ms;

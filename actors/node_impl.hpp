@@ -57,7 +57,11 @@ struct node_access {
   // Wraps the node's UCX engine before anything uses it (the test library's fault plans).
   using engine_wrapper =
     std::function<std::unique_ptr<transport::engine>(std::unique_ptr<transport::engine>)>;
-  static result<std::unique_ptr<node>> start(const node_config& config, engine_wrapper wrap);
+  // Wraps the node's copy engine likewise (staging copies and copies into device memory).
+  using copier_wrapper =
+    std::function<std::shared_ptr<gpu::copy_engine>(std::shared_ptr<gpu::copy_engine>)>;
+  static result<std::unique_ptr<node>> start(const node_config& config, engine_wrapper wrap,
+                                             copier_wrapper wrap_copier = nullptr);
   static node::impl& of(node& n) { return *n.impl_; }
 };
 

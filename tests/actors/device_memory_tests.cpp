@@ -189,6 +189,49 @@ TEST_CASE("a send from device memory goes chunk by chunk and a cancel stops it b
     CHECK_MESSAGE(dp.untouched(j), "block " << j);
 }
 
+TEST_CASE("F26: a copy into device memory that fails fails the receive naming it, after every "
+          "other copy ended, and nothing is left held") {
+  // The decode's copy engine fails its second copy (an illegal address, say): that message's
+  // bytes never reach device memory, so the receive must not report them landed. Over tcp the
+  // 480 KiB arrive as two data messages (256 KiB at most each).
+  node_config cfg;
+  cfg.transport = "tcp";
+  cfg.device = "emulated";
+  transport::fault_rule second;
+  second.op = "copy";
+  second.nth = 2;
+  second.action = transport::fault_action::fail;
+  auto prefill = node::start(cfg);
+  REQUIRE_MESSAGE(prefill, prefill.error().message);
+  auto decode = testing::start_with_faults(cfg, plan_with(second));
+  REQUIRE_MESSAGE(decode, decode.error().message);
+  std::vector<unsigned char> src(region_bytes, 7), dst(region_bytes, 0);
+  auto s_region = prefill.value()->register_region(src.data(), src.size()).value();
+  auto d_region = decode.value()->register_region(dst.data(), dst.size(), memory_kind::cuda).value();
+  auto peer = decode.value()->connect("127.0.0.1", prefill.value()->port());
+  REQUIRE_MESSAGE(peer, peer.error().message);
+  auto s = prefill.value()->send("bad-copy", {{s_region, 0, region_bytes}});
+  auto r = decode.value()->receive("bad-copy", peer.value(), {{d_region, 0, region_bytes}});
+  auto rr = r.wait_for(patience);
+  REQUIRE(rr);
+  CHECK(rr->status == transfer_status::failed);
+  CHECK(rr->code == errc::transport_error);
+  CHECK_MESSAGE(rr->message.find("copying into device memory failed: injected fault") !=
+                  std::string::npos,
+                rr->message);
+  CHECK(r.wait_released(patience));
+  CHECK(s.wait_released(patience));
+  // The first message landed; the second's bytes did not.
+  const auto landed = static_cast<std::size_t>(std::count(dst.begin(), dst.end(), 7));
+  CHECK(landed < region_bytes);
+  CHECK(landed + 256 * 1024 >= region_bytes);
+  auto h = decode.value()->health();
+  CHECK(h.unreleased == 0);
+  CHECK(h.healthy);
+  prefill.value()->stop(2s);
+  decode.value()->stop(2s);
+}
+
 TEST_CASE("a layer-wise send into device memory: a layer's event comes once its bytes are in "
           "device memory") {
   device_pair dp{"shm", memory_kind::host, memory_kind::cuda};

@@ -197,4 +197,38 @@ std::unique_ptr<engine> make_faulty_engine(std::unique_ptr<engine> real,
   return std::make_unique<faulty_engine>(std::move(real), std::move(plan));
 }
 
+namespace {
+
+class faulty_copier final : public gpu::copy_engine {
+ public:
+  faulty_copier(std::shared_ptr<gpu::copy_engine> real, std::shared_ptr<fault_plan> plan)
+      : real_(std::move(real)), plan_(std::move(plan)) {}
+  std::uint64_t submit(std::vector<copy_op> segments, gpu::copy_done_fn done) override {
+    const fault_rule* rule = plan_->next("copy");
+    if (!rule || rule->action != fault_action::fail)
+      return real_->submit(std::move(segments), std::move(done));
+    // Nothing to copy: the real engine still completes it, on its thread, in its order.
+    return real_->submit({}, [code = rule->code, done = std::move(done)](errc, const std::string&) {
+      if (done)
+        done(code, "injected fault: copy failed");
+    });
+  }
+  std::size_t pending() const override { return real_->pending(); }
+  bool wait_idle(std::chrono::milliseconds timeout) const override {
+    return real_->wait_idle(timeout);
+  }
+  std::string name() const override { return real_->name(); }
+
+ private:
+  std::shared_ptr<gpu::copy_engine> real_;
+  std::shared_ptr<fault_plan> plan_;
+};
+
+}  // namespace
+
+std::shared_ptr<gpu::copy_engine> make_faulty_copier(std::shared_ptr<gpu::copy_engine> real,
+                                                     std::shared_ptr<fault_plan> plan) {
+  return std::make_shared<faulty_copier>(std::move(real), std::move(plan));
+}
+
 }  // namespace kvferry::transport

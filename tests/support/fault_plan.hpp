@@ -4,6 +4,7 @@
 // No CAF here.
 #pragma once
 
+#include "gpu/copy_engine.hpp"
 #include "transport/engine.hpp"
 
 #include <chrono>
@@ -25,7 +26,7 @@ enum class fault_action : std::uint8_t {
 };
 
 struct fault_rule {
-  std::string op = "put";   // "put" (the only operation with a completion today)
+  std::string op = "put";   // "put" (UCX engine) or "copy" (copy engine: fail only)
   std::uint64_t nth = 1;    // the nth call of `op` (1-based); 0: every call
   fault_action action = fault_action::fail;
   std::uint32_t delay_ms = 0;
@@ -61,5 +62,11 @@ class fault_plan {
 // Wraps `real`: every call is forwarded, except where the plan says otherwise.
 std::unique_ptr<engine> make_faulty_engine(std::unique_ptr<engine> real,
                                            std::shared_ptr<fault_plan> plan);
+
+// Wraps a copy engine: a "copy" rule with action fail completes that copy, on the engine's own
+// thread and in order as always, with the rule's code and without copying a byte; every other
+// copy is forwarded.
+std::shared_ptr<gpu::copy_engine> make_faulty_copier(std::shared_ptr<gpu::copy_engine> real,
+                                                     std::shared_ptr<fault_plan> plan);
 
 }  // namespace kvferry::transport

@@ -6,9 +6,14 @@ namespace kvferry::testing {
 
 result<std::unique_ptr<node>> start_with_faults(const node_config& config,
                                                 std::shared_ptr<transport::fault_plan> faults) {
-  return node_access::start(config, [faults](std::unique_ptr<transport::engine> real) {
-    return transport::make_faulty_engine(std::move(real), faults);
-  });
+  return node_access::start(
+    config,
+    [faults](std::unique_ptr<transport::engine> real) {
+      return transport::make_faulty_engine(std::move(real), faults);
+    },
+    [faults](std::shared_ptr<gpu::copy_engine> real) {
+      return transport::make_faulty_copier(std::move(real), faults);
+    });
 }
 
 void crash_child(node& n, child which) {

@@ -10,7 +10,7 @@
 
 namespace kvferry::testing {
 
-// Starts a node whose real UCX engine is wrapped by `faults` (fault_plan.hpp).
+// Starts a node whose real UCX engine and copy engine are wrapped by `faults` (fault_plan.hpp).
 result<std::unique_ptr<node>> start_with_faults(const node_config& config,
                                                 std::shared_ptr<transport::fault_plan> faults);
 
