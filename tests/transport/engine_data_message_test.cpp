@@ -261,26 +261,34 @@ TEST_CASE("receive windows: close waits for the copies started through a window 
   CHECK_FALSE(start(8192, 8192));   // runs past the end
   REQUIRE(running.size() == 2);
 
+  // Waits (generous bound: only a broken window makes it run out) until `done` holds.
+  auto wait_until = [](auto done) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!done() && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::yield();
+    return done();
+  };
+
   // close() waits for both copies: it runs on another thread while this one finishes them.
-  std::atomic<bool> closed{false};
+  // Each copy's end is marked before it is reported, so a close that returns having waited
+  // sees both marks; one that returned early sees a mark missing (it cannot see one wrongly).
+  std::atomic<int> copies_ended{0};
+  int ended_when_closed = -1;
   std::string error = "untouched";
   std::thread closer([&] {
     CHECK(windows.close(token, &error));
-    closed = true;
+    ended_when_closed = copies_ended.load();
   });
   // Once close began, the window takes nothing new even though it has not returned.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (windows.is_open(token) && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::yield();
-  CHECK_FALSE(windows.is_open(token));
+  CHECK(wait_until([&] { return !windows.is_open(token); }));
   CHECK_FALSE(start(4096, 16));
   CHECK_FALSE(windows.write_if_open(token, 4096, 16, [] {}));
+  ++copies_ended;
   running[0]("copying into device memory failed: an illegal address");
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // a close that did not wait
-  CHECK_FALSE(closed.load());                                  // would have returned by now
+  ++copies_ended;
   running[1]("");
   closer.join();
-  CHECK(closed.load());
+  CHECK(ended_when_closed == 2);
   CHECK(error == "copying into device memory failed: an illegal address");
   CHECK_FALSE(windows.close(token));
 
@@ -290,18 +298,27 @@ TEST_CASE("receive windows: close waits for the copies started through a window 
   CHECK(windows.start_copy_if_open(other, 0, 10, [](auto) { throw std::runtime_error("no"); }));
   CHECK(windows.settle(other) == "the copy into device memory could not be started");
   CHECK(windows.is_open(other));
-  // lose_all waits for copies too, then tells the receive.
+  // lose_all waits for copies too, then tells the receive. The copy ends only once lose_all
+  // has begun (the window no longer open), so a lose_all that tells the receive having waited
+  // sees it ended.
   bool told = false;
-  const auto lost = windows.open({{200, 100}}, [&] { told = true; });
+  std::atomic<bool> finished{false};
+  bool finished_when_told = false;
+  const auto watched = windows.open({{200, 100}}, [&] {
+    told = true;
+    finished_when_told = finished.load();
+  });
   std::function<void(const std::string&)> pending;
-  CHECK(windows.start_copy_if_open(lost, 200, 10, [&](auto finish) { pending = finish; }));
+  CHECK(windows.start_copy_if_open(watched, 200, 10, [&](auto finish) { pending = finish; }));
   std::thread finisher([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    CHECK(wait_until([&] { return !windows.is_open(watched); }));
+    finished = true;
     pending("");
   });
   CHECK(windows.lose_all() == 2);
   finisher.join();
   CHECK(told);
+  CHECK(finished_when_told);
   CHECK(windows.open_count() == 0);
 }
 
