@@ -200,7 +200,8 @@ using layer_atom = caf::atom_constant<caf::atom("layer")>;
 // -- actor interfaces ------------------------------------------------------------------------------
 
 // transport: the only actor that talks to UCX (transport::engine) and to the copy engine.
-// Operations are named by a token (the requester's actor id): at most one per token at a time.
+// Operations are named by a token (the requester's actor id): at most one batch of puts and one
+// copy per token at a time.
 using transport_actor = caf::typed_actor<
   // Post the puts, flush, answer with the bytes written (and how) once every UCX request
   // completed.
@@ -209,9 +210,9 @@ using transport_actor = caf::typed_actor<
   caf::replies_to<copy_atom, std::uint64_t, std::vector<copy_op>>::with<std::uint64_t>,
   // Ask UCX to cancel the puts of `token`; their answer still comes, exactly once.
   caf::reacts_to<cancel_atom, std::uint64_t>,
-  // From the engine's or the copy engine's thread: operation `token` completed (empty: success;
-  // then the string says how the bytes went).
-  caf::reacts_to<op_done_atom, std::uint64_t, caf::error, std::string>,
+  // From the engine's or the copy engine's thread: the puts (true) or the copy (false) of
+  // `token` completed (empty: success; then the string says how the bytes went).
+  caf::reacts_to<op_done_atom, std::uint64_t, bool, caf::error, std::string>,
   // From the engine's progress thread: the endpoint to peer `epoch` failed.
   caf::reacts_to<peer_down_atom, std::uint64_t, caf::error>,
   // True when nothing of `token` is in flight in the engines (op ledger, any incarnation).

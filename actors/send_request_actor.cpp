@@ -4,7 +4,10 @@
 //   waiting_for_peer ─────────────────────────────────> transferring ──last step answered──> end
 //     │ fetch (invalid, or not fitting the offer): error  │  (steps: puts; or, staged, per
 //     │   to the fetcher; the offer waits on              │   chunk: lease a slot -> copy into
-//     │ cancel / decline: cancelled_before_advertise, end │   it -> put from it -> slot back)
+//     │ cancel / decline: cancelled_before_advertise, end │   it -> put from it -> slot back,
+//     │                                                   │   chunk n+1 leased and gathered
+//     │                                                   │   while chunk n is put: at most one
+//     │                                                   │   copy and one batch of puts)
 //     │ deadline: timed_out, end (nothing exposed)        │
 //     │ bound peer DOWN: peer_failed, end (released)      │
 //     │ bound, a fetch or decline from another node:      │
@@ -12,16 +15,17 @@
 //     v                                                   │ cancel / cancel_fetch / deadline /
 //    end (released: nothing was exposed)                  │ fetching peer DOWN: stop the step
 //                                                         v
-//                                       stopping ──the step's answer──> end (released: the
-//                                         (a lease wait ends at once,     transport answered,
-//                                          a copy runs out, puts are      so nothing is in
-//                                          cancelled at the transport)    flight any more)
+//                                       stopping ──the last answer──> end (released: the
+//                                         (a lease wait is dropped,     transport answered,
+//                                          a copy runs out, puts are    so nothing is in
+//                                          cancelled at the transport)  flight any more)
 //
 //   deadline or peer DOWN while transferring: the terminal event (timed_out / peer_failed) is
-//     delivered at once, the release waits for the step's answer (F4, F11, F15)
+//     delivered at once, the release waits for the steps' answers (F4, F11, F15)
+//   a step fails while another is outstanding: a stop (the failure is what the fetcher hears)
 //   transport DOWN while it holds a step: failed now (the fetcher hears it too); `orphaned`
 //     until the op ledger says the engine completed what it posted for this request, then
-//     released, its staging slot given back (F9)
+//     released, its staging slots given back (F9)
 //   an exception in a handler: failed; released only if no copy or put was outstanding (F10)
 //
 //   layer-wise (spec.layer_blocks): the fetch plans each layer's puts; transferring sends the
@@ -29,7 +33,7 @@
 //     it lands, and waits with nothing outstanding while no layer is ready (layer_ready marks
 //     one). Without layers there is one layer, ready from the start.
 //
-// Each phase is a behaviour (the messages it takes) plus what the answer of the outstanding
+// Each phase is a behaviour (the messages it takes) plus what the answer of an outstanding
 // step means in it (`on_step`: the answers are responses, so they reach the phase through the
 // state, entered together with the behaviour by enter_transferring / enter_stopping).
 // Every end goes through end_send() -> request_base::end() (request_lifecycle.hpp).
@@ -51,8 +55,15 @@ namespace {
 // Bound on waiting for a staging buffer; the request's deadline ends the wait earlier.
 constexpr std::uint32_t staging_wait_ms = 30000;
 
-// What the request waits for from another actor while transferring.
-enum class step : std::uint8_t { none, lease, copy, puts };
+// What the request waits for from another actor while transferring: a staged send may wait for
+// all three at once (the next chunk's lease, then its copy, beside the current chunk's puts).
+enum class step : std::uint8_t { lease, copy, puts };
+
+// A staging slot and the puts out of it of the chunk gathered there.
+struct chunk_slot {
+  lease slot;
+  std::vector<copy_op> puts;
+};
 
 struct send_request_state;
 using self_ptr = send_request_actor::stateful_pointer<send_request_state>;
@@ -84,20 +95,33 @@ struct send_request_state {
   std::size_t next_op = 0;        // staged: progress through the plan
   std::uint64_t op_offset = 0;
   std::uint64_t bytes_done = 0;
-  std::optional<lease> held;      // staged: the slot of the current chunk
-  std::vector<copy_op> chunk_puts;
-  step outstanding = step::none;
+  // Staged: the chunk being gathered (copy outstanding, or gathered and waiting for the puts
+  // of the one before), and the chunk being put.
+  std::optional<chunk_slot> filling;
+  std::optional<chunk_slot> sending;
+  bool lease_wait = false;  // outstanding steps
+  bool copy_wait = false;
+  bool puts_wait = false;
+  bool sent_all = false;  // stopping: the last puts completed before the stop took hold
   caf::error stop_reason;         // why a stop was asked: what the fetcher hears
   // What the answer of the outstanding step means in the current phase (set with the phase's
   // behaviour by enter_transferring / enter_stopping): the answers are responses, not messages.
-  void (*on_step)(self_ptr, std::uint64_t bytes, caf::error& err) = nullptr;
+  void (*on_step)(self_ptr, step done, std::uint64_t bytes, caf::error& err) = nullptr;
   static inline const char* name = "kvferry.send_request";
+
+  // Nothing of this request in the copy engine or in UCX (a lease wait exposes nothing).
+  bool engines_idle() const { return !copy_wait && !puts_wait; }
+  bool idle() const { return engines_idle() && !lease_wait; }
+  // Records the answer of `done`.
+  void answered(step done) {
+    (done == step::lease ? lease_wait : done == step::copy ? copy_wait : puts_wait) = false;
+  }
 };
 
 void enter_transferring(self_ptr self);
 void enter_stopping(self_ptr self);
 void enter_orphaned(self_ptr self);
-void lease_slot(self_ptr self);
+void pump(self_ptr self);
 void post_puts(self_ptr self, std::vector<copy_op> ops);
 
 std::uint32_t layer_count(const send_request_state& st) {
@@ -108,6 +132,18 @@ std::uint32_t layer_count(const send_request_state& st) {
 // over its predecessor's leases).
 buffer_pool_actor current_pool(self_ptr self) {
   return self->state.base.ctx.children->current().pool;
+}
+
+// A staging slot goes back to the pool, or, when its copy or puts may still be running, is
+// poisoned (out of service for good).
+void give_back(self_ptr self, std::optional<chunk_slot>& c, bool maybe_in_use) {
+  if (!c)
+    return;
+  if (maybe_in_use)
+    self->send(current_pool(self), poison_atom::value, c->slot.slot);
+  else
+    self->send(current_pool(self), release_atom::value, c->slot.slot);
+  c.reset();
 }
 
 // The send side's end: a staging slot UCX may still read from is poisoned, never given back.
@@ -125,19 +161,13 @@ void end_send(self_ptr self, transfer_result r, bool quiescent) {
         caf::sec::runtime_error, "the offer ended while its puts may still be in flight: " +
                                    r.message));
   }
-  if (st.held) {
-    if (quiescent)
-      self->send(current_pool(self), release_atom::value, st.held->slot);
-    else
-      self->send(current_pool(self), poison_atom::value, st.held->slot);
-    st.held.reset();
-  }
+  give_back(self, st.filling, !quiescent && st.copy_wait);
+  give_back(self, st.sending, !quiescent && st.puts_wait);
   st.base.end(self, std::move(r), quiescent);
 }
 
 bool quiescent_now(self_ptr self) {
-  auto s = self->state.outstanding;
-  return s == step::none || s == step::lease;
+  return self->state.engines_idle();
 }
 
 // Every step has been answered: the fetcher hears the outcome and the request ends, released.
@@ -203,7 +233,7 @@ void next_layer(self_ptr self) {
     }
     st.base.owner->set_moving();
     if (st.staged)
-      lease_slot(self);
+      pump(self);
     else
       post_puts(self, std::move(st.plan));
     return;
@@ -216,89 +246,116 @@ void on_layer_ready(self_ptr self, std::uint32_t layer, bool transferring) {
   if (!st.layers || layer >= st.layers->blocks.size())
     return;
   st.layers->ready.push_back(layer);
-  if (transferring && st.outstanding == step::none)  // it was waiting for this
+  if (transferring && st.idle())  // it was waiting for this
     next_layer(self);
 }
 
 // -- steps ------------------------------------------------------------------------------------
 
+// The transport is watched while it holds a copy or puts of this request (its death orphans
+// them), not while the request only waits for a lease.
+void watch_transport(self_ptr self) {
+  auto& st = self->state;
+  if (st.engines_idle())
+    st.base.monitors.unwatch(self, st.transport.address());
+  else
+    st.base.monitors.watch(self, st.transport.address());
+}
+
+// The answer of `done` reaches the current phase.
+void answer(self_ptr self, step done, std::uint64_t bytes, caf::error err) {
+  auto& st = self->state;
+  st.answered(done);
+  watch_transport(self);
+  st.on_step(self, done, bytes, err);
+}
+
 void post_puts(self_ptr self, std::vector<copy_op> ops) {
   auto& st = self->state;
   auto req = st.puts;  // peer, address, rkeys
   req.ops = std::move(ops);
-  st.outstanding = step::puts;
-  st.base.monitors.watch(self, st.transport.address());
+  st.puts_wait = true;
+  watch_transport(self);
   self->request(st.transport, caf::infinite, put_atom::value, std::move(req))
     .then(
       [=](put_done& done) {
-        self->state.base.monitors.unwatch(self, self->state.transport.address());
         self->state.base.owner->set_transport(std::move(done.transport));
-        caf::error none;
-        self->state.on_step(self, done.bytes, none);
+        answer(self, step::puts, done.bytes, caf::error{});
       },
       [=](caf::error& err) {
-        self->state.base.monitors.unwatch(self, self->state.transport.address());
         if (err == caf::sec::request_receiver_down)  // our own transport, not the peer
           err = make_kvferry_error(errc::backend_unhealthy,
                                    "the transport was down (restarting) when the puts were posted");
-        self->state.on_step(self, 0, err);
+        answer(self, step::puts, 0, std::move(err));
       });
 }
 
 void post_copy(self_ptr self, std::vector<copy_op> copies) {
   auto& st = self->state;
-  st.outstanding = step::copy;
-  st.base.monitors.watch(self, st.transport.address());
+  st.copy_wait = true;
+  watch_transport(self);
   self->request(st.transport, caf::infinite, copy_atom::value, self->id(), std::move(copies))
-    .then(
-      [=](std::uint64_t) {
-        self->state.base.monitors.unwatch(self, self->state.transport.address());
-        caf::error none;
-        self->state.on_step(self, 0, none);
-      },
-      [=](caf::error& err) {
-        self->state.base.monitors.unwatch(self, self->state.transport.address());
-        self->state.on_step(self, 0, err);
-      });
+    .then([=](std::uint64_t) { answer(self, step::copy, 0, caf::error{}); },
+          [=](caf::error& err) { answer(self, step::copy, 0, std::move(err)); });
 }
 
 void lease_slot(self_ptr self) {
   auto& st = self->state;
-  st.outstanding = step::lease;
+  st.lease_wait = true;
   // The pool answers within staging_wait_ms; the extra second covers a pool that died with our
   // request (a restarted pool does not know it), so the wait is bounded either way.
   self->request(current_pool(self), std::chrono::milliseconds{staging_wait_ms + 1000},
                 acquire_atom::value, staging_wait_ms)
     .then(
       [=](lease& l) {
-        // Only `transferring` waits for a lease: a stop ends the wait at once (we quit).
-        auto& st = self->state;
-        st.held = l;
-        auto chunk = next_chunk(st.plan, st.next_op, st.op_offset, l.buffer);
-        st.chunk_puts = std::move(chunk.puts);
-        post_copy(self, std::move(chunk.copies));
+        // Held from now on, whatever the phase: the end gives it back.
+        self->state.filling = chunk_slot{l, {}};
+        answer(self, step::lease, 0, caf::error{});
       },
-      [=](caf::error& err) { self->state.on_step(self, 0, err); });
+      [=](caf::error& err) { answer(self, step::lease, 0, std::move(err)); });
+}
+
+// Staged, while transferring: the chunk gathered goes out once the puts before it completed,
+// the next chunk is leased as soon as no chunk is being gathered, and the layer has landed once
+// every chunk's puts completed.
+void pump(self_ptr self) {
+  auto& st = self->state;
+  if (st.filling && !st.copy_wait && !st.puts_wait) {
+    st.sending = std::move(st.filling);
+    st.filling.reset();
+    post_puts(self, std::move(st.sending->puts));
+  }
+  const bool chunks_left = st.next_op < st.plan.size();
+  if (!st.filling && !st.lease_wait && chunks_left)
+    lease_slot(self);
+  if (st.idle() && !st.filling && !chunks_left) {
+    layer_landed(self);
+    next_layer(self);
+  }
 }
 
 // The next step after `done` succeeded, while transferring.
 void advance(self_ptr self, step done) {
   auto& st = self->state;
-  if (done == step::copy) {
-    post_puts(self, std::move(st.chunk_puts));
+  if (!st.staged) {  // the layer's puts completed
+    layer_landed(self);
+    next_layer(self);
     return;
   }
-  // Puts done: give the chunk's slot back, then the next chunk, or the end.
-  if (st.held) {
-    self->send(current_pool(self), release_atom::value, st.held->slot);
-    st.held.reset();
+  switch (done) {
+    case step::lease: {  // gather the next chunk into the slot
+      auto chunk = next_chunk(st.plan, st.next_op, st.op_offset, st.filling->slot.buffer);
+      st.filling->puts = std::move(chunk.puts);
+      post_copy(self, std::move(chunk.copies));
+      break;
+    }
+    case step::copy:
+      break;
+    case step::puts:  // the chunk's slot goes back
+      give_back(self, st.sending, false);
+      break;
   }
-  if (st.staged && st.next_op < st.plan.size()) {
-    lease_slot(self);
-    return;
-  }
-  layer_landed(self);
-  next_layer(self);
+  pump(self);
 }
 
 // The fetching node replaced the UCX worker our puts go to: nothing there acknowledges them any
@@ -310,23 +367,18 @@ void drop_stale_worker(self_ptr self) {
   self->send(st.transport, stale_worker_atom::value, st.fetch_epoch, st.puts.peer_address);
 }
 
-// Asks the outstanding step to stop; its answer ends the request (behaviour `stopping`).
+// Asks the outstanding steps to stop; their answers end the request (behaviour `stopping`).
 void stop(self_ptr self, caf::error reason) {
   auto& st = self->state;
   st.stop_reason = std::move(reason);
-  switch (st.outstanding) {
-    case step::lease:  // nothing exposed: end now; the pool drops the wait when we are gone
-      finish_transfer(self, st.stop_reason);
-      return;
-    case step::puts:
-      self->send(st.transport, cancel_atom::value, self->id());
-      break;
-    case step::copy:  // runs out on its own
-      break;
-    case step::none:  // between two steps: nothing is in flight
-      finish_transfer(self, st.stop_reason);
-      return;
+  if (st.engines_idle()) {
+    // Nothing in flight (a lease wait exposes nothing: the pool drops it when we are gone).
+    finish_transfer(self, st.stop_reason);
+    return;
   }
+  if (st.puts_wait)
+    self->send(st.transport, cancel_atom::value, self->id());
+  // A copy runs out on its own.
   enter_stopping(self);
 }
 
@@ -479,17 +531,16 @@ behavior transferring(self_ptr self) {
   };
 }
 
-// transferring: a step answered; on to the next one, or the end.
-void transferring_step(self_ptr self, std::uint64_t bytes, caf::error& err) {
+// transferring: a step answered; on to the next one, or the end. A failed step stops the
+// others; its error is what the fetcher hears.
+void transferring_step(self_ptr self, step done, std::uint64_t bytes, caf::error& err) {
   auto& st = self->state;
   st.base.ctx.health->step_answered();
-  if (!err && st.outstanding == step::puts)
+  if (!err && done == step::puts)
     st.base.owner->first_bytes();
-  auto done = st.outstanding;
-  st.outstanding = step::none;
   st.bytes_done += bytes;
   if (err)
-    finish_transfer(self, err);
+    stop(self, std::move(err));
   else
     advance(self, done);
 }
@@ -525,18 +576,21 @@ behavior stopping(self_ptr self) {
   };
 }
 
-// stopping: the step answered, so nothing is in flight any more: the request ends.
-void stopping_step(self_ptr self, std::uint64_t bytes, caf::error& err) {
+// stopping: a step answered; once the copy engine and UCX hold nothing of the request any more
+// it ends (a lease still awaited exposes nothing).
+void stopping_step(self_ptr self, step done, std::uint64_t bytes, caf::error& err) {
   auto& st = self->state;
   st.base.ctx.health->step_answered();
-  auto done = st.outstanding;
-  st.outstanding = step::none;
   st.bytes_done += bytes;
   // The last puts won the race against the stop: the transfer succeeded, unless the request
-  // already ended otherwise (then both sides agree that it failed).
-  bool complete = !err && done == step::puts && (!st.staged || st.next_op == st.plan.size()) &&
-                  st.layers_sent + 1 == layer_count(st);
-  if (complete && !st.base.owner->terminal())
+  // already ended otherwise (then both sides agree that it failed). Staged, they were the last
+  // chunk's when every chunk was planned and none is being gathered after it.
+  if (!err && done == step::puts && (!st.staged || (st.next_op == st.plan.size() && !st.filling)) &&
+      st.layers_sent + 1 == layer_count(st))
+    st.sent_all = true;
+  if (!st.engines_idle())
+    return;
+  if (st.sent_all && !st.base.owner->terminal())
     finish_transfer(self, caf::error{});
   else
     finish_transfer(self, st.stop_reason);
@@ -556,7 +610,7 @@ behavior orphaned(self_ptr self) {
     [=](cancel_fetch_atom, const std::string&, std::uint64_t, bool) {},
     [=](decline_atom, const caf::node_id&) { return cancel_result::already_complete; },
     [=](quiescent_atom) {
-      self->state.outstanding = step::none;
+      self->state.copy_wait = self->state.puts_wait = false;
       end_send(self, make_result(transfer_status::failed, errc::backend_unhealthy), true);
     },
   };
@@ -586,7 +640,7 @@ void enter_orphaned(self_ptr self) {
       caf::sec::runtime_error,
       "the offer ended while its puts may still be in flight: the sender's transport terminated"));
   st.base.monitors.clear(self);  // nothing a peer does changes what is left to wait for
-  st.on_step = [](self_ptr, std::uint64_t, caf::error&) {};  // only the ledger's word counts
+  st.on_step = [](self_ptr, step, std::uint64_t, caf::error&) {};  // only the ledger's word counts
   self->become(orphaned(self));
   auto me = caf::actor_cast<send_request_actor>(self);
   st.base.ctx.ledger->when_quiescent(self->id(),

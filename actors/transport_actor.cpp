@@ -2,6 +2,8 @@
 //
 //   put_request ──> [puts posted] ──engine completion (any outcome)──> answer the requester
 //   copy        ──> [copy queued] ──copy engine completion──────────> answer the requester
+//   (a requester may have one batch of puts and one copy outstanding at once: a staged send
+//    gathers its next chunk while the last one is put)
 //                     │  ^
 //   cancel (puts only)│  │ the completion still comes exactly once (engine contract)
 //                     v  │
@@ -42,7 +44,11 @@ struct pending_op {
 
 struct transport_state {
   transport_spec spec;
-  std::unordered_map<std::uint64_t, pending_op> ops;  // token -> operation
+  std::unordered_map<std::uint64_t, pending_op> puts;    // token -> its batch of puts
+  std::unordered_map<std::uint64_t, pending_op> copies;  // token -> its copy
+  std::unordered_map<std::uint64_t, pending_op>& ops(bool is_put) {
+    return is_put ? puts : copies;
+  }
   // Peer epoch -> the worker address its endpoint was made for. A peer's address changes when
   // it replaced a wedged worker; its next fetch carries the new one, and we connect again.
   std::unordered_map<std::uint64_t, std::vector<std::uint8_t>> connected;
@@ -69,15 +75,15 @@ Promise refuse(Promise rp, errc code, std::string msg) {
 
 // Reports a completion from another thread: to the ledger (whoever waits there, even if this
 // actor is gone), then as an op_done message to this actor.
-auto completion_to(self_ptr self, std::uint64_t token) {
+auto completion_to(self_ptr self, std::uint64_t token, bool is_put) {
   auto me = caf::actor_cast<transport_actor>(self);
   auto ledger = self->state.spec.services->ledger;
-  return [me, ledger, token](errc code, const std::string& detail) {
+  return [me, ledger, token, is_put](errc code, const std::string& detail) {
     ledger->completed(token);
     if (code == errc::none)
-      caf::anon_send(me, op_done_atom::value, token, caf::error{}, detail);
+      caf::anon_send(me, op_done_atom::value, token, is_put, caf::error{}, detail);
     else
-      caf::anon_send(me, op_done_atom::value, token, make_kvferry_error(code, detail),
+      caf::anon_send(me, op_done_atom::value, token, is_put, make_kvferry_error(code, detail),
                      std::string{});
   };
 }
@@ -95,9 +101,9 @@ caf::result<registered_memory> keep(self_ptr self,
 caf::typed_response_promise<put_done> on_put(self_ptr self, put_request& req) {
   auto rp = self->make_response_promise<put_done>();
   auto& st = self->state;
-  if (st.ops.count(req.token) > 0)
+  if (st.puts.count(req.token) > 0)
     return refuse(rp, errc::internal_error,
-                  "transport token " + std::to_string(req.token) + " in use");
+                  "transport token " + std::to_string(req.token) + " already has puts in flight");
   auto& engine = st.engine();
   if (auto& known = st.connected[req.peer_epoch]; known != req.peer_address) {
     known = req.peer_address;
@@ -113,7 +119,7 @@ caf::typed_response_promise<put_done> on_put(self_ptr self, put_request& req) {
   if (!ledger.posted(req.token))
     return refuse(rp, errc::cancelled, "the request that asked for these puts has ended");
   try {
-    op = engine.put(std::move(batch), completion_to(self, req.token));
+    op = engine.put(std::move(batch), completion_to(self, req.token, true));
   } catch (...) {
     // The engine threw before taking the batch: nothing was posted, so this request fails on
     // its own and the transport keeps serving the others (F10).
@@ -122,7 +128,7 @@ caf::typed_response_promise<put_done> on_put(self_ptr self, put_request& req) {
                   "the transport threw while posting puts: " +
                     describe_exception(std::current_exception()));
   }
-  st.ops.emplace(req.token, pending_op{true, op, bytes, rp, {}});
+  st.puts.emplace(req.token, pending_op{true, op, bytes, rp, {}});
   return rp;
 }
 
@@ -130,8 +136,9 @@ caf::typed_response_promise<std::uint64_t> on_copy(self_ptr self, std::uint64_t 
                                                    std::vector<copy_op>& copies) {
   auto rp = self->make_response_promise<std::uint64_t>();
   auto& st = self->state;
-  if (st.ops.count(token) > 0)
-    return refuse(rp, errc::internal_error, "transport token " + std::to_string(token) + " in use");
+  if (st.copies.count(token) > 0)
+    return refuse(rp, errc::internal_error,
+                  "transport token " + std::to_string(token) + " already has a copy in flight");
   std::uint64_t bytes = 0;
   for (auto& c : copies)
     bytes += c.dst.bytes;
@@ -140,14 +147,14 @@ caf::typed_response_promise<std::uint64_t> on_copy(self_ptr self, std::uint64_t 
   if (!ledger.posted(token))
     return refuse(rp, errc::cancelled, "the request that asked for this copy has ended");
   try {
-    ticket = st.spec.services->copier->submit(std::move(copies), completion_to(self, token));
+    ticket = st.spec.services->copier->submit(std::move(copies), completion_to(self, token, false));
   } catch (...) {
     ledger.completed(token);
     return refuse(rp, errc::internal_error,
                   "the copy engine threw while taking a copy: " +
                     describe_exception(std::current_exception()));
   }
-  st.ops.emplace(token, pending_op{false, ticket, bytes, {}, rp});
+  st.copies.emplace(token, pending_op{false, ticket, bytes, {}, rp});
   return rp;
 }
 
@@ -160,16 +167,17 @@ transport_actor::behavior_type transport_impl(self_ptr self, transport_spec spec
       return on_copy(self, token, copies);
     },
     [=](cancel_atom, std::uint64_t token) {
-      auto it = self->state.ops.find(token);
-      if (it != self->state.ops.end() && it->second.is_put)
+      auto it = self->state.puts.find(token);  // a copy runs out on its own
+      if (it != self->state.puts.end())
         self->state.engine().cancel(it->second.engine_op);
     },
-    [=](op_done_atom, std::uint64_t token, caf::error& err, std::string& how) {
-      auto it = self->state.ops.find(token);
-      if (it == self->state.ops.end())
+    [=](op_done_atom, std::uint64_t token, bool is_put, caf::error& err, std::string& how) {
+      auto& ops = self->state.ops(is_put);
+      auto it = ops.find(token);
+      if (it == ops.end())
         return;  // its requester was answered by an earlier incarnation; nothing to do
       auto op = std::move(it->second);
-      self->state.ops.erase(it);
+      ops.erase(it);
       if (!op.is_put && !err)
         op.copy_promise.deliver(op.bytes);
       else if (!op.is_put)

@@ -915,6 +915,128 @@ TEST_CASE("F6 (virtual time): a staged send cancelled while its chunk is being c
   CHECK(stats->value().poisoned == 0);
 }
 
+// A staged send of four 4 KiB chunks through two 4 KiB slots, fetched, up to the point where
+// chunk 0's copy is pending.
+struct pipelined_send {
+  std::vector<unsigned char> src = std::vector<unsigned char>(4 * 4096);
+  std::vector<unsigned char> dst = std::vector<unsigned char>(4 * 4096, 0);
+  node_rig::started send, recv;
+  explicit pipelined_send(node_rig& rig, const std::string& id) {
+    for (std::size_t i = 0; i < src.size(); ++i)
+      src[i] = static_cast<unsigned char>(i * 13 + 5);
+    send = rig.start_send(id, {block_of(src)}, 30000, true);
+    rig.run();
+    recv = rig.start_recv(id, {desc{addr_of(dst.data()), dst.size(), 0}}, addr_of(dst.data()),
+                          dst.size(), 30000);
+    rig.run();
+  }
+};
+
+pool_stats pool_stats_of(node_rig& rig) {
+  auto s = rig.request<pool_stats>(rig.pool, stats_atom::value);
+  rig.run();
+  REQUIRE(s->ok());
+  return s->value();
+}
+
+TEST_CASE("a staged send with two slots gathers chunk n+1 while chunk n is put, puts in chunk order, and gives each slot back after its put") {
+  node_rig rig{4, 2, 4096};
+  pipelined_send t{rig, "pipelined"};
+  REQUIRE(rig.copier->pending() == 1);
+  REQUIRE(rig.copier->complete(rig.copier->copies().back().ticket));
+  rig.run();
+  for (int chunk = 0; chunk < 4; ++chunk) {
+    REQUIRE(rig.engine->pending_count() == 1);  // one batch of puts at a time
+    auto put = rig.engine->last_put();
+    REQUIRE(put.batch.ops.size() == 1);
+    CHECK(put.batch.ops[0].dst.addr == addr_of(t.dst.data()) + chunk * 4096);
+    CHECK(std::memcmp(ptr_of(put.batch.ops[0].src), t.src.data() + chunk * 4096, 4096) == 0);
+    if (chunk < 3) {
+      // The next chunk is gathered while this one is put, into the other slot.
+      REQUIRE(rig.copier->pending() == 1);
+      auto copy = rig.copier->copies().back();
+      REQUIRE(copy.segments.size() == 1);
+      CHECK(copy.segments[0].src == addr_of(t.src.data()) + (chunk + 1) * 4096);
+      CHECK(copy.segments[0].dst.addr != put.batch.ops[0].src);
+      CHECK(pool_stats_of(rig).leased == 2);
+      REQUIRE(rig.copier->complete(copy.ticket));
+      rig.run();
+      // Gathered, it waits for the puts before it: nothing of it is put yet.
+      CHECK(rig.engine->pending_count() == 1);
+      CHECK(rig.engine->last_put().op == put.op);
+    } else {
+      CHECK(rig.copier->pending() == 0);
+      CHECK(pool_stats_of(rig).leased == 1);  // the last chunk's slot only
+    }
+    rig.engine->complete(put.op);
+    rig.run();
+  }
+  REQUIRE(t.send.handle->result());
+  CHECK(t.send.handle->result()->status == transfer_status::succeeded);
+  CHECK(t.send.handle->result()->bytes == t.src.size());
+  CHECK(t.send.handle->released());
+  REQUIRE(t.recv.handle->result());
+  CHECK(t.recv.handle->result()->status == transfer_status::succeeded);
+  auto stats = pool_stats_of(rig);
+  CHECK(stats.leased == 0);
+  CHECK(stats.poisoned == 0);
+  CHECK(rig.copier->copies().size() == 4);
+}
+
+TEST_CASE("F6 (virtual time): a staged send cancelled while chunk n is put and chunk n+1 gathered ends only when both answered, and both slots return to the pool") {
+  node_rig rig{4, 2, 4096};
+  pipelined_send t{rig, "pipelined-cancel"};
+  REQUIRE(rig.copier->complete(rig.copier->copies().back().ticket));
+  rig.run();
+  REQUIRE(rig.engine->pending_count() == 1);
+  REQUIRE(rig.copier->pending() == 1);
+  const auto put = rig.engine->last_put().op;
+  auto c = rig.cancel(t.send);
+  rig.run();
+  REQUIRE(c->ok());
+  CHECK(c->value() == cancel_result::cancel_requested_in_flight);
+  CHECK(rig.engine->cancel_requested(put));
+  CHECK_FALSE(t.send.handle->result());
+  rig.engine->complete(put, errc::cancelled);
+  rig.run();
+  // The put answered; the copy still writes into the other slot, so neither is given back yet.
+  CHECK_FALSE(t.send.handle->result());
+  CHECK_FALSE(t.send.handle->released());
+  CHECK(pool_stats_of(rig).leased == 2);
+  rig.copier->complete_all();
+  rig.run();
+  REQUIRE(t.send.handle->result());
+  CHECK(t.send.handle->result()->status == transfer_status::cancelled);
+  CHECK(t.send.handle->released());
+  CHECK(rig.engine->puts().size() == 1);  // the gathered chunk was never put
+  auto stats = pool_stats_of(rig);
+  CHECK(stats.leased == 0);
+  CHECK(stats.poisoned == 0);
+  REQUIRE(t.recv.handle->result());
+  CHECK(t.recv.handle->result()->status != transfer_status::succeeded);
+}
+
+TEST_CASE("a staged send whose put fails while the next chunk is gathered fails with the put's error once that copy ended") {
+  node_rig rig{4, 2, 4096};
+  pipelined_send t{rig, "pipelined-put-fails"};
+  REQUIRE(rig.copier->complete(rig.copier->copies().back().ticket));
+  rig.run();
+  REQUIRE(rig.copier->pending() == 1);
+  REQUIRE(rig.engine->fail(rig.engine->last_put().op, errc::transport_error, "endpoint reset"));
+  rig.run();
+  CHECK_FALSE(t.send.handle->result());  // the copy into the other slot still runs
+  rig.copier->complete_all();
+  rig.run();
+  REQUIRE(t.send.handle->result());
+  CHECK(t.send.handle->result()->code == errc::transport_error);
+  CHECK(t.send.handle->result()->message.find("endpoint reset") != std::string::npos);
+  CHECK(t.send.handle->released());
+  CHECK(rig.engine->puts().size() == 1);
+  auto stats = pool_stats_of(rig);
+  CHECK(stats.leased == 0);
+  CHECK(stats.poisoned == 0);
+}
+
 TEST_CASE("after the engine replaced its worker, the next fetch carries the new worker address (asked of the transport per fetch) and health counts the replacement") {
   node_rig rig;
   std::vector<unsigned char> src(4096, 0x77), dst(4096, 0);
