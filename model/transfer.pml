@@ -6,12 +6,17 @@
  *
  *   SendReq(i)   actors/send_request_actor.cpp. `phase` is the actor's behaviour:
  *                waiting_for_peer -> transferring -> s_stopping (behaviour `stopping`) -> s_end
- *                (the actor quit). `out` is send_request_state::outstanding (none/lease/copy/puts).
+ *                (the actor quit). lease_w / copy_w / puts_w are its outstanding steps
+ *                (lease_wait, copy_wait, puts_wait); staged, `filling` is the slot being
+ *                gathered (or gathered, waiting for the puts before it), `sending` the slot
+ *                whose puts are posted: chunk n+1 is leased and gathered while chunk n is put,
+ *                so at most one copy and one batch of puts are outstanding at once (pump).
  *   RecvReq(i)   actors/recv_request_actor.cpp: queued -> fetching -> r_stopping -> r_end.
  *   Sender       actors/sender_actor.cpp: owners (announced send-requests, erased on their DOWN),
  *                parked fetches (park expiry), routing of fetch / cancel_fetch to the owner.
  *   Transport    actors/transport_actor.cpp: put / copy posted to the engine, cancel, op_done ->
- *                the requester's answer (only for an op it still knows).
+ *                the requester's answer (only for an op it still knows). Ops are keyed by
+ *                (token, kind): one batch of puts and one copy per token; an op is OPI(i, k).
  *   Engine       transport::engine and the copy engine: completes each posted op exactly once,
  *                OK or not, at any time, also after a cancel (the completion contract).
  *   App          the serving engines: node::cancel on either side, at any point (send() and
@@ -44,29 +49,36 @@
  *
  * Abstracted away: bytes, plans and validation (a fetch is valid, or with ALLOW_INVALID may be
  * refused while the offer waits on), the sender's fetch checks and parking limits (a refusal is
- * a kvferry error, like a park expiry), the UCX puts of one batch (one batch, one completion: what the engine guarantees),
- * epochs and stale fetches (one incarnation per node), bound offers, decline(), layout tags, the
- * receiver's admission queue and the worker-address request (one internal step of `queued`, or
- * its failure once D's children are gone), the staging pool (a lease is granted or refused at
- * any time, slots are per request; returning / poisoning is checked, pool internals are not),
+ * a kvferry error, like a park expiry), the UCX puts of one batch (one batch, one completion:
+ * what the engine guarantees), layers (one layer), epochs and stale fetches (one incarnation per
+ * node), bound offers, decline(), layout tags, the receiver's admission queue and the
+ * worker-address request (one internal step of `queued`, or its failure once D's children are
+ * gone), the staging pool (a lease is granted or refused at any time, in any phase; slots are
+ * per request; returning / poisoning is checked, pool internals are not),
  * supervisor restarts (no child crashes: the transport terminates only in stop()), exceptions in
  * handlers, duplicate ids, timings and health counters.
  *
- * Ghost state: ops_out[i] (an op of request i was handed to the transport and its completion has
- * not run), posted[i] (the engine holds it), op_put[i] (a put: it reads the source, or the slot,
- * and writes D's destination; a copy reads the source into the slot), ok_batches[i].
+ * Ghost state, per op OPI(i, k) of request i, kind k (KC the copy: it reads the source into a
+ * slot; KP the puts: they read the source, or a slot, and write D's destination): ops_out (handed
+ * to the transport, its completion has not run), posted (the engine holds it), op_slot (the slot
+ * it writes or reads: slots are named by their chunk, 1..CHUNKS). Per request: slot_ret (the
+ * slots given back to the pool), ok_batches (put batches completed OK).
  *
  * Properties (see verify.sh):
  *  P1 every handle resolves exactly once: assert in handle_resolve (no second resolve), Final
  *     (none left unresolved); ltl p1_resolve_once, ltl p1_settles.
  *  P2 memory is released only after quiescence is proven: assert in handle_release (no op of the
- *     request outstanding, unless that memory's engine is gone), at a staging slot's return, and
- *     in the transport: nothing is posted that reads or writes memory already released.
+ *     request outstanding, copy or puts, unless that memory's engine is gone), at a staging
+ *     slot's return (no op that writes or reads that slot outstanding), and in the transport:
+ *     nothing is posted that reads or writes memory already released (source, destination,
+ *     slot).
  *  P3 no deadlock: no invalid end state. `end` labels only where waiting forever is legitimate:
  *     the long-lived actors' loops, the engine's idle loop, the App.
  *  P4 after stop() every handle of that node is resolved and released: assert in StopP/StopD;
  *     ltl p4_stop.
- *  Also: a decode that succeeds had every put batch completed OK, and its send succeeded too.
+ *  Also: a decode that succeeds had every put batch completed OK, and its send succeeded too; a
+ *  request has at most one copy and one batch of puts outstanding (assert at the post and in
+ *  the transport); puts read a slot only once the copy into it completed; no slot is dropped.
  */
 
 /* ---- instance bounds (spin -D...) ---------------------------------------------------------- */
@@ -74,7 +86,7 @@
 #define NREQ 1            /* requests, each one send on P and one receive on D: 1 or 2 */
 #endif
 #ifndef STAGED
-#define STAGED 0          /* 1: stage_through_pool (per chunk: lease, copy, puts) */
+#define STAGED 0          /* 1: stage_through_pool (per chunk: lease, copy, puts; pipelined) */
 #endif
 #ifndef CHUNKS
 #define CHUNKS 2          /* staged: chunks, i.e. put batches, per send */
@@ -124,11 +136,12 @@
 #define R_BACKEND     R_FAILED   /* backend_unhealthy: the transport terminated */
 #define R_ERROR       R_FAILED   /* an engine, pool or validation error */
 
-/* steps of a send-request (send_request_actor.cpp: enum class step) */
-#define NONE      0
-#define LEASE     1
-#define COPY_STEP 2
-#define PUTS      3
+/* what a send-request waits for (send_request_actor.cpp: enum class step); the copy and the
+   puts are operations at the transport, named by (request, kind): OPI(j, k) */
+#define KC 0      /* the copy: gathers a chunk from the source into its staging slot */
+#define KP 1      /* the batch of puts: reads the source, or the slot, writes D's destination */
+#define KL 2      /* the lease of a staging slot (the pool's answer; no operation) */
+#define OPI(j, k) (2 * (j) + (k))
 
 mtype = {
   /* to the sender (P) */       ANNOUNCE, FETCH, CANCEL_FETCH, DOWN_OWNER,
@@ -141,10 +154,10 @@ mtype = { waiting_for_peer, transferring, s_stopping, s_end };   /* send-request
 mtype = { queued, fetching, r_stopping, r_end };                 /* recv-request */
 
 /* ---- mailboxes ----------------------------------------------------------------------------- */
-chan s_mb[MAXR] = [6] of { mtype, byte };        /* send-request i */
+chan s_mb[MAXR] = [8] of { mtype, byte };        /* send-request i; byte: a step's kind */
 chan r_mb[MAXR] = [4] of { mtype, byte };        /* recv-request i; byte: an error's result */
 chan snd_mb = [4 * MAXR] of { mtype, byte };     /* sender; byte: request id */
-chan tr_mb = [4 * MAXR] of { mtype, byte };      /* transport; byte: request id (its token) */
+chan tr_mb = [4 * MAXR] of { mtype, byte };      /* transport; byte: the op, OPI(token, kind) */
 
 /* bounded so that a send never blocks: checked */
 #define SEND(ch, a, b) assert(nfull(ch)); ch!a,b
@@ -170,12 +183,14 @@ bool s_retired[MAXR];                    /* the send's token retired in the op l
 bool s_wf[MAXR], s_wt[MAXR];             /* send-request watches the fetcher's anchor / transport */
 bool r_wp[MAXR];                         /* recv-request watches the remote sender */
 bool s_dl[MAXR], r_dl[MAXR];             /* the request's deadline fired (it fires once) */
-bool ops_out[MAXR], op_put[MAXR], posted[MAXR], tr_known[MAXR];   /* engine ghost state */
+bool ops_out[2 * MAXR], posted[2 * MAXR], tr_known[2 * MAXR];  /* per op OPI(j, k): ghost */
+byte op_slot[2 * MAXR];                  /* the staging slot it writes (copy) or reads (puts) */
+byte slot_ret[MAXR];                     /* bit s: the request's slot s went back to the pool */
 byte ok_batches[MAXR];                   /* put batches completed without error */
 bool owners[MAXR], parked[MAXR];         /* sender state */
 
-#define SRC_QUIESCENT(j) (!ops_out[j] || p_engine_gone)
-#define DST_QUIESCENT(j) (!(ops_out[j] && op_put[j]) || d_revoked)
+#define SRC_QUIESCENT(j) ((!ops_out[OPI(j, KC)] && !ops_out[OPI(j, KP)]) || p_engine_gone)
+#define DST_QUIESCENT(j) (!ops_out[OPI(j, KP)] || d_revoked)
 
 /* ---- delivery (see the header: messages to an actor that quit) ----------------------------- */
 inline to_rreq(j, msg, arg) {
@@ -184,7 +199,7 @@ inline to_rreq(j, msg, arg) {
   :: else -> SEND(r_mb[j], msg, arg)
   fi
 }
-inline to_sreq(j, msg) {
+inline to_sreq(j, msg, arg) {
   if
   :: p_dead -> skip
   :: !p_dead && s_ended[j] ->
@@ -192,7 +207,7 @@ inline to_sreq(j, msg) {
      :: msg == FETCH -> to_rreq(j, ANS_BOUNCED, 0)  /* delegated to an owner that quit */
      :: else -> skip
      fi
-  :: else -> SEND(s_mb[j], msg, 0)
+  :: else -> SEND(s_mb[j], msg, arg)
   fi
 }
 inline to_sender(msg, j) {
@@ -205,14 +220,15 @@ inline to_sender(msg, j) {
   :: else -> SEND(snd_mb, msg, j)
   fi
 }
-inline to_transport(msg, j) {
+inline to_transport(msg, o) {         /* o: the op, OPI(request, kind) */
   if
   :: tr_dead ->
      if
-     :: msg == PUT || msg == COPY -> ops_out[j] = false; to_sreq(j, STEP_ERR)  /* never posted */
+     :: msg == PUT || msg == COPY ->       /* never posted: request_receiver_down */
+        ops_out[o] = false; op_slot[o] = 0; to_sreq((o) / 2, STEP_ERR, (o) % 2)
      :: else -> skip
      fi
-  :: else -> SEND(tr_mb, msg, j)
+  :: else -> SEND(tr_mb, msg, o)
   fi
 }
 
@@ -276,10 +292,37 @@ inline finish_transfer(r) {           /* finish_transfer: the fetcher hears r, e
   ending = true; er = r; eq = true; answer = true
 }
 
-/* finish_transfer's delivery (fetch_rp.deliver), then end_send + request_base::end: the slot back
-   (quiescent) or poisoned; terminal once; released if quiescent, else quarantined
-   (~request_owner); watches off; the actor quits: the sender's monitor fires, what is left in
-   the mailbox is bounced or dropped. */
+/* give_back, to the pool: P2, no copy still writes the slot and no put still reads it. A slot
+   is named by its chunk (1..CHUNKS; a lease answered in stopping holds the next chunk's slot,
+   never cut). */
+inline slot_back(s) {
+  assert(!(ops_out[OPI(i, KC)] && op_slot[OPI(i, KC)] == (s)));
+  assert(!(ops_out[OPI(i, KP)] && op_slot[OPI(i, KP)] == (s)));
+  slot_ret[i] = slot_ret[i] | (1 << (s))
+}
+
+/* end_send: a slot is poisoned (out of service for good) when the end is not quiescent and its
+   own operation is outstanding: the copy for `filling`, the puts for `sending` */
+#ifdef MUTANT_SLOT_BACK_EARLY
+#define FILLING_IN_USE puts_w   /* mutant: each slot judged by the other slot's operation */
+#define SENDING_IN_USE copy_w
+#else
+#define FILLING_IN_USE copy_w
+#define SENDING_IN_USE puts_w
+#endif
+
+/* engines_idle: nothing of the request in the copy engine or in UCX (a lease wait exposes
+   nothing); quiescent_now is the same */
+#ifdef MUTANT_IDLE_IGNORES_COPY
+#define ENGINES_IDLE (!puts_w)              /* mutant: a copy in flight is forgotten */
+#else
+#define ENGINES_IDLE (!copy_w && !puts_w)
+#endif
+
+/* finish_transfer's delivery (fetch_rp.deliver), then end_send + request_base::end: each slot
+   back or poisoned; terminal once; released if quiescent, else quarantined (~request_owner);
+   watches off; the actor quits: the sender's monitor fires, what is left in the mailbox is
+   bounced or dropped. */
 inline send_ending() {
   if
   :: ending ->
@@ -293,12 +336,11 @@ inline send_ending() {
      :: else -> skip
      fi;
      if
-     :: held ->
-        if
-        :: eq -> assert(!ops_out[i])      /* P2: the slot goes back to the pool unused */
-        :: else -> skip                   /* poisoned: out of service for good */
-        fi;
-        held = false
+     :: filling != 0 && (eq || !FILLING_IN_USE) -> slot_back(filling)
+     :: else -> skip                    /* none, or poisoned */
+     fi;
+     if
+     :: sending != 0 && (eq || !SENDING_IN_USE) -> slot_back(sending)
      :: else -> skip
      fi;
      s_finish(er);
@@ -318,43 +360,94 @@ inline send_ending() {
         fi
      :: empty(s_mb[i]) -> break
      od;
-     out = NONE; chunk = 0; stop_reason = R_NONE; s_dl[i] = false;  /* the timer dies too */
+     lease_w = false; copy_w = false; puts_w = false; filling = 0; sending = 0; chunk = 0;
+     sent_all = false; stop_reason = R_NONE; s_dl[i] = false;  /* the timer dies too */
      ending = false; er = R_NONE; eq = false; answer = false
   :: else -> skip
   fi;
   m = 0; a = 0
 }
 
-/* post_puts / post_copy: a request to the transport, watched while it holds the step */
-inline post_step(kind) {
-  out = kind;
-  ops_out[i] = true;
-  op_put[i] = (kind == PUTS);
-  s_wt[i] = true;
+/* post_puts / post_copy of slot s (0: puts straight from the source): a request to the
+   transport, which is watched while it holds a copy or puts (watch_transport) */
+inline post_step(k, s) {
+  assert(!ops_out[OPI(i, k)]);          /* at most one copy and one batch of puts per request */
+  ops_out[OPI(i, k)] = true; op_slot[OPI(i, k)] = s;
   if
-  :: tr_dead -> SEND(s_mb[i], DOWN_TRANSPORT, 0)   /* watching a dead actor: DOWN at once */
-  :: else -> skip
+  :: k == KC -> copy_w = true
+  :: else -> puts_w = true
   fi;
   if
-  :: kind == PUTS -> to_transport(PUT, i)
-  :: else -> to_transport(COPY, i)
+  :: !s_wt[i] && tr_dead -> SEND(s_mb[i], DOWN_TRANSPORT, 0)   /* a dead actor: DOWN at once */
+  :: else -> skip
+  fi;
+  s_wt[i] = true;
+  if
+  :: k == KP -> to_transport(PUT, OPI(i, k))
+  :: else -> to_transport(COPY, OPI(i, k))
   fi
 }
 
-/* stop(): ask the outstanding step to stop; its answer ends the request (behaviour stopping) */
+/* answer: the answer of the copy (KC) or the puts (KP) is recorded; the transport stays watched
+   while the other is outstanding */
+inline answered(k) {
+  if
+  :: k == KC -> copy_w = false
+  :: else -> puts_w = false
+  fi;
+  s_wt[i] = (copy_w || puts_w)
+}
+
+/* pump, staged and transferring: the chunk gathered goes out once the puts before it completed,
+   the next chunk is leased once no chunk is being gathered, the transfer is done once every
+   chunk's puts completed (layer_landed, next_layer: one layer) */
+inline pump() {
+  if
+  :: filling != 0 && !copy_w && !puts_w ->
+     assert(sending == 0);              /* no slot is dropped */
+     sending = filling; filling = 0; post_step(KP, sending)
+  :: else -> skip
+  fi;
+  if
+  :: filling == 0 && !lease_w && chunk < CHUNKS -> lease_w = true   /* lease_slot */
+  :: else -> skip
+  fi;
+  if
+  :: ENGINES_IDLE && !lease_w && filling == 0 && chunk == CHUNKS -> finish_transfer(R_OK)
+  :: else -> skip
+  fi
+}
+
+/* stop(): nothing in the engines: the end, now; else the answers end the request (stopping) */
 inline do_stop(reason) {
   stop_reason = reason;
   if
-  :: out == LEASE || out == NONE -> finish_transfer(stop_reason)
-  :: out == PUTS ->
-     /* cancel to the transport (ucp_request_cancel): the engine completes the batch exactly
-        once whatever it is told, so the message changes nothing in the model: not sent */
+  :: ENGINES_IDLE -> finish_transfer(stop_reason)   /* a lease wait exposes nothing */
+  :: else ->
+     /* puts outstanding: cancel to the transport (ucp_request_cancel); the engine completes
+        the batch exactly once whatever it is told, so the message changes nothing in the
+        model: not sent. A copy runs out on its own. */
 #ifdef MUTANT_RELEASE_EARLY
      finish_transfer(stop_reason)       /* mutant: released before the transport's answer */
 #else
      phase = s_stopping
 #endif
-  :: out == COPY_STEP -> phase = s_stopping        /* a copy runs out on its own */
+  fi
+}
+
+/* stopping_step: an answer (k: KC, KP, KL) recorded, ok or not; the last chunk's puts
+   completing OK mean everything was sent (sent_all); once neither a copy nor puts are
+   outstanding the request ends */
+inline stopping_step(k, ok) {
+  if
+  :: (ok) && (k) == KP && (!STAGED || (chunk == CHUNKS && filling == 0)) -> sent_all = true
+  :: else -> skip
+  fi;
+  if
+  :: ENGINES_IDLE && sent_all && s_res[i] == 0 ->
+     finish_transfer(R_OK)              /* the last puts won the race: succeeded */
+  :: ENGINES_IDLE && !(sent_all && s_res[i] == 0) -> finish_transfer(stop_reason)
+  :: else -> skip
   fi
 }
 
@@ -376,10 +469,14 @@ proctype SendReq(byte i) {
   mtype phase = waiting_for_peer;
   mtype m;
   byte a;
-  byte out = NONE;          /* send_request_state::outstanding */
+  bool lease_w = false;     /* outstanding steps: lease_wait, */
+  bool copy_w = false;      /*   copy_wait, */
+  bool puts_w = false;      /*   puts_wait */
+  byte filling = 0;         /* staged: the slot being gathered, or gathered and waiting (0: none) */
+  byte sending = 0;         /* staged: the slot whose puts are posted (0: none) */
   byte chunk = 0;           /* staged: chunks cut from the plan so far (next_op) */
+  bool sent_all = false;    /* stopping: the last chunk's puts completed OK */
   byte stop_reason = R_NONE;
-  bool held = false;        /* staged: the lease of the current chunk */
   bool ending = false;      /* this handler ends the request: */
   byte er = R_NONE;         /*   with this result, */
   bool eq = false;          /*   released (quiescent) or not, */
@@ -387,7 +484,7 @@ proctype SendReq(byte i) {
 
   atomic { s_spawned[i] -> to_sender(ANNOUNCE, i) }   /* send_request_impl announces itself */
   do
-  :: atomic { S_LIVE && (len(s_mb[i]) > 0 || out == LEASE || p_stopping ||
+  :: atomic { S_LIVE && (len(s_mb[i]) > 0 || lease_w || p_stopping ||
                          (DEADLINE_ARMED(i) && !s_dl[i] && !(phase == s_stopping && s_res[i] != 0))) ->
      if
      /* ---- a message ---------------------------------------------------------------------- */
@@ -406,10 +503,10 @@ proctype SendReq(byte i) {
                  :: d_anchor_dead -> SEND(s_mb[i], DOWN_FETCHER, 0)
                  :: else -> skip
                  fi;
-                 phase = transferring;                    /* enter_transferring */
+                 phase = transferring;                    /* enter_transferring, next_layer */
                  if
-                 :: STAGED -> out = LEASE                 /* lease_slot */
-                 :: else -> post_step(PUTS)               /* post_puts */
+                 :: STAGED -> pump()                      /* lease_slot */
+                 :: else -> post_step(KP, 0)              /* post_puts */
                  fi
               fi
            :: m == CANCEL -> end_send(R_CANCELLED, true)  /* cancelled_before_advertise */
@@ -419,21 +516,14 @@ proctype SendReq(byte i) {
         :: phase == transferring ->
            if
            :: m == CANCEL || m == CANCEL_FETCH -> do_stop(R_CANCELLED)
-           :: m == STEP_OK || m == STEP_ERR ->            /* transferring_step */
-              s_wt[i] = false;
+           :: m == STEP_OK || m == STEP_ERR ->            /* transferring_step (a: the kind) */
+              answered(a);
               if
-              :: m == STEP_ERR -> out = NONE; finish_transfer(R_ERROR)
-              :: m == STEP_OK && out == COPY_STEP -> post_step(PUTS)   /* advance */
-              :: m == STEP_OK && out == PUTS ->
-                 out = NONE;
-                 if
-                 :: held -> assert(!ops_out[i]); held = false   /* the chunk's slot back */
-                 :: else -> skip
-                 fi;
-                 if
-                 :: STAGED && chunk < CHUNKS -> out = LEASE    /* the next chunk */
-                 :: else -> finish_transfer(R_OK)
-                 fi
+              :: m == STEP_ERR -> do_stop(R_ERROR)        /* its error is what the fetcher hears */
+              :: m == STEP_OK && !STAGED -> finish_transfer(R_OK)   /* advance: landed */
+              :: m == STEP_OK && STAGED && a == KP ->     /* advance: the chunk's slot back */
+                 slot_back(sending); sending = 0; pump()
+              :: m == STEP_OK && STAGED && a == KC -> pump()   /* advance: gathered */
               fi
            :: m == DOWN_FETCHER && s_wf[i] -> fetcher_down()
            :: m == DOWN_TRANSPORT && s_wt[i] ->
@@ -443,13 +533,7 @@ proctype SendReq(byte i) {
         /* -- stopping -------------------------------------------------------------------- */
         :: phase == s_stopping ->
            if
-           :: m == STEP_OK || m == STEP_ERR ->            /* stopping_step */
-              s_wt[i] = false;
-              if
-              :: m == STEP_OK && out == PUTS && (!STAGED || chunk == CHUNKS) && s_res[i] == 0 ->
-                 out = NONE; finish_transfer(R_OK)   /* the last puts won the race: succeeded */
-              :: else -> out = NONE; finish_transfer(stop_reason)
-              fi
+           :: m == STEP_OK || m == STEP_ERR -> answered(a); stopping_step(a, m == STEP_OK)
            :: m == DOWN_FETCHER && s_wf[i] -> fetcher_down()
            :: m == DOWN_TRANSPORT && s_wt[i] -> end_send(R_BACKEND, false)
            :: else -> skip       /* cancel, cancel_fetch: already stopping */
@@ -465,9 +549,20 @@ proctype SendReq(byte i) {
         fi
      /* ---- the exit handler: the node is stopping ------------------------------------------ */
      :: p_stopping -> end_send(R_STOPPED, false)
-     /* ---- staged: the pool answers the lease (only `transferring` waits for one) ---------- */
-     :: out == LEASE -> held = true; chunk++; post_step(COPY_STEP)
-     :: out == LEASE -> out = NONE; finish_transfer(R_ERROR)     /* the wait timed out */
+     /* ---- staged: the pool answers the lease (lease_slot), in any phase ------------------- */
+     :: lease_w ->                         /* granted: held as `filling` whatever the phase */
+        lease_w = false; filling = chunk + 1;
+        if
+        :: phase == transferring ->        /* advance: the next chunk cut, its copy posted */
+           chunk++; post_step(KC, filling); pump()
+        :: else -> stopping_step(KL, true)
+        fi
+     :: lease_w ->                         /* refused, or the wait timed out */
+        lease_w = false;
+        if
+        :: phase == transferring -> do_stop(R_ERROR)
+        :: else -> stopping_step(KL, false)
+        fi
      fi;
      send_ending() }
   :: !S_LIVE -> break
@@ -561,17 +656,17 @@ end_loop:
      :: m == ANNOUNCE ->
         owners[a] = true;
         if
-        :: parked[a] -> parked[a] = false; to_sreq(a, FETCH)   /* the parked fetch delegated */
+        :: parked[a] -> parked[a] = false; to_sreq(a, FETCH, 0)   /* the parked fetch delegated */
         :: else -> skip
         fi
      :: m == FETCH ->
         if
-        :: owners[a] -> to_sreq(a, FETCH)           /* delegated to the owner */
+        :: owners[a] -> to_sreq(a, FETCH, 0)           /* delegated to the owner */
         :: else -> parked[a] = true                 /* send() not called yet (or over) */
         fi
      :: m == CANCEL_FETCH ->
         if
-        :: owners[a] -> to_sreq(a, CANCEL_FETCH)
+        :: owners[a] -> to_sreq(a, CANCEL_FETCH, 0)
         :: !owners[a] && parked[a] -> parked[a] = false; to_rreq(a, ANS_KVERR, R_CANCELLED)
         :: else -> skip
         fi
@@ -617,21 +712,28 @@ end_loop:
      :: m == PUT || m == COPY ->            /* on_put / on_copy: posted to the engine */
         if
 #ifndef MUTANT_POST_RETIRED  /* mutant: the transport ignores the ledger's retired tokens */
-        :: s_retired[a] -> ops_out[a] = false   /* its request ended unreleased: refused */
+        :: s_retired[a / 2] ->               /* its request ended unreleased: refused */
+           ops_out[a] = false; op_slot[a] = 0
 #endif
         :: else ->
-           assert(s_rel[a] == 0);           /* P2: nothing reads released source memory */
-           assert(m == COPY || r_rel[a] == 0 || d_revoked || d_dead);  /* nor writes a
-                                                                          released destination */
+           assert(!tr_known[a]);            /* one batch of puts and one copy per token */
+           assert(s_rel[a / 2] == 0);       /* P2: nothing reads released source memory, */
+           assert(m == COPY || r_rel[a / 2] == 0 || d_revoked || d_dead);  /* nor writes a
+                                                                    released destination, */
+           assert(op_slot[a] == 0 || (slot_ret[a / 2] & (1 << op_slot[a])) == 0);  /* nor
+                                                                  uses a slot given back */
+           /* puts read a slot only once its copy completed (pump waits for the answer) */
+           assert(m == COPY || op_slot[a] == 0 ||
+                  !(ops_out[a - 1] && op_slot[a - 1] == op_slot[a]));
            posted[a] = true; tr_known[a] = true
         fi
-     :: m == OP_OK || m == OP_ERR ->        /* op_done: answer the requester */
+     :: m == OP_OK || m == OP_ERR ->        /* op_done (token, is_put): answer the requester */
         if
         :: tr_known[a] ->
            tr_known[a] = false;
            if
-           :: m == OP_OK -> to_sreq(a, STEP_OK)
-           :: else -> to_sreq(a, STEP_ERR)
+           :: m == OP_OK -> to_sreq(a / 2, STEP_OK, a % 2)
+           :: else -> to_sreq(a / 2, STEP_ERR, a % 2)
            fi
         :: else -> skip
         fi
@@ -647,15 +749,16 @@ inline transport_dies() {
   do
   :: nempty(tr_mb) -> tr_mb?km,ka;
      if
-     :: km == PUT || km == COPY -> ops_out[ka] = false; to_sreq(ka, STEP_ERR)
+     :: km == PUT || km == COPY ->
+        ops_out[ka] = false; op_slot[ka] = 0; to_sreq(ka / 2, STEP_ERR, ka % 2)
      :: else -> skip
      fi
   :: else -> break
   od;
+  for (j : 0 .. 2 * MAXR - 1) { tr_known[j] = false };
   for (j : 0 .. MAXR - 1) {
-    tr_known[j] = false;
     if
-    :: s_wt[j] -> to_sreq(j, DOWN_TRANSPORT)
+    :: s_wt[j] -> to_sreq(j, DOWN_TRANSPORT, 0)
     :: else -> skip
     fi
   };
@@ -663,12 +766,12 @@ inline transport_dies() {
 }
 
 /* ==== the engine's completions (UCX progress thread, copy engine) ========================== */
-inline complete(j) {
-  posted[j] = false; ops_out[j] = false;   /* the completion callback ran: quiescent */
+inline complete(o) {                   /* o: the op, OPI(request, kind) */
+  posted[o] = false; ops_out[o] = false; op_slot[o] = 0;   /* the callback ran: quiescent */
   if
-  :: op_put[j] -> ok_batches[j]++; to_transport(OP_OK, j)
-  :: !op_put[j] -> to_transport(OP_OK, j)
-  :: true -> to_transport(OP_ERR, j)       /* failed or cancelled */
+  :: o % 2 == KP -> ok_batches[o / 2]++; to_transport(OP_OK, o)
+  :: o % 2 == KC -> to_transport(OP_OK, o)
+  :: true -> to_transport(OP_ERR, o)       /* failed or cancelled */
   fi
 }
 /* The op ledger's word on a quarantined send (~request_owner retired its token): once the engine
@@ -680,10 +783,14 @@ inline ledger_release(j) {
 proctype Engine() {
 end_idle:
   do
-  :: atomic { !p_dead && posted[0] -> complete(0) }
-  :: atomic { !p_dead && posted[1] -> complete(1) }
-  :: atomic { !p_dead && !p_engine_gone && s_quar[0] && !posted[0] -> ledger_release(0) }
-  :: atomic { !p_dead && !p_engine_gone && s_quar[1] && !posted[1] -> ledger_release(1) }
+  :: atomic { !p_dead && posted[0] -> complete(0) }   /* request 0's copy */
+  :: atomic { !p_dead && posted[1] -> complete(1) }   /* request 0's puts */
+  :: atomic { !p_dead && posted[2] -> complete(2) }
+  :: atomic { !p_dead && posted[3] -> complete(3) }
+  :: atomic { !p_dead && !p_engine_gone && s_quar[0] && !posted[OPI(0, KC)] &&
+              !posted[OPI(0, KP)] -> ledger_release(0) }
+  :: atomic { !p_dead && !p_engine_gone && s_quar[1] && !posted[OPI(1, KC)] &&
+              !posted[OPI(1, KP)] -> ledger_release(1) }
   od
 }
 
@@ -693,11 +800,11 @@ proctype App() {
 end_app:
   do
   :: atomic { ALLOW_CANCEL_S && s_spawned[0] && !sc[0] && !p_stopped && !p_dead ->
-              sc[0] = true; to_sreq(0, CANCEL) }
+              sc[0] = true; to_sreq(0, CANCEL, 0) }
   :: atomic { ALLOW_CANCEL_R && r_spawned[0] && !rc[0] && !d_stopped && !d_dead ->
               rc[0] = true; to_rreq(0, CANCEL, 0) }
   :: atomic { ALLOW_CANCEL_S && s_spawned[1] && !sc[1] && !p_stopped && !p_dead ->
-              sc[1] = true; to_sreq(1, CANCEL) }
+              sc[1] = true; to_sreq(1, CANCEL, 0) }
   :: atomic { ALLOW_CANCEL_R && r_spawned[1] && !rc[1] && !d_stopped && !d_dead ->
               rc[1] = true; to_rreq(1, CANCEL, 0) }
   od
@@ -721,7 +828,7 @@ proctype Faults() {
        d_dead = true; d_anchor_dead = true; d_children_dead = true;
        for (j : 0 .. MAXR - 1) {
          if
-         :: s_wf[j] -> to_sreq(j, DOWN_FETCHER)
+         :: s_wf[j] -> to_sreq(j, DOWN_FETCHER, 0)
          :: else -> skip
          fi
        }; j = 0 }
@@ -753,7 +860,7 @@ proctype StopP() {
   atomic {
     /* the engine is destroyed: every operation completes, nothing touches memory any more */
     p_engine_gone = true;
-    for (j : 0 .. MAXR - 1) { posted[j] = false; ops_out[j] = false };
+    for (j : 0 .. 2 * MAXR - 1) { posted[j] = false; ops_out[j] = false; op_slot[j] = 0 };
     /* every request still unreleased (quarantined) is released (F22) */
     for (j : 0 .. MAXR - 1) {
       if
@@ -781,7 +888,7 @@ proctype StopD() {
     d_anchor_dead = true; d_children_dead = true;
     for (j : 0 .. MAXR - 1) {
       if
-      :: s_wf[j] -> to_sreq(j, DOWN_FETCHER)
+      :: s_wf[j] -> to_sreq(j, DOWN_FETCHER, 0)
       :: else -> skip
       fi
     }; j = 0 }

@@ -15,7 +15,7 @@ cp "$model" "$work/transfer.pml"
 cd "$work"
 
 MEM=2048        # MiB: pan stops (and we fail) rather than use more
-DEPTH=100000    # search depth limit (the deepest run is about 330 steps)
+DEPTH=100000    # search depth limit (the deepest run is about 400 steps)
 JOBS=${JOBS:-2} # builds and searches run this many at a time
 failed=0
 start_all=$SECONDS
@@ -23,7 +23,7 @@ start_all=$SECONDS
 # Instances (spin -D flags). See README.md.
 ONE="-DNREQ=1"                                                    # everything, one request
 LIVE="-DNREQ=1 -DALLOW_STOP_P=0 -DALLOW_STOP_D=0"                 # for the liveness LTL
-STAGED="-DNREQ=1 -DSTAGED=1 -DCHUNKS=2 -DALLOW_STOP_D=0"         # two chunks: lease/copy/puts x2
+STAGED="-DNREQ=1 -DSTAGED=1 -DCHUNKS=2 -DALLOW_STOP_D=0"         # two chunks, 2 gathered while 1 is put
 TWO_STOP="-DNREQ=2 -DALLOW_DEADLINE=2 -DALLOW_CANCEL_S=0 -DALLOW_CANCEL_R=0 -DALLOW_KILL=0 -DALLOW_STOP_D=0"
 TWO_KILL="-DNREQ=2 -DALLOW_DEADLINE=2 -DALLOW_CANCEL_S=0 -DALLOW_CANCEL_R=0 -DALLOW_STOP_P=0 -DALLOW_STOP_D=0"
 
@@ -92,10 +92,11 @@ add two_stop "$TWO_STOP" "$SEARCH -DNOCLAIM" ""
 add two_kill "$TWO_KILL" "$SEARCH -DNOCLAIM" ""
 add one_p4 "$ONE" "$SEARCH" "-N p4_stop"
 add live "$LIVE" "-O0" "-a -N p1_settles"
-for m in MUTANT_RELEASE_EARLY MUTANT_RESOLVE_TWICE MUTANT_RECV_RELEASE_ON_DOWN \
-         MUTANT_IGNORE_PEER_DOWN MUTANT_STOP_NO_RELEASE MUTANT_POST_RETIRED; do
-  add "$m" "$ONE -D$m" "$O0" ""
-done
+MUTANTS="MUTANT_RELEASE_EARLY MUTANT_RESOLVE_TWICE MUTANT_RECV_RELEASE_ON_DOWN
+         MUTANT_IGNORE_PEER_DOWN MUTANT_STOP_NO_RELEASE MUTANT_POST_RETIRED"
+STAGED_MUTANTS="MUTANT_SLOT_BACK_EARLY MUTANT_IDLE_IGNORES_COPY"   # planted in the staged instance
+for m in $MUTANTS; do add "$m" "$ONE -D$m" "$O0" ""; done
+for m in $STAGED_MUTANTS; do add "$m" "$STAGED -D$m" "$O0" ""; done
 add strict "$ONE -DSTRICT_QUARANTINE" "$SEARCH -DNOCLAIM" ""
 add crash "$ONE -DALLOW_TRANSPORT_CRASH=1" "$SEARCH -DNOCLAIM" ""
 
@@ -115,10 +116,7 @@ check "two-kill: P1-P4" two_kill
 check "crash: P1-P4 (transport crashes)" crash
 check "strict: no needless quarantine" strict
 echo "mutants (each must be caught):"
-for m in MUTANT_RELEASE_EARLY MUTANT_RESOLVE_TWICE MUTANT_RECV_RELEASE_ON_DOWN \
-         MUTANT_IGNORE_PEER_DOWN MUTANT_STOP_NO_RELEASE MUTANT_POST_RETIRED; do
-  caught "$m" "$m"
-done
+for m in $MUTANTS $STAGED_MUTANTS; do caught "$m" "$m"; done
 
 echo "total: $((SECONDS - start_all)) s"
 if [[ $failed != 0 ]]; then
