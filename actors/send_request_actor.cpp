@@ -253,20 +253,18 @@ void on_layer_ready(self_ptr self, std::uint32_t layer, bool transferring) {
 // -- steps ------------------------------------------------------------------------------------
 
 // The transport is watched while it holds a copy or puts of this request (its death orphans
-// them), not while the request only waits for a lease.
+// them), not while the request only waits for a lease: posting watches, an answer that leaves
+// nothing outstanding unwatches (never watches: once orphaned, the watches stay off).
 void watch_transport(self_ptr self) {
-  auto& st = self->state;
-  if (st.engines_idle())
-    st.base.monitors.unwatch(self, st.transport.address());
-  else
-    st.base.monitors.watch(self, st.transport.address());
+  self->state.base.monitors.watch(self, self->state.transport.address());
 }
 
 // The answer of `done` reaches the current phase.
 void answer(self_ptr self, step done, std::uint64_t bytes, caf::error err) {
   auto& st = self->state;
   st.answered(done);
-  watch_transport(self);
+  if (st.engines_idle())
+    st.base.monitors.unwatch(self, st.transport.address());
   st.on_step(self, done, bytes, err);
 }
 
