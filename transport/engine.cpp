@@ -206,6 +206,7 @@ engine_stats engine_impl::stats() const {
   s.worker_replacements = worker_replacements_.load();
   s.writes_refused = writes_refused_.load();
   s.lost_wakeups = lost_wakeups_.load();
+  s.acks_leaving = acks_leaving_.load();
   return s;
 }
 

@@ -104,6 +104,9 @@ struct engine_stats {
   // Times the engine found work that no wake-up announced (a shared-memory peer in another
   // network namespace cannot wake this one); the engine then polls while work is outstanding.
   std::uint64_t lost_wakeups = 0;
+  // Acknowledgements of peers' data messages queued and not yet sent: while any is, the engine
+  // polls rather than sleeps, so an idle engine must show 0.
+  std::uint64_t acks_leaving = 0;
 };
 
 class engine {

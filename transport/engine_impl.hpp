@@ -308,7 +308,9 @@ class engine_impl final : public engine {
   std::vector<pending_request*> completed_;
   std::vector<std::pair<ucp_ep_h, ucs_status_t>> failed_eps_;
   std::vector<ack> acks_;
-  std::size_t acks_leaving_ = 0;  // acknowledgements UCX has queued and not sent yet
+  // Acknowledgements UCX has queued and not sent yet (written by the progress thread only;
+  // atomic for stats()).
+  std::atomic<std::size_t> acks_leaving_{0};
   // Puts and data messages UCX holds (every batch's outstanding_puts): see the wedge check.
   std::size_t sends_waiting_ = 0;
   // Where peers' data messages may write: this engine's registrations (memory.hpp).

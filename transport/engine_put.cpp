@@ -485,12 +485,21 @@ void engine_impl::answer(ucp_ep_h reply_ep, const ack_header& header) noexcept {
   send.flags = UCP_AM_SEND_FLAG_EAGER | UCP_AM_SEND_FLAG_REPLY;
   send.cb.send = &engine_impl::on_ack_sent;
   send.user_data = leaving;
+  // Counted before the call: an answer that leaves at once is completed through on_ack_sent
+  // from inside ucp_am_send_nbx (that is what NO_IMM_CMPL does in UCX 1.13), which then returns
+  // the request anyway. Counted after, that answer left acks_leaving_ one too high for good,
+  // and the progress thread polled every millisecond forever instead of sleeping (issue 13:
+  // an idle receiving node woke ~1000 times a second).
+  ++acks_leaving_;
   ucs_status_ptr_t sent = ucp_am_send_nbx(reply_ep, am_ack_id, nullptr, 0, &leaving->header,
                                           sizeof(leaving->header), &send);
-  if (UCS_PTR_IS_PTR(sent)) {
-    ++acks_leaving_;
-  } else {
-    delete leaving;  // refused at once (the endpoint failed): the sender learns it from its own
+  if (!UCS_PTR_IS_PTR(sent)) {
+    // Refused at once (the endpoint failed), without a callback: the sender learns it from its
+    // own endpoint.
+    if (acks_leaving_ > 0) {
+      --acks_leaving_;
+    }
+    delete leaving;
   }
 }
 
