@@ -2,6 +2,7 @@
 
 #include "kvferry/node.hpp"
 #include "bench/hold.hpp"
+#include "bench/idle.hpp"
 #include "bench/limits.hpp"
 #include "cli/child_process.hpp"
 #include "cli/protocol.hpp"
@@ -21,6 +22,7 @@
 #include <map>
 #include <mutex>
 #include <sstream>
+#include <unistd.h>
 
 namespace kvferry::bench {
 
@@ -139,7 +141,9 @@ std::vector<case_spec> plan(const options& opts) {
     c.concurrency = conc;
     out.push_back(c);
   };
-  if (wants(opts, "bandwidth") || wants(opts, "small-blocks") || wants(opts, "rate"))
+  // The idle case needs it too: an idle node is one that has done some work.
+  if (wants(opts, "bandwidth") || wants(opts, "small-blocks") || wants(opts, "rate") ||
+      wants(opts, "idle"))
     add("warm-up", 16, 4, 64 << 10, 4);
   for (auto bs : wants(opts, "bandwidth") ? opts.block_sizes : std::vector<std::uint64_t>{}) {
     for (auto conc : opts.concurrency) {
@@ -204,8 +208,58 @@ device_figures measure_device(const options& opts) {
   return out;
 }
 
+void print_holds(const std::vector<hold_result>& holds) {
+  std::printf("\n%-9s %-5s %9s %10s %10s %9s %10s %8s %9s\n", "hold", "side", "post s",
+              "resolve s", "release s", "us/req", "heap B/req", "RSS B/req", "kept B/req");
+  for (auto& h : holds) {
+    for (int s = 0; s < 2; ++s) {
+      auto& side = s == 0 ? h.send : h.recv;
+      auto heap = h.heap_known ? std::to_string(side.heap_bytes) : std::string{"-"};
+      auto kept = h.heap_known ? std::to_string(side.retained_bytes) : std::string{"-"};
+      std::printf("%-9u %-5s %9.2f %10.2f %10.2f %9.1f %10s %8llu %9s%s\n", h.requests,
+                  s == 0 ? "send" : "recv", side.post_s, side.resolve_s, side.release_s,
+                  side.seconds() * 1e6 / h.requests, heap.c_str(),
+                  static_cast<unsigned long long>(side.rss_bytes), kept.c_str(),
+                  side.all_resolved ? "" : "  SOME NEVER RESOLVED");
+    }
+    if (!h.stayed_healthy)
+      std::printf("%-9s the node turned UNHEALTHY during this hold\n", "");
+  }
+  std::printf("hold slope: %.2f (time per request at the largest size / at the smallest)\n",
+              hold_slope(holds));
+}
+
+// The idle case: one line per process, its busiest threads (by name) after it.
+void print_idle(const idle_result& idle) {
+  std::printf("\n%-9s %-8s %7s %7s %7s %10s  %s\n", "idle", "process", "CPU %", "user s",
+              "sys s", "switches/s", "busiest threads: CPU % (switches/s)");
+  char window[32];
+  std::snprintf(window, sizeof window, "%.1f s", idle.seconds);
+  for (auto& p : idle.processes) {
+    if (!p.usage) {
+      std::printf("%-9s %-8s %7s  its /proc could not be read\n", window, p.role.c_str(), "-");
+      continue;
+    }
+    auto& u = *p.usage;
+    std::string busiest;
+    for (std::size_t i = 0; i < u.names.size() && i < 3; ++i) {
+      char one[128];
+      std::snprintf(one, sizeof one, "%s%s x%u %.2f (%.0f)", i == 0 ? "" : ", ",
+                    u.names[i].name.c_str(), u.names[i].threads, u.names[i].cpu_percent,
+                    u.names[i].switches_per_s);
+      busiest += one;
+    }
+    std::printf("%-9s %-8s %7.2f %7.2f %7.2f %10.0f  %s\n", window, p.role.c_str(),
+                u.cpu_percent, u.user_s, u.system_s, u.switches_per_s, busiest.c_str());
+  }
+  std::printf("%-9s %% of one core, from /proc (in clock ticks: +-%.2f %% over this window), "
+              "after %.1f s to settle\n",
+              "", idle.resolution_percent, idle.settle_s);
+}
+
 void print_table(const options& opts, const std::vector<case_result>& results,
-                 const std::vector<hold_result>& holds, const device_figures& dev) {
+                 const std::vector<hold_result>& holds, const device_figures& dev,
+                 const std::optional<idle_result>& idle) {
   std::printf("kvferry bench, UCX transport %s, KV pools %s%s\n", opts.transport.c_str(),
               opts.pool.c_str(), opts.verify ? ", every byte verified" : "");
   if (dev.limits)
@@ -230,30 +284,15 @@ void print_table(const options& opts, const std::vector<case_result>& results,
     if (r.failed > 0)
       std::printf("%-13s %llu transfers FAILED\n", "", static_cast<unsigned long long>(r.failed));
   }
-  if (holds.empty())
-    return;
-  std::printf("\n%-9s %-5s %9s %10s %10s %9s %10s %8s %9s\n", "hold", "side", "post s",
-              "resolve s", "release s", "us/req", "heap B/req", "RSS B/req", "kept B/req");
-  for (auto& h : holds) {
-    for (int s = 0; s < 2; ++s) {
-      auto& side = s == 0 ? h.send : h.recv;
-      auto heap = h.heap_known ? std::to_string(side.heap_bytes) : std::string{"-"};
-      auto kept = h.heap_known ? std::to_string(side.retained_bytes) : std::string{"-"};
-      std::printf("%-9u %-5s %9.2f %10.2f %10.2f %9.1f %10s %8llu %9s%s\n", h.requests,
-                  s == 0 ? "send" : "recv", side.post_s, side.resolve_s, side.release_s,
-                  side.seconds() * 1e6 / h.requests, heap.c_str(),
-                  static_cast<unsigned long long>(side.rss_bytes), kept.c_str(),
-                  side.all_resolved ? "" : "  SOME NEVER RESOLVED");
-    }
-    if (!h.stayed_healthy)
-      std::printf("%-9s the node turned UNHEALTHY during this hold\n", "");
-  }
-  std::printf("hold slope: %.2f (time per request at the largest size / at the smallest)\n",
-              hold_slope(holds));
+  if (!holds.empty())
+    print_holds(holds);
+  if (idle)
+    print_idle(*idle);
 }
 
 void print_json(const options& opts, const std::vector<case_result>& results,
-                const std::vector<hold_result>& holds, const device_figures& dev) {
+                const std::vector<hold_result>& holds, const device_figures& dev,
+                const std::optional<idle_result>& idle) {
   using json = nlohmann::ordered_json;  // ordered: fields print in the order they have always had
   // A figure that was not measured is null.
   auto maybe = [](const auto& v) { return v ? json(*v) : json(nullptr); };
@@ -319,6 +358,34 @@ void print_json(const options& opts, const std::vector<case_result>& results,
       out["hold"].push_back(std::move(j));
     }
     out["hold_slope"] = hold_slope(holds);
+  }
+  if (idle) {
+    // Per cent of one core; a process whose /proc could not be read has null figures.
+    json j;
+    j["settle_s"] = idle->settle_s;
+    j["seconds"] = idle->seconds;
+    j["resolution_percent"] = idle->resolution_percent;
+    j["processes"] = json::array();
+    for (auto& p : idle->processes) {
+      json pj;
+      pj["role"] = p.role;
+      pj["pid"] = p.pid;
+      pj["cpu_percent"] = p.usage ? json(p.usage->cpu_percent) : json(nullptr);
+      pj["user_s"] = p.usage ? json(p.usage->user_s) : json(nullptr);
+      pj["system_s"] = p.usage ? json(p.usage->system_s) : json(nullptr);
+      pj["switches_per_s"] = p.usage ? json(p.usage->switches_per_s) : json(nullptr);
+      pj["threads"] = json::array();
+      for (auto& t : p.usage ? p.usage->names : std::vector<thread_usage>{}) {
+        json tj;
+        tj["name"] = t.name;
+        tj["count"] = t.threads;
+        tj["cpu_percent"] = t.cpu_percent;
+        tj["switches_per_s"] = t.switches_per_s;
+        pj["threads"].push_back(std::move(tj));
+      }
+      j["processes"].push_back(std::move(pj));
+    }
+    out["idle"] = std::move(j);
   }
   std::cout << out.dump(-1, ' ', false, json::error_handler_t::replace) << std::endl;
 }
@@ -415,6 +482,15 @@ int run(const options& opts) {
       ok &= holds.back().send.all_resolved && holds.back().recv.all_resolved;
     }
   }
+  // Last, so that every case before it is the warm work an idle node has behind it.
+  std::optional<idle_result> idle;
+  if (wants(opts, "idle")) {
+    std::cerr << "kvferry bench: idle for " << opts.idle_seconds << " s" << std::endl;
+    n.poll();  // events of earlier cases are not part of the figures
+    idle = measure_idle({{"decode", ::getpid()}, {"prefill", prefill.pid()}}, 1000ms,
+                        std::chrono::milliseconds{
+                          static_cast<std::int64_t>(opts.idle_seconds * 1000)});
+  }
   prefill.close_stdin();
   n.stop(2000ms);
   prefill.wait(10s);
@@ -435,9 +511,9 @@ int run(const options& opts) {
   }
   const device_figures dev = measure_device(opts);
   if (opts.json)
-    print_json(opts, results, holds, dev);
+    print_json(opts, results, holds, dev, idle);
   else
-    print_table(opts, results, holds, dev);
+    print_table(opts, results, holds, dev, idle);
   if (!opts.plot.empty())
     write_plot(opts, results);
   return ok ? 0 : 1;

@@ -18,8 +18,9 @@ struct options {
   std::uint64_t small_block_bytes = 16 << 10;
   std::uint32_t rate_requests = 5000;     // rate case: tiny transfers
   std::vector<std::uint32_t> hold_sizes{10000};  // hold case: requests held in flight, per size
-  // The cases to run: bandwidth (the sweep), small-blocks, rate, hold.
-  std::vector<std::string> cases{"bandwidth", "small-blocks", "rate", "hold"};
+  double idle_seconds = 5;                // idle case: the window the CPU time is measured over
+  // The cases to run: bandwidth (the sweep), small-blocks, rate, hold, idle.
+  std::vector<std::string> cases{"bandwidth", "small-blocks", "rate", "hold", "idle"};
   bool verify = false;                    // check every received byte
   bool cold = false;                      // skip the untimed warm pass before each case
   bool limits = true;                     // also measure ucx_perftest and memcpy

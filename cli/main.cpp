@@ -10,7 +10,7 @@
 //       prints a report and exits 0; a second signal exits at once (128 + the signal).
 //   kvferry bench [--transport shm|tcp] [--sizes ...] [--concurrency ...] [--verify] [--json]
 //       bandwidth sweep, small scattered blocks, small-transfer rate, each beside ucx_perftest
-//       and memcpy measured in the same run.
+//       and memcpy measured in the same run; requests held in flight; CPU used while idle.
 //   kvferry chaos [--concurrency N] [--requests M] [--kill] [--seed S] [--json]
 //       burst with random cancels, short deadlines, optionally a peer kill; idle; probes.
 //   kvferry cluster [--prefills N] [--decodes M] [--kill none|prefill|decode|both]
@@ -638,8 +638,11 @@ int main(int argc, char** argv) {
   benchcmd->add_option("--hold", bench_opts.hold_sizes,
                        "hold case: requests held in flight, one run per size")
     ->check(CLI::Range(1u, 10000000u));
+  benchcmd->add_option("--idle-seconds", bench_opts.idle_seconds,
+                       "idle case: seconds of idling the CPU time is measured over")
+    ->check(CLI::Range(0.1, 3600.0));
   benchcmd->add_option("--cases", bench_opts.cases, "cases to run (default: all)")
-    ->check(CLI::IsMember({"bandwidth", "small-blocks", "rate", "hold"}));
+    ->check(CLI::IsMember({"bandwidth", "small-blocks", "rate", "hold", "idle"}));
   benchcmd->add_flag("--verify", bench_opts.verify, "check every received byte");
   benchcmd->add_flag("--cold", bench_opts.cold,
                      "time first-touch too: no untimed warm pass over each case's pool");

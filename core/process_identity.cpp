@@ -13,34 +13,9 @@ namespace kvferry {
 
 namespace {
 
-// The whole of a (small) file, with POSIX calls: a /proc file of a process that exits while it
-// is read fails the read with ESRCH, which std::ifstream (libstdc++) turns into an exception
-// thrown from its buffer, into the request actor that looked. False when it cannot be read.
-bool read_file(const std::string& path, std::string* out) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return false;
-  out->clear();
-  char buf[4096];
-  bool ok = true;
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n > 0) {
-      out->append(buf, static_cast<std::size_t>(n));
-      continue;
-    }
-    if (n < 0 && errno == EINTR)
-      continue;
-    ok = n == 0;
-    break;
-  }
-  ::close(fd);
-  return ok;
-}
-
 std::string read_line(const std::string& path) {
   std::string all;
-  if (!read_file(path, &all))
+  if (!read_small_file(path, &all))
     return {};
   return all.substr(0, all.find('\n'));
 }
@@ -49,7 +24,7 @@ std::string read_line(const std::string& path) {
 // command name may hold spaces and parentheses). False if the process does not exist.
 bool read_stat(std::uint32_t pid, char* state, std::uint64_t* start_ticks) {
   std::string all;
-  if (!read_file("/proc/" + std::to_string(pid) + "/stat", &all))
+  if (!read_small_file("/proc/" + std::to_string(pid) + "/stat", &all))
     return false;
   auto close = all.rfind(')');
   if (close == std::string::npos)
@@ -81,6 +56,28 @@ std::size_t threads_listed(std::uint32_t pid) {
 }
 
 }  // namespace
+
+bool read_small_file(const std::string& path, std::string* out) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return false;
+  out->clear();
+  char buf[4096];
+  bool ok = true;
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n > 0) {
+      out->append(buf, static_cast<std::size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR)
+      continue;
+    ok = n == 0;
+    break;
+  }
+  ::close(fd);
+  return ok;
+}
 
 process_identity identity_of(std::uint32_t pid) {
   process_identity p;

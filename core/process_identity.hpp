@@ -22,6 +22,11 @@ const process_identity& own_process();
 // The process `pid` of this host and pid namespace now (pid 0 if there is none).
 process_identity identity_of(std::uint32_t pid);
 
+// The whole of a small file (a /proc file) with POSIX calls, never an exception: a /proc file
+// of a process that exits while it is read fails with ESRCH, which std::ifstream turns into an
+// exception. False when it cannot be read.
+bool read_small_file(const std::string& path, std::string* out);
+
 // True if `p` names a process of this host and pid namespace, about which process_gone can
 // answer.
 bool process_checkable(const process_identity& p);

@@ -227,8 +227,8 @@ TEST_CASE("kvferry bench runs every case between two processes and verifies the 
   // A functional check of the tool only (tiny cases, no limits); figures are never asserted.
   child_process bench{{KVFERRY_BINARY, "bench", "--transport", "tcp", "--sizes", "4096",
                        "--concurrency", "2", "--bytes-per-case", "65536", "--small-blocks", "8",
-                       "--rate-requests", "50", "--hold", "2000", "--verify",
-                       "--no-limits", "--json"}};
+                       "--rate-requests", "50", "--hold", "2000", "--idle-seconds", "0.5",
+                       "--verify", "--no-limits", "--json"}};
   REQUIRE(bench.running());
   auto line = bench.wait_for_line("{", 120s).value_or("");
   CAPTURE(line);
@@ -273,6 +273,16 @@ TEST_CASE("kvferry bench runs every case between two processes and verifies the 
       CHECK(std::stoll(retained) < 512);
     }
     CHECK(json_field(s, "all_resolved") == "true");
+  }
+  // The idle case read both processes' CPU time from /proc (the figures are not asserted).
+  auto idle = out.value("idle", nlohmann::json::object());
+  auto processes = idle.value("processes", nlohmann::json::array());
+  REQUIRE(processes.size() == 2);
+  CHECK(json_field(processes[0], "role") == "decode");
+  CHECK(json_field(processes[1], "role") == "prefill");
+  for (auto& p : processes) {
+    CHECK(p.value("cpu_percent", nlohmann::json{}).is_number());
+    CHECK_FALSE(p.value("threads", nlohmann::json::array()).empty());
   }
 }
 
