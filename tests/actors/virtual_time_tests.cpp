@@ -930,6 +930,16 @@ struct pipelined_send {
                           dst.size(), 30000);
     rig.run();
   }
+  // Chunk 0 gathered: its puts are posted and chunk 1's copy is pending beside them. Returns
+  // chunk 0's put.
+  std::uint64_t gather_first(node_rig& rig) {
+    REQUIRE(rig.copier->pending() == 1);
+    REQUIRE(rig.copier->complete(rig.copier->copies().back().ticket));
+    rig.run();
+    REQUIRE(rig.engine->pending_count() == 1);
+    REQUIRE(rig.copier->pending() == 1);
+    return rig.engine->last_put().op;
+  }
 };
 
 pool_stats pool_stats_of(node_rig& rig) {
@@ -942,9 +952,7 @@ pool_stats pool_stats_of(node_rig& rig) {
 TEST_CASE("a staged send with two slots gathers chunk n+1 while chunk n is put, puts in chunk order, and gives each slot back after its put") {
   node_rig rig{4, 2, 4096};
   pipelined_send t{rig, "pipelined"};
-  REQUIRE(rig.copier->pending() == 1);
-  REQUIRE(rig.copier->complete(rig.copier->copies().back().ticket));
-  rig.run();
+  t.gather_first(rig);
   for (int chunk = 0; chunk < 4; ++chunk) {
     REQUIRE(rig.engine->pending_count() == 1);  // one batch of puts at a time
     auto put = rig.engine->last_put();
@@ -986,11 +994,7 @@ TEST_CASE("a staged send with two slots gathers chunk n+1 while chunk n is put, 
 TEST_CASE("F6 (virtual time): a staged send cancelled while chunk n is put and chunk n+1 gathered ends only when both answered, and both slots return to the pool") {
   node_rig rig{4, 2, 4096};
   pipelined_send t{rig, "pipelined-cancel"};
-  REQUIRE(rig.copier->complete(rig.copier->copies().back().ticket));
-  rig.run();
-  REQUIRE(rig.engine->pending_count() == 1);
-  REQUIRE(rig.copier->pending() == 1);
-  const auto put = rig.engine->last_put().op;
+  const auto put = t.gather_first(rig);
   auto c = rig.cancel(t.send);
   rig.run();
   REQUIRE(c->ok());
@@ -1019,10 +1023,7 @@ TEST_CASE("F6 (virtual time): a staged send cancelled while chunk n is put and c
 TEST_CASE("a staged send whose put fails while the next chunk is gathered fails with the put's error once that copy ended") {
   node_rig rig{4, 2, 4096};
   pipelined_send t{rig, "pipelined-put-fails"};
-  REQUIRE(rig.copier->complete(rig.copier->copies().back().ticket));
-  rig.run();
-  REQUIRE(rig.copier->pending() == 1);
-  REQUIRE(rig.engine->fail(rig.engine->last_put().op, errc::transport_error, "endpoint reset"));
+  REQUIRE(rig.engine->fail(t.gather_first(rig), errc::transport_error, "endpoint reset"));
   rig.run();
   CHECK_FALSE(t.send.handle->result());  // the copy into the other slot still runs
   rig.copier->complete_all();
