@@ -42,6 +42,7 @@ struct case_result {
   std::uint64_t succeeded = 0, failed = 0, bytes = 0, verified_bytes = 0;
   double seconds = 0, gbps = 0, p50_ms = 0, p99_ms = 0, per_second = 0;
   std::optional<double> limit_gbps, memcpy_gbps, tag_lat_us;
+  std::optional<double> nixlbench_gbps;  // the reference figure for a shapes case, if any
 };
 
 double percentile(std::vector<double> v, double q) {
@@ -127,6 +128,10 @@ case_result run_case(node& n, peer_id peer, cli::child_process& prefill,
   return res;
 }
 
+// The most a shapes case's pool may take on each node (the large shapes at many in flight would
+// otherwise ask for 8 GiB a side).
+constexpr std::uint64_t shape_pool_cap = 2ull << 30;
+
 std::vector<case_spec> plan(const options& opts) {
   std::vector<case_spec> out;
   std::uint64_t seed = 1000;
@@ -156,6 +161,22 @@ std::vector<case_spec> plan(const options& opts) {
       if (!opts.cold)
         add("warm-up", requests, opts.blocks_per_request, bs, conc);
       add("bandwidth", requests, opts.blocks_per_request, bs, conc);
+    }
+  }
+  // nixlbench's table: each shape one request at a time and with many in flight. A case's two
+  // pools (one per node) stay below shape_pool_cap, so the large shapes run fewer in flight
+  // than asked (the table says how many).
+  for (auto s : wants(opts, "shapes") ? opts.shapes : std::vector<shape>{}) {
+    const std::uint64_t per_request = s.block_bytes * s.blocks;
+    for (auto asked : opts.concurrency) {
+      auto fit = std::max<std::uint64_t>(2, shape_pool_cap / per_request);
+      auto requests = static_cast<std::uint32_t>(std::min<std::uint64_t>(
+        fit, std::clamp<std::uint64_t>(opts.bytes_per_case / per_request,
+                                       std::max<std::uint64_t>(4, 2 * asked), 20000)));
+      auto conc = std::max<std::uint32_t>(1, std::min(asked, requests / 2));
+      if (!opts.cold)
+        add("warm-up", requests, s.blocks, s.block_bytes, conc);
+      add("shapes", requests, s.blocks, s.block_bytes, conc);
     }
   }
   if (wants(opts, "small-blocks")) {
@@ -270,20 +291,25 @@ void print_table(const options& opts, const std::vector<case_result>& results,
   else if (!dev.device.empty())
     std::printf("device %s: its copy limits could not be measured: %s\n", dev.device.c_str(),
                 dev.error.c_str());
-  std::printf("%-13s %-20s %5s %6s %9s %9s %9s %12s %6s %11s\n", "case", "request", "conc",
-              "reqs", "GB/s", "p50 ms", "p99 ms", "ucx put GB/s", "ratio", "memcpy GB/s");
+  std::printf("%-13s %-20s %5s %6s %9s %9s %9s %12s %6s %11s %9s\n", "case", "request", "conc",
+              "reqs", "GB/s", "p50 ms", "p99 ms", "ucx put GB/s", "ratio", "memcpy GB/s",
+              "nixlbench");
   for (auto& r : results) {
     auto shape = std::to_string(r.spec.load.layers) + " x " + human_bytes(r.spec.load.block_bytes);
     std::string ratio = r.limit_gbps && *r.limit_gbps > 0 ? opt(r.gbps / *r.limit_gbps) : "-";
-    std::printf("%-13s %-20s %5u %6u %9.2f %9.3f %9.3f %12s %6s %11s\n", r.spec.kind.c_str(),
+    std::printf("%-13s %-20s %5u %6u %9.2f %9.3f %9.3f %12s %6s %11s %9s\n", r.spec.kind.c_str(),
                 shape.c_str(), r.spec.concurrency, r.spec.load.requests, r.gbps, r.p50_ms,
-                r.p99_ms, opt(r.limit_gbps).c_str(), ratio.c_str(), opt(r.memcpy_gbps).c_str());
+                r.p99_ms, opt(r.limit_gbps).c_str(), ratio.c_str(), opt(r.memcpy_gbps).c_str(),
+                opt(r.nixlbench_gbps).c_str());
     if (r.spec.kind == "rate")
       std::printf("%-13s %.0f transfers/s through the whole control path (ucx tag_lat %s us)\n",
                   "", r.per_second, opt(r.tag_lat_us).c_str());
     if (r.failed > 0)
       std::printf("%-13s %llu transfers FAILED\n", "", static_cast<unsigned long long>(r.failed));
   }
+  if (std::any_of(results.begin(), results.end(), [](auto& r) { return r.nixlbench_gbps; }))
+    std::printf("%-13s nixlbench: its GB/s for that shape, one in flight, on this project's VM "
+                "(bench/RESULTS.md), not measured in this run\n", "");
   if (!holds.empty())
     print_holds(holds);
   if (idle)
@@ -331,6 +357,7 @@ void print_json(const options& opts, const std::vector<case_result>& results,
     c["ucx_put_gb_per_s"] = maybe(r.limit_gbps);
     c["memcpy_gb_per_s"] = maybe(r.memcpy_gbps);
     c["ucx_tag_lat_us"] = maybe(r.tag_lat_us);
+    c["nixlbench_gb_per_s"] = maybe(r.nixlbench_gbps);
     out["cases"].push_back(std::move(c));
   }
   if (!holds.empty()) {
@@ -421,6 +448,52 @@ void write_plot(const options& opts, const std::vector<case_result>& results) {
 
 }  // namespace
 
+std::optional<shape> parse_shape(const std::string& text) {
+  const auto x = text.find('x');
+  if (x == std::string::npos || x == 0 || x > 5)
+    return std::nullopt;
+  auto digits = [](const std::string& t) {
+    return !t.empty() && std::all_of(t.begin(), t.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
+  const auto count = text.substr(0, x);
+  auto size = text.substr(x + 1);
+  std::uint64_t unit = 1;
+  for (auto [suffix, factor] : {std::pair<const char*, std::uint64_t>{"KiB", 1u << 10},
+                                {"MiB", 1u << 20}, {"GiB", 1u << 30}, {"K", 1u << 10},
+                                {"M", 1u << 20}, {"G", 1u << 30}}) {
+    const std::string sfx{suffix};
+    if (size.size() > sfx.size() && size.compare(size.size() - sfx.size(), sfx.size(), sfx) == 0) {
+      size.resize(size.size() - sfx.size());
+      unit = factor;
+      break;
+    }
+  }
+  if (!digits(count) || !digits(size) || size.size() > 10)
+    return std::nullopt;
+  shape s;
+  const auto blocks = std::stoull(count);
+  const auto bytes = std::stoull(size) * unit;
+  if (blocks < 1 || blocks > 65536 || bytes < 8 || bytes > (1ull << 30))
+    return std::nullopt;
+  s.blocks = static_cast<std::uint32_t>(blocks);
+  s.block_bytes = bytes;
+  return s;
+}
+
+std::optional<double> nixlbench_reference_gbps(const shape& s) {
+  // nixlbench 1.4 built against UCX 1.22, shared memory, batch = blocks; medians of 3 runs.
+  static const struct {
+    shape s;
+    double gbps;
+  } table[] = {{{1, 4u << 10}, 0.97},    {{1, 64u << 10}, 9.6},   {{1, 1u << 20}, 15.3},
+               {{1, 64u << 20}, 5.4},    {{128, 4u << 10}, 1.63}, {{128, 64u << 10}, 7.7},
+               {{128, 1u << 20}, 4.5},   {{4, 64u << 20}, 5.1}};
+  for (auto& row : table)
+    if (row.s == s)
+      return row.gbps;
+  return std::nullopt;
+}
+
 bool wants(const options& opts, const std::string& kind) {
   return std::find(opts.cases.begin(), opts.cases.end(), kind) != opts.cases.end();
 }
@@ -464,6 +537,9 @@ int run(const options& opts) {
               << spec.load.block_bytes << " B, concurrency " << spec.concurrency << std::endl;
     auto r = run_case(n, peer.value(), prefill, pools, opts, spec);
     ok &= r.failed == 0 && (!opts.verify || r.verified_bytes == spec.load.pool_bytes());
+    if (spec.kind == "shapes" && spec.concurrency == 1 && opts.transport == "shm")
+      r.nixlbench_gbps =
+        nixlbench_reference_gbps({spec.load.layers, spec.load.block_bytes});
     if (spec.kind != "warm-up")
       results.push_back(std::move(r));
   }

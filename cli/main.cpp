@@ -9,8 +9,9 @@
 //       SIGTERM or SIGINT: stops taking work, lets transfers finish for drain_timeout_ms,
 //       prints a report and exits 0; a second signal exits at once (128 + the signal).
 //   kvferry bench [--transport shm|tcp] [--sizes ...] [--concurrency ...] [--verify] [--json]
-//       bandwidth sweep, small scattered blocks, small-transfer rate, each beside ucx_perftest
-//       and memcpy measured in the same run; requests held in flight; CPU used while idle.
+//       bandwidth sweep, request shapes (--shapes BxS..., beside nixlbench's reference
+//       figures), small scattered blocks, small-transfer rate, each beside ucx_perftest and
+//       memcpy measured in the same run; requests held in flight; CPU used while idle.
 //   kvferry chaos [--concurrency N] [--requests M] [--kill] [--seed S] [--json]
 //       burst with random cancels, short deadlines, optionally a peer kill; idle; probes.
 //   kvferry cluster [--prefills N] [--decodes M] [--kill none|prefill|decode|both]
@@ -629,6 +630,19 @@ int main(int argc, char** argv) {
   benchcmd->add_option("--blocks-per-request", bench_opts.blocks_per_request,
                        "bandwidth sweep: blocks per request")
     ->check(CLI::Range(1u, 65536u));
+  std::vector<std::string> shape_texts;
+  auto* shapes_opt =
+    benchcmd
+      ->add_option("--shapes", shape_texts,
+                   "shapes case: requests of B blocks of S bytes, as BxS (128x4KiB, 4x64MiB)")
+      ->check(CLI::Validator(
+        [](std::string& text) {
+          return bench::parse_shape(text)
+                   ? std::string{}
+                   : "'" + text + "' is not BxS: B blocks (1..65536) of S bytes (8 B..1 GiB), "
+                                  "S in bytes or with K, KiB, M, MiB, G or GiB";
+        },
+        "BxS", "shape"));
   benchcmd->add_option("--bytes-per-case", bench_opts.bytes_per_case,
                        "roughly how many bytes each sweep case moves");
   benchcmd->add_option("--small-blocks", bench_opts.small_blocks,
@@ -642,7 +656,7 @@ int main(int argc, char** argv) {
                        "idle case: seconds of idling the CPU time is measured over")
     ->check(CLI::Range(0.1, 3600.0));
   benchcmd->add_option("--cases", bench_opts.cases, "cases to run (default: all)")
-    ->check(CLI::IsMember({"bandwidth", "small-blocks", "rate", "hold", "idle"}));
+    ->check(CLI::IsMember({"bandwidth", "shapes", "small-blocks", "rate", "hold", "idle"}));
   benchcmd->add_flag("--verify", bench_opts.verify, "check every received byte");
   benchcmd->add_flag("--cold", bench_opts.cold,
                      "time first-touch too: no untimed warm pass over each case's pool");
@@ -715,7 +729,13 @@ int main(int argc, char** argv) {
     return bench::run_cluster(cluster_opts);
   if (demo->parsed())
     return run_demo(demo_args, json);
-  if (benchcmd->parsed())
+  if (benchcmd->parsed()) {
+    if (shapes_opt->count() > 0) {
+      bench_opts.shapes.clear();
+      for (auto& text : shape_texts)
+        bench_opts.shapes.push_back(*bench::parse_shape(text));  // checked above
+    }
     return bench::run(bench_opts);
+  }
   return run_node(node_a);
 }

@@ -226,7 +226,8 @@ TEST_CASE("a second signal ends a draining node process at once") {
 TEST_CASE("kvferry bench runs every case between two processes and verifies the bytes") {
   // A functional check of the tool only (tiny cases, no limits); figures are never asserted.
   child_process bench{{KVFERRY_BINARY, "bench", "--transport", "tcp", "--sizes", "4096",
-                       "--concurrency", "2", "--bytes-per-case", "65536", "--small-blocks", "8",
+                       "--concurrency", "2", "--bytes-per-case", "65536", "--shapes", "2x4KiB",
+                       "--small-blocks", "8",
                        "--rate-requests", "50", "--hold", "2000", "--idle-seconds", "0.5",
                        "--verify", "--no-limits", "--json"}};
   REQUIRE(bench.running());
@@ -246,8 +247,16 @@ TEST_CASE("kvferry bench runs every case between two processes and verifies the 
     CHECK(bytes != "0");
     CHECK(json_field(c, "verified_bytes") == bytes);
   }
-  // bandwidth (one size, one concurrency), small-blocks, rate
-  CHECK(kinds == std::vector<std::string>{"bandwidth", "small-blocks", "rate"});
+  // bandwidth (one size, one concurrency), shapes (one), small-blocks, rate
+  CHECK(kinds == std::vector<std::string>{"bandwidth", "shapes", "small-blocks", "rate"});
+  // The shapes case moved 2 blocks of 4 KiB per request; nixlbench has no figure for it.
+  for (auto& c : out["cases"]) {
+    if (json_field(c, "kind") != "shapes")
+      continue;
+    CHECK(json_field(c, "blocks_per_request") == "2");
+    CHECK(json_field(c, "block_bytes") == "4096");
+    CHECK(json_field(c, "nixlbench_gb_per_s") == "null");
+  }
   // The hold case held its requests in flight, measured something, and every one of them
   // resolved after its cancel, with the node healthy throughout.
   auto holds = out.value("hold", nlohmann::json::array());
