@@ -45,11 +45,16 @@ struct prefill_process {
   std::uint16_t port = 0;
 };
 
+// The offers never expire: with the default deadline (30 s from the offer) a burst that starts
+// late or runs slowly (a sanitizer on a busy machine: starting both nodes and filling the pools
+// took 27 s) found its sends timed out, and every later fetch parked until its own deadline, 16
+// at a time. The burst's deadlines are the decode side's to test.
 prefill_process start_prefill(const chaos_options& opts) {
   prefill_process p;
   p.proc = std::make_unique<cli::child_process>(std::vector<std::string>{
     cli::self_executable(), "node", "--role", "prefill", "--listen", "127.0.0.1:0", "--transport",
-    opts.transport, "--requests", "1", "--layers", "1", "--block-bytes", "4096"});
+    opts.transport, "--requests", "1", "--layers", "1", "--block-bytes", "4096", "--set",
+    "default_deadline_ms=0"});
   auto ready = p.proc->wait_for_message<cli::protocol::ready>(60s);
   if (ready)
     p.port = ready->port;
