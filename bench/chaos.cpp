@@ -112,6 +112,9 @@ int run_chaos(const chaos_options& opts) {
   cfg.transport = opts.transport;
   cfg.role = "decode";
   cfg.progress_deadline_ms = 5000;
+  // Connecting is set-up, not what this tool tests: a bound for the failure case only (the
+  // default 5 s ran out under TSan on a busy machine, CAF's network thread starved for 5 s).
+  cfg.connect_timeout_ms = 60000;
   auto started = node::start(cfg);
   if (!started) {
     std::cerr << "kvferry chaos: " << started.error().message << "\n";

@@ -176,7 +176,11 @@ class cluster {
                                   net_.address(m.slot) + ":0", "--requests", "0", "--transport",
                                   o_.transport, "--pool", o_.pool, "--set",
                                   "default_deadline_ms=" + std::to_string(o_.deadline_ms), "--set",
-                                  "node_name=" + m.name()};
+                                  "node_name=" + m.name(), "--set",
+                                  // Connecting is set-up here: a bound for failure only (5 s
+                                  // ran out under TSan on a busy machine). A killed peer
+                                  // refuses at once; nothing here black-holes a connect.
+                                  "connect_timeout_ms=60000"};
     m.process = std::make_unique<cli::child_process>(net_.inside(m.slot, argv));
     auto ready = m.process->wait_for_message<cli::protocol::ready>(60s);
     if (!ready) {

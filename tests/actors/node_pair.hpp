@@ -50,6 +50,10 @@ struct node_pair {
   explicit node_pair(std::size_t pool_bytes, node_config cfg = {},
                      std::shared_ptr<transport::fault_plan> prefill_faults = nullptr) {
     cfg.transport = "tcp";
+    // The connect must succeed; its bound matters only if it never does. The default 5 s is
+    // too short where CAF's network thread does not run for seconds (TSan on a busy machine).
+    if (cfg.connect_timeout_ms == node_config{}.connect_timeout_ms)
+      cfg.connect_timeout_ms = 60000;
     std::tie(prefill, decode) = start_two(cfg, std::move(prefill_faults));
     src.resize(pool_bytes);
     dst.assign(pool_bytes, 0);

@@ -106,9 +106,12 @@ TEST_CASE("two standalone node processes, engine-owned memory, transfer and veri
   REQUIRE(ready->port != 0);
   CHECK(ready->role == "prefill");
   auto port = std::to_string(ready->port);
+  // The connect must succeed: its bound is for failure only (the default 5 s ran out under TSan
+  // on a busy machine).
   child_process decode{{KVFERRY_BINARY, "node", "--role", "decode", "--peer", "127.0.0.1:" + port,
                         "--transport", "tcp", "--requests", "8", "--layers", "4",
-                        "--block-bytes", "12288", "--pool", "engine"}};
+                        "--block-bytes", "12288", "--pool", "engine", "--set",
+                        "connect_timeout_ms=60000"}};
   REQUIRE(decode.running());
   auto result = decode.wait_for_message<protocol::result>(120s);
   REQUIRE_MESSAGE(result, result.error);
