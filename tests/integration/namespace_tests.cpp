@@ -77,7 +77,9 @@ std::vector<std::string> node_args(const std::string& role, const std::string& w
   return {KVFERRY_BINARY, "node", "--role", role, role == "prefill" ? "--listen" : "--peer",
           where, "--transport", "shm", "--pool", pool, "--requests", std::to_string(w.requests),
           "--layers", std::to_string(w.layers), "--block-bytes", std::to_string(w.block_bytes),
-          "--seed", std::to_string(w.seed), "--set", "default_deadline_ms=20000"};
+          "--seed", std::to_string(w.seed), "--set", "default_deadline_ms=20000",
+          // A decode's connect must succeed: its bound is for failure only.
+          "--set", "connect_timeout_ms=60000"};
 }
 
 }  // namespace

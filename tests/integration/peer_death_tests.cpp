@@ -22,7 +22,10 @@ std::vector<std::string> decode_args(std::uint16_t port, const cli::workload& w)
   return {KVFERRY_BINARY, "node", "--role", "decode", "--peer", "127.0.0.1:" + std::to_string(port),
           "--transport", "tcp", "--requests", std::to_string(w.requests), "--layers",
           std::to_string(w.layers), "--block-bytes", std::to_string(w.block_bytes), "--seed",
-          std::to_string(w.seed)};
+          std::to_string(w.seed),
+          // The connect must succeed: its bound is for failure only (the 5 s default ran out
+          // under ASan beside other suites, CAF's network thread unscheduled for 5 s).
+          "--set", "connect_timeout_ms=60000"};
 }
 
 std::vector<transfer_handle> send_all(node& n, region_id r, const cli::workload& w) {
@@ -183,6 +186,7 @@ TEST_CASE("F19: one of several prefill processes killed mid-put over tcp: the de
   node_config cfg;
   cfg.transport = "tcp";
   cfg.default_deadline_ms = 0;  // only peer-death detection may end the dead sender's transfers
+  cfg.connect_timeout_ms = 60000;  // connects must succeed: a bound for failure only
   auto started = node::start(cfg);
   REQUIRE_MESSAGE(started, started.error().message);
   auto& decode = *started.value();
@@ -254,6 +258,7 @@ TEST_CASE("F20: receives in flight when their sender was killed are released at 
   node_config cfg;
   cfg.transport = transport;
   cfg.default_deadline_ms = 0;  // only the sender's death (or our worker's) may end these
+  cfg.connect_timeout_ms = 60000;  // connects must succeed: a bound for failure only
   cfg.quarantine_budget = 16;
   auto started = node::start(cfg);
   REQUIRE_MESSAGE(started, started.error().message);
@@ -330,6 +335,7 @@ TEST_CASE("F20: a receive into memory a same-host sender maps is released once t
   node_config cfg;
   cfg.transport = "shm";
   cfg.default_deadline_ms = 0;
+  cfg.connect_timeout_ms = 60000;  // connects must succeed: a bound for failure only
   auto started = node::start(cfg);
   REQUIRE_MESSAGE(started, started.error().message);
   auto& decode = *started.value();

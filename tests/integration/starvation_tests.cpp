@@ -36,6 +36,7 @@ TEST_CASE("F21: with every core busy twice over, a shared-memory transfer neithe
   // Only a deadline may fail a transfer, and this one is far beyond what the work needs even
   // starved (about 10 s here with the burners); the checks below are what the test is about.
   cfg.default_deadline_ms = 300000;
+  cfg.connect_timeout_ms = 60000;  // the connect must succeed: a bound for failure only
   auto started = node::start(cfg);
   REQUIRE_MESSAGE(started, started.error().message);
   auto& decode = *started.value();

@@ -163,7 +163,9 @@ TEST_CASE("F18: two node processes with mutual TLS transfer and verify, and anot
   CHECK(*impostor_status != 0);
   child_process decode{std::vector<std::string>{KVFERRY_BINARY, "node", "--role", "decode",
                                                 "--peer", peer} +
-                       load + tls_sets(pki, "decode-0")};
+                       load + tls_sets(pki, "decode-0") +
+                       // Its connect must succeed: the bound is for failure only.
+                       std::vector<std::string>{"--set", "connect_timeout_ms=60000"}};
   REQUIRE(decode.running());
   auto result = decode.wait_for_message<protocol::result>(120s);
   REQUIRE_MESSAGE(result, result.error);
