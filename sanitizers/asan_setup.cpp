@@ -7,7 +7,7 @@ extern "C" const char* __lsan_default_suppressions() {
   return
       // CAF 0.17.6 (Debian) loses a doorman (a published port's listening handler, 200 B) now
       // and then when a port is unpublished and published again in one process, which the
-      // supervisor does when the sender restarts (F10): about one cycle in 40 on a busy
+      // supervisor does when the sender restarts (F10): one cycle in 10 to 40 on a busy
       // machine, never one that kvferry holds (it holds no doorman). The default unwinder
       // stops at CAF's first frame (Debian builds CAF without frame pointers), so the
       // allocation is named by that frame: new_doorman in libcaf_io; in libcaf_openssl a
