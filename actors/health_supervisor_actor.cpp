@@ -87,6 +87,10 @@ caf::actor spawn_child(caf::actor_system& sys, const supervisor_spec& spec, chil
       break;
   }
   spec.children->set(kids);
+  // Offers put into the book while the directory still named the sender's predecessor were
+  // announced to it: the new sender looks at the whole book once it is the one named.
+  if (which == child_kind::sender)
+    caf::anon_send(kids.sender, announce_atom::value, std::string{});
   return kids.get(which);
 }
 

@@ -293,9 +293,9 @@ using recv_request_actor = caf::typed_actor<
 
 // sender (prefill side, published): matches fetches with send-request actors.
 using sender_actor = caf::typed_actor<
-  // A send-request actor announces the request id it owns (the sender monitors it).
-  caf::reacts_to<announce_atom, std::string, send_request_actor>,
-  // A remote fetch: routed to the owner of the request id, or parked until it is announced.
+  // node::send put an offer of request id into the offer book (a fetch parked for it is served).
+  caf::reacts_to<announce_atom, std::string>,
+  // A remote fetch: routed to the owner of the request id or its offer, or parked until send().
   caf::replies_to<fetch_msg>::with<transfer_done>,
   // The remote receiver gave up on request id (epoch): stop its transfer, drop a parked fetch.
   // The flag: it gave up because it replaced its UCX worker (the one the fetch named).

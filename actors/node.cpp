@@ -236,6 +236,7 @@ result<std::unique_ptr<node>> node_access::start(const node_config& config, engi
   spec.sender.max_parked = config.max_parked_fetches;
   spec.sender.max_parked_per_peer = config.max_parked_fetches_per_peer;
   spec.sender.health = p->health;
+  spec.sender.book = p->book;
   spec.max_fetches_in_flight = config.max_fetches_in_flight;
   spec.progress_deadline_ms = config.progress_deadline_ms;
   spec.listen_host = config.listen_host;
@@ -496,10 +497,18 @@ transfer_handle node::send(const std::string& request_id, const std::vector<bloc
   // UCX cannot read device memory here: blocks in a cuda region always go through staging.
   const bool staged =
     options.stage_through_pool || p.regions->any_of_kind(resolved.value(), memory_kind::cuda);
-  auto owner = spawn_send_request_actor(
-    *p.sys, send_spec{context_for(p, st, options), std::move(resolved.value()), staged,
-                      std::move(bound), options.layer_blocks});
-  p.registry->attach_owner(request_id, caf::actor_cast<caf::actor>(owner), true);
+  // No actor until a peer fetches it: the offer waits in the book (offer_book.hpp), its owner
+  // inside; the sender learns of it (a fetch may be parked for it already).
+  p.registry->attach_owner(request_id, caf::actor{}, true);
+  auto o = make_offer(send_spec{context_for(p, st, options), std::move(resolved.value()),
+                                staged, std::move(bound), options.layer_blocks},
+                      p.sys->clock().now());
+  if (!p.book->add(o)) {  // stop() closed the book after the check above
+    end_offer(std::move(o), make_result(transfer_status::failed, errc::stopped,
+                                        "the node is stopping; send refused"));
+    return transfer_handle{std::move(st)};
+  }
+  caf::anon_send(p.children->current().sender, announce_atom::value, request_id);
   return transfer_handle{std::move(st)};
 }
 
@@ -557,7 +566,7 @@ error_info node::layer_ready(const std::string& request_id, std::uint32_t layer)
     return {errc::stopped, what + ": the node is stopped"};
   caf::actor owner;
   auto handle = p.registry->send_handle_of(request_id, &owner);
-  if (!handle || !owner)
+  if (!handle)
     return {errc::unknown_request_id, what + ": no send of that id on this node"};
   if (auto r = handle->result())
     return {errc::unknown_request_id, what + ": the send has ended (" + to_string(r->status) +
@@ -573,17 +582,32 @@ error_info node::layer_ready(const std::string& request_id, std::uint32_t layer)
                                                  "(transfer_options::layer_blocks)"
                                         : what + ": that layer was marked ready already"};
   }
-  caf::anon_send(owner, layer_atom::value, layer);
+  // Recorded in the offer while no peer has fetched it; else its actor hears it (the sender
+  // registers the actor before the offer leaves the book).
+  if (p.book->mark_ready(request_id, layer))
+    return {};
+  if (p.registry->send_handle_of(request_id, &owner) == handle && owner)
+    caf::anon_send(owner, layer_atom::value, layer);
   return {};
 }
 
 cancel_result node::cancel(const std::string& request_id) {
   if (impl_->stopped)
     return cancel_result::backend_unhealthy;
+  if (auto o = impl_->book->take(request_id)) {  // no peer fetched it: it ends here
+    end_offer(std::move(*o), make_result(transfer_status::cancelled, errc::cancelled,
+                                         "cancelled by the engine before a peer fetched"));
+    return cancel_result::cancelled_before_advertise;
+  }
   bool recent = false;
   auto owner = impl_->registry->owner_of(request_id, &recent);
-  if (!owner)
-    return recent ? cancel_result::already_complete : cancel_result::not_found;
+  if (!owner) {
+    // A send still registered without an actor was taken out of the book by its end.
+    caf::actor none;
+    if (recent || impl_->registry->send_handle_of(request_id, &none))
+      return cancel_result::already_complete;
+    return cancel_result::not_found;
+  }
   auto out = cancel_result::backend_unhealthy;
   caf_thread_scope unpin;
   caf::scoped_actor self{*impl_->sys};
@@ -658,6 +682,11 @@ void node::stop(std::chrono::milliseconds drain_timeout) {
   p.http.reset();  // no scrape reads the node while it is torn down
   p.accepting.store(false);
   p.health->wait_for([](const health_snapshot& h) { return h.in_flight == 0; }, drain_timeout);
+  // Offers no peer fetched end here (nothing of them was exposed); the sender cannot hand one
+  // over any more once the book is closed.
+  for (auto& o : p.book->close())
+    end_offer(std::move(o), make_result(transfer_status::failed, errc::stopped,
+                                        "the node stopped before a peer fetched the send"));
   for (auto& owner : p.registry->all_owners())
     caf::anon_send_exit(owner, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(p.supervisor, caf::exit_reason::user_shutdown);

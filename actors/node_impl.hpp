@@ -6,6 +6,7 @@
 #include "actors/event_sink.hpp"
 #include "actors/messages.hpp"
 #include "actors/node_health.hpp"
+#include "actors/offer_book.hpp"
 #include "actors/peer_table.hpp"
 #include "actors/region_table.hpp"
 #include "actors/request_registry.hpp"
@@ -33,6 +34,8 @@ struct node::impl {
   std::string no_device_memory;  // otherwise: why not, for register_region's error
   std::shared_ptr<transport::receive_windows> windows;  // the engine's (receive requests open them)
   std::shared_ptr<request_registry> registry = std::make_shared<request_registry>();
+  // Sends no peer has fetched yet (the sender, which hands them to actors, holds it too).
+  std::shared_ptr<offer_book> book = std::make_shared<offer_book>();
   std::shared_ptr<node_health> health;
   std::shared_ptr<detail::event_sink> events = std::make_shared<detail::event_sink>();
   std::shared_ptr<child_directory> children = std::make_shared<child_directory>();

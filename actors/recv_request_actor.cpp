@@ -374,7 +374,8 @@ behavior recv_request_impl(self_ptr self, recv_spec spec) {
   st.regions = std::move(spec.regions);
   st.windows = std::move(spec.windows);
   st.peer_process = std::move(spec.peer_process);
-  start_lifecycle(self, request_side::receive, end_recv, quiescent_now);
+  start_lifecycle(self, request_side::receive, end_recv, quiescent_now,
+                  self->state.base.ctx.deadline_ms);
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
     if (!st.base.monitors.watching(dm.source))

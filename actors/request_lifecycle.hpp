@@ -68,8 +68,10 @@ struct request_context {
 // start, a receive's when the node stops).
 class request_owner {
  public:
-  // `token`: the request actor's id, under which the transport posts its operations.
+  // `token`: the request actor's id, under which the transport posts its operations (0 for an
+  // offer in the book: set_token once an actor takes it over).
   request_owner(const request_context& ctx, request_side side, std::uint64_t token);
+  void set_token(std::uint64_t token) noexcept { token_ = token; }
   ~request_owner();
   request_owner(const request_owner&) = delete;
   request_owner& operator=(const request_owner&) = delete;
@@ -166,14 +168,21 @@ void arm_deadline(caf::scheduled_actor* self, std::uint32_t ms);
 // exit (the node is stopping) fails it with errc::stopped, unreleased (the node's teardown makes
 // the memory safe). `end_side` runs the side's own clean-up before the shared end (e.g. giving
 // back a staging slot).
+//
+// A request that already has its owner (a send handed over from the offer book) keeps it: the
+// owner's token becomes this actor's id, and `deadline_ms` is what is left of its deadline.
 template <class Self, class EndSide, class QuiescentNow>
-void start_lifecycle(Self* self, request_side side, EndSide end_side, QuiescentNow quiescent_now) {
+void start_lifecycle(Self* self, request_side side, EndSide end_side, QuiescentNow quiescent_now,
+                     std::uint32_t deadline_ms) {
   auto& st = self->state;
-  st.base.owner = std::make_unique<request_owner>(st.base.ctx, side, self->id());
+  if (st.base.owner)
+    st.base.owner->set_token(self->id());
+  else
+    st.base.owner = std::make_unique<request_owner>(st.base.ctx, side, self->id());
   st.base.monitors.use(st.base.ctx.watches);
   drop_unexpected_quietly(self);
-  if (st.base.ctx.deadline_ms > 0)
-    arm_deadline(self, st.base.ctx.deadline_ms);
+  if (deadline_ms > 0)
+    arm_deadline(self, deadline_ms);
   self->set_exception_handler(
     [=](caf::scheduled_actor*, std::exception_ptr& ep) -> caf::error {
       auto text = describe_exception(ep);

@@ -1,4 +1,9 @@
-// send-request actor (one per prefill-side transfer): one behaviour per phase.
+// send-request actor (one per prefill-side transfer, from its fetch on): one behaviour per phase.
+//
+// Until a peer fetches it, a send is an offer in the node's offer book (offer_book.hpp), with no
+// actor: the sender spawns this one when a fetch fits the offer, moves the offer's owner into it
+// and relays it that fetch, so `waiting_for_peer` lasts until the relayed fetch arrives (a
+// cancel, a decline or the rest of the deadline may still come first, as below).
 //
 //                         fetch (valid): puts planned
 //   waiting_for_peer ─────────────────────────────────> transferring ──last step answered──> end
@@ -405,39 +410,15 @@ caf::typed_response_promise<transfer_done> on_fetch(self_ptr self, fetch_msg& fe
                                                     const caf::actor_addr& requester) {
   auto rp = self->make_response_promise<transfer_done>();
   auto& st = self->state;
-  auto origin = fetch.anchor ? fetch.anchor.node() : requester.node();
-  if (st.bound && origin != st.bound.node()) {
-    // Another node's fetch: refused, and the offer waits on for the node it is bound to.
-    rp.deliver(make_kvferry_error(errc::incompatible_peer,
-                                  "request '" + st.base.owner->id() +
-                                    "' is offered to another node"));
-    return rp;
-  }
-  // The sender checked the fetch (it relays every one); checked again all the same.
-  destination dst{fetch.request_id,   fetch.epoch,        fetch.worker_address, fetch.rkeys,
-                  fetch.region_bases, fetch.region_bytes, fetch.blocks,         fetch.ranges};
-  if (auto bad = check_fetch(dst, fetch_limits{UINT32_MAX, UINT32_MAX})) {
-    rp.deliver(make_kvferry_error(bad->code, bad->message));
-    return rp;
-  }
-  auto selected = select_blocks(st.blocks, fetch.ranges);
+  // The sender matched the fetch with the offer before it spawned this actor; checked again
+  // all the same (a fetch delivered here by anyone else meets the same rules).
   static const std::vector<std::uint32_t> one_layer;
-  auto plan = selected ? plan_layer_puts(selected.value(),
-                                         selected_per_layer(st.layers ? st.layers->blocks
-                                                                      : one_layer,
-                                                            fetch.ranges, st.blocks.size()),
-                                         dst)
-                       : result<std::vector<std::vector<copy_op>>>{selected.error()};
+  auto plan = match_fetch(st.base.owner->id(), st.blocks,
+                          st.layers ? st.layers->blocks : one_layer,
+                          st.bound ? st.bound.node() : caf::node_id{}, fetch,
+                          fetch.anchor ? fetch.anchor.node() : requester.node());
   if (!plan) {
-    // A fetch that does not fit the offer is refused and the offer waits on (for a fitting
-    // fetch, a decline, a cancel or its deadline): a wrong guess must not end the real request.
-    // The details describe the offer, so they go to this node's log, not to the fetcher.
-    logger()->info("refused a fetch for request '{}' from node '{}': {}", st.base.owner->id(),
-                   fetch.node_name.substr(0, 256), plan.error().message);
-    rp.deliver(make_kvferry_error(errc::size_mismatch,
-                                  "the fetch for request '" + st.base.owner->id() +
-                                    "' does not match what was offered (block count, sizes or "
-                                    "ranges); the offer waits for a matching fetch"));
+    rp.deliver(std::move(plan.error()));
     return rp;
   }
   st.base.monitors.unwatch(self, st.bound);  // from now on the fetcher is watched
@@ -645,17 +626,20 @@ void enter_orphaned(self_ptr self) {
                                      [me] { caf::anon_send(me, quiescent_atom::value); });
 }
 
-behavior send_request_impl(self_ptr self, send_spec spec) {
+behavior send_request_impl(self_ptr self, send_spec spec, std::unique_ptr<request_owner> owner,
+                           std::uint32_t deadline_left_ms) {
   auto& st = self->state;
   st.base.ctx = std::move(spec.ctx);
+  st.base.owner = std::move(owner);
   st.blocks = std::move(spec.blocks);
   st.staged = spec.staged;
   st.bound = spec.bound_to.address();
   if (!spec.layer_blocks.empty()) {
     st.layers = std::make_unique<send_request_state::layered>();
     st.layers->blocks = std::move(spec.layer_blocks);
+    st.layers->ready = std::move(spec.ready_layers);
   }
-  start_lifecycle(self, request_side::send, end_send, quiescent_now);
+  start_lifecycle(self, request_side::send, end_send, quiescent_now, deadline_left_ms);
   st.base.monitors.watch(self, st.bound);
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
@@ -683,17 +667,42 @@ behavior send_request_impl(self_ptr self, send_spec spec) {
     if (!st.stop_reason)
       stop(self, make_kvferry_error(errc::peer_failed, "the fetching peer went away"));
   });
-  // The sender believes an announce only once the registry names this actor the id's owner.
-  st.base.ctx.registry->attach_owner(st.base.owner->id(), caf::actor_cast<caf::actor>(self), true);
-  self->send(st.base.ctx.children->current().sender, announce_atom::value, st.base.owner->id(),
-             caf::actor_cast<send_request_actor>(self));
   return waiting_for_peer(self);
 }
 
 }  // namespace
 
-send_request_actor spawn_send_request_actor(caf::actor_system& sys, send_spec spec) {
-  return sys.spawn(send_request_impl, std::move(spec));
+caf::expected<std::vector<std::vector<copy_op>>> match_fetch(
+  const std::string& id, const std::vector<desc>& blocks,
+  const std::vector<std::uint32_t>& layer_blocks, const caf::node_id& bound,
+  const fetch_msg& fetch, const caf::node_id& origin) {
+  if (bound && origin != bound)
+    // Another node's fetch: refused, and the offer waits on for the node it is bound to.
+    return make_kvferry_error(errc::incompatible_peer,
+                              "request '" + id + "' is offered to another node");
+  destination dst{fetch.request_id,   fetch.epoch,        fetch.worker_address, fetch.rkeys,
+                  fetch.region_bases, fetch.region_bytes, fetch.blocks,         fetch.ranges};
+  if (auto bad = check_fetch(dst, fetch_limits{UINT32_MAX, UINT32_MAX}))
+    return make_kvferry_error(bad->code, bad->message);
+  auto plan = plan_fetch(blocks, layer_blocks, dst);
+  if (!plan) {
+    // A fetch that does not fit the offer is refused and the offer waits on (for a fitting
+    // fetch, a decline, a cancel or its deadline): a wrong guess must not end the real request.
+    // The details describe the offer, so they go to this node's log, not to the fetcher.
+    logger()->info("refused a fetch for request '{}' from node '{}': {}", id,
+                   fetch.node_name.substr(0, 256), plan.error().message);
+    return make_kvferry_error(errc::size_mismatch,
+                              "the fetch for request '" + id +
+                                "' does not match what was offered (block count, sizes or "
+                                "ranges); the offer waits for a matching fetch");
+  }
+  return std::move(plan.value());
+}
+
+send_request_actor spawn_send_request_actor(caf::actor_system& sys, send_spec spec,
+                                            std::unique_ptr<request_owner> owner,
+                                            std::uint32_t deadline_left_ms) {
+  return sys.spawn(send_request_impl, std::move(spec), std::move(owner), deadline_left_ms);
 }
 
 }  // namespace kvferry

@@ -1,36 +1,44 @@
 // sender actor
 //
-//   announce(id, owner) ──the registry names owner for id?──> owners[id] = owner (monitored)
-//        │                  ──parked fetch for id?──> route it
-//        └──it does not (a peer can send an announce too)──> ignored
+//   announce(id) (node::send put an offer for id into the book; harmless from anyone else)
+//        ──> a fetch parked for id is served; the offer's bound node watched; the sweep armed
+//        (an empty id, from the supervisor after a restart: every bound node of the book)
 //   fetch(id)  ──malformed or over a limit (check_fetch)──> refused; nothing else changes
 //        │     ──its anchor set to who is watched for it (the anchor it names if on the node the
 //        │       message came from, else the fetching actor); neither──> refused
-//        ├─────owner known (announced, or in the registry)──> relayed to the owner; its answer
-//        │       relayed back (the owner's address never reaches a peer: CAF 0.17 lets a peer
-//        │       end any actor it can name); the owner DOWN first──> answered with CAF's
+//        ├─────owner actor known (spawned here, or in the registry)──> relayed to the owner; its
+//        │       answer relayed back (the owner's address never reaches a peer: CAF 0.17 lets a
+//        │       peer end any actor it can name); the owner DOWN first──> answered with CAF's
 //        │       runtime_error (puts may still land: the receiver quarantines)
-//        └─────owner unknown──> parked (the engine has not called send() yet), unless the
-//                               peer's or the node's parked fetches are at their limit
+//        ├─────an offer in the book (offer_book.hpp)──fits (match_fetch)──> taken out, its owner
+//        │       moved into a new send-request actor (registered, monitored), the fetch relayed
+//        │       to it as above; ──does not fit──> refused, the offer waits on
+//        └─────neither──> parked (the engine has not called send() yet), unless the
+//                         peer's or the node's parked fetches are at their limit
 //   the fetching node (its anchor, else the fetching actor) DOWN ──> its parked fetches dropped
-//   cancel_fetch(id, epoch) ──> to the owner, or the parked fetch answered `cancelled`
-//   decline(id) ──owner known (announced, or in the registry)──> relayed to the owner;
-//        └──unknown──> not_found
-//   parked longer than the fetch's deadline, never longer than default_deadline_ms ──>
-//        answered `timed_out` at the next sweep (park_expired: at most every 100 ms while
-//        fetches wait; one timer for all of them; a peer's park_expired expires nothing early)
+//   an offer's bound node DOWN ──> its offers end peer_failed (released: nothing was exposed)
+//   cancel_fetch(id, epoch) ──> to the owner actor, or the parked fetch answered `cancelled`
+//   decline(id) ──owner actor known──> relayed to the owner;
+//        ├──an offer in the book, unbound or bound to the decliner's node──> it ends cancelled
+//        └──else──> not_found
+//   parked longer than the fetch's deadline, never longer than default_deadline_ms, or an offer
+//        past its deadline ──> answered `timed_out` / ended timed_out at the next sweep
+//        (park_expired: at most every 100 ms while anything waits; one timer for all of them; a
+//        peer's park_expired expires nothing early)
 //   owner DOWN ──> owners[id] erased
 //   fetch declaring another layout tag ──> refused (incompatible_peer); nothing else changes
 //   fetch for an id whose fetch is parked ──same epoch──> refused: duplicate
 //        └──epochs differ──> the older one is `stale_epoch` (its node restarted since: epochs
 //                            grow with each start), the newer one parks
 //
-// The sender never owns a transfer: it only matches fetches with their owners.
+// The sender owns a transfer only while it takes an offer out of the book: it either ends it
+// there (deadline, bound node DOWN, decline) or hands its owner to the actor it spawns.
 
 #include "actors/sender_actor.hpp"
 
 #include "actors/log.hpp"
 #include "actors/messages.hpp"
+#include "actors/offer_book.hpp"
 #include "actors/peer_input.hpp"
 
 #include <spdlog/spdlog.h>
@@ -78,6 +86,8 @@ struct sender_state {
   // in a loop would pile them up until their deadlines.
   expiry_index expiries;
   bool sweep_armed = false;
+  // The nodes offers of the book are bound to, each monitored once (offer_book::bound_nodes).
+  std::unordered_set<caf::actor_addr> bound_watched;
   static inline const char* name = "kvferry.sender";
 };
 
@@ -117,8 +127,7 @@ parked_fetch unpark(self_ptr self, std::unordered_map<std::string, parked_fetch>
 }
 
 // `owner` owns `id` from now on, if this node's registry says so: the registry, written by the
-// node itself, is the only source of truth; an announce may come from a peer, whose owner
-// would then be handed the fetchers' worker addresses and rkeys.
+// node itself, is the only source of truth.
 bool adopt_owner(self_ptr self, const std::string& id, const send_request_actor& owner) {
   auto& st = self->state;
   if (!owner || !st.spec.registry ||
@@ -184,21 +193,40 @@ void fail_relays(self_ptr self, const caf::actor_addr& dead, const caf::error& r
   st.relays_by_owner.erase(o);
 }
 
-// Arms the sweep if fetches wait to expire and none is armed: at the earliest expiry, at most
-// sweep_period away.
+// Arms the sweep if fetches or offers wait to expire and none is armed: at the earliest
+// expiry, at most sweep_period away.
 void arm_sweep(self_ptr self) {
   auto& st = self->state;
-  if (st.sweep_armed || st.expiries.empty())
+  if (st.sweep_armed)
     return;
-  auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(st.expiries.begin()->first -
-                                                                    self->clock().now());
+  std::optional<clock_type::time_point> next;
+  if (!st.expiries.empty())
+    next = st.expiries.begin()->first;
+  if (st.spec.book)
+    if (auto offer_next = st.spec.book->next_deadline(); offer_next && (!next || *offer_next < *next))
+      next = offer_next;
+  if (!next)
+    return;
+  auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(*next - self->clock().now());
   wait = std::clamp(wait, std::chrono::milliseconds{1}, sweep_period);
   self->delayed_send(self, wait, park_expired_atom::value, std::string{}, std::uint64_t{0});
   st.sweep_armed = true;
 }
 
-// Answers `timed_out` to every parked fetch whose time is up, then arms the next sweep. What
-// the message says does not matter (a peer can send one too): only the clock expires a fetch.
+// Watches the nodes offers are bound to that are not watched yet (`all`: every one in the book,
+// as a restarted sender does).
+void watch_bound_nodes(self_ptr self, bool all) {
+  auto& st = self->state;
+  if (!st.spec.book)
+    return;
+  for (auto& node : st.spec.book->bound_nodes(all))
+    if (st.bound_watched.insert(node).second)
+      self->monitor(caf::actor_cast<caf::actor>(node));
+}
+
+// Answers `timed_out` to every parked fetch whose time is up, ends every offer past its
+// deadline, then arms the next sweep. What the message says does not matter (a peer can send
+// one too): only the clock expires a fetch or an offer.
 void sweep_parked(self_ptr self) {
   auto& st = self->state;
   st.sweep_armed = false;
@@ -214,6 +242,14 @@ void sweep_parked(self_ptr self) {
       refused(errc::timed_out, "the fetch for request '" + id + "' waited at node '" +
                                  st.spec.node_name + "' for its deadline without a matching "
                                                      "send()"));
+  }
+  if (st.spec.book) {
+    for (auto& o : st.spec.book->take_expired(now)) {
+      auto text = "request '" + o.owner->id() + "' passed its deadline (" +
+                  std::to_string(o.spec.ctx.deadline_ms) +
+                  " ms): no peer fetched it; its blocks are released";
+      end_offer(std::move(o), make_result(transfer_status::failed, errc::timed_out, std::move(text)));
+    }
   }
   arm_sweep(self);
 }
@@ -276,13 +312,95 @@ void park_fetch(self_ptr self, fetch_msg& fetch, caf::typed_response_promise<tra
   arm_sweep(self);
 }
 
+caf::node_id node_of(const caf::actor_addr& a) {
+  return a ? a.node() : caf::node_id{};
+}
+
+// The owner actor of `id`: spawned here, or (by a predecessor of this sender) in the registry.
+send_request_actor owner_actor(self_ptr self, const std::string& id) {
+  auto& st = self->state;
+  if (auto it = st.owners.find(id); it != st.owners.end())
+    return it->second;
+  if (st.spec.registry) {
+    auto owner = caf::actor_cast<send_request_actor>(st.spec.registry->send_owner_of(id));
+    if (adopt_owner(self, id, owner))
+      return owner;
+  }
+  return {};
+}
+
+// A fetch for an offer in the book: if it fits, the offer leaves the book, its owner moves into
+// a new send-request actor, registered (under the book's lock, so that cancel() and
+// layer_ready() find it once the offer is gone) and monitored, and the fetch is relayed to it;
+// if not, the fetch is refused and the offer waits on. False if the book has no offer of the id.
+bool serve_from_book(self_ptr self, fetch_msg& fetch,
+                     caf::typed_response_promise<transfer_done>& rp, const caf::node_id& origin,
+                     caf::actor_addr& requester) {
+  auto& st = self->state;
+  if (!st.spec.book)
+    return false;
+  const auto id = fetch.request_id;
+  const auto now = self->clock().now();
+  caf::error refusal;
+  send_request_actor owner;
+  auto found = st.spec.book->hand_over(
+    id,
+    [&](const offer& o) {
+      auto plan = match_fetch(id, o.spec.blocks, o.spec.layer_blocks,
+                              node_of(o.spec.bound_to.address()), fetch, origin);
+      if (!plan)
+        refusal = std::move(plan.error());
+      return static_cast<bool>(plan);
+    },
+    [&](offer& o) {
+      std::uint32_t left_ms = 0;  // no deadline
+      if (o.deadline)  // one already passed (the sweep has not run yet) fires at once
+        left_ms = static_cast<std::uint32_t>(std::max<std::int64_t>(
+          1, std::chrono::duration_cast<std::chrono::milliseconds>(*o.deadline - now).count()));
+      owner = spawn_send_request_actor(self->system(), std::move(o.spec), std::move(o.owner),
+                                       left_ms);
+      if (st.spec.registry)
+        st.spec.registry->attach_owner(id, caf::actor_cast<caf::actor>(owner), true);
+    });
+  if (!found)
+    return false;
+  if (!owner) {
+    rp.deliver(std::move(refusal));
+    return true;
+  }
+  adopt_owner(self, id, owner);
+  relay_fetch(self, owner, std::move(fetch), std::move(requester), rp);
+  return true;
+}
+
+// A checked fetch goes to the owner actor of its id, else to the offer in the book, else parks.
+void serve_fetch(self_ptr self, fetch_msg& fetch, caf::typed_response_promise<transfer_done>& rp,
+                 const caf::node_id& origin, caf::actor_addr requester) {
+  if (auto owner = owner_actor(self, fetch.request_id)) {
+    relay_fetch(self, owner, std::move(fetch), std::move(requester), rp);
+    return;
+  }
+  if (serve_from_book(self, fetch, rp, origin, requester))
+    return;
+  park_fetch(self, fetch, rp, origin, std::move(requester));
+}
+
 sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
   drop_unexpected_quietly(self);
   self->state.spec = std::move(spec);
   if (self->state.spec.health)  // a restarted sender starts empty (its predecessor's went)
     self->state.spec.health->set_parked_fetches(0);
+  // The book outlives a sender: its offers' bound nodes are watched anew, their deadlines swept.
+  watch_bound_nodes(self, true);
+  arm_sweep(self);
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
+    if (st.bound_watched.erase(dm.source) > 0 && st.spec.book)
+      for (auto& o : st.spec.book->take_bound_to(dm.source))
+        end_offer(std::move(o),
+                  make_result(transfer_status::failed, errc::peer_failed,
+                              "the node this offer is bound to went away before it fetched: " +
+                                describe_error(dm.reason) + "; its blocks are released"));
     if (auto w = st.parked_by_watch.find(dm.source); w != st.parked_by_watch.end()) {
       // The fetching node (or actor) is gone: nobody waits for these answers any more.
       auto ids = w->second;
@@ -304,20 +422,18 @@ sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
     st.owner_ids.erase(id);
   });
   return {
-    [=](announce_atom, const std::string& id, send_request_actor& owner) {
+    [=](announce_atom, const std::string& id) {
+      // node::send put an offer of `id` into the book. From a peer it changes nothing: a parked
+      // fetch is served only if the book (or an owner actor) has its id.
       auto& st = self->state;
-      if (!adopt_owner(self, id, owner)) {
-        logger()->debug("sender of node '{}' ignored an announce for request '{}' that this "
-                        "node's registry does not confirm",
-                        st.spec.node_name, id);
-        return;
-      }
+      watch_bound_nodes(self, id.empty());  // empty: from the supervisor, after a restart
+      arm_sweep(self);
       auto it = st.parked.find(id);
-      if (it != st.parked.end()) {
-        auto p = unpark(self, it);
-        relay_fetch(self, owner, std::move(p.fetch), std::move(p.requester),
-                    std::move(p.promise));
-      }
+      if (it == st.parked.end() ||
+          !(owner_actor(self, id) || (st.spec.book && st.spec.book->bound_of(id))))
+        return;
+      auto p = unpark(self, it);
+      serve_fetch(self, p.fetch, p.promise, p.origin, std::move(p.requester));
     },
     [=](fetch_msg& fetch) -> caf::typed_response_promise<transfer_done> {
       auto fetcher = self->current_sender();  // before make_response_promise takes it over
@@ -350,19 +466,7 @@ sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
                                                       "' that names no sender cannot be served"));
         return rp;
       }
-      auto it = st.owners.find(fetch.request_id);
-      if (it == st.owners.end() && st.spec.registry) {  // not announced yet, or a new sender
-        auto owner = caf::actor_cast<send_request_actor>(
-          st.spec.registry->send_owner_of(fetch.request_id));
-        if (adopt_owner(self, fetch.request_id, owner))
-          it = st.owners.find(fetch.request_id);
-      }
-      auto requester = caf::actor_cast<caf::actor_addr>(fetcher);
-      if (it != st.owners.end()) {
-        relay_fetch(self, it->second, std::move(fetch), std::move(requester), rp);
-        return rp;
-      }
-      park_fetch(self, fetch, rp, origin, std::move(requester));
+      serve_fetch(self, fetch, rp, origin, caf::actor_cast<caf::actor_addr>(fetcher));
       return rp;
     },
     [=](cancel_fetch_atom, const std::string& id, std::uint64_t epoch, bool worker_replaced) {
@@ -386,13 +490,28 @@ sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
       const caf::node_id from = decliner ? decliner->node() : caf::node_id{};
       auto rp = self->make_response_promise<cancel_result>();
       auto& st = self->state;
-      send_request_actor owner;
-      if (auto it = st.owners.find(id); it != st.owners.end())
-        owner = it->second;
-      else if (st.spec.registry)  // send() returned, the owner's announce is still on its way
-        owner = caf::actor_cast<send_request_actor>(st.spec.registry->send_owner_of(id));
+      auto owner = owner_actor(self, id);
       if (!owner) {
-        rp.deliver(cancel_result::not_found);
+        // An offer no peer fetched yet ends here, unless it is bound to another node: then, as
+        // if there were no such offer (a wrong guess neither ends it nor reveals it, F17).
+        std::optional<offer> declined;
+        if (st.spec.book)
+          st.spec.book->hand_over(
+            id,
+            [&](const offer& o) {
+              auto bound = o.spec.bound_to.address();
+              return !bound || bound.node() == from;
+            },
+            [&](offer& o) { declined = std::move(o); });
+        if (!declined) {
+          rp.deliver(cancel_result::not_found);
+          return rp;
+        }
+        end_offer(std::move(*declined),
+                  make_result(transfer_status::cancelled, errc::cancelled,
+                              "declined by the decode node before any fetch: its blocks are "
+                              "released"));
+        rp.deliver(cancel_result::cancelled_before_advertise);
         return rp;
       }
       // Relayed, as a fetch is: the decliner does not learn the owner's address.

@@ -191,6 +191,16 @@ std::vector<std::uint32_t> selected_per_layer(const std::vector<std::uint32_t>& 
   return out;
 }
 
+result<std::vector<std::vector<copy_op>>> plan_fetch(const std::vector<desc>& source,
+                                                     const std::vector<std::uint32_t>& layer_blocks,
+                                                     const destination& dst) {
+  auto selected = select_blocks(source, dst.ranges);
+  if (!selected)
+    return {selected.error()};
+  return plan_layer_puts(selected.value(),
+                         selected_per_layer(layer_blocks, dst.ranges, source.size()), dst);
+}
+
 std::optional<error_info> check_layers(const std::vector<std::uint32_t>& layer_blocks,
                                        std::uint64_t offered) {
   if (layer_blocks.empty())

@@ -63,6 +63,13 @@ result<std::vector<std::vector<copy_op>>> plan_layer_puts(
   const std::vector<desc>& source, const std::vector<std::uint32_t>& layer_sizes,
   const destination& dst);
 
+// A fetch (which passed check_destination) for an offer of `source` blocks in layers
+// `layer_blocks` (empty: one layer): the blocks it selects, planned per layer (plan_layer_puts),
+// or why it does not fit the offer (block count, sizes, ranges: for this node's log).
+result<std::vector<std::vector<copy_op>>> plan_fetch(const std::vector<desc>& source,
+                                                     const std::vector<std::uint32_t>& layer_blocks,
+                                                     const destination& dst);
+
 // Layer-wise sends (transfer_options::layer_blocks): how many of the blocks that `ranges`
 // select (count_ranges' rules, already checked; empty: all) lie in each layer, layer i being
 // the next layer_blocks[i] of the offered blocks. Empty `layer_blocks`: one layer of all.

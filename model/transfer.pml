@@ -4,7 +4,13 @@
  *
  * Processes, and the code each stands for:
  *
- *   SendReq(i)   actors/send_request_actor.cpp. `phase` is the actor's behaviour:
+ *   the book     actors/offer_book.cpp: a send() is an offer in P's book (in_book), no actor,
+ *                until a fetch fits it; whoever takes it out owns it: the sender (hand_over: a
+ *                new SendReq, the fetch relayed to it in a later step, so a cancel can come
+ *                first; or the sweep at its deadline), node::cancel, or stop() (book_end: ends
+ *                it there, released: nothing was exposed).
+ *   SendReq(i)   actors/send_request_actor.cpp, spawned by the sender at the hand-over. `phase`
+ *                is the actor's behaviour:
  *                waiting_for_peer -> transferring -> s_stopping (behaviour `stopping`) -> s_end
  *                (the actor quit). lease_w / copy_w / puts_w are its outstanding steps
  *                (lease_wait, copy_wait, puts_wait); staged, `filling` is the slot being
@@ -12,18 +18,20 @@
  *                whose puts are posted: chunk n+1 is leased and gathered while chunk n is put,
  *                so at most one copy and one batch of puts are outstanding at once (pump).
  *   RecvReq(i)   actors/recv_request_actor.cpp: queued -> fetching -> r_stopping -> r_end.
- *   Sender       actors/sender_actor.cpp: owners (announced send-requests, erased on their DOWN),
- *                parked fetches (park expiry), routing of fetch / cancel_fetch to the owner.
+ *   Sender       actors/sender_actor.cpp: owners (the send-requests it spawned, erased on their
+ *                DOWN), parked fetches (park expiry; served at the offer's announce), routing of
+ *                fetch / cancel_fetch to the owner or the book, the sweep of offers' deadlines.
  *   Transport    actors/transport_actor.cpp: put / copy posted to the engine, cancel, op_done ->
  *                the requester's answer (only for an op it still knows). Ops are keyed by
  *                (token, kind): one batch of puts and one copy per token; an op is OPI(i, k).
  *   Engine       transport::engine and the copy engine: completes each posted op exactly once,
  *                OK or not, at any time, also after a cancel (the completion contract).
  *   App          the serving engines: node::cancel on either side, at any point (send() and
- *                receive() are the spawns in init; the order of their first steps is free).
+ *                receive() are in init: the offer and its announce, the recv-request).
  *   Faults       peer death: P or D is killed at any point (its actors stop, the other node's
  *                watches of its actors fire DOWN).
- *   StopP/StopD  node::stop() (actors/node.cpp:448): accepting = false, exit to every owner, the
+ *   StopP/StopD  node::stop() (actors/node.cpp): accepting = false, the book closed (its offers
+ *                end stopped, released), exit to every owner, the
  *                supervisor exits (transport, sender / anchor terminate), await all actors,
  *                destroy the engine, release every request still unreleased.
  *   Final        at global quiescence (spin's `timeout`): every handle is settled.
@@ -48,7 +56,7 @@
  * an actor already dead yields a DOWN at once.
  *
  * Abstracted away: bytes, plans and validation (a fetch is valid, or with ALLOW_INVALID may be
- * refused while the offer waits on), the sender's fetch checks and parking limits (a refusal is
+ * refused by the sender while the offer waits on in the book), the sender's fetch checks and parking limits (a refusal is
  * a kvferry error, like a park expiry), the UCX puts of one batch (one batch, one completion:
  * what the engine guarantees), layers (one layer), epochs and stale fetches (one incarnation per
  * node), bound offers, decline(), layout tags, the receiver's admission queue and the
@@ -188,6 +196,8 @@ byte op_slot[2 * MAXR];                  /* the staging slot it writes (copy) or
 byte slot_ret[MAXR];                     /* bit s: the request's slot s went back to the pool */
 byte ok_batches[MAXR];                   /* put batches completed without error */
 bool owners[MAXR], parked[MAXR];         /* sender state */
+bool in_book[MAXR];                      /* the send is an offer in P's offer book (no actor) */
+bool relay[MAXR];                        /* the sender spawned its owner, the fetch not relayed yet */
 
 #define SRC_QUIESCENT(j) ((!ops_out[OPI(j, KC)] && !ops_out[OPI(j, KP)]) || p_engine_gone)
 #define DST_QUIESCENT(j) (!ops_out[OPI(j, KP)] || d_revoked)
@@ -482,7 +492,6 @@ proctype SendReq(byte i) {
   bool eq = false;          /*   released (quiescent) or not, */
   bool answer = false;      /*   after answering the fetcher (finish_transfer) */
 
-  atomic { s_spawned[i] -> to_sender(ANNOUNCE, i) }   /* send_request_impl announces itself */
   do
   :: atomic { S_LIVE && (len(s_mb[i]) > 0 || lease_w || p_stopping ||
                          (DEADLINE_ARMED(i) && !s_dl[i] && !(phase == s_stopping && s_res[i] != 0))) ->
@@ -493,21 +502,16 @@ proctype SendReq(byte i) {
         /* -- waiting_for_peer ----------------------------------------------------------- */
         :: phase == waiting_for_peer ->
            if
-           :: m == FETCH ->                               /* on_fetch */
+           :: m == FETCH ->         /* on_fetch: the sender matched it with the offer */
+              s_wf[i] = true;                             /* watch the decode node's anchor */
               if
-              /* a fetch that does not fit the offer is refused, the offer waits on */
-              :: ALLOW_INVALID -> to_rreq(i, ANS_KVERR, R_ERROR)
-              :: true ->
-                 s_wf[i] = true;                          /* watch the decode node's anchor */
-                 if
-                 :: d_anchor_dead -> SEND(s_mb[i], DOWN_FETCHER, 0)
-                 :: else -> skip
-                 fi;
-                 phase = transferring;                    /* enter_transferring, next_layer */
-                 if
-                 :: STAGED -> pump()                      /* lease_slot */
-                 :: else -> post_step(KP, 0)              /* post_puts */
-                 fi
+              :: d_anchor_dead -> SEND(s_mb[i], DOWN_FETCHER, 0)
+              :: else -> skip
+              fi;
+              phase = transferring;                       /* enter_transferring, next_layer */
+              if
+              :: STAGED -> pump()                         /* lease_slot */
+              :: else -> post_step(KP, 0)                 /* post_puts */
               fi
            :: m == CANCEL -> end_send(R_CANCELLED, true)  /* cancelled_before_advertise */
            :: else -> skip       /* cancel_fetch: nothing to cancel yet; nothing is watched */
@@ -645,7 +649,28 @@ proctype RecvReq(byte i) {
   od
 }
 
-/* ==== sender actor (P) ====================================================================== */
+/* ==== the offer book and the sender actor (P) =============================================== */
+
+/* end_offer: an offer taken out of the book ends there, terminal once and released (nothing of
+   it was exposed); it never had an actor */
+inline book_end(j, r) {
+  in_book[j] = false;
+  handle_resolve(s_res[j], s_stat[j], r);
+  assert(SRC_QUIESCENT(j));
+  handle_release(s_res[j], s_rel[j]);
+  s_ended[j] = true
+}
+
+/* serve_from_book: a fetch that does not fit is refused and the offer waits on; one that fits
+   takes the offer out, its owner moves into a new send-request (registered: cancel() finds it
+   from now on), and the fetch is relayed to it */
+inline hand_over(j) {
+  if
+  :: ALLOW_INVALID -> to_rreq(j, ANS_KVERR, R_ERROR)
+  :: true -> in_book[j] = false; owners[j] = true; relay[j] = true; run SendReq(j)
+  fi
+}
+
 proctype Sender() {
   mtype m;
   byte a;
@@ -653,15 +678,16 @@ end_loop:
   do
   :: atomic { nempty(snd_mb) -> snd_mb?m,a;
      if
-     :: m == ANNOUNCE ->
-        owners[a] = true;
+     :: m == ANNOUNCE ->                  /* send() put the offer into the book */
         if
-        :: parked[a] -> parked[a] = false; to_sreq(a, FETCH, 0)   /* the parked fetch delegated */
+        :: parked[a] && owners[a] -> parked[a] = false; to_sreq(a, FETCH, 0)
+        :: parked[a] && !owners[a] && in_book[a] -> parked[a] = false; hand_over(a)
         :: else -> skip
         fi
      :: m == FETCH ->
         if
-        :: owners[a] -> to_sreq(a, FETCH, 0)           /* delegated to the owner */
+        :: owners[a] -> to_sreq(a, FETCH, 0)           /* relayed to the owner */
+        :: !owners[a] && in_book[a] -> hand_over(a)   /* serve_from_book */
         :: else -> parked[a] = true                 /* send() not called yet (or over) */
         fi
      :: m == CANCEL_FETCH ->
@@ -673,6 +699,15 @@ end_loop:
      :: m == DOWN_OWNER -> owners[a] = false
      fi;
      m = 0; a = 0 }
+  /* the relay of the fetch to the owner it spawned (in the same handler as the spawn, but
+     node::cancel, on another thread, may reach the new owner first) */
+  :: atomic { relay[0] -> relay[0] = false; to_sreq(0, FETCH, 0) }
+  :: atomic { relay[1] -> relay[1] = false; to_sreq(1, FETCH, 0) }
+  /* the sweep: an offer's deadline passed while it waited in the book */
+  :: atomic { !snd_dead && in_book[0] && DEADLINE_ARMED(0) && !s_dl[0] ->
+              s_dl[0] = true; book_end(0, R_TIMED_OUT) }
+  :: atomic { !snd_dead && in_book[1] && DEADLINE_ARMED(1) && !s_dl[1] ->
+              s_dl[1] = true; book_end(1, R_TIMED_OUT) }
   /* park_expired: the fetch's deadline passed while it was parked */
   :: atomic { !snd_dead && parked[0] -> parked[0] = false; to_rreq(0, ANS_KVERR, R_TIMED_OUT) }
   :: atomic { !snd_dead && parked[1] -> parked[1] = false; to_rreq(1, ANS_KVERR, R_TIMED_OUT) }
@@ -795,16 +830,25 @@ end_idle:
 }
 
 /* ==== node::cancel on either side ========================================================== */
+
+/* node::cancel of a send: an offer still in the book ends there; else its owner is asked */
+inline cancel_send(j) {
+  if
+  :: in_book[j] -> book_end(j, R_CANCELLED)
+  :: else -> to_sreq(j, CANCEL, 0)
+  fi
+}
+
 proctype App() {
   bool sc[MAXR], rc[MAXR];
 end_app:
   do
   :: atomic { ALLOW_CANCEL_S && s_spawned[0] && !sc[0] && !p_stopped && !p_dead ->
-              sc[0] = true; to_sreq(0, CANCEL, 0) }
+              sc[0] = true; cancel_send(0) }
   :: atomic { ALLOW_CANCEL_R && r_spawned[0] && !rc[0] && !d_stopped && !d_dead ->
               rc[0] = true; to_rreq(0, CANCEL, 0) }
   :: atomic { ALLOW_CANCEL_S && s_spawned[1] && !sc[1] && !p_stopped && !p_dead ->
-              sc[1] = true; to_sreq(1, CANCEL, 0) }
+              sc[1] = true; cancel_send(1) }
   :: atomic { ALLOW_CANCEL_R && r_spawned[1] && !rc[1] && !d_stopped && !d_dead ->
               rc[1] = true; to_rreq(1, CANCEL, 0) }
   od
@@ -849,6 +893,13 @@ proctype StopP() {
   :: atomic { ALLOW_STOP_P && !p_dead -> p_stopping = true }
   :: skip -> goto done
   fi;
+  atomic {                                /* the book is closed: its offers end stopped */
+    for (j : 0 .. MAXR - 1) {
+      if
+      :: in_book[j] -> book_end(j, R_STOPPED)
+      :: else -> skip
+      fi
+    }; j = 0 }
   atomic {                                /* the supervisor exits, and its children */
     if
     :: !tr_dead -> transport_dies()       /* (unless it crashed before) */
@@ -941,11 +992,11 @@ proctype Final() {
 /* send() and receive() of each request, then everything else, before anything moves */
 init {
   atomic {
-    s_spawned[0] = true; r_spawned[0] = true;
-    run SendReq(0); run RecvReq(0);
+    s_spawned[0] = true; in_book[0] = true; SEND(snd_mb, ANNOUNCE, 0);
+    r_spawned[0] = true; run RecvReq(0);
 #if NREQ > 1
-    s_spawned[1] = true; r_spawned[1] = true;
-    run SendReq(1); run RecvReq(1);
+    s_spawned[1] = true; in_book[1] = true; SEND(snd_mb, ANNOUNCE, 1);
+    r_spawned[1] = true; run RecvReq(1);
 #endif
     run Sender(); run Transport(); run Engine(); run App();
     run Faults(); run StopP(); run StopD(); run Final()

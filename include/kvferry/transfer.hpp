@@ -157,7 +157,9 @@ class transfer_handle {
   std::uint32_t layers_landed() const;
   bool wait_layer(std::uint32_t layer, std::chrono::milliseconds timeout) const;
   // Calls `callback` once with the terminal result: at once (on this thread) if there is one,
-  // else on the owning actor's thread. The callback must not block. Callbacks registered
+  // else on the thread that ends the request: the owning actor's, or, for a send no peer has
+  // fetched yet, the one calling node::cancel() or node::stop() (with no lock of the node
+  // held). The callback must not block. Callbacks registered
   // before the result came have all returned by the time status()/result()/wait_for() or
   // poll() show the result. Once status()/result()/wait_for() show the result, or released()/
   // wait_released() the release, the node's poll() holds the matching event.

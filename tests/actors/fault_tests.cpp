@@ -250,15 +250,22 @@ TEST_CASE("a lease whose holder dies mid-put is held until the put completes, an
 }
 
 TEST_CASE("a send whose actor dies with nothing in flight is released at once, not at stop") {
+  // A layer-wise send whose layer is not ready: fetched (its actor exists from the fetch on),
+  // nothing posted yet.
   node_pair np{4 * 4096};
-  auto s = np.prefill->send("unfetched", {{np.src_region, 0, 4096}});
-  testing::crash_request(*np.prefill, "unfetched");
+  transfer_options layered;
+  layered.layer_blocks = {1};
+  auto [s, r] = np.start("waits-for-a-layer", 0, 0, 4096, layered);
+  REQUIRE(s.wait_started(patience));  // the fetch came: the offer has an actor now
+  testing::crash_request(*np.prefill, "waits-for-a-layer");
   REQUIRE(s.wait_for(patience));
   CHECK(s.result()->code == errc::internal_error);
   CHECK(s.wait_released(patience));  // no copy or put of it was ever posted
   CHECK(np.prefill->health().unreleased == 0);
+  REQUIRE(r.wait_for(patience));
+  CHECK(r.result()->status == transfer_status::failed);
   // Its id is free again, and the node serves.
-  np.transfer_ok("unfetched", 0, 0, 4096);
+  np.transfer_ok("waits-for-a-layer", 0, 0, 4096);
 }
 
 TEST_CASE("a lease whose holder dies with nothing in flight is given back, not poisoned") {

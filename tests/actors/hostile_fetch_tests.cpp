@@ -429,7 +429,7 @@ TEST_CASE("F17: a hostile prefill that answers a fetch with an empty or unknown 
   auto liar_impl = [](sender_actor::pointer,
                       std::shared_ptr<std::vector<caf::error>> answers) -> sender_actor::behavior_type {
     return {
-      [](announce_atom, const std::string&, send_request_actor&) {},
+      [](announce_atom, const std::string&) {},
       [=](fetch_msg&) -> caf::result<transfer_done> {
         if (answers->empty())
           return caf::error{};

@@ -7,6 +7,7 @@
 #include "actors/buffer_pool_actor.hpp"
 #include "actors/event_sink.hpp"
 #include "actors/handle_state.hpp"
+#include "actors/offer_book.hpp"
 #include "actors/receiver_actor.hpp"
 #include "actors/recv_request_actor.hpp"
 #include "actors/send_request_actor.hpp"
@@ -45,6 +46,7 @@ struct node_rig : testing::virtual_time {
   std::shared_ptr<request_registry> recv_registry = std::make_shared<request_registry>();
   std::shared_ptr<detail::event_sink> sink = std::make_shared<detail::event_sink>();
   std::shared_ptr<kvferry::staging_slots> staging = std::make_shared<kvferry::staging_slots>();
+  std::shared_ptr<offer_book> book = std::make_shared<offer_book>();
   transport_actor transport;
   buffer_pool_actor pool;
   sender_actor sender;
@@ -64,7 +66,7 @@ struct node_rig : testing::virtual_time {
     children->set({transport, {}, {}, {}});
     pool = track(spawn_buffer_pool_actor(
       system(), pool_spec{staging_slots, slot_bytes, staging, children, health, ledger}));
-    sender = track(spawn_sender_actor(system(), sender_spec{"rig", 60000, {}, registry, {}, 65536, 4096, health}));
+    sender = track(spawn_sender_actor(system(), sender_spec{"rig", 60000, {}, registry, {}, 65536, 4096, health, book}));
     receiver = track(spawn_receiver_actor(system(), max_fetches));
     children->set({transport, pool, sender, receiver});
     decode_node = spawn_recorder();
@@ -89,9 +91,29 @@ struct node_rig : testing::virtual_time {
                      bool staged = false) {
     auto ctx = context(registry, id, deadline_ms);
     auto h = ctx.handle;
-    auto owner = track(spawn_send_request_actor(system(), send_spec{ctx, std::move(blocks), staged, {}}));
+    auto owner = track(spawn_send_request_actor(system(), send_spec{ctx, std::move(blocks), staged, {}},
+                                                  nullptr, deadline_ms));
     registry->attach_owner(id, caf::actor_cast<caf::actor>(owner), true);
     return {h, caf::actor_cast<caf::actor>(owner)};
+  }
+  // A send as node::send makes it: an offer in the book, announced to the sender; no actor
+  // until a fetch fits (`actor` stays invalid).
+  started offer(const std::string& id, std::vector<desc> blocks, std::uint32_t deadline_ms,
+                sender_actor bound = {}, std::vector<std::uint32_t> layer_blocks = {}) {
+    auto ctx = context(registry, id, deadline_ms);
+    auto h = ctx.handle;
+    h->set_layers(static_cast<std::uint32_t>(layer_blocks.size()));
+    registry->attach_owner(id, caf::actor{}, true);
+    auto o = make_offer(send_spec{ctx, std::move(blocks), false, std::move(bound),
+                                  std::move(layer_blocks)},
+                        clock().now());
+    REQUIRE(book->add(o));
+    send(sender, announce_atom::value, id);
+    return {h, {}};
+  }
+  // The send-request actor the sender spawned for `id` (registered under the book's lock).
+  caf::actor owner_of(const std::string& id) {
+    return registry->owner_of(id, nullptr);
   }
   // A receive into `blocks` (one destination region [base, base + bytes), its rkey
   // fake_rkey(0xCC)).
@@ -471,44 +493,47 @@ TEST_CASE("a transfer between a recv-request and a send-request succeeds once th
   CHECK(rig.snapshot().in_flight == 0);
 }
 
-TEST_CASE("an announce the node's registry does not confirm is ignored: the fetch goes to the id's own send-request") {
-  // The sender hands every fetch for an id to the actor announced for it: only the node's own
-  // registry may say which actor that is, whoever sends the announce, before or after the offer.
+TEST_CASE("an announce serves a parked fetch only once the book holds its id: from anyone else it changes nothing") {
+  // A peer can send the sender an announce too: it only makes the sender look at the book.
   node_rig rig;
   std::vector<unsigned char> src(4096, 0x21);
-  auto impostor = rig.spawn_recorder();
-  auto claim = [&] {
-    caf::anon_send(rig.sender, announce_atom::value, std::string{"claimed"},
-                   caf::actor_cast<send_request_actor>(impostor.actor));
-    rig.run();
-  };
-  claim();
-  auto s = rig.start_send("claimed", {block_of(src)}, 0);
-  rig.run();
-  claim();
   auto fetcher = rig.request<transfer_done>(rig.sender, sample_fetch("claimed", rig.decode_node.actor));
   rig.run();
-  CHECK(impostor.inbox->empty());
-  // The real owner took the fetch and posted its puts; they complete, the fetcher hears it.
+  REQUIRE(rig.snapshot().parked_fetches == 1);
+  rig.send(rig.sender, announce_atom::value, std::string{"claimed"});
+  rig.send(rig.sender, announce_atom::value, std::string{});
+  rig.run();
+  CHECK(rig.snapshot().parked_fetches == 1);
+  CHECK_FALSE(fetcher->answered());
+  CHECK(rig.engine->puts().empty());
+  auto s = rig.offer("claimed", {block_of(src)}, 0);
+  rig.run();  // the announce: the parked fetch fits, an owner actor takes the offer, puts posted
+  CHECK(rig.snapshot().parked_fetches == 0);
+  CHECK(rig.book->size() == 0);
+  CHECK(rig.owner_of("claimed"));
+  REQUIRE(rig.engine->pending_count() == 1);
   rig.engine->complete(rig.engine->last_put().op);
   rig.run();
   REQUIRE(fetcher->ok());
   CHECK(fetcher->value().bytes == 4096);
   CHECK(s.handle->result()->status == transfer_status::succeeded);
+  CHECK(s.handle->released());
 }
 
 TEST_CASE("a fetch bounced by a send-request that quit with it in its mailbox fails the receive, released: nothing was posted") {
-  // The fetch waits parked at the sender; the send's owner starts and announces itself, and is
-  // cancelled before the sender hands it the fetch: CAF bounces the fetch (request_receiver_down).
+  // The fetch waits parked at the sender; the send's owner starts, and is cancelled before the
+  // sender hands it the fetch: CAF bounces the fetch (request_receiver_down). (The sender's own
+  // hand-over has the same race: node::cancel may reach the actor it spawned before the fetch.)
   node_rig rig;
   std::vector<unsigned char> src(4096, 0x31), dst(4096, 0);
   auto r = rig.start_recv("bounced", {desc{addr_of(dst.data()), dst.size(), 0}},
                           addr_of(dst.data()), dst.size(), 0);
   rig.run();
   REQUIRE(rig.snapshot().parked_fetches == 1);
-  auto s = rig.start_send("bounced", {block_of(src)}, 0);
-  REQUIRE(rig.dispatch_to(s.actor));  // starts: enters the registry, announces itself
+  auto s = rig.start_send("bounced", {block_of(src)}, 0);  // in the registry
+  REQUIRE(rig.dispatch_to(s.actor));  // starts
   rig.send(s.actor, cancel_atom::value);
+  rig.send(rig.sender, announce_atom::value, std::string{"bounced"});
   REQUIRE(rig.dispatch_to(rig.sender));  // the announce: the parked fetch goes to the owner
   rig.run();  // the owner takes the cancel first, quits; the fetch behind it is bounced
   REQUIRE(s.handle->result());
@@ -1132,6 +1157,190 @@ TEST_CASE("F20 (virtual time): a window lost before the fetch went out is opened
   REQUIRE(s.handle->result());
   CHECK(s.handle->released());
   CHECK(rig.engine->windows()->open_count() == 0);
+}
+
+// -- the offer book: sends no peer has fetched yet, without an actor each ----------------------
+
+TEST_CASE("an offer waits in the book without an actor, and a fitting fetch moves its owner into a new send-request, and the transfer succeeds, released once") {
+  node_rig rig;
+  std::vector<unsigned char> src(4096, 0x41);
+  auto s = rig.offer("booked", {block_of(src)}, 30000);
+  rig.run();
+  CHECK(rig.book->size() == 1);
+  CHECK_FALSE(rig.owner_of("booked"));  // no actor while it waits
+  CHECK(rig.snapshot().in_flight == 1);  // but a request all the same
+  auto fetcher = rig.request<transfer_done>(rig.sender, sample_fetch("booked", rig.decode_node.actor));
+  rig.run();
+  CHECK(rig.book->size() == 0);
+  CHECK(rig.owner_of("booked"));
+  REQUIRE(rig.engine->pending_count() == 1);
+  CHECK(s.handle->status() == transfer_status::in_flight);
+  // A second fetch goes to the owner, which is already sending: refused as a duplicate.
+  auto second = rig.request<transfer_done>(rig.sender, sample_fetch("booked", rig.decode_node.actor));
+  rig.run();
+  REQUIRE(second->answered());
+  CHECK(second->code() == errc::duplicate_request_id);
+  rig.engine->complete(rig.engine->last_put().op);
+  rig.run();
+  REQUIRE(fetcher->ok());
+  CHECK(fetcher->value().bytes == 4096);
+  REQUIRE(s.handle->result());
+  CHECK(s.handle->result()->status == transfer_status::succeeded);
+  CHECK(s.handle->released());
+  CHECK(rig.snapshot().in_flight == 0);
+  auto evs = rig.events();
+  CHECK(events_of_kind(evs, event_kind::completed) == 1);
+  CHECK(events_of_kind(evs, event_kind::released) == 1);
+}
+
+TEST_CASE("F4 (virtual time): an offer no peer fetches ends timed_out at its deadline through the sender's sweep, not before, released, and a later fetch parks") {
+  node_rig rig;
+  std::vector<unsigned char> src(4096, 0x42);
+  auto s = rig.offer("expires", {block_of(src)}, 250);
+  rig.run();
+  CHECK(rig.pending_timeouts() == 1);  // the sweep, armed by the announce
+  rig.advance_and_run(249ms);
+  CHECK(s.handle->status() == transfer_status::pending);
+  CHECK(rig.book->size() == 1);
+  rig.advance_and_run(1ms);
+  REQUIRE(s.handle->result());
+  CHECK(s.handle->result()->code == errc::timed_out);
+  CHECK(s.handle->result()->message.find("no peer fetched it") != std::string::npos);
+  CHECK(s.handle->released());
+  CHECK(rig.book->size() == 0);
+  CHECK(rig.pending_timeouts() == 0);  // nothing left to sweep: the timer is not re-armed
+  auto late = rig.request<transfer_done>(rig.sender, sample_fetch("expires", rig.decode_node.actor));
+  rig.run();
+  CHECK_FALSE(late->answered());
+  CHECK(rig.snapshot().parked_fetches == 1);
+  CHECK(rig.engine->puts().empty());
+}
+
+TEST_CASE("a fetch that does not fit an offer in the book is refused and the offer waits on, and a fitting one is then served") {
+  node_rig rig;
+  std::vector<unsigned char> src(4096, 0x43);
+  auto s = rig.offer("fits-later", {block_of(src)}, 0);
+  rig.run();
+  auto wrong = sample_fetch("fits-later", rig.decode_node.actor);
+  wrong.blocks = {{0x500000, 2048, 0}};  // another size than offered
+  auto refused = rig.request<transfer_done>(rig.sender, std::move(wrong));
+  rig.run();
+  REQUIRE(refused->answered());
+  CHECK(refused->code() == errc::size_mismatch);
+  CHECK(rig.book->size() == 1);
+  CHECK_FALSE(rig.owner_of("fits-later"));
+  CHECK(s.handle->status() == transfer_status::pending);
+  auto fetcher = rig.request<transfer_done>(rig.sender, sample_fetch("fits-later", rig.decode_node.actor));
+  rig.run();
+  REQUIRE(rig.engine->pending_count() == 1);
+  rig.engine->complete(rig.engine->last_put().op);
+  rig.run();
+  REQUIRE(fetcher->ok());
+  CHECK(s.handle->result()->status == transfer_status::succeeded);
+}
+
+TEST_CASE("a bound offer ends peer_failed, released, when the node it is bound to goes away, one monitor serving every offer bound to it") {
+  node_rig rig;
+  std::vector<unsigned char> a(4096, 0x44), b(4096, 0x45);
+  auto peer = rig.spawn_recorder();  // the bound node's entry
+  auto bound = caf::actor_cast<sender_actor>(peer.actor);
+  auto first = rig.offer("bound-1", {block_of(a)}, 0, bound);
+  auto second = rig.offer("bound-2", {block_of(b)}, 0, bound);
+  rig.run();
+  CHECK(rig.book->size() == 2);
+  rig.kill(peer.actor);
+  rig.run();
+  for (auto* s : {&first, &second}) {
+    REQUIRE(s->handle->result());
+    CHECK(s->handle->result()->code == errc::peer_failed);
+    CHECK(s->handle->released());
+  }
+  CHECK(rig.book->size() == 0);
+  // An offer bound to a node already gone ends as soon as the sender watches it.
+  auto third = rig.offer("bound-3", {block_of(a)}, 0, bound);
+  rig.run();
+  REQUIRE(third.handle->result());
+  CHECK(third.handle->result()->code == errc::peer_failed);
+  CHECK(rig.book->size() == 0);
+}
+
+TEST_CASE("a decline ends an offer in the book cancelled and released, without an actor, and a second decline finds nothing") {
+  node_rig rig;
+  std::vector<unsigned char> src(4096, 0x46);
+  auto s = rig.offer("declined", {block_of(src)}, 0);
+  rig.run();
+  auto first = rig.request<cancel_result>(rig.sender, decline_atom::value, std::string{"declined"});
+  rig.run();
+  REQUIRE(first->ok());
+  CHECK(first->value() == cancel_result::cancelled_before_advertise);
+  REQUIRE(s.handle->result());
+  CHECK(s.handle->result()->status == transfer_status::cancelled);
+  CHECK(s.handle->released());
+  CHECK(rig.book->size() == 0);
+  auto again = rig.request<cancel_result>(rig.sender, decline_atom::value, std::string{"declined"});
+  rig.run();
+  REQUIRE(again->ok());
+  CHECK(again->value() == cancel_result::not_found);
+}
+
+TEST_CASE("a layer marked ready while the offer waits in the book is sent as soon as the fetch comes, and the next waits for its own mark") {
+  node_rig rig;
+  std::vector<unsigned char> src(8192, 0x47);
+  auto s = rig.offer("layered", {desc{addr_of(src.data()), 4096, 1}, desc{addr_of(src.data()) + 4096, 4096, 1}},
+                     0, {}, {1, 1});
+  rig.run();
+  REQUIRE(s.handle->claim_layer(0) == errc::none);
+  REQUIRE(rig.book->mark_ready("layered", 0));
+  auto f = sample_fetch("layered", rig.decode_node.actor);
+  f.blocks = {{0x500000, 4096, 0}, {0x501000, 4096, 0}};
+  auto fetcher = rig.request<transfer_done>(rig.sender, std::move(f));
+  rig.run();
+  REQUIRE(rig.engine->pending_count() == 1);  // layer 0's puts
+  CHECK(rig.engine->last_put().bytes == 4096);
+  rig.engine->complete(rig.engine->last_put().op);
+  rig.run();
+  CHECK(rig.engine->pending_count() == 0);  // layer 1 is not ready
+  CHECK_FALSE(fetcher->answered());
+  CHECK_FALSE(rig.book->mark_ready("layered", 1));  // the offer left the book: its actor hears it
+  auto owner = rig.owner_of("layered");
+  REQUIRE(owner);
+  rig.send(caf::actor_cast<send_request_actor>(owner), layer_atom::value, std::uint32_t{1});
+  rig.run();
+  REQUIRE(rig.engine->pending_count() == 1);
+  rig.engine->complete(rig.engine->last_put().op);
+  rig.run();
+  REQUIRE(fetcher->ok());
+  CHECK(fetcher->value().bytes == 8192);
+  CHECK(s.handle->result()->status == transfer_status::succeeded);
+}
+
+TEST_CASE("a restarted sender finds its predecessor's offers in the book: it serves their fetches and sweeps their deadlines") {
+  node_rig rig;
+  std::vector<unsigned char> a(4096, 0x48), b(4096, 0x49);
+  auto kept = rig.offer("kept", {block_of(a)}, 0);
+  auto timed = rig.offer("timed", {block_of(b)}, 1000);
+  rig.run();
+  rig.kill(rig.sender);
+  rig.run();
+  rig.sender = rig.track(spawn_sender_actor(
+    rig.system(), sender_spec{"rig", 60000, {}, rig.registry, {}, 65536, 4096, rig.health, rig.book}));
+  rig.children->set({rig.transport, rig.pool, rig.sender, rig.receiver});
+  rig.run();
+  CHECK(rig.book->size() == 2);
+  auto fetcher = rig.request<transfer_done>(rig.sender, sample_fetch("kept", rig.decode_node.actor));
+  rig.run();
+  REQUIRE(rig.engine->pending_count() == 1);
+  rig.engine->complete(rig.engine->last_put().op);
+  rig.run();
+  REQUIRE(fetcher->ok());
+  CHECK(kept.handle->result()->status == transfer_status::succeeded);
+  rig.advance_and_run(999ms);
+  CHECK(timed.handle->status() == transfer_status::pending);
+  rig.advance_and_run(1ms);
+  REQUIRE(timed.handle->result());
+  CHECK(timed.handle->result()->code == errc::timed_out);
+  CHECK(timed.handle->released());
+  CHECK(rig.book->size() == 0);
 }
 
 }  // TEST_SUITE
