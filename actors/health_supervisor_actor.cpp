@@ -83,14 +83,17 @@ caf::actor spawn_child(caf::actor_system& sys, const supervisor_spec& spec, chil
       kids.sender = spawn_sender_actor(sys, spec.sender);
       break;
     case child_kind::receiver:
-      kids.receiver = spawn_receiver_actor(sys, spec.max_fetches_in_flight);
+      kids.receiver = spawn_receiver_actor(sys, spec.receiver);
       break;
   }
   spec.children->set(kids);
-  // Offers put into the book while the directory still named the sender's predecessor were
-  // announced to it: the new sender looks at the whole book once it is the one named.
+  // Offers put into the book, and receives queued, while the directory still named the child's
+  // predecessor were announced to it: the new one looks at the whole book or queue once it is
+  // the one named.
   if (which == child_kind::sender)
     caf::anon_send(kids.sender, announce_atom::value, std::string{});
+  if (which == child_kind::receiver)
+    caf::anon_send(kids.receiver, admit_atom::value);
   return kids.get(which);
 }
 

@@ -4,6 +4,7 @@
 #include "actors/buffer_pool_actor.hpp"
 #include "actors/child_directory.hpp"
 #include "actors/messages.hpp"
+#include "actors/receiver_actor.hpp"
 #include "actors/request_registry.hpp"
 #include "actors/sender_actor.hpp"
 #include "actors/transport_actor.hpp"
@@ -25,7 +26,7 @@ struct supervisor_spec {
   transport_spec transport;
   pool_spec pool;
   sender_spec sender;                     // each start of the sender gets this
-  std::uint32_t max_fetches_in_flight = 1;  // the receiver's admission limit
+  receiver_spec receiver;                 // each start of the receiver gets this
   std::uint32_t progress_deadline_ms = 30000;
   std::string listen_host;                // where a restarted sender is re-published
   // The network probe: each tick posts a job to CAF's multiplexer (the network thread) unless

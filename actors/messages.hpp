@@ -183,7 +183,6 @@ using crash_atom = caf::atom_constant<caf::atom("crash")>;
 using deadline_atom = caf::atom_constant<caf::atom("deadline")>;
 using park_expired_atom = caf::atom_constant<caf::atom("park_exp")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
-using admit_retry_atom = caf::atom_constant<caf::atom("admit_re")>;
 using proof_check_atom = caf::atom_constant<caf::atom("proof_chk")>;
 using window_lost_atom = caf::atom_constant<caf::atom("win_lost")>;
 using register_atom = caf::atom_constant<caf::atom("register")>;
@@ -282,8 +281,6 @@ using recv_request_actor = caf::typed_actor<
   caf::replies_to<cancel_atom>::with<cancel_result>,
   // Internal: the request's deadline passed.
   caf::reacts_to<deadline_atom>,
-  // Internal: the receiver that queued us is gone; queue again at the current one.
-  caf::reacts_to<admit_retry_atom>,
   // Internal: the engine replaced its worker, and our receive window with it.
   caf::reacts_to<window_lost_atom>,
   // Internal: look again whether the prefill's process has ended (awaiting_proof).
@@ -312,11 +309,12 @@ using sender_actor = caf::typed_actor<
   // fetching actor; passed on to it from here, so that it never learns the owner's address.
   caf::reacts_to<layer_atom, caf::actor_addr, std::string, std::uint32_t, std::uint32_t>>;
 
-// receiver (decode side): admits recv-request actors, bounding fetches in flight.
+// receiver (decode side): admits queued receives, bounding fetches in flight.
 using receiver_actor = caf::typed_actor<
-  // Answers when the requesting recv-request may send its fetch (FIFO; the receiver monitors
-  // the requester and frees its place when it terminates).
-  caf::replies_to<admit_atom>::with<bool>>;
+  // node::receive queued a receive (or, after a restart, the supervisor): admit what fits.
+  caf::reacts_to<admit_atom>,
+  // Internal: the sweep of queued receives' deadlines.
+  caf::reacts_to<deadline_atom>>;
 
 // health supervisor: spawns, monitors and restarts the children above.
 using supervisor_actor = caf::typed_actor<

@@ -237,7 +237,7 @@ result<std::unique_ptr<node>> node_access::start(const node_config& config, engi
   spec.sender.max_parked_per_peer = config.max_parked_fetches_per_peer;
   spec.sender.health = p->health;
   spec.sender.book = p->book;
-  spec.max_fetches_in_flight = config.max_fetches_in_flight;
+  spec.receiver = receiver_spec{config.max_fetches_in_flight, p->admissions, p->registry};
   spec.progress_deadline_ms = config.progress_deadline_ms;
   spec.listen_host = config.listen_host;
   spec.network_stall_ms = config.network_stall_ms;
@@ -500,11 +500,11 @@ transfer_handle node::send(const std::string& request_id, const std::vector<bloc
   // No actor until a peer fetches it: the offer waits in the book (offer_book.hpp), its owner
   // inside; the sender learns of it (a fetch may be parked for it already).
   p.registry->attach_owner(request_id, caf::actor{}, true);
-  auto o = make_offer(send_spec{context_for(p, st, options), std::move(resolved.value()),
+  auto o = make_held(send_spec{context_for(p, st, options), std::move(resolved.value()),
                                 staged, std::move(bound), options.layer_blocks},
-                      p.sys->clock().now());
+                      request_side::send, p.sys->clock().now());
   if (!p.book->add(o)) {  // stop() closed the book after the check above
-    end_offer(std::move(o), make_result(transfer_status::failed, errc::stopped,
+    end_held(std::move(o), make_result(transfer_status::failed, errc::stopped,
                                         "the node is stopping; send refused"));
     return transfer_handle{std::move(st)};
   }
@@ -551,11 +551,17 @@ transfer_handle node::receive(const std::string& request_id, peer_id peer,
   if (!p.registry->reserve(request_id, st))
     return refused(request_id, errc::duplicate_request_id,
                    "request id '" + request_id + "' is already in use on this node");
-  auto owner = spawn_recv_request_actor(
-    *p.sys, recv_spec{context_for(p, st, options), std::move(from.entry),
-                      std::move(resolved.value()), std::move(ranges), p.fetch_header, p.regions,
-                      p.windows, std::move(from.process)});
-  p.registry->attach_owner(request_id, caf::actor_cast<caf::actor>(owner));
+  // No actor until the receiver admits it: it waits in the admission queue, its owner inside.
+  auto q = make_held(recv_spec{context_for(p, st, options), std::move(from.entry),
+                               std::move(resolved.value()), std::move(ranges), p.fetch_header,
+                               p.regions, p.windows, std::move(from.process)},
+                     request_side::receive, p.sys->clock().now());
+  if (!p.admissions->add(q)) {  // stop() closed the queue after the check above
+    end_held(std::move(q), make_result(transfer_status::failed, errc::stopped,
+                                       "the node is stopping; receive refused"));
+    return transfer_handle{std::move(st)};
+  }
+  caf::anon_send(p.children->current().receiver, admit_atom::value);
   return transfer_handle{std::move(st)};
 }
 
@@ -595,16 +601,20 @@ cancel_result node::cancel(const std::string& request_id) {
   if (impl_->stopped)
     return cancel_result::backend_unhealthy;
   if (auto o = impl_->book->take(request_id)) {  // no peer fetched it: it ends here
-    end_offer(std::move(*o), make_result(transfer_status::cancelled, errc::cancelled,
-                                         "cancelled by the engine before a peer fetched"));
+    end_held(std::move(*o), make_result(transfer_status::cancelled, errc::cancelled,
+                                        "cancelled by the engine before a peer fetched"));
+    return cancel_result::cancelled_before_advertise;
+  }
+  if (auto q = impl_->admissions->take(request_id)) {  // not admitted: it ends here
+    end_held(std::move(*q), make_result(transfer_status::cancelled, errc::cancelled,
+                                        "cancelled by the engine before the fetch was sent"));
     return cancel_result::cancelled_before_advertise;
   }
   bool recent = false;
   auto owner = impl_->registry->owner_of(request_id, &recent);
   if (!owner) {
-    // A send still registered without an actor was taken out of the book by its end.
-    caf::actor none;
-    if (recent || impl_->registry->send_handle_of(request_id, &none))
+    // Still registered without an actor: taken out of the book or the queue by its end.
+    if (recent || impl_->registry->registered(request_id))
       return cancel_result::already_complete;
     return cancel_result::not_found;
   }
@@ -682,11 +692,14 @@ void node::stop(std::chrono::milliseconds drain_timeout) {
   p.http.reset();  // no scrape reads the node while it is torn down
   p.accepting.store(false);
   p.health->wait_for([](const health_snapshot& h) { return h.in_flight == 0; }, drain_timeout);
-  // Offers no peer fetched end here (nothing of them was exposed); the sender cannot hand one
-  // over any more once the book is closed.
+  // Offers no peer fetched, and receives not admitted, end here (nothing of them was exposed);
+  // none can be handed to an actor any more once the book and the queue are closed.
   for (auto& o : p.book->close())
-    end_offer(std::move(o), make_result(transfer_status::failed, errc::stopped,
-                                        "the node stopped before a peer fetched the send"));
+    end_held(std::move(o), make_result(transfer_status::failed, errc::stopped,
+                                       "the node stopped before a peer fetched the send"));
+  for (auto& q : p.admissions->close())
+    end_held(std::move(q), make_result(transfer_status::failed, errc::stopped,
+                                       "the node stopped before the fetch was sent"));
   for (auto& owner : p.registry->all_owners())
     caf::anon_send_exit(owner, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(p.supervisor, caf::exit_reason::user_shutdown);

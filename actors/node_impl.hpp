@@ -8,6 +8,7 @@
 #include "actors/node_health.hpp"
 #include "actors/offer_book.hpp"
 #include "actors/peer_table.hpp"
+#include "actors/receiver_actor.hpp"
 #include "actors/region_table.hpp"
 #include "actors/request_registry.hpp"
 #include "actors/tls_policy.hpp"
@@ -36,6 +37,8 @@ struct node::impl {
   std::shared_ptr<request_registry> registry = std::make_shared<request_registry>();
   // Sends no peer has fetched yet (the sender, which hands them to actors, holds it too).
   std::shared_ptr<offer_book> book = std::make_shared<offer_book>();
+  // Receives waiting for admission (the receiver, which admits them, holds it too).
+  std::shared_ptr<admission_queue> admissions = std::make_shared<admission_queue>();
   std::shared_ptr<node_health> health;
   std::shared_ptr<detail::event_sink> events = std::make_shared<detail::event_sink>();
   std::shared_ptr<child_directory> children = std::make_shared<child_directory>();

@@ -1,74 +1,113 @@
 // receiver actor
 //
-//   admit ──below the limit──> admitted (requester monitored) ──requester DOWN──> place freed,
-//     └──at the limit──> queued (FIFO) ──a place frees──> admitted          next queued admitted
-//                          └──requester DOWN (e.g. cancelled while queued)──> leaves the queue
+//   admit (node::receive queued a receive; from the supervisor after a restart) ──> admit
+//   admit: while fewer places are held than the limit, the oldest queued receive leaves the
+//     queue, its owner moves into a new recv-request actor (registered, monitored): a place
+//   a recv-request DOWN ──> its place freed, the next queued one admitted
+//   sweep (deadline_atom: at most every 100 ms while receives wait with a deadline; one timer
+//     for all of them) ──> each queued receive past its deadline ends timed_out, released
 //
 // A place is held from admission until the recv-request actor terminates, so cleanup has one
-// path (DOWN) whatever way the request ended.
+// path (DOWN) whatever way the request ended. A queued receive has no actor: cancel() and
+// stop() take it out of the queue and end it there (nothing was exposed).
 
 #include "actors/receiver_actor.hpp"
 
-#include "actors/keyed_fifo.hpp"
 #include "actors/peer_input.hpp"
 
+#include <algorithm>
+#include <chrono>
 #include <unordered_set>
 
 namespace kvferry {
 
 namespace {
 
-struct receiver_state {
-  std::uint32_t limit = 1;
-  std::unordered_set<caf::actor_addr> admitted;
-  keyed_fifo<caf::actor_addr, caf::typed_response_promise<bool>> queue;  // waiting requesters
-  static inline const char* name = "kvferry.receiver";
+// The longest a queued receive outlives its deadline: the sweep's period while any waits.
+constexpr std::chrono::milliseconds sweep_period{100};
 
-  void admit_queued() {
-    while (admitted.size() < limit && !queue.empty()) {
-      auto next = queue.pop_front();
-      admitted.insert(next->first);
-      next->second.deliver(true);
-    }
-  }
+struct receiver_state {
+  receiver_spec spec;
+  std::unordered_set<caf::actor_addr> admitted;
+  bool sweep_armed = false;
+  static inline const char* name = "kvferry.receiver";
 };
 
-receiver_actor::behavior_type receiver_impl(receiver_actor::stateful_pointer<receiver_state> self,
-                                            std::uint32_t limit) {
-  self->state.limit = limit == 0 ? 1 : limit;
+using self_ptr = receiver_actor::stateful_pointer<receiver_state>;
+
+void admit_queued(self_ptr self) {
+  auto& st = self->state;
+  const auto now = self->clock().now();
+  while (st.admitted.size() < st.spec.max_fetches_in_flight) {
+    recv_request_actor actor;
+    st.spec.queue->take_front([&](queued_receive& q) {
+      std::uint32_t left_ms = 0;  // no deadline
+      if (q.deadline)  // one already passed (the sweep has not run yet) fires at once
+        left_ms = static_cast<std::uint32_t>(std::max<std::int64_t>(
+          1, std::chrono::duration_cast<std::chrono::milliseconds>(*q.deadline - now).count()));
+      auto id = q.owner->id();
+      actor = spawn_recv_request_actor(self->system(), std::move(q.spec), std::move(q.owner),
+                                       left_ms);
+      if (st.spec.registry)
+        st.spec.registry->attach_owner(id, caf::actor_cast<caf::actor>(actor));
+    });
+    if (!actor)
+      return;
+    self->monitor(actor);
+    st.admitted.insert(actor.address());
+  }
+}
+
+void arm_sweep(self_ptr self) {
+  auto& st = self->state;
+  if (st.sweep_armed)
+    return;
+  auto next = st.spec.queue->next_deadline();
+  if (!next)
+    return;
+  auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(*next - self->clock().now());
+  wait = std::clamp(wait, std::chrono::milliseconds{1}, sweep_period);
+  self->delayed_send(self, wait, deadline_atom::value);
+  st.sweep_armed = true;
+}
+
+void sweep(self_ptr self) {
+  auto& st = self->state;
+  st.sweep_armed = false;
+  for (auto& q : st.spec.queue->take_expired(self->clock().now())) {
+    auto text = "request '" + q.owner->id() + "' passed its deadline (" +
+                std::to_string(q.spec.ctx.deadline_ms) + " ms) before its fetch was sent";
+    end_held(std::move(q), make_result(transfer_status::failed, errc::timed_out, std::move(text)));
+  }
+  arm_sweep(self);
+}
+
+receiver_actor::behavior_type receiver_impl(self_ptr self, receiver_spec spec) {
+  if (spec.max_fetches_in_flight == 0)
+    spec.max_fetches_in_flight = 1;
+  self->state.spec = std::move(spec);
   drop_unexpected_quietly(self);
   self->set_down_handler([=](caf::down_msg& dm) {
-    auto& st = self->state;
-    if (st.admitted.erase(dm.source) == 0)
-      st.queue.erase(dm.source);
-    st.admit_queued();
+    if (self->state.admitted.erase(dm.source) > 0)
+      admit_queued(self);
   });
+  // A restarted receiver admits what its predecessor left queued.
+  admit_queued(self);
+  arm_sweep(self);
   return {
-    [=](admit_atom) -> caf::typed_response_promise<bool> {
-      // Read the sender first: make_response_promise takes it over from the current message.
-      auto requester = caf::actor_cast<caf::actor_addr>(self->current_sender());
-      auto rp = self->make_response_promise<bool>();
-      if (!requester) {
-        rp.deliver(caf::make_error(errc::invalid_argument, "anonymous admission request"));
-        return rp;
-      }
-      auto& st = self->state;
-      if (st.admitted.count(requester) > 0 || !st.queue.push_back(requester, rp)) {
-        rp.deliver(caf::make_error(errc::duplicate_request_id,
-                                   "this requester already holds or awaits a place"));
-        return rp;
-      }
-      self->monitor(requester);
-      self->state.admit_queued();
-      return rp;
+    [=](admit_atom) {
+      admit_queued(self);
+      arm_sweep(self);
     },
+    // Only the clock expires a queued receive: the message says nothing (anyone may send one).
+    [=](deadline_atom) { sweep(self); },
   };
 }
 
 }  // namespace
 
-receiver_actor spawn_receiver_actor(caf::actor_system& sys, std::uint32_t max_fetches_in_flight) {
-  return sys.spawn(receiver_impl, max_fetches_in_flight);
+receiver_actor spawn_receiver_actor(caf::actor_system& sys, receiver_spec spec) {
+  return sys.spawn(receiver_impl, std::move(spec));
 }
 
 }  // namespace kvferry

@@ -1,11 +1,13 @@
 // recv-request actor (one per decode-side transfer): one behaviour per phase.
 //
-//            admitted by the receiver,
+// Until the receiver admits it, a receive is an entry of the node's admission queue
+// (receiver_actor.hpp), with no actor: the receiver spawns this one at admission, with the
+// entry's owner and what is left of its deadline. `queued` lasts until our worker address comes.
+//
 //   queued ──our worker address from the transport──> fetching ──the sender's answer──> end
 //     │ cancel: cancelled_before_advertise, end          │ cancel: cancel_fetch to the sender
 //     │ deadline: timed_out, end                         │ deadline: timed_out delivered now,
-//     │ the receiver dies: queue again at its restart    │   cancel_fetch to the sender
-//     v   (20 ms later, until admitted or the deadline)  v
+//     v                                                  v   cancel_fetch to the sender
 //    end (released: nothing was exposed)            stopping ──the sender's answer──> end
 //
 //   The sender answers only after its puts completed, so its answer (success or a kvferry error)
@@ -48,13 +50,11 @@ struct recv_request_state {
   std::vector<std::uint32_t> ranges;
   std::shared_ptr<const fetch_msg> header;
   std::shared_ptr<const region_table> regions;
-  caf::actor_addr admitter;  // the receiver we queue at (watched while queued)
   std::shared_ptr<transport::receive_windows> windows;
   transport::window_lease window;  // open from admission to the end (or until lost)
   bool mappable = false;  // a destination block lies in UCX-allocated memory (see above)
   bool device = false;    // a destination block lies in a cuda region (copied in by the engine)
   process_identity peer_process;  // the prefill's process, as connect() heard it
-  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   static inline const char* name = "kvferry.recv_request";
 };
 
@@ -172,7 +172,7 @@ void send_fetch(self_ptr self, std::vector<std::uint8_t> worker_address) {
   if (st.base.ctx.deadline_ms > 0) {
     // The sender parks an early fetch no longer than what is left of our deadline.
     auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(
-      std::chrono::steady_clock::now() - st.started);
+      std::chrono::steady_clock::now() - st.base.ctx.called);
     fetch.deadline_ms = static_cast<std::uint32_t>(
       std::max<std::int64_t>(1, st.base.ctx.deadline_ms - spent.count()));
   }
@@ -217,26 +217,6 @@ void ask_address(self_ptr self) {
       });
 }
 
-// Queues for admission at the current receiver; its DOWN (not the error answer, which may come
-// too) is the one trigger for queueing again, so a request never holds two places.
-void ask_admission(self_ptr self) {
-  auto receiver = self->state.base.ctx.children->current().receiver;
-  self->state.admitter = receiver.address();
-  self->state.base.monitors.watch(self, self->state.admitter);
-  self->request(receiver, caf::infinite, admit_atom::value)
-    .then(
-      [=](bool) {
-        // The receiver's restart no longer concerns us: only a queued request re-queues.
-        self->state.base.monitors.unwatch(self, self->state.admitter);
-        self->state.admitter = caf::actor_addr{};
-        ask_address(self);
-      },
-      [=](caf::error& err) {
-        if (err != caf::sec::request_receiver_down)
-          end_recv(self, result_from_error(err), true);
-      });
-}
-
 // `worker_replaced`: our worker was replaced, so the sender's writes to the one the fetch named
 // will never be acknowledged; it closes that endpoint instead of waiting.
 void send_cancel_fetch(self_ptr self, bool worker_replaced = false) {
@@ -262,7 +242,6 @@ behavior queued(self_ptr self) {
                            self->state.base.deadline_text() + " before its fetch was sent"),
                true);
     },
-    [=](admit_retry_atom) { ask_admission(self); },
     [=](window_lost_atom) {},  // the address's answer finds it closed and asks again
     [=](proof_check_atom) {},
     [=](layer_atom, const std::string&, std::uint32_t, std::uint32_t) {},  // no fetch yet
@@ -301,7 +280,6 @@ behavior fetching(self_ptr self) {
       send_cancel_fetch(self);
       self->become(stopping(self));
     },
-    [=](admit_retry_atom) {},
     [=](window_lost_atom) { on_window_lost(self); },
     [=](proof_check_atom) {},
     [=](layer_atom, const std::string& id, std::uint32_t layer, std::uint32_t layers) {
@@ -321,7 +299,6 @@ behavior stopping(self_ptr self) {
         make_result(transfer_status::failed, errc::timed_out,
                     self->state.base.deadline_text() + " while its fetch was being cancelled"));
     },
-    [=](admit_retry_atom) {},
     [=](window_lost_atom) {
       // Cancelled or past its deadline, waiting for the sender's word that it stopped: with no
       // mappable block, the lost window is that proof already. The sender waits for the old
@@ -344,7 +321,6 @@ behavior awaiting_proof(self_ptr self, std::uint32_t checks_left) {
   return {
     [=](cancel_atom) { return cancel_result::already_complete; },
     [=](deadline_atom) {},
-    [=](admit_retry_atom) {},
     [=](window_lost_atom) {},
     [=](proof_check_atom) {
       auto& st = self->state;
@@ -364,9 +340,11 @@ behavior awaiting_proof(self_ptr self, std::uint32_t checks_left) {
   };
 }
 
-behavior recv_request_impl(self_ptr self, recv_spec spec) {
+behavior recv_request_impl(self_ptr self, recv_spec spec, std::unique_ptr<request_owner> owner,
+                           std::uint32_t deadline_left_ms) {
   auto& st = self->state;
   st.base.ctx = std::move(spec.ctx);
+  st.base.owner = std::move(owner);
   st.peer = std::move(spec.peer);
   st.blocks = std::move(spec.blocks);
   st.ranges = std::move(spec.ranges);
@@ -374,31 +352,27 @@ behavior recv_request_impl(self_ptr self, recv_spec spec) {
   st.regions = std::move(spec.regions);
   st.windows = std::move(spec.windows);
   st.peer_process = std::move(spec.peer_process);
-  start_lifecycle(self, request_side::receive, end_recv, quiescent_now,
-                  self->state.base.ctx.deadline_ms);
+  start_lifecycle(self, request_side::receive, end_recv, quiescent_now, deadline_left_ms);
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
     if (!st.base.monitors.watching(dm.source))
       return;
-    if (dm.source == st.admitter) {  // queued at a receiver that crashed
-      st.base.monitors.unwatch(self, dm.source);
-      self->delayed_send(self, std::chrono::milliseconds{20}, admit_retry_atom::value);
-      return;
-    }
     end_recv(self,
              make_result(transfer_status::failed, errc::peer_failed,
                          "the prefill node went away during the transfer: " +
                            describe_error(dm.reason)),
              false);
   });
-  ask_admission(self);
+  ask_address(self);
   return queued(self);
 }
 
 }  // namespace
 
-recv_request_actor spawn_recv_request_actor(caf::actor_system& sys, recv_spec spec) {
-  return sys.spawn(recv_request_impl, std::move(spec));
+recv_request_actor spawn_recv_request_actor(caf::actor_system& sys, recv_spec spec,
+                                            std::unique_ptr<request_owner> owner,
+                                            std::uint32_t deadline_left_ms) {
+  return sys.spawn(recv_request_impl, std::move(spec), std::move(owner), deadline_left_ms);
 }
 
 }  // namespace kvferry

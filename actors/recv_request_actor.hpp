@@ -28,6 +28,11 @@ struct recv_spec {
   process_identity peer_process;
 };
 
-recv_request_actor spawn_recv_request_actor(caf::actor_system& sys, recv_spec spec);
+// A queued receive is admitted (receiver_actor.hpp): its owner moves into a new recv-request,
+// whose deadline is what is left of the receive's (`deadline_left_ms`; 0: none). A null owner
+// makes one (tests that drive the actor directly).
+recv_request_actor spawn_recv_request_actor(caf::actor_system& sys, recv_spec spec,
+                                            std::unique_ptr<request_owner> owner,
+                                            std::uint32_t deadline_left_ms);
 
 }  // namespace kvferry

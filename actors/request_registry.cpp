@@ -51,6 +51,11 @@ caf::actor request_registry::owner_of(const std::string& id, bool* recently_fini
   return it == entries_.end() ? caf::actor{} : it->second.owner;
 }
 
+bool request_registry::registered(const std::string& id) const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return entries_.count(id) > 0;
+}
+
 void request_registry::unregister(const std::string& id, const detail::handle_state* handle) {
   std::lock_guard<std::mutex> guard{mtx_};
   auto it = entries_.find(id);

@@ -35,6 +35,8 @@ class request_registry {
                                                        caf::actor* owner) const;
   // The owning actor of `id` (invalid if none), and whether `id` finished recently.
   caf::actor owner_of(const std::string& id, bool* recently_finished) const;
+  // Whether `id` is in use (reserved, with or without an owning actor).
+  bool registered(const std::string& id) const;
   // Removes `id` if `handle` still owns it (a newer request may own the id by then).
   void unregister(const std::string& id, const detail::handle_state* handle);
   // Owners of every registered request (stop() uses it).

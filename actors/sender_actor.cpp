@@ -248,7 +248,7 @@ void sweep_parked(self_ptr self) {
       auto text = "request '" + o.owner->id() + "' passed its deadline (" +
                   std::to_string(o.spec.ctx.deadline_ms) +
                   " ms): no peer fetched it; its blocks are released";
-      end_offer(std::move(o), make_result(transfer_status::failed, errc::timed_out, std::move(text)));
+      end_held(std::move(o), make_result(transfer_status::failed, errc::timed_out, std::move(text)));
     }
   }
   arm_sweep(self);
@@ -343,7 +343,7 @@ bool serve_from_book(self_ptr self, fetch_msg& fetch,
   const auto now = self->clock().now();
   caf::error refusal;
   send_request_actor owner;
-  auto found = st.spec.book->hand_over(
+  auto found = st.spec.book->take_if(
     id,
     [&](const offer& o) {
       auto plan = match_fetch(id, o.spec.blocks, o.spec.layer_blocks,
@@ -397,7 +397,7 @@ sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
     auto& st = self->state;
     if (st.bound_watched.erase(dm.source) > 0 && st.spec.book)
       for (auto& o : st.spec.book->take_bound_to(dm.source))
-        end_offer(std::move(o),
+        end_held(std::move(o),
                   make_result(transfer_status::failed, errc::peer_failed,
                               "the node this offer is bound to went away before it fetched: " +
                                 describe_error(dm.reason) + "; its blocks are released"));
@@ -430,7 +430,7 @@ sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
       arm_sweep(self);
       auto it = st.parked.find(id);
       if (it == st.parked.end() ||
-          !(owner_actor(self, id) || (st.spec.book && st.spec.book->bound_of(id))))
+          !(owner_actor(self, id) || (st.spec.book && st.spec.book->holds(id))))
         return;
       auto p = unpark(self, it);
       serve_fetch(self, p.fetch, p.promise, p.origin, std::move(p.requester));
@@ -496,7 +496,7 @@ sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
         // if there were no such offer (a wrong guess neither ends it nor reveals it, F17).
         std::optional<offer> declined;
         if (st.spec.book)
-          st.spec.book->hand_over(
+          st.spec.book->take_if(
             id,
             [&](const offer& o) {
               auto bound = o.spec.bound_to.address();
@@ -507,7 +507,7 @@ sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
           rp.deliver(cancel_result::not_found);
           return rp;
         }
-        end_offer(std::move(*declined),
+        end_held(std::move(*declined),
                   make_result(transfer_status::cancelled, errc::cancelled,
                               "declined by the decode node before any fetch: its blocks are "
                               "released"));

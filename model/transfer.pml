@@ -59,7 +59,8 @@
  * refused by the sender while the offer waits on in the book), the sender's fetch checks and parking limits (a refusal is
  * a kvferry error, like a park expiry), the UCX puts of one batch (one batch, one completion:
  * what the engine guarantees), layers (one layer), epochs and stale fetches (one incarnation per
- * node), bound offers, decline(), layout tags, the receiver's admission queue and the
+ * node), bound offers, decline(), layout tags, the receiver's admission queue (a held request
+ * like the book's offers; `queued` stands for it and the recv-request's first step) and the
  * worker-address request (one internal step of `queued`, or its failure once D's children are
  * gone), the staging pool (a lease is granted or refused at any time, in any phase; slots are
  * per request; returning / poisoning is checked, pool internals are not),

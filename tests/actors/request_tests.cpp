@@ -303,7 +303,7 @@ TEST_CASE("the supervisor restarts a crashed child and the node keeps serving") 
   np.transfer_ok("after-restart", 0, 0, 4096);
 }
 
-TEST_CASE("a receive queued at a receiver that crashes queues again at its restart and completes") {
+TEST_CASE("a receive queued at a receiver that crashes stays queued, is admitted by its restart and completes") {
   one_place_taken f;
   auto& np = f.np;
   auto& a = f.a;

@@ -47,6 +47,7 @@ struct node_rig : testing::virtual_time {
   std::shared_ptr<detail::event_sink> sink = std::make_shared<detail::event_sink>();
   std::shared_ptr<kvferry::staging_slots> staging = std::make_shared<kvferry::staging_slots>();
   std::shared_ptr<offer_book> book = std::make_shared<offer_book>();
+  std::shared_ptr<admission_queue> admissions = std::make_shared<admission_queue>();
   transport_actor transport;
   buffer_pool_actor pool;
   sender_actor sender;
@@ -67,7 +68,8 @@ struct node_rig : testing::virtual_time {
     pool = track(spawn_buffer_pool_actor(
       system(), pool_spec{staging_slots, slot_bytes, staging, children, health, ledger}));
     sender = track(spawn_sender_actor(system(), sender_spec{"rig", 60000, {}, registry, {}, 65536, 4096, health, book}));
-    receiver = track(spawn_receiver_actor(system(), max_fetches));
+    receiver = track(spawn_receiver_actor(system(), receiver_spec{max_fetches, admissions,
+                                                                  recv_registry}));
     children->set({transport, pool, sender, receiver});
     decode_node = spawn_recorder();
     run();  // the pool has the transport allocate its staging buffers
@@ -79,7 +81,8 @@ struct node_rig : testing::virtual_time {
 
   struct started {
     std::shared_ptr<detail::handle_state> handle;
-    caf::actor actor;
+    caf::actor actor;  // a send's started by start_send; else its owner from the registry
+    bool receive = false;
   };
   request_context context(const std::shared_ptr<request_registry>& ids, const std::string& id,
                           std::uint32_t deadline_ms) {
@@ -94,7 +97,7 @@ struct node_rig : testing::virtual_time {
     auto owner = track(spawn_send_request_actor(system(), send_spec{ctx, std::move(blocks), staged, {}},
                                                   nullptr, deadline_ms));
     registry->attach_owner(id, caf::actor_cast<caf::actor>(owner), true);
-    return {h, caf::actor_cast<caf::actor>(owner)};
+    return {h, caf::actor_cast<caf::actor>(owner), false};
   }
   // A send as node::send makes it: an offer in the book, announced to the sender; no actor
   // until a fetch fits (`actor` stays invalid).
@@ -104,12 +107,12 @@ struct node_rig : testing::virtual_time {
     auto h = ctx.handle;
     h->set_layers(static_cast<std::uint32_t>(layer_blocks.size()));
     registry->attach_owner(id, caf::actor{}, true);
-    auto o = make_offer(send_spec{ctx, std::move(blocks), false, std::move(bound),
+    auto o = make_held(send_spec{ctx, std::move(blocks), false, std::move(bound),
                                   std::move(layer_blocks)},
-                        clock().now());
+                        request_side::send, clock().now());
     REQUIRE(book->add(o));
     send(sender, announce_atom::value, id);
-    return {h, {}};
+    return {h, {}, false};
   }
   // The send-request actor the sender spawned for `id` (registered under the book's lock).
   caf::actor owner_of(const std::string& id) {
@@ -129,15 +132,35 @@ struct node_rig : testing::virtual_time {
     auto region = regions->add(region_info{base, bytes, memory_kind::host, testing::fake_rkey(0xCC)});
     for (auto& b : blocks)
       b.key = region;
-    auto owner = track(spawn_recv_request_actor(
-      system(), recv_spec{ctx, sender, std::move(blocks), {}, std::move(header), std::move(regions),
-                              engine->windows(), {}}));
-    recv_registry->attach_owner(id, caf::actor_cast<caf::actor>(owner));
-    return {h, caf::actor_cast<caf::actor>(owner)};
+    // Queued for admission as node::receive queues it: the receiver spawns its actor.
+    auto q = make_held(recv_spec{ctx, sender, std::move(blocks), {}, std::move(header),
+                                 std::move(regions), engine->windows(), {}},
+                       request_side::receive, clock().now());
+    REQUIRE(admissions->add(q));
+    send(receiver, admit_atom::value);
+    return {h, {}, true};
   }
-  // Asks the request's owner to cancel, as node::cancel does.
+  // Cancels as node::cancel does: a send in the book or a receive in the queue ends there,
+  // else the request's owner is asked.
   std::shared_ptr<const testing::reply<cancel_result>> cancel(const started& r) {
-    return this->request<cancel_result>(r.actor, cancel_atom::value);
+    const auto& id = r.handle->request_id();
+    std::optional<transfer_result> ended;
+    if (!r.receive) {
+      if (auto o = book->take(id)) {
+        end_held(std::move(*o), make_result(transfer_status::cancelled, errc::cancelled));
+        ended.emplace();
+      }
+    } else if (auto q = admissions->take(id)) {
+      end_held(std::move(*q), make_result(transfer_status::cancelled, errc::cancelled));
+      ended.emplace();
+    }
+    if (ended) {
+      auto answer = std::make_shared<testing::reply<cancel_result>>();
+      answer->set_value(cancel_result::cancelled_before_advertise);
+      return answer;
+    }
+    auto owner = r.actor ? r.actor : (r.receive ? recv_registry : registry)->owner_of(id, nullptr);
+    return this->request<cancel_result>(owner, cancel_atom::value);
   }
 
   // The completed/released events the request actors pushed to the poll() queue so far.
