@@ -473,7 +473,7 @@ std::optional<std::string> bad_request_id(const node::impl& p, const std::string
 transfer_handle node::send(const std::string& request_id, const std::vector<block_span>& blocks,
                            const transfer_options& options) {
   auto& p = *impl_;
-  caf_thread_scope unpin;  // spawns
+  caf_thread_scope unpin;  // sends to the sender
   if (p.stopped || !p.accepting.load())
     return refused(request_id, errc::stopped, "the node is stopping; send refused");
   if (auto why = bad_request_id(p, request_id))
@@ -516,7 +516,7 @@ transfer_handle node::receive(const std::string& request_id, peer_id peer,
                               const std::vector<block_span>& blocks,
                               const transfer_options& options) {
   auto& p = *impl_;
-  caf_thread_scope unpin;  // spawns
+  caf_thread_scope unpin;  // sends to the receiver
   if (p.stopped || !p.accepting.load())
     return refused(request_id, errc::stopped, "the node is stopping; receive refused");
   if (auto why = bad_request_id(p, request_id))
