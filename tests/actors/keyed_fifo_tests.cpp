@@ -1,4 +1,4 @@
-// keyed_fifo (actors/keyed_fifo.hpp): the admission and staging-wait queues.
+// keyed_fifo (actors/keyed_fifo.hpp): the buffer pool's staging-wait queue.
 #include "actors/keyed_fifo.hpp"
 
 #include <doctest/doctest.h>
