@@ -1,7 +1,7 @@
 // keyed_fifo: a first-come-first-served queue whose entries can also leave from the middle, by
-// key, in O(1) however long the queue is (a receive cancelled while queued for admission, a send
-// whose wait for a staging slot expired). A plain deque searched on every departure made each
-// departure cost O(queue), and 100,000 queued receives quadratic. No CAF here.
+// key, in O(1) however long the queue is (a send whose wait for a staging slot expired). A plain
+// deque searched on every departure made each departure cost O(queue), and 100,000 waiting
+// requests quadratic. No CAF here.
 #pragma once
 
 #include <cstddef>
