@@ -505,7 +505,7 @@ transfer_handle node::send(const std::string& request_id, const std::vector<bloc
                       request_side::send, p.sys->clock().now());
   if (!p.book->add(o)) {  // stop() closed the book after the check above
     end_held(std::move(o), make_result(transfer_status::failed, errc::stopped,
-                                        "the node is stopping; send refused"));
+                                       "the node is stopping; send refused"));
     return transfer_handle{std::move(st)};
   }
   caf::anon_send(p.children->current().sender, announce_atom::value, request_id);

@@ -248,7 +248,8 @@ void sweep_parked(self_ptr self) {
       auto text = "request '" + o.owner->id() + "' passed its deadline (" +
                   std::to_string(o.spec.ctx.deadline_ms) +
                   " ms): no peer fetched it; its blocks are released";
-      end_held(std::move(o), make_result(transfer_status::failed, errc::timed_out, std::move(text)));
+      end_held(std::move(o),
+               make_result(transfer_status::failed, errc::timed_out, std::move(text)));
     }
   }
   arm_sweep(self);
@@ -398,9 +399,9 @@ sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
     if (st.bound_watched.erase(dm.source) > 0 && st.spec.book)
       for (auto& o : st.spec.book->take_bound_to(dm.source))
         end_held(std::move(o),
-                  make_result(transfer_status::failed, errc::peer_failed,
-                              "the node this offer is bound to went away before it fetched: " +
-                                describe_error(dm.reason) + "; its blocks are released"));
+                 make_result(transfer_status::failed, errc::peer_failed,
+                             "the node this offer is bound to went away before it fetched: " +
+                               describe_error(dm.reason) + "; its blocks are released"));
     if (auto w = st.parked_by_watch.find(dm.source); w != st.parked_by_watch.end()) {
       // The fetching node (or actor) is gone: nobody waits for these answers any more.
       auto ids = w->second;
@@ -508,9 +509,9 @@ sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
           return rp;
         }
         end_held(std::move(*declined),
-                  make_result(transfer_status::cancelled, errc::cancelled,
-                              "declined by the decode node before any fetch: its blocks are "
-                              "released"));
+                 make_result(transfer_status::cancelled, errc::cancelled,
+                             "declined by the decode node before any fetch: its blocks are "
+                             "released"));
         rp.deliver(cancel_result::cancelled_before_advertise);
         return rp;
       }
