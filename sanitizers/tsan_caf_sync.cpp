@@ -20,7 +20,9 @@
 //   - spawning happens before the actor's first run (scheduled_actor::launch: release);
 //   - a message deserialized from the network happens before the actor that handles it: it is
 //     built on a BASP worker thread and can reach its actor along paths inside libcaf_io
-//     (message::load: release on the content; consume/reactivate: acquire on the content);
+//     (message::load: release on the content; consume/reactivate: acquire on the content; a
+//     blocking actor's enqueue: acquire on the content, which may be another worker's: the
+//     BASP queue's push delivers the elements other workers left pending, under its mutex);
 //   - a message a BASP worker deserialized happens before whichever thread hands it on in order
 //     (io::basp::message_queue::push: release and acquire on the queue; its mutex is inside
 //     libcaf_io, which the suppressions in tsan_setup.cpp ignore);
@@ -173,6 +175,8 @@ void blocking_actor::enqueue(mailbox_element_ptr ptr, execution_unit* eu) {
   static const fn real = original<fn>(
     "_ZN3caf14blocking_actor7enqueueESt10unique_ptrINS_15mailbox_elementENS_6detail8disposerEEPNS"
     "_14execution_unitE");
+  if (ptr)
+    acquire_content(*ptr);
   __tsan_release(&mailbox());
   real(this, std::move(ptr), eu);
 }
