@@ -3,6 +3,8 @@
 #include "actors/log.hpp"
 #include "kvferry/errc.hpp"
 
+#include <caf/actor_addr.hpp>
+#include <caf/actor_cast.hpp>
 #include <caf/error.hpp>
 #include <caf/exit_reason.hpp>
 #include <caf/scheduled_actor.hpp>
@@ -57,6 +59,14 @@ void drop_unexpected_quietly(caf::scheduled_actor* self) {
                       !from ? "nobody" : from->node() == s->node() ? "this node" : "a peer");
       return caf::sec::unexpected_message;
     });
+}
+
+bool monitor_if_alive(caf::scheduled_actor* self, const caf::actor_addr& whom) {
+  auto alive = caf::actor_cast<caf::strong_actor_ptr>(whom);
+  if (!alive)
+    return false;
+  self->monitor(alive);
+  return true;
 }
 
 }  // namespace kvferry

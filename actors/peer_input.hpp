@@ -4,12 +4,16 @@
 //  - an error that may come from a peer (an answer, a DOWN or exit reason) is described by its
 //    category and code, never by rendering its context (describe_error);
 //  - a message an actor does not expect is dropped without being printed, and its sender, if it
-//    asked, gets sec::unexpected_message (drop_unexpected_quietly; CAF's default prints it).
+//    asked, gets sec::unexpected_message (drop_unexpected_quietly; CAF's default prints it);
+//  - an actor address a peer named may be gone by the time it is read (its node disconnected
+//    and CAF dropped the proxy): it is monitored only if it still names an actor
+//    (monitor_if_alive; CAF 0.17's monitor() of such an address dereferences a null actor).
 #pragma once
 
 #include <string>
 
 namespace caf {
+class actor_addr;
 class error;
 class scheduled_actor;
 }  // namespace caf
@@ -22,5 +26,9 @@ std::string describe_error(const caf::error& err);
 
 // Replaces `self`'s default handler (CAF's print_and_drop) with a quiet drop, logged at debug.
 void drop_unexpected_quietly(caf::scheduled_actor* self);
+
+// Monitors `whom` if it still names an actor (a DOWN follows its end, at once if it has ended
+// already); false, and nothing monitored, if nothing is left of it.
+bool monitor_if_alive(caf::scheduled_actor* self, const caf::actor_addr& whom);
 
 }  // namespace kvferry

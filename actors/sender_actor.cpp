@@ -93,16 +93,22 @@ struct sender_state {
 
 using self_ptr = sender_actor::stateful_pointer<sender_state>;
 
-void park(self_ptr self, std::string id, parked_fetch p) {
+// Parks `p` under `id`, watched; false, and nothing parked, if what it is watched through is
+// gone already (its node disconnected before the fetch was read: nobody waits for the answer).
+bool park(self_ptr self, std::string id, parked_fetch p) {
   auto& st = self->state;
+  auto w = st.parked_by_watch.find(p.watched);
+  if (w == st.parked_by_watch.end()) {
+    if (!monitor_if_alive(self, p.watched))
+      return false;
+    w = st.parked_by_watch.emplace(p.watched, std::unordered_set<std::string>{}).first;
+  }
   ++st.parked_per_node[p.origin];
-  auto& ids = st.parked_by_watch[p.watched];
-  if (ids.empty())
-    self->monitor(caf::actor_cast<caf::actor>(p.watched));
-  ids.insert(id);
+  w->second.insert(id);
   st.parked.emplace(std::move(id), std::move(p));
   if (st.spec.health)
     st.spec.health->set_parked_fetches(st.parked.size());
+  return true;
 }
 
 // Takes a parked fetch out of the sender and its indexes.
@@ -213,15 +219,31 @@ void arm_sweep(self_ptr self) {
   st.sweep_armed = true;
 }
 
+// Ends every offer bound to `node`, which went away (`why`) before it fetched them.
+void end_bound_offers(self_ptr self, const caf::actor_addr& node, const std::string& why) {
+  auto& st = self->state;
+  if (!st.spec.book)
+    return;
+  for (auto& o : st.spec.book->take_bound_to(node))
+    end_held(std::move(o), make_result(transfer_status::failed, errc::peer_failed,
+                                       "the node this offer is bound to went away before it "
+                                       "fetched: " + why + "; its blocks are released"));
+}
+
 // Watches the nodes offers are bound to that are not watched yet (`all`: every one in the book,
 // as a restarted sender does).
 void watch_bound_nodes(self_ptr self, bool all) {
   auto& st = self->state;
   if (!st.spec.book)
     return;
-  for (auto& node : st.spec.book->bound_nodes(all))
-    if (st.bound_watched.insert(node).second)
-      self->monitor(caf::actor_cast<caf::actor>(node));
+  for (auto& node : st.spec.book->bound_nodes(all)) {
+    if (st.bound_watched.count(node) > 0)
+      continue;
+    if (monitor_if_alive(self, node))
+      st.bound_watched.insert(node);
+    else  // gone before it could be watched: as if its DOWN had come
+      end_bound_offers(self, node, "gone before its offers were watched");
+  }
 }
 
 // Answers `timed_out` to every parked fetch whose time is up, ends every offer past its
@@ -308,8 +330,15 @@ void park_fetch(self_ptr self, fetch_msg& fetch, caf::typed_response_promise<tra
   if (park_ms > 0)
     expiry = st.expiries.emplace(self->clock().now() + std::chrono::milliseconds{park_ms}, id);
   std::string key = id;  // `id` is the fetch's, which moves into the parked entry
-  park(self, std::move(key),
-       parked_fetch{std::move(fetch), rp, origin, watched, std::move(requester), expiry});
+  if (!park(self, key,
+            parked_fetch{std::move(fetch), rp, origin, watched, std::move(requester), expiry})) {
+    if (expiry)
+      st.expiries.erase(*expiry);
+    rp.deliver(refused(errc::peer_failed, "the fetching peer of request '" + key +
+                                            "' went away before node '" + st.spec.node_name +
+                                            "' read its fetch"));
+    return;
+  }
   arm_sweep(self);
 }
 
@@ -396,12 +425,8 @@ sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
   arm_sweep(self);
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
-    if (st.bound_watched.erase(dm.source) > 0 && st.spec.book)
-      for (auto& o : st.spec.book->take_bound_to(dm.source))
-        end_held(std::move(o),
-                 make_result(transfer_status::failed, errc::peer_failed,
-                             "the node this offer is bound to went away before it fetched: " +
-                               describe_error(dm.reason) + "; its blocks are released"));
+    if (st.bound_watched.erase(dm.source) > 0)
+      end_bound_offers(self, dm.source, describe_error(dm.reason));
     if (auto w = st.parked_by_watch.find(dm.source); w != st.parked_by_watch.end()) {
       // The fetching node (or actor) is gone: nobody waits for these answers any more.
       auto ids = w->second;

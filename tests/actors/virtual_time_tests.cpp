@@ -1287,6 +1287,68 @@ TEST_CASE("a bound offer ends peer_failed, released, when the node it is bound t
   CHECK(rig.book->size() == 0);
 }
 
+// The address of a peer actor that ended and of which no handle is left: what a fetch's anchor
+// names once the peer's node disconnected while the fetch waited in the sender's mailbox (CAF
+// drops the proxy).
+caf::actor_addr vanished_peer(node_rig& rig) {
+  auto peer = rig.spawn_recorder();
+  auto addr = caf::actor_cast<caf::actor_addr>(peer.actor);
+  rig.kill(peer.actor);
+  rig.run();
+  return addr;  // `peer`, the last handle, goes here
+}
+
+// The sender still serves: an offer of `id` and a live peer's fetch for it meet, the put is
+// posted once and completes, and the fetch is answered with the bytes.
+void check_sender_serves(node_rig& rig, const std::string& id) {
+  std::vector<unsigned char> src(4096, 0x47);
+  auto s = rig.offer(id, {block_of(src)}, 0);
+  auto fetch = rig.request<transfer_done>(rig.sender, sample_fetch(id, rig.decode_node.actor));
+  rig.run();
+  REQUIRE(rig.engine->pending_count() == 1);
+  rig.engine->complete(rig.engine->last_put().op);
+  rig.run();
+  REQUIRE(fetch->ok());
+  CHECK(fetch->value().bytes == 4096);
+  CHECK(s.handle->result()->status == transfer_status::succeeded);
+}
+
+TEST_CASE("a fetch whose peer vanished before the sender read it is refused peer_failed, not parked, and the sender serves on") {
+  // CAF 0.17's monitor() of such an address dereferences a null actor: before, the whole
+  // prefill process died (seen as F22 crashing once in a release stress run).
+  node_rig rig;
+  auto gone = vanished_peer(rig);
+  REQUIRE_FALSE(caf::actor_cast<caf::actor>(gone));
+  auto f = sample_fetch("orphan", caf::actor{});
+  f.anchor = gone;
+  auto answer = rig.request<transfer_done>(rig.sender, std::move(f));
+  rig.run();
+  REQUIRE(answer->answered());
+  CHECK(answer->code() == errc::peer_failed);
+  CHECK(answer->describe().find("went away before node 'rig' read its fetch") != std::string::npos);
+  CHECK(rig.snapshot().parked_fetches == 0);
+  check_sender_serves(rig, "orphan");  // the same id, from a live peer
+}
+
+TEST_CASE("an offer withdrawn before the sender watched its bound node, which vanished, leaves the sender serving") {
+  // The book lists a bound node for the sender to watch when the offer comes; the engine may
+  // cancel the offer, and the node may vanish, before the sender looks.
+  node_rig rig;
+  std::vector<unsigned char> src(4096, 0x48);
+  {
+    auto peer = rig.spawn_recorder();
+    rig.kill(peer.actor);
+    rig.run();
+    auto withdrawn = rig.offer("withdrawn", {block_of(src)}, 0,
+                               caf::actor_cast<sender_actor>(peer.actor));
+    auto cancelled = rig.cancel(withdrawn);
+    REQUIRE(cancelled->ok());
+    CHECK(cancelled->value() == cancel_result::cancelled_before_advertise);
+  }  // the last handle of the bound node goes here
+  rig.run();  // the announce: the sender watches the nodes the book lists
+  check_sender_serves(rig, "next");
+}
+
 TEST_CASE("a decline ends an offer in the book cancelled and released, without an actor, and a second decline finds nothing") {
   node_rig rig;
   std::vector<unsigned char> src(4096, 0x46);
