@@ -6,9 +6,13 @@
 
 #include "actors/messages.hpp"
 
+#include <array>
 #include <mutex>
 
 namespace kvferry {
+
+inline constexpr std::array<child_kind, 4> all_children{child_kind::transport, child_kind::pool,
+                                                        child_kind::sender, child_kind::receiver};
 
 struct node_children {
   transport_actor transport;

@@ -47,8 +47,7 @@ caf::actor node_children::get(child_kind k) const {
 }
 
 bool node_children::find(const caf::actor_addr& a, child_kind* k) const {
-  for (auto kind : {child_kind::transport, child_kind::pool, child_kind::sender,
-                    child_kind::receiver}) {
+  for (auto kind : all_children) {
     if (a && get(kind).address() == a) {
       *k = kind;
       return true;
@@ -60,8 +59,6 @@ bool node_children::find(const caf::actor_addr& a, child_kind* k) const {
 namespace {
 
 using clock_type = std::chrono::steady_clock;
-constexpr std::array<child_kind, 4> all_children{child_kind::transport, child_kind::pool,
-                                                 child_kind::sender, child_kind::receiver};
 
 struct supervisor_state {
   supervisor_spec spec;

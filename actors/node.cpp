@@ -246,6 +246,17 @@ result<std::unique_ptr<node>> node_access::start(const node_config& config, engi
     spec.on_network_thread = [tls = p->tls.get()] { tls->sweep(); };
   }
   p->supervisor = spawn_health_supervisor(*p->sys, std::move(spec));
+  // The supervisor is this node's anchor: its address goes out in every fetch the node sends,
+  // and CAF 0.17 lets whoever holds an address end the actor (a `kill` skips its exit handler).
+  // Ended before stop(), it restarts nothing and checks no deadline any more: the node says so,
+  // and stop() tells the children to exit itself.
+  p->supervisor->attach_functor(
+    [health = p->health, stopping = p->stopping](const caf::error& why) {
+      if (!stopping->load())
+        health->set_unhealthy("the node's health supervisor ended (" + describe_error(why) +
+                              "): nothing restarts this node's actors any more; stop the node "
+                              "and start it again");
+    });
   auto header = std::make_shared<fetch_msg>();
   header->node_name = config.node_name;
   header->epoch = p->epoch;
@@ -690,6 +701,7 @@ void node::stop(std::chrono::milliseconds drain_timeout) {
     return;
   auto& p = *impl_;
   p.http.reset();  // no scrape reads the node while it is torn down
+  p.stopping->store(true);
   p.accepting.store(false);
   p.health->wait_for([](const health_snapshot& h) { return h.in_flight == 0; }, drain_timeout);
   // Offers no peer fetched, and receives not admitted, end here (nothing of them was exposed);
@@ -703,6 +715,12 @@ void node::stop(std::chrono::milliseconds drain_timeout) {
   for (auto& owner : p.registry->all_owners())
     caf::anon_send_exit(owner, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(p.supervisor, caf::exit_reason::user_shutdown);
+  // The supervisor takes its children down with it (its exit is ahead of any DOWN from them in
+  // its mailbox, so it restarts none of them); if it ended early (see start), only this does.
+  auto kids = p.children->current();
+  for (auto which : all_children)
+    if (auto kid = kids.get(which))
+      caf::anon_send_exit(kid, caf::exit_reason::user_shutdown);
   p.sys->await_all_actors_done();
   p.stopped = true;
   // Every request has ended; those whose memory was never proven quiescent are quarantined.

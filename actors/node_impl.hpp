@@ -52,6 +52,8 @@ struct node::impl {
   std::shared_ptr<const fetch_msg> fetch_header;
   std::uint16_t port = 0;  // where the sender is published
   std::atomic<bool> accepting{true};
+  // Set when stop() begins: the supervisor ending after that is the node's own doing.
+  std::shared_ptr<std::atomic<bool>> stopping = std::make_shared<std::atomic<bool>>(false);
   std::shared_ptr<peer_table> peers;  // peer_id.value -> the peer's entry actor
   bool stopped = false;
   // /metrics and /healthz (node_config::metrics_listen); none while off. Stopped first.

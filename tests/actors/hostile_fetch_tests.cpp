@@ -15,6 +15,7 @@
 #include <future>
 #include <optional>
 #include <random>
+#include <thread>
 
 using namespace kvferry;
 using namespace std::chrono_literals;
@@ -473,6 +474,67 @@ TEST_CASE("F17: a hostile prefill that answers a fetch with an empty or unknown 
   CHECK_MESSAGE(rr->message.find("runtime_error") != std::string::npos, rr->message);
   CHECK(d.health().healthy);
   d.stop(1s);
+  caf::anon_send_exit(liar, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("F17: a prefill that ends the decode's health supervisor leaves the decode unhealthy, "
+          "saying why, and its stop() still returns") {
+  // A fetch names the decode's health supervisor as its anchor (the prefill watches the decode
+  // through it), so the prefill holds its address, and CAF 0.17 lets it end that actor: `kill`
+  // skips the supervisor's exit handler, which would have taken the children down with it.
+  auto how = caf::exit_reason::kill;
+  SUBCASE("killed") {}
+  SUBCASE("told to exit as if the node were stopping") { how = caf::exit_reason::user_shutdown; }
+  client_config cfg;
+  caf::actor_system sys{cfg};
+  auto liar_impl = [](sender_actor::pointer, caf::exit_reason how) -> sender_actor::behavior_type {
+    return {
+      [](announce_atom, const std::string&) {},
+      [how](fetch_msg& f) -> caf::result<transfer_done> {
+        if (auto anchor = caf::actor_cast<caf::actor>(f.anchor))
+          caf::anon_send_exit(anchor, how);
+        return caf::make_error(caf::sec::runtime_error);
+      },
+      [](cancel_fetch_atom, const std::string&, std::uint64_t, bool) {},
+      [](park_expired_atom, const std::string&, std::uint64_t) {},
+      [](layout_atom) { return std::string{}; },
+      [](identity_atom) { return process_identity{}; },
+      [](decline_atom, const std::string&) { return cancel_result::not_found; },
+      [](layer_atom, const caf::actor_addr&, const std::string&, std::uint32_t, std::uint32_t) {},
+    };
+  };
+  sender_actor liar = sys.spawn(liar_impl, how);
+  auto port = sys.middleman().publish(liar, 0, "127.0.0.1");
+  REQUIRE(port);
+  node_config dcfg;
+  dcfg.transport = "tcp";
+  auto decode = node::start(dcfg);
+  REQUIRE_MESSAGE(decode, decode.error().message);
+  auto& d = *decode.value();
+  std::vector<unsigned char> dst(4096, 0);
+  auto region = d.register_region(dst.data(), dst.size()).value();
+  auto peer = d.connect("127.0.0.1", *port);
+  REQUIRE_MESSAGE(peer, peer.error().message);
+  auto rr = d.receive("ends-the-anchor", peer.value(), {{region, 0, 4096}}).wait_for(20s);
+  REQUIRE(rr);
+  CHECK(rr->status == transfer_status::failed);
+  // Nothing restarts the supervisor: the node says so instead of reporting itself healthy.
+  CHECK(node_access::of(d).health->wait_for([](const health_snapshot& h) { return !h.healthy; },
+                                            20s));
+  CHECK_MESSAGE(d.health().reason.find("health supervisor ended") != std::string::npos,
+                d.health().reason);
+  // stop() used to wait for ever for the children only the supervisor told to exit. A hang is
+  // the failure, so this waits on the wall clock: 60 s for what takes milliseconds.
+  std::promise<void> stopped;
+  auto done = stopped.get_future();
+  std::thread([&d, &stopped] {
+    d.stop(1s);
+    stopped.set_value();
+  }).detach();
+  if (done.wait_for(60s) != std::future_status::ready) {
+    FAIL_CHECK("the decode's stop() did not return within 60 s");
+    std::_Exit(1);  // the node cannot be torn down any more: end the test process here
+  }
   caf::anon_send_exit(liar, caf::exit_reason::user_shutdown);
 }
 
