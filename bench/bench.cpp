@@ -230,24 +230,26 @@ device_figures measure_device(const options& opts) {
 }
 
 void print_holds(const std::vector<hold_result>& holds) {
-  std::printf("\n%-9s %-5s %9s %10s %10s %9s %10s %8s %9s\n", "hold", "side", "post s",
-              "resolve s", "release s", "us/req", "heap B/req", "RSS B/req", "kept B/req");
+  std::printf("\n%-9s %-5s %9s %10s %10s %9s %9s %10s %8s %9s\n", "hold", "side", "post s",
+              "resolve s", "release s", "us/req", "CPU us/req", "heap B/req", "RSS B/req",
+              "kept B/req");
   for (auto& h : holds) {
     for (int s = 0; s < 2; ++s) {
       auto& side = s == 0 ? h.send : h.recv;
       auto heap = h.heap_known ? std::to_string(side.heap_bytes) : std::string{"-"};
       auto kept = h.heap_known ? std::to_string(side.retained_bytes) : std::string{"-"};
-      std::printf("%-9u %-5s %9.2f %10.2f %10.2f %9.1f %10s %8llu %9s%s\n", h.requests,
+      std::printf("%-9u %-5s %9.2f %10.2f %10.2f %9.1f %9.1f %10s %8llu %9s%s\n", h.requests,
                   s == 0 ? "send" : "recv", side.post_s, side.resolve_s, side.release_s,
-                  side.seconds() * 1e6 / h.requests, heap.c_str(),
+                  side.seconds() * 1e6 / h.requests, side.cpu_s * 1e6 / h.requests, heap.c_str(),
                   static_cast<unsigned long long>(side.rss_bytes), kept.c_str(),
                   side.all_resolved ? "" : "  SOME NEVER RESOLVED");
     }
     if (!h.stayed_healthy)
       std::printf("%-9s the node turned UNHEALTHY during this hold\n", "");
   }
-  std::printf("hold slope: %.2f (time per request at the largest size / at the smallest)\n",
-              hold_slope(holds));
+  std::printf("hold slope: %.2f (time per request at the largest size / at the smallest; "
+              "in CPU time of this process: %.2f)\n",
+              hold_slope(holds), hold_slope(holds, &hold_result::cpu_us_per_request));
 }
 
 // The idle case: one line per process, its busiest threads (by name) after it.
@@ -370,6 +372,7 @@ void print_json(const options& opts, const std::vector<case_result>& results,
         j["post_s"] = s.post_s;
         j["resolve_s"] = s.resolve_s;
         j["release_s"] = s.release_s;
+        j["cpu_s"] = s.cpu_s;
         j["heap_bytes_per_request"] = heap(s.heap_bytes);
         j["rss_bytes_per_request"] = s.rss_bytes;
         j["retained_bytes_per_request"] = heap(s.retained_bytes);
@@ -379,12 +382,14 @@ void print_json(const options& opts, const std::vector<case_result>& results,
       json j;
       j["in_flight"] = h.requests;
       j["us_per_request"] = h.us_per_request();
+      j["cpu_us_per_request"] = h.cpu_us_per_request();
       j["stayed_healthy"] = h.stayed_healthy;
       j["send"] = side(h.send);
       j["recv"] = side(h.recv);
       out["hold"].push_back(std::move(j));
     }
     out["hold_slope"] = hold_slope(holds);
+    out["hold_cpu_slope"] = hold_slope(holds, &hold_result::cpu_us_per_request);
   }
   if (idle) {
     // Per cent of one core; a process whose /proc could not be read has null figures.

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <ctime>
 #include <fstream>
 #include <malloc.h>
 #include <string>
@@ -24,6 +25,13 @@ constexpr auto hold_patience = 600s;
 
 double seconds_since(steady::time_point t0) {
   return std::chrono::duration<double>(steady::now() - t0).count();
+}
+
+// CPU seconds this process has used, all threads together.
+double process_cpu_s() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
 }
 
 // Heap bytes in use (malloc arenas and mmapped chunks): what new requests cost.
@@ -94,6 +102,7 @@ hold_side hold(node& n, bool sends, peer_id peer, region_id region, std::uint32_
   const auto rss0 = rss_bytes();
   const auto in_flight0 = n.health().in_flight;
 
+  const auto cpu0 = process_cpu_s();
   auto t0 = steady::now();
   std::vector<transfer_handle> handles;
   handles.reserve(count);
@@ -106,12 +115,14 @@ hold_side hold(node& n, bool sends, peer_id peer, region_id region, std::uint32_
     [&](const health_snapshot& h) { return h.in_flight >= in_flight0 + count; }, hold_patience);
   side.post_s = seconds_since(t0);
 
+  side.cpu_s = process_cpu_s() - cpu0;
   settle();
   const auto heap1 = heap_in_use();
   const auto rss1 = rss_bytes();
   side.heap_bytes = heap1 > heap0 ? (heap1 - heap0) / count : 0;
   side.rss_bytes = rss1 > rss0 ? (rss1 - rss0) / count : 0;
 
+  const auto cpu1 = process_cpu_s();
   auto t1 = steady::now();
   {
     std::vector<std::thread> cancellers;
@@ -134,6 +145,7 @@ hold_side hold(node& n, bool sends, peer_id peer, region_id region, std::uint32_
     side.all_resolved &= h.wait_released(
       std::chrono::duration_cast<std::chrono::milliseconds>(until - steady::now()));
   side.release_s = seconds_since(t2);
+  side.cpu_s += process_cpu_s() - cpu1;
 
   handles.clear();
   n.poll();
@@ -160,7 +172,8 @@ hold_result measure_hold(node& n, peer_id peer, region_id region, std::uint32_t 
   return r;
 }
 
-double hold_slope(const std::vector<hold_result>& results) {
+double hold_slope(const std::vector<hold_result>& results,
+                  double (hold_result::*per_request)() const) {
   if (results.size() < 2)
     return 1;
   const hold_result* small = &results.front();
@@ -171,8 +184,8 @@ double hold_slope(const std::vector<hold_result>& results) {
     if (r.requests > large->requests)
       large = &r;
   }
-  auto base = small->us_per_request();
-  return base > 0 ? large->us_per_request() / base : 0;
+  auto base = (small->*per_request)();
+  return base > 0 ? (large->*per_request)() / base : 0;
 }
 
 }  // namespace kvferry::bench

@@ -21,6 +21,9 @@ struct hold_side {
   double post_s = 0;     // from the first call until every request actor runs
   double resolve_s = 0;  // from the first cancel() until every handle is terminal
   double release_s = 0;  // from then until every handle is released
+  // CPU time of this whole process (every thread: both nodes when they share it) over the same
+  // span: what the requests cost, whatever else the machine runs meanwhile.
+  double cpu_s = 0;
   std::uint64_t heap_bytes = 0;  // heap per held request
   std::uint64_t rss_bytes = 0;   // resident set per held request
   std::int64_t retained_bytes = 0;  // heap per request still held once all ended
@@ -39,6 +42,10 @@ struct hold_result {
   double us_per_request() const {
     return requests == 0 ? 0 : (send.seconds() + recv.seconds()) * 1e6 / (2.0 * requests);
   }
+  // The same in CPU time of the process.
+  double cpu_us_per_request() const {
+    return requests == 0 ? 0 : (send.cpu_s + recv.cpu_s) * 1e6 / (2.0 * requests);
+  }
 };
 
 // Holds `count` sends and then `count` receives (from `peer`, for ids it never offers) on `n`,
@@ -48,7 +55,10 @@ struct hold_result {
 hold_result measure_hold(node& n, peer_id peer, region_id region, std::uint32_t count,
                          unsigned cancel_threads = 1);
 
-// Time per request at the largest size divided by that at the smallest (1 for one size).
-double hold_slope(const std::vector<hold_result>& results);
+// Time per request at the largest size divided by that at the smallest (1 for one size): wall
+// time by default, or CPU time (&hold_result::cpu_us_per_request), which other work on the
+// machine leaves alone.
+double hold_slope(const std::vector<hold_result>& results,
+                  double (hold_result::*per_request)() const = &hold_result::us_per_request);
 
 }  // namespace kvferry::bench
