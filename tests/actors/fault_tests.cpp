@@ -264,6 +264,9 @@ TEST_CASE("a send whose actor dies with nothing in flight is released at once, n
   CHECK(np.prefill->health().unreleased == 0);
   REQUIRE(r.wait_for(patience));
   CHECK(r.result()->status == transfer_status::failed);
+  // The receive's id is free once it is released too, which its owner does just after the
+  // terminal event (between the two, a preempted thread once let the reuse below be refused).
+  CHECK(r.wait_released(patience));
   // Its id is free again, and the node serves.
   np.transfer_ok("waits-for-a-layer", 0, 0, 4096);
 }
