@@ -27,9 +27,11 @@ TEST_CASE("F21: with every core busy twice over, a shared-memory transfer neithe
   }
 
   cli::workload w;
-  w.requests = 64;
+  // 256 MiB as data messages: seconds of work on a starved machine. Under a sanitizer half of
+  // it: there the instrumented engine made this case 77-84 s of its 120 with every core busy.
+  w.requests = KVFERRY_SANITIZED ? 32 : 64;
   w.layers = 4;
-  w.block_bytes = 1 << 20;  // 256 MiB as data messages: seconds of work on a starved machine
+  w.block_bytes = 1 << 20;
   w.seed = 21;
   node_config cfg;
   cfg.transport = "shm";
