@@ -207,17 +207,17 @@ result<std::unique_ptr<node>> node_access::start(const node_config& config, engi
                    ? config.scheduler_threads
                    : std::max(2u, std::thread::hardware_concurrency());
   p->cfg.set("scheduler.max-threads", static_cast<std::size_t>(threads));
-  // How CAF's scheduler workers wait for work (issue 13: an idle node stays under 1 % of a
-  // core). With CAF 0.17's defaults a worker that ran anything polls its queue 500 more times
-  // with a 50 us sleep in between (~25 ms of wake-ups), then wakes every 10 ms for good to steal
-  // from the others: the supervisor's tick once a second kept two idle workers waking ~700
-  // times a second, 2-3 % of a core on this VM, all of it in nanosleep and futex. Now the same
-  // spinning, then 20 short sleeps (1-2 ms), then the condition variable, which any message
-  // from outside the scheduler (network, clock, transport thread, facade) wakes at once; only
-  // stealing what another worker queued for itself waits for the 50 ms timeout, and under load
-  // the polling phases steal long before. Rate and latency under load did not change beyond
-  // this VM's noise (bench/RESULTS.md, "Idle CPU").
-  p->cfg.set("work-stealing.moderate-poll-attempts", std::size_t{20});
+  // How CAF's scheduler workers wait for work. After each job a CAF 0.17 worker spins 100 times,
+  // then polls `moderate-poll-attempts` times (default 500) with a 50 us sleep in between (80-130
+  // us here: the kernel's timer slack), then waits on its condition variable. A message from
+  // outside the scheduler (the API, the network, the UCX progress thread, a spawn) notifies only
+  // a worker in that last phase: one in the sleeping polls finds it when its sleep ends. A
+  // transfer's critical path has six such messages. With 20 sleeping polls a one-in-flight 4 KiB
+  // transfer took 0.58 ms at p50, without them 0.30, and an idle node woke 84 times a second
+  // instead of 64 (issue 13; bench/RESULTS.md, "Scheduler wake-ups"). So a worker spins, then
+  // waits to be notified; only stealing what another worker queued for itself waits for the
+  // 50 ms timeout of that wait.
+  p->cfg.set("work-stealing.moderate-poll-attempts", std::size_t{0});
   p->cfg.set("work-stealing.relaxed-sleep-duration", caf::timespan{std::chrono::milliseconds{50}});
   p->cfg.set("logger.verbosity", caf::atom("quiet"));
   p->sys = std::make_unique<caf::actor_system>(p->cfg);
