@@ -18,6 +18,10 @@
 //     (release on the mailbox in blocking_actor::enqueue, acquire after the mailbox's
 //     fetch_more and blocking_actor::dequeue);
 //   - spawning happens before the actor's first run (scheduled_actor::launch: release);
+//   - attaching to an actor (a functor, a monitor) happens before the attachment runs at the
+//     actor's cleanup, on whatever thread ends it: a proxy, for one, is killed on the network
+//     thread (monitorable_actor::attach: release, ::cleanup: acquire, both on the actor's
+//     mutex, which orders them inside libcaf_core);
 //   - a message deserialized from the network happens before the actor that handles it: it is
 //     built on a BASP worker thread and can reach its actor along paths inside libcaf_io
 //     (message::load: release on the content; consume/reactivate: acquire on the content; a
@@ -38,11 +42,13 @@
 #include "tsan_detect.hpp"
 
 #ifdef KVFERRY_TSAN
+#include <caf/abstract_actor.hpp>
 #include <caf/actor_control_block.hpp>
 #include <caf/blocking_actor.hpp>
 #include <caf/io/basp/message_queue.hpp>
 #include <caf/io/network/default_multiplexer.hpp>
 #include <caf/message.hpp>
+#include <caf/monitorable_actor.hpp>
 #include <caf/scheduled_actor.hpp>
 
 #include <dlfcn.h>
@@ -76,9 +82,33 @@ void acquire_content(const caf::mailbox_element& x) {
   __tsan_acquire(const_cast<caf::type_erased_tuple*>(&x.content()));
 }
 
+// The address of an actor's own mutex (abstract_actor::mtx_, protected), as the sync object
+// for what CAF orders with it.
+struct actor_mutex : caf::abstract_actor {
+  static void* of(caf::abstract_actor* actor) {
+    return &(actor->*(&actor_mutex::mtx_));
+  }
+};
+
 }  // namespace
 
 namespace caf {
+
+void monitorable_actor::attach(attachable_ptr ptr) {
+  using fn = void (*)(monitorable_actor*, attachable_ptr);
+  static const fn real = original<fn>(
+    "_ZN3caf17monitorable_actor6attachESt10unique_ptrINS_10attachableESt14default_deleteIS2_EE");
+  __tsan_release(actor_mutex::of(this));
+  real(this, std::move(ptr));
+}
+
+bool monitorable_actor::cleanup(error&& reason, execution_unit* eu) {
+  using fn = bool (*)(monitorable_actor*, error&&, execution_unit*);
+  static const fn real =
+    original<fn>("_ZN3caf17monitorable_actor7cleanupEONS_5errorEPNS_14execution_unitE");
+  __tsan_acquire(actor_mutex::of(this));
+  return real(this, std::move(reason), eu);
+}
 
 void scheduled_actor::enqueue(mailbox_element_ptr ptr, execution_unit* eu) {
   using fn = void (*)(scheduled_actor*, mailbox_element_ptr, execution_unit*);

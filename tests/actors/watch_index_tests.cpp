@@ -1,11 +1,19 @@
 // watch_index (actors/watch_index.hpp): requests watch long-lived actors without a CAF monitor
-// each, and hear of their death exactly as a monitor would have told them. In virtual time.
+// each, and hear of their death exactly as a monitor would have told them. In virtual time, and
+// once on real threads.
 #include "actors/watch_index.hpp"
 #include "tests/support/virtual_time.hpp"
 
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <memory>
+#include <thread>
 #include <vector>
 
 using namespace kvferry;
@@ -25,6 +33,11 @@ caf::behavior watcher(caf::event_based_actor* self, std::shared_ptr<downs> seen)
 
 caf::behavior target(caf::event_based_actor*, int) {
   return {[](int) {}};
+}
+
+// Ends, for the reason it is given, when told to.
+caf::behavior quitting_target(caf::event_based_actor* self) {
+  return {[self](caf::exit_reason reason) { self->quit(reason); }};
 }
 
 }  // namespace
@@ -84,4 +97,38 @@ TEST_CASE("watch_index: watchers come and go in any number, and those gone hear 
   vt.kill(t);
   vt.run();
   CHECK(seen->sources.empty());  // every watcher had left
+}
+
+// On real threads: the watch is made on a thread of its own, and the target ends on a scheduler
+// thread after that thread is told, through a relaxed atomic (no synchronization TSan counts),
+// that the watch was made. Nothing but the attachment itself orders the watch before the end,
+// so under ThreadSanitizer this also checks that sanitizers/tsan_caf_sync.cpp states CAF's
+// attach-before-cleanup edge (without it, a peer's proxy killed on the network thread while a
+// request watched it was reported as a race).
+TEST_CASE("watch_index: a watch made on one thread is heard when its target ends on another") {
+  caf::actor_system_config cfg;
+  caf::actor_system sys{cfg};
+  auto index = std::make_shared<watch_index>();
+  auto t = sys.spawn(quitting_target);
+  caf::scoped_actor watcher{sys};
+  const auto target_addr = t.address();
+  const auto who = watcher->address();
+  std::atomic<bool> watched{false};
+  std::thread watching{[&index, &target_addr, &who, &watched] {
+    index->watch(target_addr, who);
+    watched.store(true, std::memory_order_relaxed);
+  }};
+  while (!watched.load(std::memory_order_relaxed))
+    std::this_thread::yield();
+  // A plain message, which carries no actor reference whose count the watch's thread touched.
+  caf::anon_send(t, caf::exit_reason::user_shutdown);
+  caf::actor_addr source;
+  caf::error reason;
+  watcher->receive([&](caf::down_msg& dm) { source = dm.source; reason = dm.reason; },
+                   // a bound only so that a lost down_msg fails the test instead of hanging it
+                   caf::after(std::chrono::seconds{30}) >> [] {});
+  watching.join();
+  CHECK(source == target_addr);
+  CHECK(reason == caf::make_error(caf::exit_reason::user_shutdown));
+  CHECK(index->watchers(target_addr) == 0);
 }
