@@ -12,6 +12,7 @@
 #include "actors/recv_request_actor.hpp"
 #include "actors/send_request_actor.hpp"
 #include "actors/transfer_plan.hpp"
+#include "gpu/copy_engine.hpp"
 #include "gpu/device_select.hpp"
 
 #include <caf/io/all.hpp>
@@ -166,6 +167,13 @@ result<std::unique_ptr<node>> node_access::start(const node_config& config, engi
                                                         done) {
       engine->submit(std::move(segments), std::move(done));
     };
+    if (copier.value().pin_staging) {
+      // A refusal leaves those copies slower, not wrong (as for the staging pool).
+      eo.pin_host = [](void* ptr, std::size_t bytes) {
+        return gpu::pin_host_range(ptr, bytes) == errc::none;
+      };
+      eo.unpin_host = [](void* ptr) { (void)gpu::unpin_host_range(ptr); };
+    }
   }
   auto eng = transport::engine::start(eo, [children](std::uint64_t peer, errc code,
                                                      const std::string& detail) {

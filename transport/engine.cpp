@@ -110,7 +110,13 @@ engine_impl::engine_impl(shared_context context, worker_parts worker,
       stop_timer_(io_),
       poll_timer_(io_),
       watch_timer_(io_) {
-  device_copy_ = options.device_copy;
+  if (options.device_copy) {
+    device_landing::options lo;
+    lo.submit = options.device_copy;
+    lo.pin = options.pin_host;
+    lo.unpin = options.unpin_host;
+    landing_ = std::make_unique<device_landing>(std::move(lo));
+  }
   install_am_handlers();
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "kvferry-ucx");
@@ -170,7 +176,7 @@ result<std::shared_ptr<memory_registration>> engine_impl::allocate_memory(std::s
 result<std::shared_ptr<memory_registration>> engine_impl::register_device_memory(
   void* ptr, std::size_t bytes) {
   using out_t = result<std::shared_ptr<memory_registration>>;
-  if (!device_copy_)
+  if (!landing_)
     return out_t{errc::unsupported, "this engine has no copy engine for device memory"};
   if (ptr == nullptr || bytes == 0)
     return out_t{errc::invalid_argument, "device memory needs a non-null pointer and a size"};
@@ -190,6 +196,11 @@ result<std::shared_ptr<memory_registration>> engine_impl::register_device_memory
 std::vector<std::uint8_t> engine_impl::worker_address() const {
   std::lock_guard<std::mutex> lock(address_mutex_);
   return address_;
+}
+
+void engine_impl::flush_landing() noexcept {
+  if (landing_)
+    landing_->flush();
 }
 
 void engine_impl::replace_worker(std::string reason) {
@@ -241,6 +252,7 @@ void engine_impl::cycle() {
     while (budget > 0 && ucp_worker_progress(worker_.get()) != 0) {
       --budget;
     }
+    flush_landing();
     const bool progressed = budget != progress_budget;
     const bool handled = handle_queues();
     if (round == 0 && watched) {
@@ -464,7 +476,10 @@ void engine_impl::do_replace_worker(const std::string& reason) {
 
   // 3. Every receive in flight gave its sender the old address: nothing it sends can arrive
   //    now. Losing their windows (after the new address is published, so a receive that opens
-  //    one from here on is given the new address) tells each to end or ask again.
+  //    one from here on reads the new address) tells each to end or open a new one. It waits for
+  //    their copies into device memory, so those gathered while flushing the old worker go
+  //    first.
+  flush_landing();
   windows_->lose_all();
 
   // 4. Tell whoever connected them: they reconnect on their next put.
@@ -531,6 +546,7 @@ void engine_impl::finish_shutdown(bool forced) {
     abandon_all(errc::stopped, "the transport engine stopped with UCX requests outstanding");
   }
   worker_flush_.reset();  // freed before completion: its callback will not come
+  flush_landing();        // what the last progress passes gathered still gets its copy
   stopped_ = true;
   stop_timer_.cancel();
   poll_timer_.cancel();

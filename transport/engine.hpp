@@ -55,10 +55,16 @@ struct engine_options {
   // How peers' data messages reach device memory (register_device_memory): starts a copy of
   // `segments` (host source, device destination) without waiting for it, and calls `done`
   // exactly once when it ended (errc::none: written), on any thread. Empty: device memory is
-  // refused. The node passes its copy engine here.
+  // refused. The node passes its copy engine here. Messages are gathered into host buffers
+  // first, a copy per buffer rather than per message (device_landing.hpp).
   std::function<void(std::vector<copy_op> segments,
                      std::function<void(errc code, const std::string& detail)> done)>
     device_copy;
+  // Optional: page-locks the host buffers those copies read from (true: done), so that a CUDA
+  // copy engine reads them with one kernel launch; `unpin_host` undoes it before they are freed.
+  // The node passes gpu::pin_host_range when its copy engine is CUDA's.
+  std::function<bool(void* ptr, std::size_t bytes)> pin_host;
+  std::function<void(void* ptr)> unpin_host;
 };
 
 // A registered memory range (ucp_mem_map). Destroying it unmaps the memory; keep it alive for

@@ -32,6 +32,7 @@
 // are destroyed and the endpoint is closed in FORCE mode.
 #pragma once
 
+#include "transport/device_landing.hpp"
 #include "transport/engine.hpp"
 #include "transport/memory.hpp"
 #include "transport/shm_guard.hpp"
@@ -206,9 +207,12 @@ class engine_impl final : public engine {
   static void on_ack_sent(void* request, ucs_status_t status, void* user_data) noexcept;
   // Sends a data message's answer (acknowledgement or refusal) back through its reply endpoint.
   void answer(ucp_ep_h reply_ep, const ack_header& header) noexcept;
-  // A data message for device memory: copied out of UCX's buffer, then handed to device_copy_
-  // through the window it names. False when the window refused it.
+  // A data message for device memory: copied out of UCX's buffer into the landing
+  // (device_landing.hpp), through the window it names. False when the window refused it.
   bool copy_to_device(const data_header& h, const void* data, std::size_t length);
+  // Hands what the landing gathered to the copy engine. Before anything on this thread waits
+  // for a receive window's copies (lose_all), and at the end of every progress pass.
+  void flush_landing() noexcept;
   void install_am_handlers();
 
   // Posting from any thread; false (nothing posted) once the engine stops accepting work.
@@ -316,10 +320,10 @@ class engine_impl final : public engine {
   // Where peers' data messages may write: this engine's registrations (memory.hpp).
   std::shared_ptr<writable_ranges> writable_ = std::make_shared<writable_ranges>();
   std::shared_ptr<receive_windows> windows_ = std::make_shared<receive_windows>();
-  // Device memory (register_device_memory): written through device_copy_ only.
+  // Device memory (register_device_memory): written through landing_'s copies only; null
+  // without engine_options::device_copy. Flushed at the end of every progress pass.
   std::shared_ptr<writable_ranges> device_ = std::make_shared<writable_ranges>();
-  decltype(engine_options::device_copy) device_copy_;
-  std::shared_ptr<copy_backlog> device_backlog_ = std::make_shared<copy_backlog>();
+  std::unique_ptr<device_landing> landing_;
   // The registration whose rkey a device range hands out (a host page nothing writes): a
   // peer's engine finds it cannot map it and sends data messages. Made on first use.
   std::mutex device_rkey_mutex_;

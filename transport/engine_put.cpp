@@ -440,29 +440,13 @@ ucs_status_t engine_impl::on_data_message(void* arg, const void* header, std::si
 }
 
 bool engine_impl::copy_to_device(const data_header& h, const void* data, std::size_t length) {
-  // Acknowledged once the payload is in a buffer of ours: the window, not the acknowledgement,
-  // is what the receive waits on (closing it waits for the copy; a failed copy fails the
-  // receive). UCX's buffer is never held past this callback (a replaced worker frees it).
+  // Acknowledged once the payload is in a buffer of ours (the landing's): the window, not the
+  // acknowledgement, is what the receive waits on (closing it waits for the copy; a failed copy
+  // fails the receive). UCX's buffer is never held past this callback (a replaced worker frees
+  // it). The finish keeps the windows alive: a copy may end after this engine is gone.
   return windows_->start_copy_if_open(h.window, h.addr, length, [&](auto finish) {
-    std::shared_ptr<std::uint8_t[]> staged(new std::uint8_t[length]);
-    copy_payload(staged.get(), data, length);
-    device_backlog_->acquire(length);
-    std::vector<copy_op> segment{copy_op{addr_of(staged.get()), desc{h.addr, length, 0}}};
-    auto done = [staged, finish, backlog = device_backlog_, length,
-                 windows = windows_](errc code, const std::string& detail) {
-      backlog->release(length);
-      if (code == errc::none)
-        finish(std::string{});
-      else
-        finish("copying into device memory failed: " +
-               (detail.empty() ? std::string{to_string(code)} : detail));
-    };
-    try {
-      device_copy_(std::move(segment), done);
-    } catch (...) {
-      device_backlog_->release(length);
-      throw;  // start_copy_if_open finishes the copy as failed
-    }
+    landing_->append(h.addr, data, length,
+                     [finish, windows = windows_](const std::string& error) { finish(error); });
   });
 }
 

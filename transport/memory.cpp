@@ -79,20 +79,6 @@ error_info ucx_error(const char* call, ucs_status_t status) {
 
 }  // namespace
 
-void copy_backlog::acquire(std::size_t bytes) {
-  std::unique_lock<std::mutex> lock(mutex_);
-  drained_.wait(lock, [&] { return bytes_ == 0 || bytes_ + bytes <= limit; });
-  bytes_ += bytes;
-}
-
-void copy_backlog::release(std::size_t bytes) {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    bytes_ -= std::min(bytes_, bytes);
-  }
-  drained_.notify_all();
-}
-
 std::shared_ptr<memory_registration> device_memory(void* ptr, std::size_t bytes,
                                                    std::shared_ptr<memory_registration> rkey_source,
                                                    std::shared_ptr<writable_ranges> ranges) {

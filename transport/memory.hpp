@@ -6,7 +6,6 @@
 
 #include <ucp/api/ucp.h>
 
-#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -33,22 +32,6 @@ class writable_ranges {
  private:
   mutable std::mutex mutex_;
   std::multimap<std::uintptr_t, std::size_t> ranges_;  // base -> bytes (a pool may be registered twice)
-};
-
-// Bytes of copies into device memory under way, bounded: a peer sending faster than the device
-// copies drain makes the progress thread wait (back-pressure) instead of buffering without end.
-// Thread-safe.
-class copy_backlog {
- public:
-  static constexpr std::size_t limit = 32u << 20;
-  // Waits while the backlog is non-empty and adding `bytes` would pass the limit.
-  void acquire(std::size_t bytes);
-  void release(std::size_t bytes);
-
- private:
-  std::mutex mutex_;
-  std::condition_variable drained_;
-  std::size_t bytes_ = 0;
 };
 
 // Device memory as a registration: nothing is mapped; the range is in `ranges` while it lives,

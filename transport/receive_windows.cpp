@@ -34,8 +34,9 @@ std::uint64_t receive_windows::open(std::vector<range> ranges, std::function<voi
 }
 
 void receive_windows::wait_for_copies(std::unique_lock<std::mutex>& lock, std::uint64_t token) {
-  // Bounded by the copy engine: a copy of one data message (at most 256 KiB) into memory the
-  // engine reaches; it ends, with an error at worst.
+  // Bounded by the copy engine: the copies of the landing buffers holding this window's
+  // messages (device_landing.hpp; handed over by the end of the progress pass that received
+  // them) into memory the engine reaches; they end, with an error at worst.
   copies_done_.wait(lock, [&] {
     auto it = windows_.find(token);
     return it == windows_.end() || it->second.copies == 0;

@@ -14,11 +14,12 @@
 //
 // When the engine replaces its UCX worker (a wedged shared-memory queue), every open window is
 // lost: its sender was given the old worker's address, so nothing it sends can arrive any more.
-// lose_all() closes them all and calls each window's `on_lost`, so that its receive ends (or asks
-// again) instead of waiting for data that will never come.
+// lose_all() closes them all and calls each window's `on_lost`, so that its receive ends (or,
+// its fetch not yet sent, opens a new window) instead of waiting for data that will never come.
 // Memory only a copy engine reaches (device memory) is written through a window too, but
-// asynchronously: the engine copies the payload out of UCX's buffer and starts a copy into the
-// destination (start_copy_if_open); the window counts the copy until it finished. Closing waits
+// asynchronously: the engine copies the payload out of UCX's buffer into a landing buffer, whose
+// batch is copied into device memory later (start_copy_if_open; device_landing.hpp); the window
+// counts the message's copy until it finished. Closing waits
 // for the counted copies, so the proof stays the same: once close() returned, nothing writes.
 // A copy that failed is remembered, and close() reports it: the receive then fails instead of
 // declaring bytes landed that never did.
@@ -78,8 +79,9 @@ class receive_windows {
   }
 
   // If [addr, addr+bytes) lies inside one range of the open window `token`, counts a copy for it
-  // and calls start(finish) without the table held; `start` must begin the copy without waiting
-  // for it and arrange for finish(error) to be called exactly once when it ended (empty error:
+  // and calls start(finish) without the table held; `start` must take the copy on (begin it, or
+  // queue it to begin without anyone's waiting for this window) without waiting for it, and
+  // arrange for finish(error) to be called exactly once when it ended (empty error:
   // written), on any thread, also when start throws (then it is called here). Returns whether
   // the copy was started.
   template <class Start>

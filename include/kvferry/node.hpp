@@ -44,7 +44,7 @@ class node {
 
   // Registers engine-owned memory for transfers. memory_kind::cuda: device memory, which only
   // the node's copy engine touches (node_config::device): sends from it are staged, receives
-  // into it are copied in message by message. Without a device for it: errc::unsupported,
+  // into it are copied in a batch of messages at a time. Without a device for it: errc::unsupported,
   // naming why (no CUDA in this build, no driver or device, device "none").
   result<region_id> register_region(void* ptr, std::size_t bytes,
                                     memory_kind kind = memory_kind::host);

@@ -1,8 +1,8 @@
 // Device memory (memory_kind::cuda regions) without a GPU: nodes whose `device` is "emulated"
 // treat cuda regions as memory only the copy engine touches, exactly as a CUDA engine's device
 // memory is: a send from one is staged through the buffer pool chunk by chunk (gather, put), a
-// receive into one takes the peer's data messages and copies each in through its window. Real
-// UCX (tcp and shared memory) and CAF networking between two nodes of this process; the CPU copy
+// receive into one takes the peer's data messages and copies them in, a batch at a time,
+// through its window. Real UCX (tcp and shared memory) and CAF networking between two nodes of this process; the CPU copy
 // engine stands in for the kernels, which the device script runs where a GPU exists.
 #include "tests/actors/node_pair.hpp"
 
@@ -191,19 +191,20 @@ TEST_CASE("a send from device memory goes chunk by chunk and a cancel stops it b
 
 TEST_CASE("F26: a copy into device memory that fails fails the receive naming it, after every "
           "other copy ended, and nothing is left held") {
-  // The decode's copy engine fails its second copy (an illegal address, say): that message's
-  // bytes never reach device memory, so the receive must not report them landed. Over tcp the
-  // 480 KiB arrive as two data messages (256 KiB at most each).
+  // The decode's copy engine fails its first copy (an illegal address, say): those bytes never
+  // reach device memory, so the receive must not report them landed. Over tcp the 480 KiB
+  // arrive as two data messages (256 KiB at most each), which the engine copies in one batch or
+  // two (transport/device_landing.hpp), as the progress passes fall.
   node_config cfg;
   cfg.transport = "tcp";
   cfg.device = "emulated";
-  transport::fault_rule second;
-  second.op = "copy";
-  second.nth = 2;
-  second.action = transport::fault_action::fail;
+  transport::fault_rule first;
+  first.op = "copy";
+  first.nth = 1;
+  first.action = transport::fault_action::fail;
   auto prefill = node::start(cfg);
   REQUIRE_MESSAGE(prefill, prefill.error().message);
-  auto decode = testing::start_with_faults(cfg, plan_with(second));
+  auto decode = testing::start_with_faults(cfg, plan_with(first));
   REQUIRE_MESSAGE(decode, decode.error().message);
   std::vector<unsigned char> src(region_bytes, 7), dst(region_bytes, 0);
   auto s_region = prefill.value()->register_region(src.data(), src.size()).value();
@@ -221,10 +222,9 @@ TEST_CASE("F26: a copy into device memory that fails fails the receive naming it
                 rr->message);
   CHECK(r.wait_released(patience));
   CHECK(s.wait_released(patience));
-  // The first message landed; the second's bytes did not.
+  // The first copy's bytes did not land (a second copy, if any, wrote the second message only).
   const auto landed = static_cast<std::size_t>(std::count(dst.begin(), dst.end(), 7));
-  CHECK(landed < region_bytes);
-  CHECK(landed + 256 * 1024 >= region_bytes);
+  CHECK(landed + 256 * 1024 <= region_bytes);
   auto h = decode.value()->health();
   CHECK(h.unreleased == 0);
   CHECK(h.healthy);
