@@ -187,7 +187,6 @@ using proof_check_atom = caf::atom_constant<caf::atom("proof_chk")>;
 using window_lost_atom = caf::atom_constant<caf::atom("win_lost")>;
 using register_atom = caf::atom_constant<caf::atom("register")>;
 using allocate_atom = caf::atom_constant<caf::atom("allocate")>;
-using address_atom = caf::atom_constant<caf::atom("address")>;
 using endpoint_atom = caf::atom_constant<caf::atom("endpoint")>;
 using peers_atom = caf::atom_constant<caf::atom("peers")>;
 using refresh_atom = caf::atom_constant<caf::atom("refresh")>;
@@ -227,8 +226,6 @@ using transport_actor = caf::typed_actor<
   caf::replies_to<register_atom, std::uint64_t, std::uint64_t, bool>::with<registered_memory>,
   // Let UCX allocate and register `bytes` (zero-filled; lives as long as the node).
   caf::replies_to<allocate_atom, std::uint64_t>::with<registered_memory>,
-  // This node's UCX worker address (it changes when a wedged worker is replaced).
-  caf::replies_to<address_atom>::with<std::vector<std::uint8_t>>,
   // Diagnostics (may take up to 2 s): the UCX transports the endpoint to peer `epoch` uses.
   caf::replies_to<endpoint_atom, std::uint64_t>::with<std::vector<std::string>>,
   // Diagnostics: the epochs of the peers this node has put data to.
@@ -281,8 +278,9 @@ using recv_request_actor = caf::typed_actor<
   caf::replies_to<cancel_atom>::with<cancel_result>,
   // Internal: the request's deadline passed.
   caf::reacts_to<deadline_atom>,
-  // Internal: the engine replaced its worker, and our receive window with it.
-  caf::reacts_to<window_lost_atom>,
+  // Internal: the engine replaced its worker, and our receive window with it (the number of
+  // the window the actor opened, counted from 1: a window opened again makes earlier ones stale).
+  caf::reacts_to<window_lost_atom, std::uint64_t>,
   // Internal: look again whether the prefill's process has ended (awaiting_proof).
   caf::reacts_to<proof_check_atom>,
   // From the peer's sender (a layer-wise send): layer (of layers) of request id has landed.

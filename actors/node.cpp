@@ -193,6 +193,11 @@ result<std::unique_ptr<node>> node_access::start(const node_config& config, engi
   p->device_memory = copier.value().device_memory;
   p->no_device_memory = std::move(copier.value().why_not);
   p->windows = p->services->engine->windows();
+  // Weak: a receive must not keep the engine past stop(); empty once it is gone.
+  p->worker_address = [engine = std::weak_ptr<transport::engine>(p->services->engine)] {
+    auto e = engine.lock();
+    return e ? e->worker_address() : std::vector<std::uint8_t>{};
+  };
   // CAF: kvferry owns the command line; CAF reads no ini file and no argv here.
   p->cfg.load<caf::io::middleman>();
   if (p->tls) {
@@ -573,7 +578,7 @@ transfer_handle node::receive(const std::string& request_id, peer_id peer,
   // No actor until the receiver admits it: it waits in the admission queue, its owner inside.
   auto q = make_held(recv_spec{context_for(p, st, options), std::move(from.entry),
                                std::move(resolved.value()), std::move(ranges), p.fetch_header,
-                               p.regions, p.windows, std::move(from.process)},
+                               p.regions, p.windows, std::move(from.process), p.worker_address},
                      request_side::receive, p.sys->clock().now());
   if (!p.admissions->add(q)) {  // stop() closed the queue after the check above
     end_held(std::move(q), make_result(transfer_status::failed, errc::stopped,

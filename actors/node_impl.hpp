@@ -29,11 +29,15 @@ struct node::impl {
   node_config config;
   std::uint64_t epoch = 0;
   // Shared ground, one object per concern; each actor's spec carries the ones it uses.
-  std::shared_ptr<transport_services> services;  // only the transport actor calls into it
+  // Only the transport actor calls into it, but for two thread-safe reads a receive makes: the
+  // engine's windows and its worker address (both below).
+  std::shared_ptr<transport_services> services;
   std::shared_ptr<region_table> regions;
   bool device_memory = false;    // cuda regions accepted (node_config::device)
   std::string no_device_memory;  // otherwise: why not, for register_region's error
   std::shared_ptr<transport::receive_windows> windows;  // the engine's (receive requests open them)
+  // The engine's worker address now (recv_spec::worker_address); empty once the engine is gone.
+  std::function<std::vector<std::uint8_t>()> worker_address;
   std::shared_ptr<request_registry> registry = std::make_shared<request_registry>();
   // Sends no peer has fetched yet (the sender, which hands them to actors, holds it too).
   std::shared_ptr<offer_book> book = std::make_shared<offer_book>();

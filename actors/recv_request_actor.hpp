@@ -6,6 +6,8 @@
 #include "actors/request_lifecycle.hpp"
 #include "transport/receive_windows.hpp"
 
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -18,7 +20,7 @@ struct recv_spec {
   std::vector<std::uint32_t> ranges;  // the offered blocks wanted (fetch_msg::ranges); empty: all
   // This node's part of every fetch (name, epoch, anchor), and its regions: the fetch is
   // written only when it is sent, so a receive waiting for admission holds just its blocks. The
-  // worker address is asked of the transport then too.
+  // worker address is read then too (it changes when a wedged worker is replaced).
   std::shared_ptr<const fetch_msg> header;
   std::shared_ptr<const region_table> regions;
   // The engine's receive windows: one is opened over the blocks when the fetch goes out.
@@ -26,6 +28,9 @@ struct recv_spec {
   // The prefill's process (connect() asked): once it has ended, nothing writes through a mapping
   // of our UCX-allocated memory any more.
   process_identity peer_process;
+  // The engine's worker address now (transport::engine::worker_address: thread-safe, and
+  // published before a replacement loses the windows), read right after the window opened.
+  std::function<std::vector<std::uint8_t>()> worker_address;
 };
 
 // A queued receive is admitted (receiver_actor.hpp): its owner moves into a new recv-request,

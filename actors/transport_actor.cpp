@@ -224,7 +224,6 @@ transport_actor::behavior_type transport_impl(self_ptr self, transport_spec spec
       }
       return keep(self, std::move(reg));
     },
-    [=](address_atom) { return self->state.engine().worker_address(); },
     [=](endpoint_atom, std::uint64_t peer_epoch) {
       return self->state.engine().endpoint_transports(peer_epoch);
     },

@@ -61,8 +61,8 @@
  * what the engine guarantees), layers (one layer), epochs and stale fetches (one incarnation per
  * node), bound offers, decline(), layout tags, the receiver's admission queue (a held request
  * like the book's offers; `queued` stands for it and the recv-request's first step) and the
- * worker-address request (one internal step of `queued`, or its failure once D's children are
- * gone), the staging pool (a lease is granted or refused at any time, in any phase; slots are
+ * worker-address read (part of the admission step out of `queued`, or its failure once D's
+ * engine is gone, which stop() destroys after the children), the staging pool (a lease is granted or refused at any time, in any phase; slots are
  * per request; returning / poisoning is checked, pool internals are not),
  * supervisor restarts (no child crashes: the transport terminates only in stop()), exceptions in
  * handlers, duplicate ids, timings and health counters.
@@ -635,7 +635,7 @@ proctype RecvReq(byte i) {
      :: phase == r_stopping -> r_finish(R_TIMED_OUT)
      fi }
   :: atomic { R_LIVE && d_stopping -> end_recv(R_STOPPED, false) }   /* the exit handler */
-  /* queued: admitted, and the transport gave the worker address: send_fetch */
+  /* queued: admitted; window opened, the engine's worker address read: send_fetch */
   :: atomic { R_LIVE && phase == queued ->
      r_wp[i] = true;                            /* watch the remote sender */
      if
@@ -644,7 +644,7 @@ proctype RecvReq(byte i) {
      fi;
      to_sender(FETCH, i);
      phase = fetching }
-  /* queued: D's transport is gone and gives no address (ask_address error) */
+  /* queued: D's engine is gone and gives no address (start_fetch's failure) */
   :: atomic { R_LIVE && phase == queued && d_children_dead -> end_recv(R_BACKEND, true) }
   :: !R_LIVE -> break
   od
