@@ -3,6 +3,7 @@
 // register/allocate, stop) and the diagnostics, each bounded.
 
 #include "kvferry/node.hpp"
+#include "core/hop_trace.hpp"
 
 #include "actors/handle_state.hpp"
 #include "actors/health_supervisor_actor.hpp"
@@ -539,6 +540,7 @@ transfer_handle node::send(const std::string& request_id, const std::vector<bloc
 transfer_handle node::receive(const std::string& request_id, peer_id peer,
                               const std::vector<block_span>& blocks,
                               const transfer_options& options) {
+  KVFERRY_HOP(api_receive);
   auto& p = *impl_;
   caf_thread_scope unpin;  // sends to the receiver
   if (p.stopped || !p.accepting.load())

@@ -12,6 +12,7 @@
 // stop() take it out of the queue and end it there (nothing was exposed).
 
 #include "actors/receiver_actor.hpp"
+#include "core/hop_trace.hpp"
 
 #include "actors/peer_input.hpp"
 
@@ -41,6 +42,7 @@ void admit_queued(self_ptr self) {
   while (st.admitted.size() < st.spec.max_fetches_in_flight) {
     recv_request_actor actor;
     st.spec.queue->take_front([&](queued_receive& q) {
+      KVFERRY_HOP(receiver_admit);
       std::uint32_t left_ms = 0;  // no deadline
       if (q.deadline)  // one already passed (the sweep has not run yet) fires at once
         left_ms = static_cast<std::uint32_t>(std::max<std::int64_t>(

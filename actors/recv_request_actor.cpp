@@ -34,6 +34,7 @@
 // Every end goes through request_base::end() (request_lifecycle.hpp).
 
 #include "actors/recv_request_actor.hpp"
+#include "core/hop_trace.hpp"
 
 #include "actors/handle_state.hpp"
 
@@ -129,6 +130,7 @@ void land_every_layer(self_ptr self, std::uint32_t layers) {
 
 // The sender's answer (or CAF's word that none will come) ends the request.
 void on_answer(self_ptr self, caf::expected<transfer_done> answer) {
+  KVFERRY_HOP(answer_at_receive);
   if (answer) {
     // Every byte reached this node; those for device memory land when the engine's copies
     // through our window ended: closing it waits for them, and names one that failed.
@@ -180,6 +182,7 @@ void send_fetch(self_ptr self, std::vector<std::uint8_t> worker_address) {
       std::max<std::int64_t>(1, st.base.ctx.deadline_ms - spent.count()));
   }
   self->become(fetching(self));
+  KVFERRY_HOP(fetch_sent);
   self->request(st.peer, caf::infinite, std::move(fetch))
     .then([=](transfer_done& done) { on_answer(self, std::move(done)); },
           [=](caf::error& err) { on_answer(self, std::move(err)); });
@@ -342,6 +345,7 @@ behavior awaiting_proof(self_ptr self, std::uint32_t checks_left) {
 
 behavior recv_request_impl(self_ptr self, recv_spec spec, std::unique_ptr<request_owner> owner,
                            std::uint32_t deadline_left_ms) {
+  KVFERRY_HOP(recv_started);
   auto& st = self->state;
   st.base.ctx = std::move(spec.ctx);
   st.base.owner = std::move(owner);

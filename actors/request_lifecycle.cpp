@@ -1,4 +1,5 @@
 #include "actors/request_lifecycle.hpp"
+#include "core/hop_trace.hpp"
 
 #include "actors/handle_state.hpp"
 #include "actors/log.hpp"
@@ -86,6 +87,8 @@ void request_owner::finish(transfer_result r) {
   if (terminal_)
     return;
   terminal_ = true;
+  if (side_ == request_side::receive)
+    KVFERRY_HOP(receive_finished);
   auto now = std::chrono::steady_clock::now();
   if (moving_since_ != std::chrono::steady_clock::time_point{}) {
     r.timing.queue_us = us_between(created_, moving_since_);

@@ -44,6 +44,7 @@
 // Every end goes through end_send() -> request_base::end() (request_lifecycle.hpp).
 
 #include "actors/send_request_actor.hpp"
+#include "core/hop_trace.hpp"
 
 #include "actors/log.hpp"
 #include "actors/transfer_plan.hpp"
@@ -408,6 +409,7 @@ caf::typed_response_promise<transfer_done> refuse_second_fetch(self_ptr self,
 
 caf::typed_response_promise<transfer_done> on_fetch(self_ptr self, fetch_msg& fetch,
                                                     const caf::actor_addr& requester) {
+  KVFERRY_HOP(fetch_at_owner);
   auto rp = self->make_response_promise<transfer_done>();
   auto& st = self->state;
   // The sender matched the fetch with the offer before it spawned this actor; checked again

@@ -35,6 +35,7 @@
 // there (deadline, bound node DOWN, decline) or hands its owner to the actor it spawns.
 
 #include "actors/sender_actor.hpp"
+#include "core/hop_trace.hpp"
 
 #include "actors/log.hpp"
 #include "actors/messages.hpp"
@@ -462,6 +463,7 @@ sender_actor::behavior_type sender_impl(self_ptr self, sender_spec spec) {
       serve_fetch(self, p.fetch, p.promise, p.origin, std::move(p.requester));
     },
     [=](fetch_msg& fetch) -> caf::typed_response_promise<transfer_done> {
+      KVFERRY_HOP(fetch_at_sender);
       auto fetcher = self->current_sender();  // before make_response_promise takes it over
       auto rp = self->make_response_promise<transfer_done>();
       auto& st = self->state;

@@ -19,6 +19,7 @@
 // requester whose transport crashed learns its proof there.
 
 #include "actors/transport_actor.hpp"
+#include "core/hop_trace.hpp"
 
 #include "actors/node_health.hpp"
 #include "actors/peer_input.hpp"
@@ -99,6 +100,7 @@ caf::result<registered_memory> keep(self_ptr self,
 }
 
 caf::typed_response_promise<put_done> on_put(self_ptr self, put_request& req) {
+  KVFERRY_HOP(put_at_transport);
   auto rp = self->make_response_promise<put_done>();
   auto& st = self->state;
   if (st.puts.count(req.token) > 0)

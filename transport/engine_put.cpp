@@ -1,5 +1,6 @@
 // Put batches: posting in chunks, completions, flush, cancel, and the exactly-once `done`.
 #include "transport/engine_impl.hpp"
+#include "core/hop_trace.hpp"
 
 #include "sanitizers/tsan_detect.hpp"
 
@@ -73,6 +74,7 @@ std::uint64_t engine_impl::own_shm_id() {
 }
 
 std::uint64_t engine_impl::put(put_batch batch, completion_fn done) {
+  KVFERRY_HOP(put_at_engine);
   const std::uint64_t id = next_id_.fetch_add(1);
   ops_started_.fetch_add(1);
   auto shared_done = std::make_shared<completion_fn>(std::move(done));
@@ -103,6 +105,7 @@ void engine_impl::deliver(completion_fn& done, errc code, const std::string& det
 }
 
 void engine_impl::do_put(std::uint64_t id, put_batch request, completion_fn done) {
+  KVFERRY_HOP(put_posting);
   if (stopping_) {
     deliver(done, errc::stopped, "the transport engine is stopping");
     return;
@@ -418,6 +421,7 @@ ucs_status_t engine_impl::on_data_message(void* arg, const void* header, std::si
     return UCS_OK;
   }
   wire_received();
+  KVFERRY_HOP(data_arrived);
   data_header h;
   std::memcpy(&h, header, sizeof(h));
   // Copied only into registered memory, and only inside the open receive window the message
@@ -548,6 +552,7 @@ std::string engine_impl::path_of(const batch_state& batch) {
 }
 
 void engine_impl::finish(batch_state& batch) {
+  KVFERRY_HOP(batch_done);
   batch.finished = true;
   completion_fn done = std::move(batch.done);
   const errc code = batch.error;
