@@ -24,7 +24,10 @@ expected=$(for r in 1 2 3 4 5 6 7; do seq 1 13; done | tr '\n' ' ')
 found=$(awk '{print $1}' "${files[0]}" | tr '\n' ' ')
 [ "$found" = "$expected" ] || fail "points out of order: $found"
 awk 'NR > 1 && $2 < last { exit 1 } { last = $2 }' "${files[0]}" || fail "time went backwards"
-"$python" "$hops" "$tmp/recorded" | grep -q '^7 requests, 7 passed every point$' ||
+# Output captured first: grep -q would stop reading at its match, and under pipefail the writer's
+# broken pipe would fail the test.
+out=$("$python" "$hops" "$tmp/recorded")
+grep -q '^7 requests, 7 passed every point$' <<< "$out" ||
   fail "hops.py did not count the 7 recorded requests"
 
 # Two processes' files: decode points (d) and prefill points (p), microseconds after each
