@@ -100,6 +100,8 @@ TEST_CASE("held requests past their deadline leave together, earliest first, and
 }
 
 TEST_CASE("closing takes every held request out, refuses new ones, and each ends resolved and released once") {
+  // The count is process-wide: other cases in the same process raise it on purpose.
+  const auto violations_before = detail::handle_state::violations();
   rig r;
   held_requests<test_spec> held;
   for (int i = 1; i <= 3; ++i) {
@@ -121,7 +123,7 @@ TEST_CASE("closing takes every held request out, refuses new ones, and each ends
     CHECK(h->released());
   }
   CHECK(r.health->in_flight() == 0);
-  CHECK(detail::handle_state::violations() == 0);
+  CHECK(detail::handle_state::violations() == violations_before);
   bool recent = false;
   CHECK_FALSE(r.registry->owner_of("c1", &recent));
   CHECK(recent);  // ended and released: the id is free again
